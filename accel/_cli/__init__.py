@@ -1,0 +1,1 @@
+"""Subcommand modules of the ``accel`` CLI; each defines ``register(subparsers)``."""

@@ -1,0 +1,277 @@
+"""The one exception tree of accel.
+
+Every error a user can meet is an :class:`AccelError`. Each carries a stable ``code``
+(snake_case, used in JSON bodies, NDJSON events and logs) and a ``hint`` that says what
+to do. Foreign exceptions (aiohttp, OSError) are translated in exactly one place per seam
+and chained with ``raise ... from``. Errors cross process boundaries (worker ->
+supervisor), so every class pickles: ``__reduce__`` rebuilds it from its keyword facts.
+
+Hierarchy::
+
+    AccelError
+    ├── UsageError                  bad option or argument value (CLI exit 2)
+    ├── ConfigError                 bad configuration (token file, models dir)
+    ├── HubError                    the hub answered, but not with what we asked for
+    │   ├── NotFoundError           404: unknown model, version or file
+    │   ├── AuthError               401/403: missing or wrong token
+    │   └── PublishConflictError    publishing a version that exists with other content
+    ├── UnsafePathError             a path that would leave its root (traversal, symlink)
+    ├── DownloadError               a transfer failed after its retry budget
+    │   ├── HTTPStatusError         an unexpected status (carries status, url)
+    │   ├── RangeNotSupportedError  the origin ignores Range (informational fallback)
+    │   ├── RemoteChangedError      ETag / Last-Modified / size changed mid-download
+    │   ├── ProtocolViolationError  wrong Content-Range, short body, length mismatch
+    │   ├── StallError              no bytes (or too few) for the stall timeout
+    │   └── IntegrityError          bytes do not match the expected digest or size
+    ├── InsufficientDiskSpaceError  not enough free space (needed vs free), or ENOSPC
+    ├── LockTimeoutError            a lock holder stopped heartbeating
+    ├── ModelNotAvailableError      get_model_path for a model that is not ready
+    └── CheckpointError             a resume checkpoint that cannot be used
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AccelError",
+    "AuthError",
+    "CheckpointError",
+    "ConfigError",
+    "DownloadError",
+    "HTTPStatusError",
+    "HubError",
+    "InsufficientDiskSpaceError",
+    "IntegrityError",
+    "LockTimeoutError",
+    "ModelNotAvailableError",
+    "NotFoundError",
+    "ProtocolViolationError",
+    "PublishConflictError",
+    "RangeNotSupportedError",
+    "RemoteChangedError",
+    "StallError",
+    "UnsafePathError",
+    "UsageError",
+]
+
+
+class AccelError(Exception):
+    """Base of every accel error: a message, a stable ``code`` and a ``hint``.
+
+    Subclasses declare ``code`` and a default ``hint``; the facts a user needs are kept
+    as attributes (and in ``facts``) so that the CLI, JSON events and the scheduler
+    report can show them without parsing the message.
+    """
+
+    code: ClassVar[str] = "accel_error"
+    default_hint: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, **facts: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        self.facts: dict[str, Any] = facts
+        for key, value in facts.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.hint, self.facts))
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: code, message, hint and the facts."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        for key, value in self.facts.items():
+            if isinstance(value, str | int | float | bool | type(None) | list | dict):
+                out[key] = value
+        return out
+
+
+def _rebuild(
+    cls: type[AccelError], message: str, hint: str, facts: dict[str, Any]
+) -> AccelError:
+    err = cls.__new__(cls)
+    AccelError.__init__(err, message, hint=hint, **facts)
+    return err
+
+
+class UsageError(AccelError):
+    """A bad option or argument value; the CLI exits 2."""
+
+    code = "usage_error"
+
+
+class ConfigError(AccelError):
+    """Configuration that cannot be used (missing token file, unusable directory)."""
+
+    code = "config_error"
+
+
+class HubError(AccelError):
+    """The hub answered with an error or with something that is not what we asked for."""
+
+    code = "hub_error"
+    default_hint = "check the hub URL and that `accel serve` is running"
+
+
+class NotFoundError(HubError):
+    """The hub has no such model, version or file."""
+
+    code = "not_found"
+    default_hint = "list what the hub has with `accel list --hub URL` or GET /api/models"
+
+
+class AuthError(HubError):
+    """The hub refused our credentials (401/403)."""
+
+    code = "unauthorized"
+    default_hint = "pass the hub's token with --token or ACCEL_TOKEN"
+
+
+class PublishConflictError(HubError):
+    """A version exists already with different content; versions are immutable."""
+
+    code = "publish_conflict"
+    default_hint = "publish under a new version number"
+
+
+class UnsafePathError(AccelError):
+    """A path that would escape its root: traversal, absolute, NUL, backslash, symlink."""
+
+    code = "unsafe_path"
+    default_hint = "file paths must be relative, without '..', backslashes or NUL"
+
+
+class DownloadError(AccelError):
+    """A transfer failed after its retry budget was spent."""
+
+    code = "download_failed"
+    default_hint = "rerun the same command: finished chunks are kept and only the rest is fetched"
+
+
+class HTTPStatusError(DownloadError):
+    """The origin answered with a status we cannot use (facts: status, url)."""
+
+    code = "http_status"
+
+
+class RangeNotSupportedError(DownloadError):
+    """The origin ignores Range requests; a single stream is used instead."""
+
+    code = "range_not_supported"
+
+
+class RemoteChangedError(DownloadError):
+    """The remote file changed (ETag, Last-Modified or size) during the download."""
+
+    code = "remote_changed"
+    default_hint = "rerun: chunks of the old version are discarded and the new one is fetched"
+
+
+class ProtocolViolationError(DownloadError):
+    """The origin broke HTTP's promises: wrong Content-Range, short body, bad length."""
+
+    code = "protocol_violation"
+
+
+class StallError(DownloadError):
+    """A connection delivered no bytes (or too few) for the stall timeout."""
+
+    code = "stalled"
+
+
+class IntegrityError(DownloadError):
+    """Bytes do not match the expected SHA256, blake3 block digest or size."""
+
+    code = "checksum_mismatch"
+    default_hint = "the source is corrupt or changed; rerun to refetch, or report it to the hub owner"
+
+
+class InsufficientDiskSpaceError(AccelError):
+    """Not enough free space (facts: path, needed, free); also raised on ENOSPC."""
+
+    code = "disk_full"
+    default_hint = "free disk space, then rerun: the download resumes where it stopped"
+
+
+class LockTimeoutError(AccelError):
+    """A lock's holder stopped heartbeating for longer than its timeout (facts: holder)."""
+
+    code = "lock_timeout"
+    default_hint = "if the holder is gone, run `accel locks --clean`"
+
+
+class ModelNotAvailableError(AccelError):
+    """``get_model_path`` for a model version that is not ready.
+
+    ``reason`` is one of ``not_installed``, ``queued``, ``downloading``, ``paused``,
+    ``verifying``, ``error``.
+    """
+
+    code = "model_not_available"
+    REASONS: ClassVar[tuple[str, ...]] = (
+        "not_installed",
+        "queued",
+        "downloading",
+        "paused",
+        "verifying",
+        "error",
+    )
+    model_id: str
+    version: str | None
+    reason: str
+
+    def __init__(
+        self,
+        model_id: str,
+        version: str | None = None,
+        reason: str = "not_installed",
+        *,
+        message: str | None = None,
+        hint: str | None = None,
+        **facts: Any,
+    ) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        shown = f"{model_id}@{version}" if version else model_id
+        if hint is None:
+            hint = {
+                "not_installed": f"install it with `accel install {shown}`",
+                "error": f"see `accel status {shown}`, then `accel install {shown}` to retry",
+                "paused": f"resume it with `accel install {shown}`",
+            }.get(reason, "wait for the install to finish")
+        super().__init__(
+            message or f"model {shown} is not available: {reason}",
+            hint=hint,
+            model_id=model_id,
+            version=version,
+            reason=reason,
+            **facts,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        facts = dict(self.facts)
+        return (
+            _rebuild_mna,
+            (facts.pop("model_id"), facts.pop("version"), facts.pop("reason"), self.message, self.hint, facts),
+        )
+
+
+def _rebuild_mna(
+    model_id: str, version: str | None, reason: str, message: str, hint: str, facts: dict[str, Any]
+) -> ModelNotAvailableError:
+    return ModelNotAvailableError(model_id, version, reason, message=message, hint=hint, **facts)
+
+
+class CheckpointError(AccelError):
+    """A resume checkpoint that is torn, from another file, or otherwise unusable."""
+
+    code = "checkpoint_invalid"
+    default_hint = "the download restarts from zero for the affected chunks"

@@ -1,0 +1,19 @@
+import accel
+
+
+def test_public_api_is_curated_and_sorted() -> None:
+    exported = accel.__all__
+    assert exported == sorted(exported)
+    for name in exported:
+        assert hasattr(accel, name), name
+    public = {n for n in dir(accel) if not n.startswith("_")}
+    # Sub-packages appear as attributes once imported; everything else must be in __all__.
+    stray = public - set(exported) - {"errors", "schema", "units", "hub", "fetch", "manager", "node", "cli"}
+    assert not stray, stray
+
+
+def test_cli_lists_subcommands() -> None:
+    from accel.cli import build_parser
+
+    help_text = build_parser().format_help()
+    assert "COMMAND" in help_text
