@@ -94,9 +94,7 @@ class AccelError(Exception):
         return out
 
 
-def _rebuild(
-    cls: type[AccelError], message: str, hint: str, facts: dict[str, Any]
-) -> AccelError:
+def _rebuild(cls: type[AccelError], message: str, hint: str, facts: dict[str, Any]) -> AccelError:
     err = cls.__new__(cls)
     AccelError.__init__(err, message, hint=hint, **facts)
     return err
@@ -191,7 +189,9 @@ class IntegrityError(DownloadError):
     """Bytes do not match the expected SHA256, blake3 block digest or size."""
 
     code = "checksum_mismatch"
-    default_hint = "the source is corrupt or changed; rerun to refetch, or report it to the hub owner"
+    default_hint = (
+        "the source is corrupt or changed; rerun to refetch, or report it to the hub owner"
+    )
 
 
 class InsufficientDiskSpaceError(AccelError):
@@ -260,7 +260,14 @@ class ModelNotAvailableError(AccelError):
         facts = dict(self.facts)
         return (
             _rebuild_mna,
-            (facts.pop("model_id"), facts.pop("version"), facts.pop("reason"), self.message, self.hint, facts),
+            (
+                facts.pop("model_id"),
+                facts.pop("version"),
+                facts.pop("reason"),
+                self.message,
+                self.hint,
+                facts,
+            ),
         )
 
 

@@ -5,7 +5,6 @@ import pytest
 import accel
 from accel import errors
 
-
 ALL_ERRORS = [getattr(errors, name) for name in errors.__all__]
 
 

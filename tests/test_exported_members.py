@@ -8,7 +8,11 @@ def test_public_api_is_curated_and_sorted() -> None:
         assert hasattr(accel, name), name
     public = {n for n in dir(accel) if not n.startswith("_")}
     # Sub-packages appear as attributes once imported; everything else must be in __all__.
-    stray = public - set(exported) - {"errors", "schema", "units", "hub", "fetch", "manager", "node", "cli"}
+    stray = (
+        public
+        - set(exported)
+        - {"errors", "schema", "units", "hub", "fetch", "manager", "node", "cli"}
+    )
     assert not stray, stray
 
 

@@ -8,7 +8,14 @@ from accel.units import format_bytes, parse_rate, parse_size
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("4096", 4096), ("8M", 8 << 20), ("1.5GiB", 3 << 29), ("100MB", 100_000_000), ("16MiB", 16 << 20), ("0", 0)],
+    [
+        ("4096", 4096),
+        ("8M", 8 << 20),
+        ("1.5GiB", 3 << 29),
+        ("100MB", 100_000_000),
+        ("16MiB", 16 << 20),
+        ("0", 0),
+    ],
 )
 def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
@@ -20,7 +27,9 @@ def test_parse_size_rejects_with_option_name(text: str) -> None:
         parse_size(text, option="--chunk-size")
 
 
-@pytest.mark.parametrize(("text", "expected"), [("25MB/s", 25e6), ("10M", 10 * 2**20), ("500KiB/s", 512000.0)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("25MB/s", 25e6), ("10M", 10 * 2**20), ("500KiB/s", 512000.0)]
+)
 def test_parse_rate(text: str, expected: float) -> None:
     assert parse_rate(text) == expected
 
