@@ -26,7 +26,8 @@ Hierarchy::
     ├── InsufficientDiskSpaceError  not enough free space (needed vs free), or ENOSPC
     ├── LockTimeoutError            a lock holder stopped heartbeating
     ├── ModelNotAvailableError      get_model_path for a model that is not ready
-    └── CheckpointError             a resume checkpoint that cannot be used
+    ├── CheckpointError             a resume checkpoint that cannot be used
+    └── DeliveryError               a report could not be delivered to the scheduler (retried)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "AuthError",
     "CheckpointError",
     "ConfigError",
+    "DeliveryError",
     "DownloadError",
     "HTTPStatusError",
     "HubError",
@@ -282,3 +284,14 @@ class CheckpointError(AccelError):
 
     code = "checkpoint_invalid"
     default_hint = "the download restarts from zero for the affected chunks"
+
+
+class DeliveryError(AccelError):
+    """One attempt to deliver a report to the scheduler failed (facts: url, status).
+
+    The node's reporter keeps the report and retries it in the background; this error is
+    never raised to the code that asked for the report.
+    """
+
+    code = "scheduler_unreachable"
+    default_hint = "the node keeps the report and retries; check the scheduler URL"

@@ -9,6 +9,8 @@ Never does I/O.
 from __future__ import annotations
 
 import hashlib
+import uuid
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,8 +20,10 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "FileEntry",
+    "Job",
     "ManifestFile",
     "ModelInfo",
+    "ModelNotAvailableMessage",
     "RankingEntry",
     "UsageReport",
     "VersionInfo",
@@ -119,3 +123,46 @@ def version_checksum(files: list[FileEntry] | list[ManifestFile]) -> str:
     for f in sorted(files, key=lambda f: f.path):
         h.update(f"{f.path}\0{f.size_bytes}\0{f.sha256}\n".encode())
     return h.hexdigest()
+
+
+# --- Scheduler messages (node integration, accel/node/) -------------------------------
+# The scheduler team reads these as JSON schemas: accel/node/schemas/*.schema.json,
+# generated from the models below and held equal to them by tests/node/test_messages.py.
+
+NotAvailableReason = Literal[
+    "not_installed", "queued", "downloading", "paused", "verifying", "error"
+]
+
+
+class Job(_Model):
+    """A job as the scheduler assigns it to a node: the guard checks its model first."""
+
+    job_id: str = Field(min_length=1)
+    required_model_id: str = Field(min_length=1)
+    required_model_version: str | None = Field(
+        default=None, description="None means the hub's default_version"
+    )
+
+
+class ModelNotAvailableMessage(_Model):
+    """Sent by a node to the scheduler when it cannot run a job: its model is not ready.
+
+    ``progress`` is the fraction (0..1) of the version's bytes already on the node, so a
+    scheduler can prefer to wait for a node that is at 0.9 over one at 0. ``message_id``
+    is unique per report and stays the same across delivery retries, so a scheduler can
+    drop duplicates.
+    """
+
+    type: Literal["MODEL_NOT_AVAILABLE"] = "MODEL_NOT_AVAILABLE"
+    job_id: str
+    node_id: str
+    model_id: str
+    version: str | None
+    reason: NotAvailableReason
+    progress: float = Field(ge=0.0, le=1.0)
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    install_queued: bool = Field(
+        default=False, description="true when the node queued the install for this job"
+    )
+    detail: str | None = Field(default=None, description="human-readable explanation")
