@@ -88,7 +88,7 @@ class SchedulerReporter:
         max_pending: int = 1000,
         backoff: Backoff | None = None,
         rand: Callable[[], float] = random.random,
-        on_delivered: Callable[[ModelNotAvailableMessage], None] | None = None,
+        on_delivered: Callable[[ModelNotAvailableMessage], object] | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")

@@ -1,0 +1,323 @@
+"""``accel node``: the long-running daemon that owns one models dir.
+
+Owns the lifecycle of a node: one :class:`~accel.manager.ModelManager`, the scheduler
+reporter and job guard, the event broadcaster fed by the manager's events, the
+pre-seeding loop over the hub's top-N ranking, and the aiohttp server of
+:mod:`accel.node.api` (control API, ``/events``, dashboard). On SIGTERM it stops
+accepting work, ends the event streams, and closes the manager, which cancels the
+transfers and leaves every one resumable; the next start re-queues what was in flight.
+Never prints: the CLI wrapper logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from accel.errors import AccelError
+from accel.node.events import EventBroadcaster, event_name, to_jsonable
+from accel.node.guard import JobGuard
+from accel.node.hubinfo import HubInfo, preseed_candidates
+from accel.node.reporter import SchedulerReporter
+from accel.node.transport import transport_for_url
+from accel.node.view import model_card, total_line
+
+__all__ = ["IN_FLIGHT", "NodeConfig", "NodeDaemon", "run_node"]
+
+log = logging.getLogger("accel.node")
+
+#: states that a restart picks up again (paused stays paused, error waits for retry)
+IN_FLIGHT = frozenset({"queued", "downloading", "verifying"})
+_STATE_RANK = {"ready": 6, "verifying": 5, "downloading": 4, "queued": 3, "paused": 2, "error": 1}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything ``accel node`` is started with."""
+
+    models_dir: Path
+    hub_url: str
+    host: str = "127.0.0.1"
+    port: int = 8700
+    scheduler_url: str | None = None
+    preseed_top: int = 0
+    preseed_interval_s: float = 600.0
+    token: str | None = None
+    node_id: str = field(default_factory=socket.gethostname)
+    install_missing: bool = True
+    max_parallel_files: int = 3
+    limit_rate: float | None = None
+
+
+async def call(obj: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``obj.a<name>`` if the manager has an async variant, else ``obj.<name>``."""
+    fn = getattr(obj, f"a{name}", None) or getattr(obj, name)
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def records_of(status: Any) -> list[dict[str, Any]]:
+    """The manager's status answer as a list of per-version dicts (model_id, state...)."""
+    data = to_jsonable(status)
+    if isinstance(data, dict):
+        for key in ("models", "versions", "installs", "items"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+        else:
+            data = [data] if "model_id" in data else list(data.values())
+    out = []
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and "model_id" in item:
+            item = dict(item)
+            item.setdefault("state", item.get("status"))
+            out.append(item)
+    return out
+
+
+def best_states(records: list[dict[str, Any]]) -> dict[str, str]:
+    """model_id -> its most advanced local state across versions."""
+    best: dict[str, str] = {}
+    for r in records:
+        state = str(r.get("state"))
+        mid = str(r["model_id"])
+        if _STATE_RANK.get(state, 0) > _STATE_RANK.get(best.get(mid, ""), 0):
+            best[mid] = state
+    return best
+
+
+class NodeDaemon:
+    """One node: manager + reporter + guard + events + pre-seeding + HTTP server."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        manager_factory: Callable[[NodeConfig], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self._manager_factory = manager_factory or _default_manager
+        self.manager: Any = None
+        self.events = EventBroadcaster()
+        self.hub = HubInfo(config.hub_url, token=config.token)
+        self.reporter: SchedulerReporter | None = None
+        self.guard: JobGuard | None = None
+        self.preseed_status: dict[str, Any] = {
+            "top": config.preseed_top,
+            "last_run": None,
+            "started": [],
+            "error": None,
+        }
+        self.cards: dict[str, dict[str, Any]] = {}
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runner: web.AppRunner | None = None
+        self.url: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the manager, start background tasks and the HTTP server."""
+        from accel.node.api import make_app
+
+        self.manager = self._manager_factory(self.config)
+        if self.config.scheduler_url:
+            self.reporter = SchedulerReporter(
+                transport_for_url(self.config.scheduler_url, token=None),
+                on_delivered=lambda m: self.events.publish(
+                    {"job_id": m.job_id, "message_id": m.message_id}, "report_delivered"
+                ),
+            )
+            self.reporter.start()
+        self.guard = JobGuard(
+            self.manager,
+            self.reporter,
+            node_id=self.config.node_id,
+            install_missing=self.config.install_missing,
+        )
+        self._tasks.append(asyncio.create_task(self._pump_events(), name="node-events"))
+        await self.refresh_cards(publish=False)
+        await self._resume_interrupted()
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="node-refresh"))
+        if self.config.preseed_top > 0:
+            self._tasks.append(asyncio.create_task(self._preseed_loop(), name="node-preseed"))
+        self._runner = web.AppRunner(make_app(self), shutdown_timeout=2.0, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        port = self.config.port
+        if server is not None and server.sockets:
+            port = server.sockets[0].getsockname()[1]
+        self.url = f"http://{self.config.host}:{port}"
+        log.info("node %s listening on %s", self.config.node_id, self.url)
+
+    async def stop(self) -> None:
+        """Graceful stop: end streams, stop tasks, close the manager (downloads resumable)."""
+        self.stopping.set()
+        self.events.publish({"reason": "node stopping"}, "shutdown")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.reporter is not None:
+            await self.reporter.aclose()
+        await self.hub.aclose()
+        if self.manager is not None:
+            await call(self.manager, "close")
+        log.info("node stopped")
+
+    # -- background work ---------------------------------------------------------------
+    async def _pump_events(self) -> None:
+        subscription = self.manager.subscribe()
+        async for event in subscription:
+            try:
+                self.ingest(event)
+            except Exception:  # a malformed event must not kill the stream
+                log.exception("cannot publish event %r", event)
+
+    def ingest(self, event: Any) -> dict[str, Any]:
+        """Publish one manager event, with the dashboard card it updates attached."""
+        data = to_jsonable(event)
+        if not isinstance(data, dict):
+            data = {"value": data}
+        name = event_name(data, event)
+        if isinstance(data.get("model_id"), str):
+            card = model_card({**data, "event": name}, self.cards.get(_key(data)))
+            if name == "removed":
+                self.cards.pop(card["key"], None)
+            else:
+                self.cards[card["key"]] = card
+            data["card"] = card
+            data["total"] = total_line(self.cards.values())
+        return self.events.publish(data, name)
+
+    async def local_records(self) -> list[dict[str, Any]]:
+        return records_of(await call(self.manager, "status"))
+
+    async def refresh_cards(self, *, publish: bool = True) -> list[dict[str, Any]]:
+        """Rebuild the cards from the manager's status (after actions, and periodically)."""
+        records = await self.local_records()
+        fresh: dict[str, dict[str, Any]] = {}
+        for rec in records:
+            key = _key(rec)
+            fresh[key] = model_card(rec, self.cards.get(key))
+            # A status record carries no live speed; keep the last event's while in flight.
+            old = self.cards.get(key)
+            if old and old.get("state") == fresh[key]["state"] == "downloading":
+                fresh[key]["speed_bps"] = old.get("speed_bps")
+                fresh[key]["eta_s"] = old.get("eta_s")
+        self.cards = fresh
+        if publish:
+            self.events.publish(
+                {"cards": list(fresh.values()), "total": total_line(fresh.values())}, "cards"
+            )
+        return list(fresh.values())
+
+    async def _refresh_loop(self, interval_s: float = 5.0) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await self.stopping.wait()
+            try:
+                await self.refresh_cards()
+            except Exception:
+                log.exception("cannot refresh the model list")
+
+    async def _resume_interrupted(self) -> None:
+        for rec in await self.local_records():
+            if rec.get("state") in IN_FLIGHT:
+                log.info("resuming %s@%s", rec["model_id"], rec.get("version"))
+                try:
+                    await call(
+                        self.manager,
+                        "install",
+                        rec["model_id"],
+                        rec.get("version"),
+                        priority=int(rec.get("priority") or 0),
+                        wait=False,
+                    )
+                except AccelError as exc:
+                    log.warning("cannot resume %s: %s", rec["model_id"], exc)
+
+    async def preseed_once(self) -> list[str]:
+        """Queue the hub's top-N models that this node does not have yet."""
+        ranking = await self.hub.ranking(self.config.preseed_top)
+        states = best_states(await self.local_records())
+        started = []
+        for model_id in preseed_candidates(ranking, states, self.config.preseed_top):
+            await call(self.manager, "install", model_id, None, priority=0, wait=False)
+            started.append(model_id)
+        self.preseed_status.update(
+            last_run=asyncio.get_running_loop().time(), started=started, error=None
+        )
+        self.events.publish(
+            {
+                "top": self.config.preseed_top,
+                "started": started,
+                "ranking": [e.model_id for e in ranking],
+            },
+            "preseed",
+        )
+        return started
+
+    async def _preseed_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self.preseed_once()
+            except AccelError as exc:
+                self.preseed_status["error"] = exc.to_dict()
+                log.warning("pre-seeding failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.preseed_interval_s):
+                    await self.stopping.wait()
+
+
+def _key(data: dict[str, Any]) -> str:
+    return f"{data.get('model_id')}@{data.get('version')}"
+
+
+def _default_manager(config: NodeConfig) -> Any:
+    from accel.manager import ModelManager  # type: ignore[attr-defined]
+
+    return ModelManager(
+        config.models_dir,
+        config.hub_url,
+        token=config.token,
+        max_parallel_files=config.max_parallel_files,
+        limit_rate=config.limit_rate,
+    )
+
+
+async def run_node(config: NodeConfig, *, ready: Callable[[str], None] | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then stop gracefully."""
+    daemon = NodeDaemon(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+        if ready is not None and daemon.url:
+            ready(daemon.url)
+        await stop.wait()
+    finally:
+        await daemon.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
