@@ -130,7 +130,7 @@ function renderTotal() {
   const done = active.reduce((s, c) => s + (c.done || 0), 0);
   const total = active.reduce((s, c) => s + (c.total || 0), 0);
   const speed = active.reduce((s, c) => s + (c.speed_bps || 0), 0);
-  $("#total-fill").style.width = pct(done, total).toFixed(1) + "%";
+  $("#total-fill").style.width = (active.length ? pct(done, total) : 0).toFixed(1) + "%";
   $("#total-text").textContent = active.length
     ? `${active.length} active · ${fmtBytes(done)} / ${fmtBytes(total)} · ${fmtRate(speed)} · ETA ${fmtEta(speed ? (total - done) / speed : null)}`
     : `idle · ${[...cards.values()].filter((c) => c.state === "ready").length} ready`;
