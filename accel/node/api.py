@@ -206,8 +206,14 @@ async def _events(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     sub = d.events.subscribe()
     try:
-        cards = list(d.cards.values())
-        await resp.write(format_sse("snapshot", {"cards": cards, "total": total_line(cards)}))
+        missed = d.events.since(request.headers.get("Last-Event-ID"))
+        if missed is None:
+            cards = list(d.cards.values())
+            await resp.write(format_sse("snapshot", {"cards": cards, "total": total_line(cards)}))
+            missed = []
+        for event_id, name, data in missed:
+            await resp.write(format_sse(name, data, d.events.wire_id(event_id)))
+        seen = missed[-1][0] if missed else 0
         while True:
             try:
                 async with asyncio.timeout(KEEPALIVE_S):
@@ -215,7 +221,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
-            await resp.write(format_sse(name, data, event_id))
+            if event_id <= seen:
+                continue  # already replayed
+            await resp.write(format_sse(name, data, d.events.wire_id(event_id)))
             if name == "shutdown":
                 break
     except (ConnectionResetError, ConnectionError):

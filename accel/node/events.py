@@ -15,6 +15,8 @@ import dataclasses
 import enum
 import itertools
 import json
+import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import PurePath
@@ -63,10 +65,10 @@ def event_name(data: Mapping[str, Any], obj: Any = None) -> str:
     return "message"
 
 
-def format_sse(event: str, data: Any, event_id: int | None = None) -> bytes:
+def format_sse(event: str, data: Any, event_id: int | str | None = None) -> bytes:
     """One server-sent event: ``id``, ``event`` and a single-line JSON ``data`` field."""
-    if "\n" in event or "\r" in event:
-        raise ValueError("event name must be one line")
+    if any(c in str(x) for x in (event, event_id) for c in "\r\n"):
+        raise ValueError("event name and id must be one line")
     lines = []
     if event_id is not None:
         lines.append(f"id: {event_id}")
@@ -122,11 +124,31 @@ class Subscriber:
 class EventBroadcaster:
     """Receives events (any object), numbers them and fans them out to subscribers."""
 
-    def __init__(self, *, queue_size: int = 1000) -> None:
+    def __init__(self, *, queue_size: int = 1000, history: int = 1000) -> None:
         self._subscribers: set[Subscriber] = set()
         self._ids = itertools.count(1)
         self._queue_size = queue_size
         self.latest: dict[str, dict[str, Any]] = {}
+        # Ids are "<boot>-<n>": a client's Last-Event-ID from before a restart never
+        # matches, so it gets a fresh snapshot instead of a wrong replay.
+        self.boot = secrets.token_hex(4)
+        self._history: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=history)
+
+    def wire_id(self, event_id: int) -> str:
+        """The SSE id of event number ``event_id``."""
+        return f"{self.boot}-{event_id}"
+
+    def since(self, last_event_id: str | None) -> list[tuple[int, str, dict[str, Any]]] | None:
+        """Events after ``last_event_id`` if the history still holds them all, else None."""
+        if not last_event_id:
+            return None
+        boot, _, num = last_event_id.partition("-")
+        if boot != self.boot or not num.isdigit():
+            return None
+        last = int(num)
+        if self._history and self._history[0][0] > last + 1:
+            return None  # some were already forgotten
+        return [item for item in self._history if item[0] > last]
 
     def subscribe(self) -> Subscriber:
         sub = Subscriber(self, self._queue_size)
@@ -153,6 +175,7 @@ class EventBroadcaster:
                 self.latest.pop(key, None)
             else:
                 self.latest[key] = data
+        self._history.append((event_id, name, data))
         for sub in list(self._subscribers):
             sub.offer((event_id, name, data))
         return data
