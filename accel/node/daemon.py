@@ -185,12 +185,18 @@ class NodeDaemon:
 
     # -- background work ---------------------------------------------------------------
     async def _pump_events(self) -> None:
-        subscription = self.manager.subscribe()
-        async for event in subscription:
+        while not self.stopping.is_set():
             try:
-                self.ingest(event)
-            except Exception:  # a malformed event must not kill the stream
-                log.exception("cannot publish event %r", event)
+                async for event in self.manager.subscribe():
+                    try:
+                        self.ingest(event)
+                    except Exception:  # a malformed event must not kill the stream
+                        log.exception("cannot publish event %r", event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the manager's event subscription failed; resubscribing")
+            await asyncio.sleep(1.0)
 
     def ingest(self, event: Any) -> dict[str, Any]:
         """Publish one manager event, with the dashboard card it updates attached."""
