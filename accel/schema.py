@@ -20,11 +20,16 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "FileEntry",
+    "FileError",
+    "FileStatus",
+    "InstallRecord",
     "Job",
+    "LockRecord",
     "ManifestFile",
     "ModelInfo",
     "ModelNotAvailableMessage",
     "RankingEntry",
+    "Registry",
     "UsageReport",
     "VersionInfo",
     "VersionManifest",
@@ -166,3 +171,77 @@ class ModelNotAvailableMessage(_Model):
         default=False, description="true when the node queued the install for this job"
     )
     detail: str | None = Field(default=None, description="human-readable explanation")
+
+
+# --- Node-side records (the models dir, accel/manager/) --------------------------------
+# registry.json and the lock records are read by other processes (and other versions of
+# accel), so they carry a schema version and are validated on every read.
+
+REGISTRY_SCHEMA_VERSION = 1
+
+InstallState = Literal["queued", "downloading", "verifying", "ready", "paused", "error"]
+FileState = Literal["pending", "downloading", "done", "error"]
+
+
+class FileError(_Model):
+    """Why one file of a version failed: a stable code and a human message."""
+
+    code: str
+    message: str
+
+
+class FileStatus(_Model):
+    """One file of an installed (or installing) version, as the registry records it."""
+
+    path: str
+    bytes_total: int = Field(ge=0)
+    sha256: str
+    state: FileState = "pending"
+    bytes_done: int = Field(default=0, ge=0)
+    error: FileError | None = None
+
+
+class InstallRecord(_Model):
+    """One model version in ``registry.json``: its state, files, sizes and last error.
+
+    ``owner_pid``/``owner_start`` name the process driving the install, so a reader can
+    tell a live ``downloading`` from one whose process died (shown as ``paused``).
+    """
+
+    model_id: str
+    version: str
+    state: InstallState
+    path: str
+    bytes_total: int = Field(ge=0)
+    bytes_done: int = Field(default=0, ge=0)
+    checksum_sha256: str = ""
+    priority: int = 0
+    files: list[FileStatus] = Field(default_factory=list)
+    error: FileError | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    installed_at: float | None = None
+    owner_pid: int | None = None
+    owner_start: float | None = None
+
+
+class Registry(_Model):
+    """``<models_dir>/registry.json``: every installed or partial version, keyed ``id@version``."""
+
+    schema_version: int = REGISTRY_SCHEMA_VERSION
+    installs: dict[str, InstallRecord] = Field(default_factory=dict)
+
+
+class LockRecord(_Model):
+    """The JSON record next to a lock file: who holds it and whether it is still alive."""
+
+    kind: Literal["task", "file"] = "task"
+    pid: int
+    hostname: str
+    process_start_time: float
+    model_id: str
+    version: str
+    file: str | None = None
+    created_at: float
+    heartbeat_at: float
+    timeout_s: float = Field(gt=0)
