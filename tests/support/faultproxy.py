@@ -110,7 +110,8 @@ _XOR_5A = bytes(b ^ 0x5A for b in range(256))
 class FaultRule:
     """Inject ``kind`` into requests that match every given criterion.
 
-    ``nth`` is the 1-based number of the request across the whole proxy; ``path`` a
+    ``nth`` is the 1-based number of the request across the whole proxy (``from_nth``:
+    that request and every later one); ``path`` a
     substring of the request target (``path_re`` a regex searched in it); ``range_start``
     the first byte of the request's Range. ``times`` is how often the rule fires
     (``None``: every time it matches). ``after_bytes`` positions reset, truncate,
@@ -120,6 +121,7 @@ class FaultRule:
 
     kind: FaultKind
     nth: int | None = None
+    from_nth: int | None = None
     path: str | None = None
     path_re: str | None = None
     range_start: int | None = None
@@ -132,6 +134,8 @@ class FaultRule:
     def matches(self, number: int, method: str, target: str, range_start: int | None) -> bool:
         """True when the request numbered ``number`` meets every criterion of the rule."""
         if self.nth is not None and number != self.nth:
+            return False
+        if self.from_nth is not None and number < self.from_nth:
             return False
         if self.method is not None and method.upper() != self.method.upper():
             return False

@@ -1,0 +1,164 @@
+"""The chaos run: many downloads through the fault proxy at a random per-request fault rate.
+
+Shared by the short test in the default suite and the long soak (``bench/soak_chaos.py``).
+It downloads files of several sizes from a real nginx through :class:`FaultProxy` with one
+:class:`accel.fetch.Engine`, and classifies every outcome:
+
+- ``ok``: the engine said success and the bytes are identical to the source;
+- ``corrupt``: the engine said success and the bytes differ (must never happen);
+- ``failed``: the engine raised an :class:`AccelError` with a code and a message.
+
+Anything else (a foreign exception, a hang) fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from accel.errors import AccelError
+from accel.fetch import Engine, Expected
+from accel.schema import ChunkDigests
+from tests.reliability.origin import NginxOrigin
+from tests.support.faultproxy import ALL_KINDS, FaultKind, FaultProxy
+
+# Every transient fault. A new file version is not transient: the right outcome is a
+# RemoteChangedError, tested on its own (test_chaos.py::test_file_changing_mid_download).
+CHAOS_KINDS = tuple(k for k in ALL_KINDS if k is not FaultKind.NEW_VERSION)
+
+BLOCK = 256 * 1024
+SIZES = (
+    10_000,
+    300_000,
+    BLOCK * 3 + 17,
+    2 * 1024 * 1024 + 5,
+    5 * 1024 * 1024,
+)
+
+
+@dataclass
+class ChaosReport:
+    """What a chaos run found."""
+
+    downloads: int = 0
+    ok: int = 0
+    corrupt: int = 0
+    failed: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    failure_messages: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    requests: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+    @property
+    def complete_ratio(self) -> float:
+        return self.ok / self.downloads if self.downloads else 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.downloads} downloads: {self.ok} ok, {self.corrupt} corrupt, "
+            f"{self.failed} failed {dict(self.failures)}; {self.requests} requests, "
+            f"{sum(self.faults.values())} faults {dict(self.faults)}; {self.elapsed_s:.1f} s"
+        )
+
+
+def make_sources(root: Path, seed: int) -> list[tuple[str, bytes]]:
+    """Files of every size in SIZES, random bytes, written under ``root``."""
+    rnd = __import__("random").Random(seed)
+    out = []
+    for i, size in enumerate(SIZES):
+        data = rnd.randbytes(size)
+        name = f"src{i}.bin"
+        (root / name).write_bytes(data)
+        out.append((name, data))
+    return out
+
+
+def expected_for(data: bytes) -> Expected:
+    """Size, SHA256 and blake3 block digests: what a manifest would tell the engine."""
+    digests = [blake3.blake3(data[i : i + BLOCK]).hexdigest() for i in range(0, len(data), BLOCK)]
+    return Expected(
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        chunks=ChunkDigests(size=BLOCK, digests=digests or [blake3.blake3(b"").hexdigest()]),
+    )
+
+
+async def run_chaos(
+    work: Path,
+    *,
+    downloads: int,
+    rate: float = 0.3,
+    seed: int = 1,
+    parallel: int = 4,
+    stall_s: float = 1.5,
+    kinds: tuple[FaultKind, ...] = CHAOS_KINDS,
+) -> ChaosReport:
+    """Run ``downloads`` downloads through a proxy injecting faults at ``rate``."""
+    www = work / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    sources = make_sources(www, seed)
+    expected = {name: expected_for(data) for name, data in sources}
+    report = ChaosReport()
+    t0 = time.monotonic()
+    with (
+        NginxOrigin(www) as origin,
+        FaultProxy(
+            origin.url, fault_rate=rate, seed=seed, random_stall_s=stall_s, kinds=kinds
+        ) as proxy,
+    ):
+        async with Engine(
+            workers=2,
+            connections=8,
+            stall_timeout=3.0,
+            max_attempts=6,
+            backoff_base=0.05,
+            backoff_cap=1.0,
+        ) as engine:
+            sem = asyncio.Semaphore(parallel)
+
+            async def one(i: int) -> None:
+                name, data = sources[i % len(sources)]
+                dest = work / "out" / f"{i:04d}-{name}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                async with sem:
+                    try:
+                        await asyncio.wait_for(
+                            engine.download(
+                                f"{proxy.url}/{name}",
+                                dest,
+                                expected=expected[name],
+                                chunk_size=BLOCK,
+                            ),
+                            timeout=120,
+                        )
+                    except AccelError as exc:
+                        report.failed += 1
+                        report.failures[exc.code] += 1
+                        report.failure_messages.append(f"{name}: [{exc.code}] {exc}")
+                        return
+                    except Exception as exc:  # the run must not hide these
+                        report.foreign.append(f"{name}: {type(exc).__name__}: {exc}")
+                        return
+                    finally:
+                        report.downloads += 1
+                    if dest.read_bytes() == data:
+                        report.ok += 1
+                    else:
+                        report.corrupt += 1
+                    os.unlink(dest)
+
+            await asyncio.gather(*(one(i) for i in range(downloads)))
+        s = proxy.snapshot()
+    report.requests = s.requests
+    report.faults = s.faults
+    report.elapsed_s = time.monotonic() - t0
+    return report
