@@ -211,7 +211,7 @@ class NodeDaemon:
             else:
                 self.cards[card["key"]] = card
             data["card"] = card
-            data["total"] = total_line(self.cards.values())
+            data["node_total"] = total_line(self.cards.values())
         return self.events.publish(data, name)
 
     async def local_records(self) -> list[dict[str, Any]]:

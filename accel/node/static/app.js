@@ -209,6 +209,7 @@ function connect() {
   for (const name of ["progress", "ready", "failed", "removed", "queued", "paused", "resumed",
     "state", "verifying", "started"]) es.addEventListener(name, onCard);
   es.addEventListener("model_not_available", (e) => addReport(JSON.parse(e.data)));
+  es.addEventListener("warning", (e) => toast("warning: " + JSON.parse(e.data).message, true));
   es.addEventListener("preseed", (e) => {
     const d = JSON.parse(e.data);
     if (d.started && d.started.length) toast("pre-seeding " + d.started.join(", "));
