@@ -4,6 +4,8 @@ The public surface is small: ``download``/``adownload`` for one URL, ``ModelMana
 model versions from a hub, and the error types. Everything else is internal.
 """
 
+import typing as _typing
+
 from accel.errors import (
     AccelError,
     AuthError,
@@ -28,6 +30,9 @@ from accel.errors import (
 
 __version__ = "0.1.0"
 
+if _typing.TYPE_CHECKING:
+    from accel.manager import ModelManager
+
 __all__ = [
     "AccelError",
     "AuthError",
@@ -39,6 +44,7 @@ __all__ = [
     "InsufficientDiskSpaceError",
     "IntegrityError",
     "LockTimeoutError",
+    "ModelManager",
     "ModelNotAvailableError",
     "NotFoundError",
     "ProtocolViolationError",
@@ -49,3 +55,13 @@ __all__ = [
     "UnsafePathError",
     "UsageError",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # Imported on first use: worker processes import ``accel`` when they spawn and must
+    # not pay for the manager's imports (aiohttp, pydantic, portalocker).
+    if name == "ModelManager":
+        from accel.manager import ModelManager
+
+        return ModelManager
+    raise AttributeError(f"module 'accel' has no attribute {name!r}")

@@ -1,0 +1,214 @@
+"""What a ModelManager tells the world: event models and the fan-out to subscribers.
+
+Owns the event shapes (pydantic, so the node daemon serialises them to SSE/JSON as they
+are) and :class:`EventBus`, which hands every event to callbacks and to async-iterator
+subscribers. Publishing never blocks and never raises into the install: a slow iterator
+drops its oldest progress events (the next one supersedes them), never ``ready``/``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from accel.schema import FileError
+
+__all__ = [
+    "Event",
+    "EventBus",
+    "FailedEvent",
+    "FileProgress",
+    "ProgressEvent",
+    "ReadyEvent",
+    "RemovedEvent",
+    "StateEvent",
+    "Subscription",
+    "TotalProgress",
+    "WarningEvent",
+]
+
+log = logging.getLogger("accel.manager")
+
+
+class FileProgress(BaseModel):
+    """One file's progress inside a model version."""
+
+    path: str
+    state: str
+    bytes_done: int
+    bytes_total: int
+    inflight: int = 0
+    speed_bps: float = 0.0
+    eta_s: float | None = None
+
+
+class TotalProgress(BaseModel):
+    """All installs of this manager together (the CLI's and the dashboard's total line)."""
+
+    bytes_done: int
+    bytes_total: int
+    speed_bps: float
+    eta_s: float | None
+    active: int
+
+
+class ProgressEvent(BaseModel):
+    """Bytes, speed and ETA per file, for the model version, and in total."""
+
+    type: Literal["progress"] = "progress"
+    model_id: str
+    version: str
+    state: str
+    bytes_done: int
+    bytes_total: int
+    speed_bps: float
+    eta_s: float | None
+    files: list[FileProgress] = Field(default_factory=list)
+    total: TotalProgress | None = None
+
+
+class StateEvent(BaseModel):
+    """A version changed state (queued, downloading, verifying, paused...)."""
+
+    type: Literal["state"] = "state"
+    model_id: str
+    version: str
+    state: str
+
+
+class ReadyEvent(BaseModel):
+    """A version is installed, verified and usable at ``path``."""
+
+    type: Literal["ready"] = "ready"
+    model_id: str
+    version: str
+    path: str
+    bytes_total: int = 0
+    bytes_fetched: int = 0
+    bytes_reused: int = 0
+    elapsed_s: float = 0.0
+
+
+class FailedFile(BaseModel):
+    path: str
+    error: FileError
+
+
+class FailedEvent(BaseModel):
+    """An install ended in ``error``: the failed files with their causes (kept files stay)."""
+
+    type: Literal["failed"] = "failed"
+    model_id: str
+    version: str
+    error: FileError
+    failed_files: list[FailedFile] = Field(default_factory=list)
+
+
+class RemovedEvent(BaseModel):
+    """A version was removed from the models dir."""
+
+    type: Literal["removed"] = "removed"
+    model_id: str
+    version: str
+
+
+class WarningEvent(BaseModel):
+    """Something worked, but not as asked (e.g. a cached manifest used while offline)."""
+
+    type: Literal["warning"] = "warning"
+    message: str
+    model_id: str | None = None
+    version: str | None = None
+
+
+Event = ProgressEvent | StateEvent | ReadyEvent | FailedEvent | RemovedEvent | WarningEvent
+
+
+class Subscription:
+    """An async iterator of events, or a callback registration; ``close()`` ends it."""
+
+    def __init__(
+        self, bus: EventBus, callback: Callable[[Event], None] | None, maxsize: int
+    ) -> None:
+        self._bus = bus
+        self.callback = callback
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
+        self.closed = False
+
+    def offer(self, event: Event) -> None:
+        if self.callback is not None:
+            try:
+                self.callback(event)
+            except Exception:
+                log.exception("event callback failed")
+            return
+        if self._queue.full():
+            self._drop_one_progress(event)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(event)
+
+    def _drop_one_progress(self, event: Event) -> None:
+        # Progress is superseded by the next progress; never drop ready/failed/removed.
+        items: list[Event | None] = []
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        for i, item in enumerate(items):
+            if isinstance(item, ProgressEvent):
+                del items[i]
+                break
+        else:
+            if isinstance(event, ProgressEvent) and items:
+                items.pop(0)
+        for item in items[: self._queue.maxsize - 1]:
+            self._queue.put_nowait(item)
+
+    def close(self) -> None:
+        """Stop receiving; an iterating consumer ends after the queued events."""
+        if self.closed:
+            return
+        self.closed = True
+        self._bus.discard(self)
+        if self.callback is None:
+            if self._queue.full():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+
+class EventBus:
+    """Fan-out of events to every subscription."""
+
+    def __init__(self, *, maxsize: int = 1000) -> None:
+        self._subs: list[Subscription] = []
+        self.maxsize = maxsize
+
+    def subscribe(self, callback: Callable[[Event], None] | None = None) -> Subscription:
+        sub = Subscription(self, callback, self.maxsize)
+        self._subs.append(sub)
+        return sub
+
+    def discard(self, sub: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subs.remove(sub)
+
+    def publish(self, event: Event) -> None:
+        for sub in list(self._subs):
+            sub.offer(event)
+
+    def close(self) -> None:
+        for sub in list(self._subs):
+            sub.close()

@@ -1,0 +1,79 @@
+"""Durable small-file writes and safe local paths for the models dir.
+
+Owns the one atomic-write routine every node-side JSON file goes through (registry,
+manifest cache, lock records): a temp file private to the writer in the same directory,
+flush + fsync, ``os.replace``, fsync of the directory. An fsync error means the data is
+not durable, so the rename never happens after one. Also validates the path segments a
+hub hands us (model ids, versions, file paths) before they touch the filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path, PurePosixPath
+
+from accel.errors import UnsafePathError
+
+__all__ = ["atomic_write_bytes", "fsync_dir", "safe_relpath", "safe_segment"]
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
+
+    The temp name carries the pid and a random suffix: two writers never share a temp
+    file, so correctness does not depend on any lock being honoured.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def safe_segment(value: str, what: str) -> str:
+    """A single path segment (model id part, version) that cannot leave its directory."""
+    if (
+        not value
+        or value in (".", "..")
+        or "/" in value
+        or "\\" in value
+        or "\0" in value
+        or value.startswith(".")
+        or ":" in value
+    ):
+        raise UnsafePathError(f"unsafe {what}: {value!r}", path=value)
+    return value
+
+
+def safe_relpath(value: str, what: str = "file path") -> PurePosixPath:
+    """A relative POSIX path whose every segment is safe (no '..', absolute, NUL, '\\')."""
+    if not value or value.startswith("/") or "\\" in value or "\0" in value:
+        raise UnsafePathError(f"unsafe {what}: {value!r}", path=value)
+    parts = value.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise UnsafePathError(f"unsafe {what}: {value!r}", path=value)
+    return PurePosixPath(*parts)

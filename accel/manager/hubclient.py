@@ -1,0 +1,191 @@
+"""The manager's one network seam to the hub's JSON API, with ``manifest_cache.json``.
+
+Owns GETs of ``/api/models/{id}``, ``.../versions/{v}/manifest`` and the usage ranking,
+and their cache in ``<models_dir>/.accel/manifest_cache.json``: an answer younger than
+the TTL is used as is; an older one is revalidated with ``If-None-Match`` (a 304 costs no
+body); when the hub cannot be reached, a cached answer of any age is used with a warning.
+aiohttp errors are translated to :mod:`accel.errors` here and nowhere else. Never
+downloads model files (the fetch engine does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import portalocker
+
+from accel.errors import AuthError, HubError, NotFoundError
+from accel.manager.fsutil import atomic_write_bytes
+from accel.schema import ModelInfo, RankingEntry, VersionManifest
+
+__all__ = ["HubClient"]
+
+log = logging.getLogger("accel.manager")
+
+
+class HubClient:
+    """GETs against the hub with a TTL + ETag cache shared by every process of a models dir."""
+
+    def __init__(
+        self,
+        hub_url: str | None,
+        cache_dir: Path,
+        *,
+        token: str | None = None,
+        ttl_s: float = 300.0,
+        on_warning: Callable[[str], None] | None = None,
+        timeout_s: float = 15.0,
+    ) -> None:
+        self.hub_url = hub_url.rstrip("/") if hub_url else None
+        self.cache_path = cache_dir / "manifest_cache.json"
+        self.lock_path = cache_dir / "manifest_cache.lock"
+        self.token = token
+        self.ttl_s = ttl_s
+        self.on_warning = on_warning
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+        self.revalidated = 0
+        self.offline_hits = 0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=5),
+                headers=self.headers,
+            )
+        return self._session
+
+    # -- cache file --------------------------------------------------------------------
+    def _read_cache(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.cache_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        entries = data.get("entries") if isinstance(data, dict) else None
+        return entries if isinstance(entries, dict) else {}
+
+    def _store(self, key: str, entry: dict[str, Any]) -> None:
+        with portalocker.Lock(str(self.lock_path), mode="a", timeout=30, check_interval=0.01):
+            entries = self._read_cache()
+            entries[key] = entry
+            body = json.dumps({"schema_version": 1, "entries": entries}).encode()
+            atomic_write_bytes(self.cache_path, body)
+
+    def cached(self, key: str) -> Any | None:
+        """The cached body for an API path (any age), or ``None``."""
+        entry = self._read_cache().get(key)
+        return entry.get("body") if isinstance(entry, dict) else None
+
+    # -- requests ----------------------------------------------------------------------
+    async def get_json(self, path: str, *, cache: bool = True) -> Any:
+        """GET ``path`` from the hub, through the cache (see the module docstring)."""
+        entry = self._read_cache().get(path) if cache else None
+        now = time.time()
+        if entry is not None and now - float(entry.get("fetched_at", 0)) < self.ttl_s:
+            return entry["body"]
+        if self.hub_url is None:
+            if entry is not None:
+                return entry["body"]
+            raise HubError(f"no hub URL given and nothing cached for {path}", path=path)
+        headers: dict[str, str] = {}
+        if entry is not None and entry.get("etag"):
+            headers["If-None-Match"] = entry["etag"]
+        url = self.hub_url + path
+        self.requests += 1
+        try:
+            async with self._get_session().get(url, headers=headers) as resp:
+                if resp.status == 304 and entry is not None:
+                    self.revalidated += 1
+                    entry["fetched_at"] = now
+                    self._store(path, entry)
+                    return entry["body"]
+                if resp.status == 404:
+                    raise NotFoundError(f"the hub has no {path}", url=url, status=404)
+                if resp.status in (401, 403):
+                    raise AuthError(f"the hub refused {url} ({resp.status})", status=resp.status)
+                if resp.status != 200:
+                    text = (await resp.text())[:200]
+                    raise HubError(
+                        f"the hub answered {resp.status} for {url}: {text}",
+                        url=url,
+                        status=resp.status,
+                    )
+                body = await resp.json(content_type=None)
+                etag = resp.headers.get("ETag")
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            if entry is not None:
+                self.offline_hits += 1
+                age = now - float(entry.get("fetched_at", 0))
+                message = (
+                    f"hub unreachable ({type(exc).__name__}); using the cached answer for "
+                    f"{path} from {age:.0f} s ago"
+                )
+                log.warning(message, extra={"path": path})
+                if self.on_warning is not None:
+                    self.on_warning(message)
+                return entry["body"]
+            raise HubError(
+                f"cannot reach the hub at {self.hub_url}: {exc or type(exc).__name__}",
+                url=url,
+            ) from exc
+        if cache:
+            self._store(path, {"etag": etag, "fetched_at": now, "body": body})
+        return body
+
+    async def model(self, model_id: str) -> ModelInfo:
+        """``GET /api/models/{id}``."""
+        return ModelInfo.model_validate(await self.get_json(f"/api/models/{quote(model_id)}"))
+
+    async def manifest(self, model_id: str, version: str) -> VersionManifest:
+        """``GET /api/models/{id}/versions/{v}/manifest``."""
+        body = await self.get_json(
+            f"/api/models/{quote(model_id)}/versions/{quote(version)}/manifest"
+        )
+        return VersionManifest.model_validate(body)
+
+    async def ranking(self, limit: int) -> list[RankingEntry]:
+        """``GET /api/model-usage/ranking?limit=N`` (never cached: it is a live count)."""
+        body = await self.get_json(f"/api/model-usage/ranking?limit={limit}", cache=False)
+        return [RankingEntry.model_validate(item) for item in body]
+
+    def expire(self, model_id: str, version: str) -> None:
+        """Force the next manifest read of a version to revalidate with the hub."""
+        key = f"/api/models/{quote(model_id)}/versions/{quote(version)}/manifest"
+        entry = self._read_cache().get(key)
+        if isinstance(entry, dict):
+            entry["fetched_at"] = 0
+            self._store(key, entry)
+
+    def cached_default_version(self, model_id: str) -> str | None:
+        """The hub's default_version as last seen (any age), without a request."""
+        body = self.cached(f"/api/models/{quote(model_id)}")
+        if isinstance(body, dict):
+            value = body.get("default_version")
+            return value if isinstance(value, str) else None
+        return None
+
+    def storage_url(self, model_id: str, version: str, path: str) -> str:
+        """The URL of one file of a version on the hub."""
+        if self.hub_url is None:
+            raise HubError("no hub URL given", hint="pass --hub or set ACCEL_HUB")
+        return (
+            f"{self.hub_url}/storage/models/{quote(model_id)}/{quote(version)}/"
+            f"{quote(path, safe='/')}"
+        )

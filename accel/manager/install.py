@@ -1,0 +1,442 @@
+"""One install of one model version: manifest -> reuse -> space check -> files -> ready.
+
+Owns :class:`VersionInstall`, the steps of an install once its task lock is held: merge
+the manifest with what the registry already records, hard-link (or copy) files whose
+sha256 an installed version already has, check disk space for everything still missing,
+fetch the rest through the shared fetch engine (at most ``max_parallel_files`` at a time,
+``file_retries`` per file with backoff, a file lock per content), keep verified files when
+others fail, and publish the result in the registry. The engine writes ``<file>.part`` and
+renames only a verified file, so a half-written file never carries a final name, and the
+version is ``ready`` only after every file is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from accel.errors import (
+    AccelError,
+    AuthError,
+    DownloadError,
+    InsufficientDiskSpaceError,
+    NotFoundError,
+)
+from accel.manager.disk import check_space, disk_error, is_enospc, space_needed
+from accel.manager.events import FileProgress
+from accel.manager.fsutil import safe_relpath
+from accel.manager.locks import FILE_LOCK_TIMEOUT_S, LockSpace
+from accel.manager.registry import RegistryStore, install_key
+from accel.schema import FileError, FileStatus, InstallRecord, Registry, VersionManifest
+
+if TYPE_CHECKING:
+    from accel.fetch.types import DownloadResult, Expected, ProgressEvent
+
+__all__ = [
+    "Downloader",
+    "FileRun",
+    "VersionInstall",
+    "find_reusable",
+    "hash_file",
+    "link_or_copy",
+    "summarize",
+]
+
+log = logging.getLogger("accel.manager")
+
+#: errors a retry of the same file cannot fix
+_FINAL = (AuthError, NotFoundError, InsufficientDiskSpaceError)
+
+
+class Downloader(Protocol):
+    """The seam to the fetch engine (``accel.fetch.Engine`` satisfies it)."""
+
+    async def download(
+        self,
+        url: str,
+        dest: Path | str,
+        *,
+        expected: Expected | None = ...,
+        progress: Callable[[ProgressEvent], None] | None = ...,
+    ) -> DownloadResult: ...
+
+
+def hash_file(path: Path) -> str:
+    """SHA256 of a file, streamed in 1 MiB blocks."""
+    h = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def find_reusable(reg: Registry, models_dir: Path, sha256: str, size: int) -> Path | None:
+    """A finished file with this content anywhere in the registry, if it is still on disk."""
+    for rec in reg.installs.values():
+        for f in rec.files:
+            if f.sha256 == sha256 and f.state == "done":
+                path = Path(rec.path) / f.path
+                with contextlib.suppress(OSError):
+                    if path.stat().st_size == size:
+                        return path
+    return None
+
+
+def link_or_copy(src: Path, dest: Path) -> str:
+    """Place ``src``'s content at ``dest`` atomically: hard link, else copy. Returns how."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    how = "link"
+    try:
+        os.link(src, tmp)
+    except OSError:
+        how = "copy"
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    return how
+
+
+@dataclass
+class FileRun:
+    """Live state of one file during an install (what progress events show)."""
+
+    status: FileStatus
+    inflight: int = 0
+    speed_bps: float = 0.0
+    eta_s: float | None = None
+
+    def progress(self) -> FileProgress:
+        return FileProgress(
+            path=self.status.path,
+            state=self.status.state,
+            bytes_done=self.status.bytes_done,
+            bytes_total=self.status.bytes_total,
+            inflight=self.inflight,
+            speed_bps=self.speed_bps,
+            eta_s=self.eta_s,
+        )
+
+
+@dataclass
+class VersionInstall:
+    """The work of installing one version while its task lock is held."""
+
+    models_dir: Path
+    registry: RegistryStore
+    locks: LockSpace
+    engine: Downloader
+    url_of: Callable[[str], str]
+    manifest: VersionManifest
+    priority: int
+    max_parallel_files: int
+    file_retries: int
+    on_change: Callable[[VersionInstall], None]
+    retry_backoff_s: float = 0.5
+    file_lock_timeout_s: float = FILE_LOCK_TIMEOUT_S
+    owner_start: float | None = None
+    files: dict[str, FileRun] = field(default_factory=dict)
+    state: str = "queued"
+    started: float = field(default_factory=time.monotonic)
+    bytes_fetched: int = 0
+    bytes_reused: int = 0
+    errors: dict[str, AccelError] = field(default_factory=dict)
+    _flush_at: float = 0.0
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def key(self) -> str:
+        return install_key(self.model_id, self.version)
+
+    @property
+    def target(self) -> Path:
+        return self.models_dir / safe_relpath(self.model_id, "model id") / self.version
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(f.status.bytes_total for f in self.files.values())
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(f.status.bytes_done for f in self.files.values())
+
+    @property
+    def speed_bps(self) -> float:
+        return sum(f.speed_bps for f in self.files.values() if f.status.state == "downloading")
+
+    # -- registry ----------------------------------------------------------------------
+    def _record(
+        self, old: InstallRecord | None, state: str, error: FileError | None
+    ) -> InstallRecord:
+        now = time.time()
+        return InstallRecord(
+            model_id=self.model_id,
+            version=self.version,
+            state=state,  # type: ignore[arg-type]
+            path=str(self.target),
+            bytes_total=self.bytes_total,
+            bytes_done=self.bytes_done,
+            checksum_sha256=self.manifest.checksum_sha256,
+            priority=self.priority,
+            files=[f.status.model_copy() for f in self.files.values()],
+            error=error,
+            created_at=old.created_at if old else now,
+            updated_at=now,
+            installed_at=now if state == "ready" else None,
+            owner_pid=None if state in ("ready", "error", "paused") else os.getpid(),
+            owner_start=None if state in ("ready", "error", "paused") else self.owner_start,
+        )
+
+    def save(self, state: str | None = None, error: FileError | None = None) -> None:
+        """Write this install's record (state, per-file status) to the registry."""
+        if state is not None:
+            self.state = state
+
+        def change(reg: Registry) -> None:
+            reg.installs[self.key] = self._record(reg.installs.get(self.key), self.state, error)
+
+        self.registry.update(change)
+        self._flush_at = time.monotonic()
+        self.on_change(self)
+
+    def _maybe_flush(self) -> None:
+        # Per-file completions are batched: 500 small files must not mean 500 fsyncs
+        # of a growing registry. A crash loses at most this window; the rerun re-hashes
+        # finished files found on disk instead of fetching them again.
+        if time.monotonic() - self._flush_at > 0.5:
+            self.save()
+        else:
+            self.on_change(self)
+
+    # -- steps -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Merge the manifest with the registry's record: keep files already done."""
+        old = self.registry.get(self.model_id, self.version)
+        previous = {f.path: f for f in old.files} if old is not None else {}
+        for mf in self.manifest.files:
+            rel = safe_relpath(mf.path)
+            status = FileStatus(path=mf.path, bytes_total=mf.size_bytes, sha256=mf.sha256)
+            prev = previous.get(mf.path)
+            final = self.target / rel
+            if prev is not None and prev.state == "done" and prev.sha256 == mf.sha256:
+                with contextlib.suppress(OSError):
+                    if final.stat().st_size == mf.size_bytes:
+                        status.state = "done"
+                        status.bytes_done = mf.size_bytes
+            self.files[mf.path] = FileRun(status)
+
+    def adopt_finished(self) -> None:
+        """Files with their final name but not recorded done (crash in the flush window)."""
+        for run in self.files.values():
+            st = run.status
+            if st.state == "done":
+                continue
+            final = self.target / safe_relpath(st.path)
+            with contextlib.suppress(OSError):
+                if final.stat().st_size == st.bytes_total and hash_file(final) == st.sha256:
+                    st.state, st.bytes_done, st.error = "done", st.bytes_total, None
+
+    def reuse_identical(self) -> None:
+        """Hard-link (or copy) files whose content an installed version already has."""
+        reg = self.registry.read()
+        for run in self.files.values():
+            st = run.status
+            if st.state == "done":
+                continue
+            src = find_reusable(reg, self.models_dir, st.sha256, st.bytes_total)
+            if src is None:
+                continue
+            dest = self.target / safe_relpath(st.path)
+            if src == dest:
+                continue
+            how = link_or_copy(src, dest)
+            st.state, st.bytes_done, st.error = "done", st.bytes_total, None
+            self.bytes_reused += st.bytes_total
+            log.info("reused %s for %s (%s)", src, dest, how, extra={"model_id": self.model_id})
+
+    def check_space(self) -> None:
+        """Room for every missing byte (partial ``.part`` files count as held)."""
+        sizes, held = [], []
+        for run in self.files.values():
+            if run.status.state == "done":
+                continue
+            sizes.append(run.status.bytes_total)
+            part = (self.target / safe_relpath(run.status.path)).with_name(
+                Path(run.status.path).name + ".part"
+            )
+            try:
+                held.append(min(part.stat().st_blocks * 512, run.status.bytes_total))
+            except OSError:
+                held.append(0)
+        self.target.mkdir(parents=True, exist_ok=True)
+        check_space(self.target, space_needed(sizes, held))
+
+    async def fetch_missing(self) -> list[FileStatus]:
+        """Fetch every file not done; returns the files that failed (kept ones stay)."""
+        sem = asyncio.Semaphore(self.max_parallel_files)
+        todo = [r for r in self.files.values() if r.status.state != "done"]
+
+        async def one(run: FileRun) -> None:
+            async with sem:
+                await self._fetch_file(run)
+
+        results = await asyncio.gather(*(one(r) for r in todo), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, AccelError | OSError):
+                raise r
+        return [r.status for r in todo if r.status.state != "done"]
+
+    async def _fetch_file(self, run: FileRun) -> None:
+        from accel.fetch.types import Expected
+
+        st = run.status
+        dest = self.target / safe_relpath(st.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        held = await self.locks.acquire(
+            f"files/{st.sha256}",
+            kind="file",
+            model_id=self.model_id,
+            version=self.version,
+            file=st.path,
+            timeout_s=self.file_lock_timeout_s,
+        )
+        try:
+            # Another process (or a duplicate path in this version) may have fetched
+            # this content while we waited for its file lock.
+            src = find_reusable(self.registry.read(), self.models_dir, st.sha256, st.bytes_total)
+            if src is None:
+                src = next(
+                    (
+                        self.target / safe_relpath(o.status.path)
+                        for o in self.files.values()
+                        if o is not run
+                        and o.status.state == "done"
+                        and o.status.sha256 == st.sha256
+                    ),
+                    None,
+                )
+            if src is not None and src != dest:
+                link_or_copy(src, dest)
+                st.state, st.bytes_done, st.error = "done", st.bytes_total, None
+                self.bytes_reused += st.bytes_total
+                self._maybe_flush()
+                return
+            mf = next(f for f in self.manifest.files if f.path == st.path)
+            expected = Expected(size=mf.size_bytes, sha256=mf.sha256, chunks=mf.chunks)
+            st.state, st.error = "downloading", None
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    result = await self.engine.download(
+                        self.url_of(st.path),
+                        dest,
+                        expected=expected,
+                        progress=lambda ev: self._on_progress(run, ev),
+                    )
+                except Exception as exc:
+                    err = self._translate(exc, dest)
+                    run.inflight, run.speed_bps = 0, 0.0
+                    if attempt >= self.file_retries or isinstance(err, _FINAL):
+                        st.state = "error"
+                        st.error = FileError(code=err.code, message=str(err.message))
+                        self.errors[st.path] = err
+                        log.warning(
+                            "file %s of %s failed after %d attempts: %s",
+                            st.path,
+                            self.key,
+                            attempt,
+                            err.message,
+                            extra={"code": err.code, "model_id": self.model_id},
+                        )
+                        self._maybe_flush()
+                        raise err from exc
+                    delay = self.retry_backoff_s * (2 ** (attempt - 1))
+                    log.info("retrying %s of %s in %.1f s (%s)", st.path, self.key, delay, err.code)
+                    await asyncio.sleep(delay)
+                    continue
+                break
+            st.state, st.bytes_done = "done", st.bytes_total
+            run.inflight, run.speed_bps, run.eta_s = 0, 0.0, 0.0
+            self.bytes_fetched += result.bytes_fetched
+            self._maybe_flush()
+        finally:
+            held.release()
+
+    def _translate(self, exc: BaseException, dest: Path) -> AccelError:
+        if isinstance(exc, AccelError):
+            return exc
+        if is_enospc(exc):
+            return disk_error(exc, dest)  # type: ignore[arg-type]
+        if isinstance(exc, OSError):
+            return DownloadError(
+                f"{dest.name}: {exc.strerror or exc}",
+                path=str(dest),
+                errno=exc.errno or errno.EIO,
+            )
+        return DownloadError(f"{dest.name}: {type(exc).__name__}: {exc}", path=str(dest))
+
+    def _on_progress(self, run: FileRun, ev: ProgressEvent) -> None:
+        run.status.bytes_done = min(
+            run.status.bytes_total, max(run.status.bytes_done, ev.committed)
+        )
+        run.inflight = ev.inflight
+        run.speed_bps = ev.speed_bps
+        run.eta_s = ev.eta_s
+        self.on_change(self)
+
+    def verify_all(self) -> list[FileStatus]:
+        """Every file present with its size (content was hashed as it arrived)."""
+        bad = []
+        for run in self.files.values():
+            final = self.target / safe_relpath(run.status.path)
+            try:
+                ok = final.stat().st_size == run.status.bytes_total
+            except OSError:
+                ok = False
+            if not ok:
+                run.status.state = "error"
+                run.status.error = FileError(code="missing", message=f"{final} is missing")
+                bad.append(run.status)
+        return bad
+
+    def failure(self, failed: list[FileStatus]) -> FileError:
+        """The version's error: the first cause plus the count of failed files."""
+        first = failed[0].error or FileError(code="download_failed", message="failed")
+        names = ", ".join(f.path for f in failed[:5]) + (" ..." if len(failed) > 5 else "")
+        return FileError(
+            code=first.code,
+            message=f"{len(failed)} of {len(self.files)} files failed ({names}): {first.message}",
+        )
+
+
+def summarize(inst: VersionInstall) -> dict[str, Any]:
+    """Numbers for the ready event and the log."""
+    return {
+        "bytes_total": inst.bytes_total,
+        "bytes_fetched": inst.bytes_fetched,
+        "bytes_reused": inst.bytes_reused,
+        "elapsed_s": round(time.monotonic() - inst.started, 3),
+    }

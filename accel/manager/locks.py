@@ -1,0 +1,302 @@
+"""Cross-process locks for installs: OS-level locks plus JSON records that say who holds them.
+
+Owns the task lock (one per model@version, default timeout 30 min) and the file lock (one
+per file content, keyed by sha256, default 5 min). The lock itself is a portalocker
+(flock) lock on ``<name>.lock``, so a crash releases it; next to it, ``<name>.json`` holds
+a :class:`~accel.schema.LockRecord` that the holder refreshes (heartbeat). A waiter never
+breaks a lock: it waits while the holder heartbeats and gives up with
+:class:`~accel.errors.LockTimeoutError`, naming the holder, once the heartbeat is older
+than the record's ``timeout_s``. Lock files are never deleted (deleting a file another
+process is opening breaks mutual exclusion); only records of dead holders are.
+
+The policy (is this record's holder alive? is it stale?) is pure and lives in
+:func:`holder_status`; the rest is thin I/O around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+import portalocker
+import psutil
+from pydantic import ValidationError
+
+from accel.errors import LockTimeoutError
+from accel.manager.fsutil import atomic_write_bytes
+from accel.schema import LockRecord
+
+__all__ = [
+    "FILE_LOCK_TIMEOUT_S",
+    "RECORD_MAX_AGE_S",
+    "TASK_LOCK_TIMEOUT_S",
+    "HeldLock",
+    "LockBusy",
+    "LockSpace",
+    "holder_status",
+    "process_start_time",
+]
+
+TASK_LOCK_TIMEOUT_S = 30 * 60.0
+FILE_LOCK_TIMEOUT_S = 5 * 60.0
+RECORD_MAX_AGE_S = 60 * 60.0
+#: create_time is reported with ~10 ms resolution; anything closer is the same process
+_START_TOLERANCE_S = 1.0
+
+HolderStatus = Literal["alive", "dead", "reused", "old", "unknown"]
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (psutil create_time), or ``None`` if there is none."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return -1.0
+
+
+def holder_status(
+    record: LockRecord,
+    *,
+    now: float,
+    hostname: str,
+    start_time_of: Callable[[int], float | None],
+    max_age_s: float = RECORD_MAX_AGE_S,
+) -> HolderStatus:
+    """Whether the process named by ``record`` still holds it (pure, given ``start_time_of``).
+
+    ``dead``: no such pid; ``reused``: the pid belongs to a process started at another
+    time; ``old``: no heartbeat for ``max_age_s``; ``unknown``: another host (we cannot
+    look at its processes); ``alive`` otherwise.
+    """
+    if now - record.heartbeat_at > max_age_s:
+        return "old"
+    if record.hostname != hostname:
+        return "unknown"
+    started = start_time_of(record.pid)
+    if started is None:
+        return "dead"
+    if started >= 0 and abs(started - record.process_start_time) > _START_TOLERANCE_S:
+        return "reused"
+    return "alive"
+
+
+def describe_holder(record: LockRecord | None) -> str:
+    """``pid 123 on host (model@version[, file])`` for messages."""
+    if record is None:
+        return "an unknown process"
+    what = f"{record.model_id}@{record.version}"
+    if record.file:
+        what += f", {record.file}"
+    return f"pid {record.pid} on {record.hostname} ({what})"
+
+
+class LockBusy(Exception):
+    """Raised by a non-waiting acquire when another process holds the lock."""
+
+    def __init__(self, holder: LockRecord | None) -> None:
+        super().__init__(describe_holder(holder))
+        self.holder = holder
+
+
+@dataclass
+class HeldLock:
+    """A lock this process holds: the open lock file and the record it heartbeats."""
+
+    space: LockSpace
+    name: str
+    handle: IO[str]
+    record: LockRecord
+
+    def heartbeat(self) -> None:
+        """Refresh ``heartbeat_at`` in the record (atomic rewrite)."""
+        self.record.heartbeat_at = time.time()
+        self.space.write_record(self.name, self.record)
+
+    def release(self) -> None:
+        """Drop the record, then the OS lock (in that order: the next holder's record wins)."""
+        self.space.held.pop(self.name, None)
+        with contextlib.suppress(OSError):
+            self.space.record_path(self.name).unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            portalocker.unlock(self.handle)
+        self.handle.close()
+
+
+class LockSpace:
+    """The locks directory of a models dir (``.accel/locks``) and the locks held in it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.start_time = process_start_time(self.pid) or time.time()
+        self.held: dict[str, HeldLock] = {}
+
+    # -- names and records -------------------------------------------------------------
+    def lock_path(self, name: str) -> Path:
+        return self.directory / f"{name}.lock"
+
+    def record_path(self, name: str) -> Path:
+        return self.directory / f"{name}.json"
+
+    def read_record(self, name: str) -> LockRecord | None:
+        """The record of lock ``name``, or ``None`` if absent or unreadable."""
+        try:
+            return LockRecord.model_validate_json(self.record_path(name).read_bytes())
+        except (OSError, ValueError, ValidationError):
+            return None
+
+    def write_record(self, name: str, record: LockRecord) -> None:
+        self.record_path(name).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.record_path(name), record.model_dump_json().encode())
+
+    def records(self) -> list[tuple[str, LockRecord | None]]:
+        """Every lock record in the directory (name, parsed record or ``None`` if torn)."""
+        out: list[tuple[str, LockRecord | None]] = []
+        for path in sorted(self.directory.rglob("*.json")):
+            name = str(path.relative_to(self.directory))[: -len(".json")]
+            out.append((name, self.read_record(name)))
+        return out
+
+    # -- acquire -----------------------------------------------------------------------
+    def try_acquire(
+        self,
+        name: str,
+        *,
+        kind: Literal["task", "file"],
+        model_id: str,
+        version: str,
+        file: str | None = None,
+        timeout_s: float,
+    ) -> HeldLock:
+        """Take lock ``name`` now or raise :class:`LockBusy` naming the holder."""
+        path = self.lock_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            handle.close()
+            raise LockBusy(self.read_record(name)) from None
+        now = time.time()
+        record = LockRecord(
+            kind=kind,
+            pid=self.pid,
+            hostname=self.hostname,
+            process_start_time=self.start_time,
+            model_id=model_id,
+            version=version,
+            file=file,
+            created_at=now,
+            heartbeat_at=now,
+            timeout_s=timeout_s,
+        )
+        held = HeldLock(self, name, handle, record)
+        try:
+            self.write_record(name, record)
+        except BaseException:
+            held.release()
+            raise
+        self.held[name] = held
+        return held
+
+    async def acquire(
+        self,
+        name: str,
+        *,
+        kind: Literal["task", "file"],
+        model_id: str,
+        version: str,
+        file: str | None = None,
+        timeout_s: float,
+        poll_s: float = 0.05,
+        on_wait: Callable[[LockRecord | None], None] | None = None,
+    ) -> HeldLock:
+        """Take lock ``name``, waiting while its holder heartbeats.
+
+        Raises :class:`~accel.errors.LockTimeoutError` naming the holder when its
+        heartbeat is older than its record's ``timeout_s``.
+        """
+        announced = False
+        while True:
+            try:
+                return self.try_acquire(
+                    name,
+                    kind=kind,
+                    model_id=model_id,
+                    version=version,
+                    file=file,
+                    timeout_s=timeout_s,
+                )
+            except LockBusy as busy:
+                holder = busy.holder
+                if not announced and on_wait is not None:
+                    on_wait(holder)
+                    announced = True
+                if holder is not None and time.time() - holder.heartbeat_at > holder.timeout_s:
+                    raise LockTimeoutError(
+                        f"lock {name} is held by {describe_holder(holder)}, which has not "
+                        f"heartbeaten for {time.time() - holder.heartbeat_at:.0f} s "
+                        f"(timeout {holder.timeout_s:.0f} s)",
+                        lock=name,
+                        holder=describe_holder(holder),
+                        holder_pid=holder.pid,
+                        holder_host=holder.hostname,
+                    ) from None
+            await asyncio.sleep(poll_s)
+
+    def heartbeat_all(self) -> None:
+        """Refresh every held lock's record (called by the manager's heartbeat task)."""
+        for held in list(self.held.values()):
+            with contextlib.suppress(OSError):
+                held.heartbeat()
+
+    # -- cleanup -----------------------------------------------------------------------
+    def cleanup(self, *, now: float | None = None) -> list[tuple[str, str]]:
+        """Remove records whose holder is gone (dead, pid reused, or older than 1 hour).
+
+        A record is only removed when its OS lock is free (or the record is over an hour
+        old), so a live holder in another PID namespace is never robbed of its record.
+        Returns ``(name, why)`` for each record removed.
+        """
+        now = time.time() if now is None else now
+        removed: list[tuple[str, str]] = []
+        for name, record in self.records():
+            if name in self.held:
+                continue
+            if record is None:
+                why = "unreadable"
+            else:
+                why = holder_status(
+                    record, now=now, hostname=self.hostname, start_time_of=process_start_time
+                )
+                if why in ("alive", "unknown"):
+                    continue
+            if why != "old" and not self._lock_is_free(name):
+                continue
+            with contextlib.suppress(OSError):
+                self.record_path(name).unlink()
+                removed.append((name, why))
+        return removed
+
+    def _lock_is_free(self, name: str) -> bool:
+        path = self.lock_path(name)
+        if not path.exists():
+            return True
+        with open(path, "a") as handle:
+            try:
+                portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+            except portalocker.LockException:
+                return False
+            portalocker.unlock(handle)
+            return True

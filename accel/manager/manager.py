@@ -1,0 +1,829 @@
+"""``ModelManager``: install, locate, verify and remove model versions in a models dir.
+
+Owns the public node-side API. It resolves versions against the hub (through the
+manifest cache), serialises installs across processes with task locks, orders them with
+a priority queue, runs each through :class:`~accel.manager.install.VersionInstall` on one
+shared fetch engine, and publishes events. ``get_model_path`` answers from the registry
+alone, without the network. The async methods are the real API; each sync method is a
+one-line wrapper that runs its coroutine on a private event loop. Never prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from accel.errors import (
+    AccelError,
+    HubError,
+    InsufficientDiskSpaceError,
+    ModelNotAvailableError,
+    NotFoundError,
+)
+from accel.manager import logs as logs_mod
+from accel.manager.events import (
+    Event,
+    EventBus,
+    FailedEvent,
+    FailedFile,
+    ProgressEvent,
+    ReadyEvent,
+    RemovedEvent,
+    StateEvent,
+    Subscription,
+    TotalProgress,
+    WarningEvent,
+)
+from accel.manager.fsutil import safe_relpath, safe_segment
+from accel.manager.hubclient import HubClient
+from accel.manager.install import Downloader, VersionInstall, hash_file, summarize
+from accel.manager.locks import (
+    FILE_LOCK_TIMEOUT_S,
+    TASK_LOCK_TIMEOUT_S,
+    HeldLock,
+    LockBusy,
+    LockSpace,
+    describe_holder,
+    process_start_time,
+)
+from accel.manager.queue import PrioritySlots
+from accel.manager.registry import RegistryStore, install_key
+from accel.manager.states import effective_state, not_available
+from accel.schema import FileError, InstallRecord, Registry
+
+__all__ = ["ModelManager", "version_key"]
+
+log = logging.getLogger("accel.manager")
+T = TypeVar("T")
+
+_PROGRESS_EVERY_S = 0.25
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order of version strings: ``1.10`` after ``1.9``, numbers before words."""
+    parts = re.findall(r"\d+|[A-Za-z]+", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+@dataclass
+class _Job:
+    key: str
+    model_id: str
+    version: str
+    priority: int
+    done: asyncio.Future[Path]
+    lock: HeldLock | None = None
+    task: asyncio.Task[None] | None = None
+    inst: VersionInstall | None = None
+    force: bool = False
+    last_emit: float = field(default=0.0)
+
+
+class ModelManager:
+    """Installs model versions from a hub into ``models_dir`` and tells you when they are ready.
+
+    ``max_parallel_files`` caps files in flight per model, ``file_retries`` the attempts
+    per file, ``limit_rate`` (bytes/s or "50M") the total bandwidth of this manager, and
+    ``manifest_ttl_s`` how long a hub answer is used without asking again. Use it as an
+    async context manager, or call :meth:`aclose`, so worker processes stop.
+    """
+
+    def __init__(
+        self,
+        models_dir: str | os.PathLike[str],
+        hub_url: str | None,
+        *,
+        token: str | None = None,
+        max_parallel_files: int = 3,
+        file_retries: int = 3,
+        limit_rate: float | str | None = None,
+        manifest_ttl_s: float = 300.0,
+        max_parallel_installs: int = 2,
+        workers: int | None = None,
+        engine: Downloader | None = None,
+        task_lock_timeout_s: float = TASK_LOCK_TIMEOUT_S,
+        file_lock_timeout_s: float = FILE_LOCK_TIMEOUT_S,
+        heartbeat_s: float | None = None,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        self.models_dir = Path(models_dir).resolve()
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = self.models_dir / ".accel"
+        self.hub_url = hub_url
+        self.token = token
+        self.max_parallel_files = max(1, max_parallel_files)
+        self.file_retries = max(1, file_retries)
+        self.limit_rate = limit_rate
+        self.workers = workers
+        self.task_lock_timeout_s = task_lock_timeout_s
+        self.file_lock_timeout_s = file_lock_timeout_s
+        self.heartbeat_s = heartbeat_s or min(
+            10.0, task_lock_timeout_s / 3, file_lock_timeout_s / 3
+        )
+        self.retry_backoff_s = retry_backoff_s
+        self.registry = RegistryStore(self.models_dir)
+        self.locks = LockSpace(self.state_dir / "locks")
+        self.events = EventBus()
+        self.hub = HubClient(
+            hub_url, self.state_dir, token=token, ttl_s=manifest_ttl_s, on_warning=self._warn
+        )
+        self._own_engine = engine is None
+        self._engine: Downloader | None = engine
+        self._engine_ctx: Any = None
+        self._jobs: dict[str, _Job] = {}
+        self._slots = PrioritySlots(max(1, max_parallel_installs))
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._log_handler = logs_mod.JsonLinesHandler(self.state_dir / "logs" / "accel.log")
+        log.addHandler(self._log_handler)
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.INFO)
+        self.cleanup_locks()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> ModelManager:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop installs (they stay resumable, shown as ``paused``), workers and streams."""
+        await self._release_loop()
+        self.events.close()
+        log.removeHandler(self._log_handler)
+        self._log_handler.close()
+
+    def close(self) -> None:
+        """Blocking :meth:`aclose`."""
+        asyncio.run(self.aclose())
+
+    async def _release_loop(self) -> None:
+        # Everything bound to the running event loop: jobs, heartbeat, engine, session.
+        for job in list(self._jobs.values()):
+            if job.task is not None:
+                job.task.cancel()
+        tasks = [j.task for j in self._jobs.values() if j.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        if self._own_engine and self._engine is not None:
+            await self._engine.aclose()  # type: ignore[attr-defined]
+            self._engine = None
+        await self.hub.aclose()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        async def main() -> T:
+            try:
+                return await coro
+            finally:
+                await self._release_loop()
+
+        return asyncio.run(main())
+
+    def _ensure_started(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            self.locks.heartbeat_all()
+
+    def _get_engine(self) -> Downloader:
+        if self._engine is None:
+            from accel.fetch import Engine
+
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            self._engine = Engine(workers=self.workers, limit_rate=self.limit_rate, headers=headers)
+        return self._engine
+
+    # -- events ------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[Event], None] | None = None) -> Subscription:
+        """Events as an async iterator (``async for ev in mm.subscribe()``) or to a callback.
+
+        ``progress`` (per file, per version, total), ``state``, ``ready`` (with the path),
+        ``failed`` (failed files and causes), ``removed`` and ``warning``.
+        """
+        return self.events.subscribe(callback)
+
+    def _warn(self, message: str) -> None:
+        self.events.publish(WarningEvent(message=message))
+
+    def _emit_progress(self, job: _Job, *, force: bool = False) -> None:
+        inst = job.inst
+        if inst is None:
+            return
+        now = time.monotonic()
+        if not force and now - job.last_emit < _PROGRESS_EVERY_S:
+            return
+        job.last_emit = now
+        speed = inst.speed_bps
+        remaining = inst.bytes_total - inst.bytes_done
+        self.events.publish(
+            ProgressEvent(
+                model_id=inst.model_id,
+                version=inst.version,
+                state=inst.state,
+                bytes_done=inst.bytes_done,
+                bytes_total=inst.bytes_total,
+                speed_bps=round(speed, 1),
+                eta_s=round(remaining / speed, 2) if speed > 0 else None,
+                files=[r.progress() for r in inst.files.values()],
+                total=self.total_progress(),
+            )
+        )
+
+    def total_progress(self) -> TotalProgress:
+        """All installs of this manager together."""
+        insts = [j.inst for j in self._jobs.values() if j.inst is not None]
+        done = sum(i.bytes_done for i in insts)
+        total = sum(i.bytes_total for i in insts)
+        speed = sum(i.speed_bps for i in insts)
+        return TotalProgress(
+            bytes_done=done,
+            bytes_total=total,
+            speed_bps=round(speed, 1),
+            eta_s=round((total - done) / speed, 2) if speed > 0 else None,
+            active=sum(1 for i in insts if i.state == "downloading"),
+        )
+
+    def _state(self, model_id: str, version: str, state: str) -> None:
+        self.events.publish(StateEvent(model_id=model_id, version=version, state=state))
+
+    # -- reading -----------------------------------------------------------------------
+    def _owner_alive(self, pid: int, start: float | None) -> bool:
+        if pid == os.getpid():
+            return True  # our own records are judged by _effective
+        started = process_start_time(pid)
+        if started is None:
+            return False
+        return start is None or started < 0 or abs(started - start) <= 1.0
+
+    def _effective(self, rec: InstallRecord) -> str:
+        if (
+            rec.owner_pid == os.getpid()
+            and install_key(rec.model_id, rec.version) not in self._jobs
+        ) and rec.state in ("queued", "downloading", "verifying"):
+            return "paused"
+        return effective_state(rec, owner_alive=self._owner_alive)
+
+    def _newest_ready(self, reg: Registry, model_id: str) -> str | None:
+        ready = [
+            r.version
+            for r in reg.installs.values()
+            if r.model_id == model_id and self._effective(r) == "ready"
+        ]
+        return max(ready, key=version_key) if ready else None
+
+    def get_model_path(self, model_id: str, version: str | None = None) -> Path:
+        """The directory of a ready version, or :class:`ModelNotAvailableError` with why not.
+
+        ``version=None`` means the hub's ``default_version`` as last seen (no request is
+        made), or the newest ready installed version when the hub was never asked.
+        """
+        reg = self.registry.read()
+        if version is None:
+            version = self.hub.cached_default_version(model_id) or self._newest_ready(reg, model_id)
+            if version is None:
+                raise ModelNotAvailableError(model_id, None, "not_installed")
+        rec = reg.installs.get(install_key(model_id, version))
+        state = self._effective(rec) if rec is not None else None
+        if rec is not None and state == "ready":
+            path = Path(rec.path)
+            if path.is_dir():
+                return path
+            raise ModelNotAvailableError(
+                model_id, version, "error", message=f"model {model_id}@{version}: {path} is gone"
+            )
+        raise not_available(model_id, version, rec, state)
+
+    async def aget_model_path(self, model_id: str, version: str | None = None) -> Path:
+        """Like :meth:`get_model_path`, but ``version=None`` asks the hub (cached)."""
+        if version is None:
+            with contextlib.suppress(HubError):
+                version = await self.resolve_version(model_id, None)
+        return self.get_model_path(model_id, version)
+
+    def status(
+        self, model_id: str | None = None, version: str | None = None
+    ) -> list[InstallRecord]:
+        """Every matching version's record, with the state a reader should believe and,
+        for installs running in this process, live bytes, speed and ETA."""
+        out = []
+        for key, rec in sorted(self.registry.read().installs.items()):
+            if model_id is not None and rec.model_id != model_id:
+                continue
+            if version is not None and rec.version != version:
+                continue
+            update: dict[str, Any] = {"state": self._effective(rec)}
+            job = self._jobs.get(key)
+            if job is not None and job.inst is not None:
+                inst = job.inst
+                speed = inst.speed_bps
+                update.update(
+                    state=inst.state,
+                    bytes_done=inst.bytes_done,
+                    files=[r.status.model_copy() for r in inst.files.values()],
+                    speed_bps=round(speed, 1),
+                    eta_s=round((inst.bytes_total - inst.bytes_done) / speed, 2) if speed else None,
+                    priority=job.priority,
+                )
+            out.append(rec.model_copy(update=update))
+        return out
+
+    def list_installed(self) -> list[InstallRecord]:
+        """The ready versions."""
+        return [r for r in self.status() if r.state == "ready"]
+
+    async def astatus(
+        self, model_id: str | None = None, version: str | None = None
+    ) -> list[InstallRecord]:
+        return self.status(model_id, version)
+
+    # -- versions ----------------------------------------------------------------------
+    async def resolve_version(self, model_id: str, version: str | None) -> str:
+        """``version`` itself, or the hub's default_version; offline, the newest ready one."""
+        safe_relpath(model_id, "model id")
+        if version is not None:
+            return safe_segment(version, "version")
+        before = self.hub.offline_hits
+        try:
+            info = await self.hub.model(model_id)
+        except NotFoundError:
+            raise
+        except HubError:
+            newest = self._newest_ready(self.registry.read(), model_id)
+            if newest is None:
+                raise
+            self._warn(f"hub unreachable: using {model_id}@{newest}, the newest installed")
+            return newest
+        if self.hub.offline_hits > before:
+            newest = self._newest_ready(self.registry.read(), model_id)
+            if newest is not None:
+                return newest
+        chosen = info.default_version or (
+            max((v.version for v in info.versions), key=version_key) if info.versions else None
+        )
+        if chosen is None:
+            raise NotFoundError(f"model {model_id} has no versions on the hub", model_id=model_id)
+        return safe_segment(chosen, "version")
+
+    # -- install -----------------------------------------------------------------------
+    @staticmethod
+    def _task_lock_name(model_id: str, version: str) -> str:
+        return f"tasks/{model_id.replace('/', '--')}@{version}"
+
+    async def ainstall(
+        self,
+        model_id: str,
+        version: str | None = None,
+        *,
+        priority: int = 0,
+        wait: bool = True,
+        force: bool = False,
+    ) -> Path | None:
+        """Install a version (``None``: the hub's default) and return its ready path.
+
+        With ``wait=False`` the install is queued and ``None`` returned at once; if another
+        process is installing it already, :class:`ModelNotAvailableError` ('downloading').
+        Raises the install's error (with the version left ``error`` or resumable).
+        """
+        self._ensure_started()
+        version = await self.resolve_version(model_id, version)
+        key = install_key(model_id, version)
+        job = self._jobs.get(key)
+        if job is None:
+            rec = self.registry.get(model_id, version)
+            if not force and rec is not None and rec.state == "ready" and Path(rec.path).is_dir():
+                return Path(rec.path)
+            job = self._new_job(model_id, version, priority, wait=wait, force=force)
+        elif priority != job.priority:
+            job.priority = priority
+            self._slots.set_priority(key, priority)
+        if not wait:
+            return None
+        return await asyncio.shield(job.done)
+
+    def install(
+        self, model_id: str, version: str | None = None, *, priority: int = 0, wait: bool = True
+    ) -> Path | None:
+        """Blocking :meth:`ainstall` (a background install stops when it returns)."""
+        return self._run(self.ainstall(model_id, version, priority=priority, wait=wait))
+
+    def _new_job(
+        self, model_id: str, version: str, priority: int, *, wait: bool, force: bool
+    ) -> _Job:
+        key = install_key(model_id, version)
+        name = self._task_lock_name(model_id, version)
+        held: HeldLock | None = None
+        try:
+            held = self.locks.try_acquire(
+                name,
+                kind="task",
+                model_id=model_id,
+                version=version,
+                timeout_s=self.task_lock_timeout_s,
+            )
+        except LockBusy as busy:
+            if not wait:
+                rec = self.registry.get(model_id, version)
+                state = self._effective(rec) if rec is not None else "downloading"
+                reason = state if state in ("queued", "verifying") else "downloading"
+                raise ModelNotAvailableError(
+                    model_id,
+                    version,
+                    reason,
+                    message=f"model {model_id}@{version} is being installed by "
+                    f"{describe_holder(busy.holder)}",
+                    holder=describe_holder(busy.holder),
+                ) from None
+        loop = asyncio.get_running_loop()
+        job = _Job(key, model_id, version, priority, loop.create_future(), lock=held, force=force)
+        job.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._jobs[key] = job
+        job.task = loop.create_task(self._run_job(job))
+        return job
+
+    async def _run_job(self, job: _Job) -> None:
+        inst: VersionInstall | None = None
+        try:
+            if job.lock is None:
+                job.lock = await self.locks.acquire(
+                    self._task_lock_name(job.model_id, job.version),
+                    kind="task",
+                    model_id=job.model_id,
+                    version=job.version,
+                    timeout_s=self.task_lock_timeout_s,
+                )
+            rec = self.registry.get(job.model_id, job.version)
+            if (
+                not job.force
+                and rec is not None
+                and rec.state == "ready"
+                and Path(rec.path).is_dir()
+            ):
+                job.done.set_result(Path(rec.path))  # installed by the process we waited for
+                return
+            manifest = await self.hub.manifest(job.model_id, job.version)
+            inst = VersionInstall(
+                models_dir=self.models_dir,
+                registry=self.registry,
+                locks=self.locks,
+                engine=self._get_engine(),
+                url_of=lambda p: self.hub.storage_url(job.model_id, job.version, p),
+                manifest=manifest,
+                priority=job.priority,
+                max_parallel_files=self.max_parallel_files,
+                file_retries=self.file_retries,
+                on_change=lambda _i: self._emit_progress(job),
+                retry_backoff_s=self.retry_backoff_s,
+                file_lock_timeout_s=self.file_lock_timeout_s,
+                owner_start=self.locks.start_time,
+            )
+            job.inst = inst
+            inst.prepare()
+            inst.save("queued")
+            self._state(job.model_id, job.version, "queued")
+            await self._slots.acquire(job.key, job.priority)
+            try:
+                await self._install(job, inst)
+            finally:
+                self._slots.release()
+        except asyncio.CancelledError:
+            if inst is not None and inst.state not in ("ready", "error"):
+                with contextlib.suppress(AccelError, OSError):
+                    inst.save("paused")
+                self._state(job.model_id, job.version, "paused")
+            if not job.done.done():
+                job.done.set_exception(ModelNotAvailableError(job.model_id, job.version, "paused"))
+            raise
+        except (AccelError, OSError) as exc:
+            err = exc if isinstance(exc, AccelError) else HubError(str(exc))
+            if inst is not None and inst.state != "error":
+                with contextlib.suppress(AccelError, OSError):
+                    inst.save("error", FileError(code=err.code, message=err.message))
+            self._failed(job, inst, err)
+            if not job.done.done():
+                job.done.set_exception(err)
+        finally:
+            if job.lock is not None:
+                job.lock.release()
+            self._jobs.pop(job.key, None)
+
+    async def _install(self, job: _Job, inst: VersionInstall) -> None:
+        inst.save("downloading")
+        self._state(job.model_id, job.version, "downloading")
+        log.info("installing %s (%d files)", job.key, len(inst.files), extra={"key": job.key})
+        inst.adopt_finished()
+        inst.reuse_identical()
+        try:
+            inst.check_space()
+        except InsufficientDiskSpaceError as exc:
+            inst.save("error", FileError(code=exc.code, message=exc.message))
+            raise
+        failed = await inst.fetch_missing()
+        if failed:
+            inst.save("error", inst.failure(failed))
+            raise inst.errors[failed[0].path]
+        inst.save("verifying")
+        self._state(job.model_id, job.version, "verifying")
+        bad = inst.verify_all()
+        if bad:
+            inst.save("error", inst.failure(bad))
+            raise ModelNotAvailableError(job.model_id, job.version, "error")
+        inst.save("ready")
+        self._emit_progress(job, force=True)
+        facts = summarize(inst)
+        log.info("ready %s at %s", job.key, inst.target, extra={"key": job.key, **facts})
+        self.events.publish(
+            ReadyEvent(model_id=job.model_id, version=job.version, path=str(inst.target), **facts)
+        )
+        job.done.set_result(inst.target)
+
+    def _failed(self, job: _Job, inst: VersionInstall | None, err: AccelError) -> None:
+        files = []
+        if inst is not None:
+            files = [
+                FailedFile(path=r.status.path, error=r.status.error)
+                for r in inst.files.values()
+                if r.status.state == "error" and r.status.error is not None
+            ]
+        log.warning("install of %s failed: %s", job.key, err.message, extra={"code": err.code})
+        self.events.publish(
+            FailedEvent(
+                model_id=job.model_id,
+                version=job.version,
+                error=FileError(code=err.code, message=err.message),
+                failed_files=files,
+            )
+        )
+
+    # -- control -----------------------------------------------------------------------
+    async def apause(self, model_id: str, version: str | None = None) -> None:
+        """Stop an install, keeping every byte fetched; :meth:`aresume` continues it."""
+        for key, rec in self._matching(model_id, version):
+            job = self._jobs.get(key)
+            if job is not None and job.task is not None:
+                job.task.cancel()
+                await asyncio.gather(job.task, return_exceptions=True)
+            elif rec is not None and rec.state in ("queued", "error"):
+
+                def change(reg: Registry, key: str = key) -> None:
+                    if key in reg.installs:
+                        reg.installs[key].state = "paused"
+
+                self.registry.update(change)
+                self._state(rec.model_id, rec.version, "paused")
+
+    async def aresume(self, model_id: str, version: str | None = None) -> None:
+        """Queue a paused (or failed) install again; fetched bytes are kept."""
+        for _key, rec in self._matching(model_id, version):
+            if rec is not None and rec.state != "ready":
+                await self.ainstall(rec.model_id, rec.version, priority=rec.priority, wait=False)
+
+    async def aretry(self, model_id: str, version: str | None = None) -> None:
+        """Fetch again only the files of a failed install that are missing or bad."""
+        await self.aresume(model_id, version)
+
+    async def aset_priority(self, model_id: str, version: str | None, priority: int) -> None:
+        """Move a queued install forward (or back) in the queue."""
+        for key, _rec in self._matching(model_id, version):
+            job = self._jobs.get(key)
+            if job is not None:
+                job.priority = priority
+                self._slots.set_priority(key, priority)
+
+    def _matching(
+        self, model_id: str, version: str | None
+    ) -> list[tuple[str, InstallRecord | None]]:
+        reg = self.registry.read()
+        keys = {
+            k: r
+            for k, r in reg.installs.items()
+            if r.model_id == model_id and (version is None or r.version == version)
+        }
+        for key, job in self._jobs.items():
+            if job.model_id == model_id and (version is None or job.version == version):
+                keys.setdefault(key, None)  # type: ignore[arg-type]
+        return list(keys.items())  # type: ignore[arg-type]
+
+    def pause(self, model_id: str, version: str | None = None) -> None:
+        """Blocking :meth:`apause`."""
+        self._run(self.apause(model_id, version))
+
+    def resume(self, model_id: str, version: str | None = None) -> None:
+        """Blocking resume: runs the install to its end."""
+        for _key, rec in self._matching(model_id, version):
+            if rec is not None and rec.state != "ready":
+                self.install(rec.model_id, rec.version, priority=rec.priority)
+
+    def retry(self, model_id: str, version: str | None = None) -> None:
+        """Blocking retry: runs the install to its end."""
+        self.resume(model_id, version)
+
+    # -- remove / verify / update ------------------------------------------------------
+    async def aremove(self, model_id: str, version: str | None = None) -> list[str]:
+        """Remove a version (or every version of a model); returns the removed keys."""
+        removed = []
+        for key, rec in self._matching(model_id, version):
+            job = self._jobs.get(key)
+            if job is not None and job.task is not None:
+                job.task.cancel()
+                await asyncio.gather(job.task, return_exceptions=True)
+            if rec is None:
+                continue
+            name = self._task_lock_name(rec.model_id, rec.version)
+            try:
+                held = self.locks.try_acquire(
+                    name, kind="task", model_id=rec.model_id, version=rec.version, timeout_s=60
+                )
+            except LockBusy as busy:
+                raise ModelNotAvailableError(
+                    rec.model_id,
+                    rec.version,
+                    "downloading",
+                    message=f"cannot remove {key}: it is being installed by "
+                    f"{describe_holder(busy.holder)}",
+                    hint="pause it there first, or wait for it to finish",
+                ) from None
+            try:
+
+                def change(reg: Registry, key: str = key) -> None:
+                    reg.installs.pop(key, None)
+
+                self.registry.update(change)
+                self._delete_dir(Path(rec.path))
+            finally:
+                held.release()
+            log.info("removed %s", key, extra={"key": key})
+            self.events.publish(RemovedEvent(model_id=rec.model_id, version=rec.version))
+            removed.append(key)
+        return removed
+
+    def remove(self, model_id: str, version: str | None = None) -> list[str]:
+        """Blocking :meth:`aremove`."""
+        return self._run(self.aremove(model_id, version))
+
+    def _delete_dir(self, path: Path) -> None:
+        if not path.is_dir() or not path.resolve().is_relative_to(self.models_dir):
+            return
+        trash = self.state_dir / "trash" / secrets.token_hex(8)
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, trash)  # the version disappears at once, then is deleted
+        shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # the model dir, if it has no other version
+
+    async def averify(
+        self, model_id: str | None = None, version: str | None = None
+    ) -> dict[str, list[str]]:
+        """Re-hash every file of ready versions; damaged files are deleted and the version
+        set to ``error`` so :meth:`retry` fetches just them. Returns key -> bad files."""
+        results: dict[str, list[str]] = {}
+        for rec in self.status(model_id, version):
+            if rec.state != "ready":
+                continue
+            key = install_key(rec.model_id, rec.version)
+            checks = [
+                (f.path, Path(rec.path) / safe_relpath(f.path), f.sha256, f.bytes_total)
+                for f in rec.files
+            ]
+            bad = await asyncio.to_thread(_find_bad, checks)
+            results[key] = bad
+            if bad:
+                self._mark_damaged(key, bad)
+        return results
+
+    def verify(
+        self, model_id: str | None = None, version: str | None = None
+    ) -> dict[str, list[str]]:
+        """Blocking :meth:`averify`."""
+        return self._run(self.averify(model_id, version))
+
+    def _mark_damaged(self, key: str, bad: list[str]) -> None:
+        def change(reg: Registry) -> None:
+            rec = reg.installs[key]
+            for f in rec.files:
+                if f.path in bad:
+                    f.state, f.bytes_done = "error", 0
+                    f.error = FileError(code="checksum_mismatch", message="damaged on disk")
+                    with contextlib.suppress(OSError):
+                        (Path(rec.path) / safe_relpath(f.path)).unlink()
+            rec.state = "error"
+            rec.bytes_done = sum(f.bytes_done for f in rec.files)
+            rec.error = FileError(
+                code="checksum_mismatch", message=f"damaged on disk: {', '.join(bad)}"
+            )
+
+        self.registry.update(change)
+        log.warning("verify found damage in %s: %s", key, bad, extra={"key": key})
+
+    async def aupdate(self) -> list[str]:
+        """Bring every installed model up to date with the hub, fetching only what changed.
+
+        A new ``default_version`` is installed (identical files are linked from the old
+        one, which stays usable until the new one is ready); an installed version whose
+        checksum changed on the hub is re-fetched file by file. Returns the keys installed.
+        """
+        done: list[str] = []
+        reg = self.registry.read()
+        models = sorted({r.model_id for r in reg.installs.values() if r.state == "ready"})
+        for model_id in models:
+            info = await self.hub.model(model_id)
+            ready = {
+                r.version: r
+                for r in reg.installs.values()
+                if r.model_id == model_id and r.state == "ready"
+            }
+            target = info.default_version
+            if target is not None and target not in ready:
+                await self.ainstall(model_id, target)
+                done.append(install_key(model_id, target))
+            for v in info.versions:
+                rec = ready.get(v.version)
+                if rec is not None and rec.checksum_sha256 != v.checksum_sha256:
+                    self.hub.expire(model_id, v.version)
+                    await self.ainstall(model_id, v.version, force=True)
+                    done.append(install_key(model_id, v.version))
+        return done
+
+    def update(self) -> list[str]:
+        """Blocking :meth:`aupdate`."""
+        return self._run(self.aupdate())
+
+    # -- maintenance -------------------------------------------------------------------
+    def cleanup_locks(self) -> list[tuple[str, str]]:
+        """Remove lock records of dead holders (pid gone or reused) and any over an hour
+        old, and temp files of dead registry writers. Lock files stay in place."""
+        removed = self.locks.cleanup()
+        self.registry.cleanup_temp()
+        for name, why in removed:
+            log.info("removed stale lock record %s (%s)", name, why, extra={"lock": name})
+        return removed
+
+    def lock_records(self) -> list[dict[str, Any]]:
+        """Every lock record with its holder's status (for ``accel locks``)."""
+        out = []
+        now = time.time()
+        for name, record in self.locks.records():
+            from accel.manager.locks import holder_status
+
+            item: dict[str, Any] = {"name": name}
+            if record is None:
+                item["status"] = "unreadable"
+            else:
+                item.update(record.model_dump())
+                item["status"] = holder_status(
+                    record,
+                    now=now,
+                    hostname=self.locks.hostname,
+                    start_time_of=process_start_time,
+                )
+                item["heartbeat_age_s"] = round(now - record.heartbeat_at, 1)
+            out.append(item)
+        return out
+
+    def export_logs(self, path: str | os.PathLike[str]) -> Path:
+        """One ``tar.gz`` with the logs, the registry and the lock records."""
+        return logs_mod.export_logs(self.models_dir, Path(path))
+
+    # -- queue introspection -----------------------------------------------------------
+    def queued(self) -> list[str]:
+        """Keys waiting for an install slot, in the order they will start."""
+        return self._slots.waiting()
+
+    async def wait_idle(self) -> None:
+        """Wait until no install of this manager is running or queued."""
+        while self._jobs:
+            tasks = [j.task for j in self._jobs.values() if j.task is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _find_bad(checks: list[tuple[str, Path, str, int]]) -> list[str]:
+    bad = []
+    for rel, path, sha, size in checks:
+        try:
+            ok = path.stat().st_size == size and hash_file(path) == sha
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(rel)
+    return bad

@@ -1,0 +1,116 @@
+"""``registry.json``: the one record of what is installed in a models dir.
+
+Owns reading, validating and rewriting the registry. Every change is a read-modify-write
+under the registry lock (``.accel/registry.lock``, an OS-level lock that a crash releases)
+and is published by :func:`~accel.manager.fsutil.atomic_write_bytes`, so a reader, or a
+process killed mid-write, never sees a torn file. The lock only serialises writers; if a
+filesystem ignores it, the worst case is a lost update, never a corrupt file.
+Never downloads and never decides states (see ``states.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import portalocker
+from pydantic import ValidationError
+
+from accel.errors import ConfigError
+from accel.manager.fsutil import atomic_write_bytes
+from accel.schema import REGISTRY_SCHEMA_VERSION, InstallRecord, Registry
+
+__all__ = ["RegistryStore", "install_key"]
+
+T = TypeVar("T")
+
+
+def install_key(model_id: str, version: str) -> str:
+    """The registry key of one model version: ``id@version``."""
+    return f"{model_id}@{version}"
+
+
+class RegistryStore:
+    """Read and atomically rewrite ``<models_dir>/registry.json``."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.path = models_dir / "registry.json"
+        self.lock_path = models_dir / ".accel" / "registry.lock"
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> Registry:
+        """The current registry (empty if none yet); a foreign schema is a ConfigError."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return Registry()
+        try:
+            data = json.loads(raw)
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            if version is not None and version > REGISTRY_SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self.path} has schema version {version}, newer than this accel "
+                    f"understands ({REGISTRY_SCHEMA_VERSION})",
+                    hint="upgrade accel, or use another --models-dir",
+                    path=str(self.path),
+                )
+            return Registry.model_validate(data)
+        except (ValueError, ValidationError) as exc:
+            raise ConfigError(
+                f"{self.path} is not a valid registry: {exc}",
+                hint="restore it from `accel logs export`, or remove it and reinstall",
+                path=str(self.path),
+            ) from exc
+
+    def get(self, model_id: str, version: str) -> InstallRecord | None:
+        """One install record, or ``None``."""
+        return self.read().installs.get(install_key(model_id, version))
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry lock (blocking; writers hold it for milliseconds)."""
+        with portalocker.Lock(
+            str(self.lock_path), mode="a", timeout=60, check_interval=0.005, fail_when_locked=False
+        ):
+            yield
+
+    def update(self, change: Callable[[Registry], T]) -> T:
+        """Apply ``change`` to a fresh read of the registry and write it back atomically."""
+        with self.locked():
+            reg = self.read()
+            result = change(reg)
+            self._write(reg)
+            return result
+
+    def _write(self, reg: Registry) -> None:
+        reg.schema_version = REGISTRY_SCHEMA_VERSION
+        data = reg.model_dump_json(indent=1).encode()
+        atomic_write_bytes(self.path, data)
+
+    def cleanup_temp(self) -> int:
+        """Remove temp files left by writers that died (not ours, not live); returns count."""
+        removed = 0
+        for tmp in self.models_dir.glob(".registry.json.*.tmp"):
+            try:
+                pid = int(tmp.name.split(".")[3])
+            except (IndexError, ValueError):
+                continue
+            if pid != os.getpid() and not _pid_alive(pid):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
