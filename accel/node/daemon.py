@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -180,6 +182,7 @@ class NodeDaemon:
             await self.reporter.aclose()
         await self.hub.aclose()
         if self.manager is not None:
+            await self._save_resume_list()
             await call(self.manager, "close")
         log.info("node stopped")
 
@@ -246,21 +249,60 @@ class NodeDaemon:
             except Exception:
                 log.exception("cannot refresh the model list")
 
+    @property
+    def resume_file(self) -> Path:
+        """Where a graceful stop writes the installs the next start must continue."""
+        return self.config.models_dir / ".accel" / "node" / "resume.json"
+
+    async def _save_resume_list(self) -> None:
+        # The manager records an install stopped by shutdown as "paused", like one a
+        # person paused; this list is what tells the next start which ones to continue.
+        try:
+            keys = sorted(
+                {
+                    (r["model_id"], r.get("version"))
+                    for r in await self.local_records()
+                    if r.get("state") in IN_FLIGHT
+                },
+                key=str,
+            )
+            write_json_atomic(self.resume_file, [{"model_id": m, "version": v} for m, v in keys])
+        except (OSError, AccelError) as exc:
+            log.warning("cannot record the installs to resume: %s", exc)
+
+    def _interrupted(self, records: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+        """Installs to continue: those a graceful stop listed, and those whose owner died.
+
+        A crash (kill -9, power loss) leaves an active state in the registry with a dead
+        owner; the manager shows it as paused, but the raw record still says where it was.
+        """
+        found: set[tuple[str, str | None]] = set()
+        with contextlib.suppress(OSError, ValueError):
+            for item in json.loads(self.resume_file.read_text(encoding="utf-8")):
+                found.add((str(item["model_id"]), item.get("version")))
+        registry = getattr(self.manager, "registry", None)
+        if registry is not None and hasattr(registry, "read"):
+            try:
+                raw = {(r.model_id, r.version): r.state for r in registry.read().installs.values()}
+            except (OSError, AccelError, ValueError) as exc:
+                log.warning("cannot read the registry: %s", exc)
+                raw = {}
+            for rec in records:
+                key = (rec["model_id"], rec.get("version"))
+                # Raw state active but shown paused: the manager judged its owner dead.
+                if rec.get("state") == "paused" and raw.get(key) in IN_FLIGHT:
+                    found.add(key)
+        return sorted(found, key=str)
+
     async def _resume_interrupted(self) -> None:
-        for rec in await self.local_records():
-            if rec.get("state") in IN_FLIGHT:
-                log.info("resuming %s@%s", rec["model_id"], rec.get("version"))
-                try:
-                    await call(
-                        self.manager,
-                        "install",
-                        rec["model_id"],
-                        rec.get("version"),
-                        priority=int(rec.get("priority") or 0),
-                        wait=False,
-                    )
-                except AccelError as exc:
-                    log.warning("cannot resume %s: %s", rec["model_id"], exc)
+        for model_id, version in self._interrupted(await self.local_records()):
+            log.info("resuming %s@%s", model_id, version)
+            try:
+                await call(self.manager, "resume", model_id, version)
+            except AccelError as exc:
+                log.warning("cannot resume %s@%s: %s", model_id, version, exc)
+        with contextlib.suppress(FileNotFoundError):
+            self.resume_file.unlink()
 
     async def preseed_once(self) -> list[str]:
         """Queue the hub's top-N models that this node does not have yet."""
@@ -293,6 +335,22 @@ class NodeDaemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.preseed_interval_s):
                     await self.stopping.wait()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """temp file in the same dir -> fsync -> rename -> fsync the dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _key(data: dict[str, Any]) -> str:
