@@ -266,7 +266,12 @@ class NodeDaemon:
                 },
                 key=str,
             )
-            write_json_atomic(self.resume_file, [{"model_id": m, "version": v} for m, v in keys])
+            if keys:
+                write_json_atomic(
+                    self.resume_file, [{"model_id": m, "version": v} for m, v in keys]
+                )
+            else:
+                self.resume_file.unlink(missing_ok=True)
         except (OSError, AccelError) as exc:
             log.warning("cannot record the installs to resume: %s", exc)
 
