@@ -381,6 +381,11 @@ class VersionInstall:
             st.state, st.bytes_done = "done", st.bytes_total
             run.inflight, run.speed_bps, run.eta_s = 0, 0.0, 0.0
             self.bytes_fetched += result.bytes_fetched
+            # A checkpoint can outlive its finished download; it must not sit in a
+            # ready version's directory.
+            part = dest.with_name(dest.name + ".part")
+            if not part.exists():
+                dest.with_name(dest.name + ".part.json").unlink(missing_ok=True)
             self._maybe_flush()
         finally:
             held.release()
@@ -412,6 +417,8 @@ class VersionInstall:
         bad = []
         for run in self.files.values():
             final = self.target / safe_relpath(run.status.path)
+            if not final.with_name(final.name + ".part").exists():
+                final.with_name(final.name + ".part.json").unlink(missing_ok=True)
             try:
                 ok = final.stat().st_size == run.status.bytes_total
             except OSError:

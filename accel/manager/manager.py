@@ -140,7 +140,7 @@ class ModelManager:
         )
         self._own_engine = engine is None
         self._engine: Downloader | None = engine
-        self._engine_ctx: Any = None
+        self._engine_lock = asyncio.Lock()
         self._jobs: dict[str, _Job] = {}
         self._slots = PrioritySlots(max(1, max_parallel_installs))
         self._heartbeat: asyncio.Task[None] | None = None
@@ -207,13 +207,18 @@ class ModelManager:
             await asyncio.sleep(self.heartbeat_s)
             self.locks.heartbeat_all()
 
-    def _get_engine(self) -> Downloader:
-        if self._engine is None:
-            from accel.fetch import Engine
+    async def _get_engine(self) -> Downloader:
+        async with self._engine_lock:
+            if self._engine is None:
+                from accel.fetch import Engine
 
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-            self._engine = Engine(workers=self.workers, limit_rate=self.limit_rate, headers=headers)
-        return self._engine
+                headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+                engine = Engine(workers=self.workers, limit_rate=self.limit_rate, headers=headers)
+                # Started once, before any download: concurrent first downloads must not
+                # race the worker processes' start-up.
+                await engine.start()
+                self._engine = engine
+            return self._engine
 
     # -- events ------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[Event], None] | None = None) -> Subscription:
@@ -487,7 +492,7 @@ class ModelManager:
                 models_dir=self.models_dir,
                 registry=self.registry,
                 locks=self.locks,
-                engine=self._get_engine(),
+                engine=await self._get_engine(),
                 url_of=lambda p: self.hub.storage_url(job.model_id, job.version, p),
                 manifest=manifest,
                 priority=job.priority,

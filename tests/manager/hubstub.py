@@ -143,8 +143,9 @@ class StubHub:
     def storage_bytes(self, prefix: str = "/storage/") -> int:
         return sum(n for _, n, p in self.log() if p.startswith(prefix))
 
-    def requests(self, prefix: str) -> int:
-        return sum(1 for _, _, p in self.log() if p.startswith(prefix))
+    def requests(self, path: str) -> int:
+        """Requests for exactly ``path`` (query included)."""
+        return sum(1 for _, _, p in self.log() if p == path)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,0 +1,200 @@
+"""Task/file locks: holder policy (pure), stale records (dead pid, reused pid, old),
+and a waiter that gives up naming a holder that stopped heartbeating."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from accel.errors import LockTimeoutError
+from accel.manager.locks import LockBusy, LockSpace, holder_status, process_start_time
+from accel.schema import LockRecord
+
+HOST = socket.gethostname()
+
+
+def _record(
+    pid: int, start: float, *, heartbeat: float, host: str = HOST, timeout: float = 60
+) -> LockRecord:
+    return LockRecord(
+        pid=pid,
+        hostname=host,
+        process_start_time=start,
+        model_id="m",
+        version="1",
+        created_at=heartbeat,
+        heartbeat_at=heartbeat,
+        timeout_s=timeout,
+    )
+
+
+def test_holder_status_cases() -> None:
+    now = 10_000.0
+    starts = {1: 500.0}
+    look = starts.get
+    assert (
+        holder_status(_record(1, 500.0, heartbeat=now), now=now, hostname=HOST, start_time_of=look)
+        == "alive"
+    )
+    assert (
+        holder_status(_record(2, 500.0, heartbeat=now), now=now, hostname=HOST, start_time_of=look)
+        == "dead"
+    )
+    assert (
+        holder_status(_record(1, 100.0, heartbeat=now), now=now, hostname=HOST, start_time_of=look)
+        == "reused"
+    )
+    assert (
+        holder_status(
+            _record(1, 500.0, heartbeat=now - 3601), now=now, hostname=HOST, start_time_of=look
+        )
+        == "old"
+    )
+    assert (
+        holder_status(
+            _record(1, 500.0, heartbeat=now, host="elsewhere"),
+            now=now,
+            hostname=HOST,
+            start_time_of=look,
+        )
+        == "unknown"
+    )
+
+
+@given(
+    age=st.floats(0, 10_000),
+    started=st.one_of(st.none(), st.floats(0, 1_000)),
+    recorded=st.floats(0, 1_000),
+)
+def test_holder_status_only_alive_when_same_process_and_fresh(
+    age: float, started: float | None, recorded: float
+) -> None:
+    now = 20_000.0
+    status = holder_status(
+        _record(5, recorded, heartbeat=now - age),
+        now=now,
+        hostname=HOST,
+        start_time_of=lambda _p: started,
+    )
+    if status == "alive":
+        assert age <= 3600 and started is not None and abs(started - recorded) <= 1.0
+    if age > 3600:
+        assert status == "old"
+
+
+def test_two_spaces_exclude_each_other_and_release(tmp_path: Path) -> None:
+    a, b = LockSpace(tmp_path), LockSpace(tmp_path)
+    held = a.try_acquire("tasks/m@1", kind="task", model_id="m", version="1", timeout_s=60)
+    with pytest.raises(LockBusy) as busy:
+        b.try_acquire("tasks/m@1", kind="task", model_id="m", version="1", timeout_s=60)
+    assert busy.value.holder is not None and busy.value.holder.pid == os.getpid()
+    held.release()
+    assert (tmp_path / "tasks" / "m@1.lock").exists()  # lock files stay in place
+    assert not (tmp_path / "tasks" / "m@1.json").exists()
+    b.try_acquire("tasks/m@1", kind="task", model_id="m", version="1", timeout_s=60).release()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_cleanup_removes_dead_reused_and_old_records_but_not_live_ones(tmp_path: Path) -> None:
+    space = LockSpace(tmp_path)
+    now = time.time()
+    space.write_record("tasks/dead@1", _record(_dead_pid(), now - 5, heartbeat=now))
+    # pid reused: a live pid (ours) but a start time that is not its own
+    space.write_record(
+        "tasks/reused@1", _record(os.getpid(), space.start_time - 1000, heartbeat=now)
+    )
+    space.write_record("tasks/old@1", _record(os.getpid(), space.start_time, heartbeat=now - 7200))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        start = process_start_time(live.pid)
+        assert start is not None
+        space.write_record("tasks/live@1", _record(live.pid, start, heartbeat=now))
+        removed = dict(space.cleanup())
+    finally:
+        live.kill()
+        live.wait()
+    assert removed == {"tasks/dead@1": "dead", "tasks/reused@1": "reused", "tasks/old@1": "old"}
+    assert space.read_record("tasks/live@1") is not None
+
+
+_HOLDER = """
+import sys, time, json, os, socket, portalocker
+lock, rec, start, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+fh = open(lock, "a")
+portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+now = time.time()
+with open(rec, "w") as f:
+    json.dump({"kind": "task", "pid": os.getpid(), "hostname": socket.gethostname(),
+               "process_start_time": start, "model_id": "m", "version": "1",
+               "created_at": now, "heartbeat_at": now, "timeout_s": timeout}, f)
+print("held", flush=True)
+time.sleep(60)   # holds the lock but never heartbeats: a hung holder
+"""
+
+
+async def test_waiter_gives_up_naming_a_holder_that_stopped_heartbeating(tmp_path: Path) -> None:
+    space = LockSpace(tmp_path)
+    (tmp_path / "tasks").mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _HOLDER,
+            str(tmp_path / "tasks" / "m@1.lock"),
+            str(tmp_path / "tasks" / "m@1.json"),
+            "0",
+            "1.0",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"held"
+        t0 = time.monotonic()
+        with pytest.raises(LockTimeoutError) as err:
+            await space.acquire("tasks/m@1", kind="task", model_id="m", version="1", timeout_s=60)
+        waited = time.monotonic() - t0
+        assert 0.5 < waited < 5
+        assert f"pid {proc.pid}" in str(err.value) and err.value.holder_pid == proc.pid
+        # cleanup does not steal a lock whose (hung) holder still holds it
+        assert "tasks/m@1" not in dict(space.cleanup())
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    # the holder died: the OS released its lock, the waiter gets it at once
+    held = await asyncio.wait_for(
+        space.acquire("tasks/m@1", kind="task", model_id="m", version="1", timeout_s=60), 5
+    )
+    held.release()
+
+
+async def test_waiter_waits_while_the_holder_heartbeats(tmp_path: Path) -> None:
+    a, b = LockSpace(tmp_path), LockSpace(tmp_path)
+    held = a.try_acquire("files/abc", kind="file", model_id="m", version="1", timeout_s=0.5)
+
+    async def beat_then_release() -> None:
+        for _ in range(8):
+            await asyncio.sleep(0.15)
+            a.heartbeat_all()
+        held.release()
+
+    beater = asyncio.create_task(beat_then_release())
+    got = await b.acquire("files/abc", kind="file", model_id="m", version="1", timeout_s=0.5)
+    await beater
+    assert got.record.pid == os.getpid()
+    got.release()
