@@ -16,7 +16,13 @@ from pathlib import Path, PurePosixPath
 
 from accel.errors import UnsafePathError
 
-__all__ = ["atomic_write_bytes", "fsync_dir", "safe_relpath", "safe_segment"]
+__all__ = [
+    "atomic_write_bytes",
+    "fsync_dir",
+    "refuse_symlinks",
+    "safe_relpath",
+    "safe_segment",
+]
 
 
 def fsync_dir(path: Path) -> None:
@@ -77,3 +83,21 @@ def safe_relpath(value: str, what: str = "file path") -> PurePosixPath:
         if part in ("", ".", ".."):
             raise UnsafePathError(f"unsafe {what}: {value!r}", path=value)
     return PurePosixPath(*parts)
+
+
+def refuse_symlinks(root: Path, rel: PurePosixPath) -> Path:
+    """``root / rel``, after checking no existing component below ``root`` is a symlink.
+
+    A symlink planted inside the models dir (``<model>`` or a sub-folder of a version)
+    would make every later write land outside it; we refuse instead of following it.
+    """
+    path = root
+    for part in rel.parts:
+        path = path / part
+        if path.is_symlink():
+            raise UnsafePathError(
+                f"{path} is a symbolic link; refusing to write through it",
+                hint="remove the link from the models dir, then rerun",
+                path=str(path),
+            )
+    return path

@@ -31,10 +31,11 @@ from accel.errors import (
     DownloadError,
     InsufficientDiskSpaceError,
     NotFoundError,
+    UnsafePathError,
 )
 from accel.manager.disk import check_space, disk_error, is_enospc, space_needed
 from accel.manager.events import FileProgress
-from accel.manager.fsutil import safe_relpath
+from accel.manager.fsutil import refuse_symlinks, safe_relpath
 from accel.manager.locks import FILE_LOCK_TIMEOUT_S, LockSpace
 from accel.manager.registry import RegistryStore, install_key
 from accel.schema import FileError, FileStatus, InstallRecord, Registry, VersionManifest
@@ -235,8 +236,16 @@ class VersionInstall:
         """Merge the manifest with the registry's record: keep files already done."""
         old = self.registry.get(self.model_id, self.version)
         previous = {f.path: f for f in old.files} if old is not None else {}
+        seen: set[str] = set()
+        model_rel = safe_relpath(self.model_id, "model id")
         for mf in self.manifest.files:
             rel = safe_relpath(mf.path)
+            if mf.path in seen:
+                raise UnsafePathError(
+                    f"the manifest of {self.key} lists {mf.path!r} twice", path=mf.path
+                )
+            seen.add(mf.path)
+            refuse_symlinks(self.models_dir, model_rel / self.version / rel)
             status = FileStatus(path=mf.path, bytes_total=mf.size_bytes, sha256=mf.sha256)
             prev = previous.get(mf.path)
             final = self.target / rel
