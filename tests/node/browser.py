@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,5 +55,6 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[webdriver.Chrome
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
+    time.sleep(0.4)  # let the bars' 0.3 s CSS transition finish
     driver.save_screenshot(str(path))
     return path
