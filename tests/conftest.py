@@ -20,3 +20,6 @@ def accel_cmd() -> list[str]:
 @pytest.fixture
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+from tests.support.hub import hub, hub_root  # noqa: E402, F401  (real accel hub on loopback)

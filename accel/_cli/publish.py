@@ -1,0 +1,55 @@
+"""``accel publish``: hash a file or directory and add it to a hub store as one version."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from accel.units import format_bytes, parse_size
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "publish",
+        help="publish a file or directory into a hub store as MODEL@VERSION",
+        description="Hash every file (SHA256 and blake3 blocks), copy it into the store and "
+        "write manifest.json and model.json atomically. Re-publishing the same content is a "
+        "no-op; different content for an existing version is refused.",
+    )
+    p.add_argument("src", type=Path, help="a file, or a directory (subfolders are kept)")
+    p.add_argument("--root", required=True, type=Path, help="the hub store directory")
+    p.add_argument("--model", required=True, help="model id, e.g. whisper-large-v3-zh")
+    p.add_argument("--version", required=True, help="version, e.g. 1.0.0")
+    p.add_argument("--name", help="human-readable model name")
+    p.add_argument("--task", help="task, e.g. asr or mt")
+    p.add_argument(
+        "--language", action="append", default=[], metavar="L", help="a language (repeatable)"
+    )
+    p.add_argument("--default", action="store_true", help="make this the default version")
+    p.add_argument("--block-size", default="16MiB", help="blake3 block size (default 16MiB)")
+    p.set_defaults(func=_publish)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from accel.hub.publish import publish
+
+    block = parse_size(args.block_size, option="--block-size")
+    manifest = publish(
+        args.src,
+        args.root,
+        args.model,
+        args.version,
+        name=args.name,
+        task=args.task,
+        languages=args.language,
+        default=args.default,
+        block_size=block,
+    )
+    print(
+        f"published {manifest.model_id}@{manifest.version}: {len(manifest.files)} files, "
+        f"{format_bytes(manifest.size_bytes)}, checksum {manifest.checksum_sha256[:16]}"
+    )
+    return 0

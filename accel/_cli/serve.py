@@ -1,0 +1,75 @@
+"""``accel serve``: run the model hub over a store directory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from accel.errors import ConfigError, UsageError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the model hub (catalog API, ranking, file storage with Range)",
+        description="Serve a hub store: /api/models, manifests, usage ranking, /storage "
+        "files with Range, an HTML catalog at /. Stops on SIGTERM/SIGINT.",
+    )
+    p.add_argument("--root", required=True, type=Path, help="the store directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8600, help="port (0 picks a free one)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="require Authorization: Bearer TOKEN on /api and /storage")
+    auth.add_argument("--tokens-file", type=Path, help="file with one accepted token per line")
+    p.set_defaults(func=_serve)
+
+
+def _tokens(args: argparse.Namespace) -> list[str]:
+    if args.token is not None:
+        if not args.token.strip():
+            raise UsageError("--token must not be empty")
+        return [args.token.strip()]
+    if args.tokens_file is not None:
+        try:
+            lines = args.tokens_file.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read tokens file {args.tokens_file}: {exc.strerror}",
+                hint="give a readable file with one token per line",
+            ) from exc
+        tokens = [t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#")]
+        if not tokens:
+            raise ConfigError(f"tokens file {args.tokens_file} has no tokens")
+        return tokens
+    env = os.environ.get("ACCEL_HUB_TOKEN", "").strip()
+    return [env] if env else []
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from accel.hub.server import run
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is out of range")
+    root: Path = args.root
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--root {root} is not a directory")
+    tokens = _tokens(args)
+
+    def ready(url: str) -> None:
+        auth = " (bearer token required)" if tokens else ""
+        print(f"accel hub serving {root} at {url}{auth}", flush=True)
+
+    try:
+        run(root, args.host, args.port, tokens=tokens, on_ready=ready)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror}",
+            hint="pick another --port (0 chooses a free one)",
+        ) from exc
+    print("accel hub stopped", file=sys.stderr)
+    return 0

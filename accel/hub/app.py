@@ -1,0 +1,208 @@
+"""The hub's aiohttp application: routes, auth, error bodies.
+
+Owns the HTTP surface of DESIGN.md "Hub HTTP API". Catalog answers are bytes prepared
+by :class:`~accel.hub.catalog.Catalog` (one serialization per catalog change) sent with
+a strong ETag; ``If-None-Match`` gets 304. Every error leaves as
+``{"error": {"code", "message", "status"}}``. With tokens configured, everything except
+``/healthz`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``, compared in
+constant time. Never imports the client side (fetch, manager).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from accel.hub.catalog import Answer, Catalog
+from accel.hub.openapi import OPENAPI_JSON
+from accel.hub.page import render_page
+from accel.hub.storage import Problem, StorageSender
+from accel.hub.usage import UsageCounter
+from accel.schema import UsageReport
+
+__all__ = ["CATALOG", "USAGE", "create_app"]
+
+log = logging.getLogger("accel.hub")
+
+CATALOG = web.AppKey("catalog", Catalog)
+USAGE = web.AppKey("usage", UsageCounter)
+_SENDER = web.AppKey("sender", StorageSender)
+_TOKENS = web.AppKey("tokens", tuple)
+
+_OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+_JSON = "application/json"
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    416: "range_not_satisfiable",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The one error shape of the hub."""
+    body = json.dumps({"error": {"code": code, "message": message, "status": status}})
+    return web.Response(status=status, text=body, content_type=_JSON, headers=headers)
+
+
+def _authorized(request: web.Request, tokens: tuple[bytes, ...]) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    offered = given.strip().encode()
+    ok = False
+    for token in tokens:  # no early exit: the time taken does not say which token matched
+        ok |= hmac.compare_digest(offered, token)
+    return ok
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    tokens: tuple[bytes, ...] = request.app[_TOKENS]
+    if tokens and request.path not in _OPEN_PATHS and not _authorized(request, tokens):
+        return error_response(
+            401,
+            "unauthorized",
+            "missing or wrong bearer token",
+            {"WWW-Authenticate": 'Bearer realm="accel"'},
+        )
+    try:
+        return await handler(request)
+    except Problem as p:
+        return error_response(p.status, p.code, p.message, p.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "http_error")
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(exc.status, code, exc.reason, headers)
+
+
+def _answer(request: web.Request, answer: Answer) -> web.Response:
+    headers = {"ETag": answer.etag, "Cache-Control": "no-cache"}
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and (inm.strip() == "*" or answer.etag in inm):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=answer.body, content_type=_JSON, headers=headers)
+
+
+def _catalog(request: web.Request) -> Catalog:
+    catalog = request.app[CATALOG]
+    catalog.refresh()
+    return catalog
+
+
+async def _list_models(request: web.Request) -> web.Response:
+    q = request.query
+    return _answer(request, _catalog(request).list_answer(q.get("task"), q.get("language")))
+
+
+async def _get_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["model_id"]
+    answer = _catalog(request).model_answer(model_id)
+    if answer is None:
+        raise Problem(404, "model_not_found", f"no model {model_id!r} on this hub")
+    return _answer(request, answer)
+
+
+async def _get_manifest(request: web.Request) -> web.Response:
+    model_id = request.match_info["model_id"]
+    version = request.match_info["version"]
+    catalog = _catalog(request)
+    answer = catalog.manifest_answer(model_id, version)
+    if answer is None:
+        if catalog.model_answer(model_id) is None:
+            raise Problem(404, "model_not_found", f"no model {model_id!r} on this hub")
+        raise Problem(404, "version_not_found", f"model {model_id!r} has no version {version!r}")
+    # One install request = one manifest fetch; not awaited: counting never slows installs.
+    request.app[USAGE].count(model_id)
+    return _answer(request, answer)
+
+
+async def _ranking(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise Problem(400, "bad_request", "limit must be an integer between 1 and 10000")
+    catalog = _catalog(request)
+    entries = await request.app[USAGE].ranking(int(raw), known=set(catalog.models))
+    body = json.dumps([e.model_dump(mode="json") for e in entries]).encode()
+    return web.Response(body=body, content_type=_JSON, headers={"Cache-Control": "no-cache"})
+
+
+async def _report_usage(request: web.Request) -> web.Response:
+    try:
+        report = UsageReport.model_validate_json(await request.read())
+    except ValidationError:
+        raise Problem(
+            400, "bad_request", 'the body must be JSON like {"model_id": "<id>"}'
+        ) from None
+    catalog = _catalog(request)
+    if report.model_id not in catalog.models:
+        raise Problem(404, "model_not_found", f"no model {report.model_id!r} on this hub")
+    await request.app[USAGE].count(report.model_id)
+    return web.json_response({"model_id": report.model_id, "counted": 1})
+
+
+async def _storage(request: web.Request) -> web.StreamResponse:
+    return await request.app[_SENDER].handle(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI_JSON, content_type=_JSON)
+
+
+async def _page(request: web.Request) -> web.Response:
+    catalog = _catalog(request)
+    ranking = await request.app[USAGE].ranking(20, known=set(catalog.models))
+    return web.Response(text=render_page(catalog, ranking), content_type="text/html")
+
+
+def create_app(root: Path, *, tokens: Sequence[str] = ()) -> web.Application:
+    """The hub over the store at ``root``; ``tokens`` non-empty turns bearer auth on."""
+    catalog = Catalog(Path(root))
+    app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
+    app[CATALOG] = catalog
+    app[USAGE] = UsageCounter(catalog.store.usage_db)
+    app[_SENDER] = StorageSender(catalog)
+    app[_TOKENS] = tuple(t.encode() for t in tokens if t)
+
+    async def _start(app: web.Application) -> None:
+        catalog.store.root.mkdir(parents=True, exist_ok=True)
+        await app[USAGE].start()
+
+    async def _stop(app: web.Application) -> None:
+        await app[USAGE].close()
+        app[_SENDER].close()
+
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    r = app.router
+    r.add_get("/", _page)
+    r.add_get("/healthz", _healthz)
+    r.add_get("/openapi.json", _openapi)
+    r.add_get("/api/models", _list_models)
+    r.add_get("/api/models/{model_id}", _get_model)
+    r.add_get("/api/models/{model_id}/versions/{version}/manifest", _get_manifest)
+    r.add_get("/api/model-usage/ranking", _ranking)
+    r.add_post("/api/model-usage", _report_usage)
+    r.add_get("/storage/{tail:.*}", _storage)  # add_get also answers HEAD
+    return app

@@ -1,0 +1,182 @@
+"""The hub's view of its store: models, versions, manifests, and their serialized answers.
+
+Owns loading the store into memory and the bytes of every catalog answer. Answers are
+serialized once per catalog change (not per request) together with a strong ETag, so
+a request costs a dict lookup. A change is noticed by comparing the mtimes of
+``catalog.stamp`` (rewritten by every publish) and of the models directory, one
+``stat`` pair per request. Never touches the files of a version nor the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from accel.hub.paths import check_name
+from accel.hub.store import ModelMeta, Store
+from accel.schema import FileEntry, ManifestFile, ModelInfo, VersionInfo, VersionManifest
+
+__all__ = ["Answer", "Catalog", "version_key"]
+
+log = logging.getLogger("accel.hub")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A serialized JSON answer and its strong ETag."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, value: object) -> Answer:
+        body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key: numeric parts compare as numbers (``1.10.0`` after ``1.9.0``)."""
+    parts = re.split(r"[.+-]", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+@dataclass
+class _Snapshot:
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+    manifests: dict[tuple[str, str], VersionManifest] = field(default_factory=dict)
+    files: dict[tuple[str, str], dict[str, ManifestFile]] = field(default_factory=dict)
+    list_answers: dict[tuple[str | None, str | None], Answer] = field(default_factory=dict)
+    model_answers: dict[str, Answer] = field(default_factory=dict)
+    manifest_answers: dict[tuple[str, str], Answer] = field(default_factory=dict)
+
+
+class Catalog:
+    """Everything the hub knows about its store, reloaded when the store changes."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = Store(Path(root))
+        self._signature: tuple[int, int] | None = None
+        self._snap = _Snapshot()
+        self.generation = 0
+        self.refresh()
+
+    # -- change detection ----------------------------------------------------------------
+    def _current_signature(self) -> tuple[int, int]:
+        sig = []
+        for p in (self.store.stamp_path, self.store.models_dir):
+            try:
+                sig.append(os.stat(p).st_mtime_ns)
+            except OSError:
+                sig.append(0)
+        return sig[0], sig[1]
+
+    def refresh(self) -> None:
+        """Reload the store if it changed since the last load (cheap when it did not)."""
+        sig = self._current_signature()
+        if sig != self._signature:
+            self._snap = self._load()
+            self._signature = sig
+            self.generation += 1
+
+    # -- loading -------------------------------------------------------------------------
+    def _load(self) -> _Snapshot:
+        snap = _Snapshot()
+        try:
+            model_dirs = sorted(self.store.models_dir.iterdir())
+        except OSError:
+            return snap
+        for model_dir in model_dirs:
+            try:
+                check_name(model_dir.name)
+                meta = ModelMeta.model_validate_json((model_dir / "model.json").read_bytes())
+            except (OSError, ValueError, ValidationError) as exc:
+                if not model_dir.name.startswith("."):
+                    log.warning("skipping %s: %s", model_dir.name, exc)
+                continue
+            versions: list[VersionManifest] = []
+            for vdir in model_dir.iterdir():
+                if vdir.name.startswith(".") or not vdir.is_dir():
+                    continue
+                try:
+                    check_name(vdir.name, what="version")
+                    manifest = VersionManifest.model_validate_json(
+                        (vdir / "manifest.json").read_bytes()
+                    )
+                except (OSError, ValueError, ValidationError) as exc:
+                    log.warning("skipping %s/%s: %s", model_dir.name, vdir.name, exc)
+                    continue
+                versions.append(manifest)
+            versions.sort(key=lambda m: version_key(m.version))
+            model_id = model_dir.name
+            for m in versions:
+                snap.manifests[(model_id, m.version)] = m
+                snap.files[(model_id, m.version)] = {f.path: f for f in m.files}
+            default = meta.default_version
+            if default not in {m.version for m in versions}:
+                default = versions[-1].version if versions else None
+            snap.models[model_id] = ModelInfo(
+                id=model_id,
+                name=meta.name,
+                versions=[_version_info(m) for m in versions],
+                default_version=default,
+                task=meta.task,
+                languages=list(meta.languages),
+            )
+        for model_id, info in snap.models.items():
+            snap.model_answers[model_id] = Answer.of(info.model_dump(mode="json"))
+        for key, manifest in snap.manifests.items():
+            snap.manifest_answers[key] = Answer.of(manifest.model_dump(mode="json"))
+        snap.list_answers[(None, None)] = Answer.of(
+            [info.model_dump(mode="json") for info in snap.models.values()]
+        )
+        return snap
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        return self._snap.models
+
+    def list_answer(self, task: str | None = None, language: str | None = None) -> Answer:
+        """``GET /api/models`` with optional filters, cached per filter pair."""
+        snap = self._snap
+        key = (task, language)
+        answer = snap.list_answers.get(key)
+        if answer is None:
+            chosen = [
+                info.model_dump(mode="json")
+                for info in snap.models.values()
+                if (task is None or info.task == task)
+                and (language is None or language in info.languages)
+            ]
+            answer = Answer.of(chosen)
+            if len(snap.list_answers) < 256:
+                snap.list_answers[key] = answer
+        return answer
+
+    def model_answer(self, model_id: str) -> Answer | None:
+        return self._snap.model_answers.get(model_id)
+
+    def manifest_answer(self, model_id: str, version: str) -> Answer | None:
+        return self._snap.manifest_answers.get((model_id, version))
+
+    def file_entry(self, model_id: str, version: str, relpath: str) -> ManifestFile | None:
+        """The manifest entry of a file, or None when that version does not list it."""
+        files = self._snap.files.get((model_id, version))
+        return None if files is None else files.get(relpath)
+
+
+def _version_info(m: VersionManifest) -> VersionInfo:
+    return VersionInfo(
+        version=m.version,
+        size_bytes=m.size_bytes,
+        files=[FileEntry(path=f.path, size_bytes=f.size_bytes, sha256=f.sha256) for f in m.files],
+        checksum_sha256=m.checksum_sha256,
+        updated_at=m.updated_at,
+    )
