@@ -106,6 +106,29 @@ class JobGuard:
         """The model path for ``job``, or ``None`` after reporting to the scheduler."""
         return (await self.admit(job)).path
 
+    def _live_progress(self, job: Job, err: ModelNotAvailableError) -> float:
+        """The fraction on disk: live from ``status()`` when the source has it.
+
+        The error's own figure comes from the registry, which an install updates at state
+        changes; a manager's ``status()`` also knows the bytes of running transfers.
+        """
+        best = _progress(err)
+        status = getattr(self.source, "status", None)
+        if callable(status) and err.reason in ("downloading", "queued", "verifying", "paused"):
+            try:
+                records = status(job.required_model_id, err.version or job.required_model_version)
+            except (AccelError, OSError) as exc:
+                log.debug("status for progress failed: %s", exc)
+                return best
+            for rec in records if isinstance(records, list) else []:
+                done = getattr(rec, "bytes_done", None)
+                total = getattr(rec, "bytes_total", None)
+                if isinstance(rec, Mapping):
+                    done, total = rec.get("bytes_done"), rec.get("bytes_total")
+                if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
+                    best = max(best, min(1.0, max(0.0, done / total)))
+        return best
+
     async def _refuse(self, job: Job, err: ModelNotAvailableError) -> Admission:
         queued = False
         detail = err.message
@@ -128,7 +151,7 @@ class JobGuard:
             model_id=job.required_model_id,
             version=job.required_model_version or err.version,
             reason=err.reason,  # type: ignore[arg-type]
-            progress=_progress(err),
+            progress=self._live_progress(job, err),
             install_queued=queued,
             detail=detail,
         )

@@ -169,3 +169,59 @@ async def test_paused_install_stays_paused_across_restart(tmp_path: Path, store:
                 (rec,) = await r.json()
             assert rec["state"] == "paused", node2.log()
             assert state["cards"][0]["state"] == "paused"
+
+
+async def test_preseed_top_n_and_websocket_reports_with_progress(
+    tmp_path: Path, store: Path
+) -> None:
+    models = tmp_path / "models"
+    async with Scheduler() as sched:
+        with running_hub(store) as hub:
+            # asr-zh is the most requested model, mt-zh-en second.
+            async with aiohttp.ClientSession() as s:
+                for model_id, uses in (("asr-zh", 2), ("mt-zh-en", 1)):
+                    for _ in range(uses):
+                        manifest = f"{hub.url}/api/models/{model_id}/versions/"
+                        manifest += "1.0/manifest" if model_id == "asr-zh" else "2.0/manifest"
+                        async with s.get(manifest) as r:
+                            assert r.status == 200
+            with running_node(
+                models,
+                hub.url,
+                "--preseed-top",
+                "1",
+                "--limit-rate",
+                "6M",
+                "--scheduler",
+                sched.ws_url,
+            ) as node:
+                async with aiohttp.ClientSession() as s:
+                    events = follow_events(node.url, session=s, reconnect=False)
+                    # The top-1 model is being installed without anyone asking.
+                    ev = await _until(
+                        events,
+                        lambda e: e.name == "progress" and e.data["bytes_done"] > MiB,
+                        timeout_s=30,
+                    )
+                    assert ev.data["model_id"] == "asr-zh"
+                    # A job for it now is refused with its progress, and no second install.
+                    job = {
+                        "job_id": "j-asr",
+                        "required_model_id": "asr-zh",
+                        "required_model_version": "1.0",
+                    }
+                    status, body = await _post(s, node.url + "/api/jobs", job)
+                    assert status == 409
+                    report = body["report"]
+                    assert report["reason"] in ("downloading", "queued")
+                    assert 0 < report["progress"] < 1 and report["install_queued"] is False
+                    (got,) = await sched.wait_for(1, timeout_s=20)
+                    assert got.job_id == "j-asr" and got.progress == report["progress"]
+                    await events.aclose()
+                    async with s.get(node.url + "/api/state") as r:
+                        state = await r.json()
+                    assert state["preseed"]["started"] == ["asr-zh"]
+                    assert [m["model_id"] for m in state["models"]] == ["asr-zh"]
+                    assert state["scheduler"]["delivered"] == 1
+                # Stop it while this loop still serves the scheduler's websocket close.
+                assert await asyncio.to_thread(node.terminate) == 0, node.log()
