@@ -8,7 +8,9 @@ lie it wants to check, and it records every storage request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +32,7 @@ class FakeFile:
     def entry(self) -> dict[str, Any]:
         digests = [
             blake3.blake3(self.data[i : i + BLOCK]).hexdigest()
-            for i in range(0, max(len(self.data), 1), BLOCK)
+            for i in range(0, len(self.data), BLOCK)
         ]
         return {
             "path": self.path,
@@ -40,13 +42,25 @@ class FakeFile:
         }
 
 
+def _not_found() -> web.Response:
+    return web.json_response(
+        {"error": {"code": "not_found", "message": "no such model or file", "status": 404}},
+        status=404,
+    )
+
+
 @dataclass
 class FakeHub:
-    """``async with FakeHub(model_id, version, files) as hub: hub.url``."""
+    """``async with FakeHub(model_id, version, files) as hub: hub.url``.
+
+    ``more`` adds other (model_id, version, files) triples; a model's default version is
+    the last one listed for it.
+    """
 
     model_id: str
     version: str
     files: list[FakeFile]
+    more: list[tuple[str, str, list[FakeFile]]] = field(default_factory=list)
     storage_requests: list[str] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -55,43 +69,71 @@ class FakeHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def manifest(self) -> dict[str, Any]:
-        entries = [f.entry() for f in self.files]
+    def _catalog(self) -> list[tuple[str, str, list[FakeFile]]]:
+        return [(self.model_id, self.version, self.files), *self.more]
+
+    def _files(self, model_id: str, version: str) -> list[FakeFile] | None:
+        for m, v, files in self._catalog():
+            if m == model_id and v == version:
+                return files
+        return None
+
+    def manifest(self, model_id: str | None = None, version: str | None = None) -> dict[str, Any]:
+        model_id, version = model_id or self.model_id, version or self.version
+        files = self._files(model_id, version) or []
+        entries = [f.entry() for f in files]
         lines = sorted(f"{e['path']}\0{e['size_bytes']}\0{e['sha256']}\n" for e in entries)
         return {
-            "model_id": self.model_id,
-            "version": self.version,
+            "model_id": model_id,
+            "version": version,
             "size_bytes": sum(e["size_bytes"] for e in entries),
             "files": entries,
             "checksum_sha256": hashlib.sha256("".join(lines).encode()).hexdigest(),
             "updated_at": "2026-01-01T00:00:00Z",
         }
 
-    def model(self) -> dict[str, Any]:
-        m = self.manifest()
-        version = {k: m[k] for k in ("version", "size_bytes", "checksum_sha256", "updated_at")}
-        version["files"] = [{k: e[k] for k in ("path", "size_bytes", "sha256")} for e in m["files"]]
+    def model(self, model_id: str | None = None) -> dict[str, Any] | None:
+        model_id = model_id or self.model_id
+        versions = []
+        for m, v, _ in self._catalog():
+            if m != model_id:
+                continue
+            man = self.manifest(m, v)
+            info = {k: man[k] for k in ("version", "size_bytes", "checksum_sha256", "updated_at")}
+            info["files"] = [
+                {k: e[k] for k in ("path", "size_bytes", "sha256")} for e in man["files"]
+            ]
+            versions.append(info)
+        if not versions:
+            return None
         return {
-            "id": self.model_id,
-            "name": self.model_id,
-            "versions": [version],
-            "default_version": self.version,
+            "id": model_id,
+            "name": model_id,
+            "versions": versions,
+            "default_version": versions[-1]["version"],
             "task": "asr",
             "languages": ["zh"],
         }
 
     async def _model(self, request: web.Request) -> web.Response:
-        return web.json_response(self.model())
+        body = self.model(request.match_info["model_id"])
+        return _not_found() if body is None else web.json_response(body)
 
     async def _manifest(self, request: web.Request) -> web.Response:
-        return web.json_response(self.manifest())
+        m, v = request.match_info["model_id"], request.match_info["version"]
+        if self._files(m, v) is None:
+            return _not_found()
+        return web.json_response(self.manifest(m, v))
 
     async def _storage(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path.split("?")[0]
-        prefix = f"/storage/models/{self.model_id}/{self.version}/"
         self.storage_requests.append(raw)
-        rel = raw[len(prefix) :] if raw.startswith(prefix) else None
-        match = [f for f in self.files if f.path == rel]
+        match: list[FakeFile] = []
+        for m, v, files in self._catalog():
+            prefix = f"/storage/models/{m}/{v}/"
+            if raw.startswith(prefix):
+                match = [f for f in files if f.path == raw[len(prefix) :]]
+                break
         if not match:
             return web.json_response(
                 {"error": {"code": "not_found", "message": "no such file", "status": 404}},
@@ -127,3 +169,25 @@ class FakeHub:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class ThreadedHub:
+    """Run a :class:`FakeHub` on its own loop in a thread, for sync tests and subprocesses."""
+
+    def __init__(self, hub: FakeHub) -> None:
+        self.hub = hub
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.hub.__aenter__(), self._loop).result(30)
+        return self.hub
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.hub.__aexit__(), self._loop).result(30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop.close()

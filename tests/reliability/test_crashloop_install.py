@@ -1,0 +1,98 @@
+"""Crash loop at the ModelManager level: a multi-file install SIGKILLed at random moments.
+
+After every kill: ``registry.json`` parses and validates, a version recorded ready has
+every file whole and verified. At the end: ready and verified, the origin sent at most
+the version's size plus 64 MiB per kill, the killed process's workers exited, and no
+lock record survives the start-up cleanup. Default suite: 5 kills; ``ACCEL_SOAK=1``: 30.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from accel.manager.manager import ModelManager
+from accel.schema import Registry
+from tests.reliability.crashloop import crash_loop
+from tests.reliability.fakehub import FakeFile, FakeHub, ThreadedHub
+from tests.support.faultproxy import FaultProxy
+
+SOAK = os.environ.get("ACCEL_SOAK") == "1"
+MiB = 1024 * 1024
+MODEL, VERSION = "crash-model", "1.0"
+
+
+def version_files(scale: int) -> list[FakeFile]:
+    rnd = random.Random(11)
+    sizes = {
+        "weights/part-1.bin": 12 * MiB * scale,
+        "weights/part-2.bin": 9 * MiB * scale,
+        "weights/part-3.bin": 7 * MiB * scale,
+        "tokenizer.json": 300_000,
+        "config.json": 1_000,
+        "empty.txt": 0,
+    }
+    return [FakeFile(p, rnd.randbytes(n)) for p, n in sizes.items()]
+
+
+@pytest.mark.timeout(1800 if SOAK else 150)
+def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> None:
+    files = version_files(3 if SOAK else 1)
+    size = sum(len(f.data) for f in files)
+    models = tmp_path / "models"
+    kills = 30 if SOAK else 5
+    registry_checks = 0
+
+    def check(_: int) -> None:
+        nonlocal registry_checks
+        reg_path = models / "registry.json"
+        if not reg_path.exists():
+            return
+        reg = Registry.model_validate(json.loads(reg_path.read_bytes()))
+        registry_checks += 1
+        for rec in reg.installs.values():
+            if rec.state == "ready":
+                for f in rec.files:
+                    data = (Path(rec.path) / f.path).read_bytes()
+                    assert hashlib.sha256(data).hexdigest() == f.sha256, f.path
+
+    with (
+        ThreadedHub(FakeHub(MODEL, VERSION, files)) as hub,
+        FaultProxy(hub.url) as proxy,
+    ):
+        argv = ["-m", "tests.reliability.drivers", "install", str(models), proxy.url]
+        argv += [MODEL, VERSION, "6M"]
+        report = crash_loop(argv, kills=kills, seed=3, min_s=0.5, max_s=2.5, check=check)
+        sent = proxy.client_body_bytes
+    print(
+        f"crash loop (install): {report.kills} kills, {report.finished_early} early, "
+        f"origin sent {sent / MiB:.1f} MiB for {size / MiB:.1f} MiB, "
+        f"{registry_checks} registry checks, {report.elapsed_s:.1f} s"
+    )
+    assert report.final_rc == 0, report.final_err[-3000:]
+    assert report.finished_early == 0, "the install finished before it was killed enough"
+    assert report.orphans == [], "worker processes outlived their killed parent"
+    assert registry_checks >= kills - 1
+    assert sent <= size + report.kills * 64 * MiB
+    out = json.loads(report.final_out.strip().splitlines()[-1])
+    assert not any(out["bad"].values())
+    vdir = Path(out["path"])
+    for f in files:
+        assert (vdir / f.path).read_bytes() == f.data
+    leftovers = [
+        p
+        for p in vdir.rglob("*")
+        if p.is_file() and p.name.endswith((".part", ".json.part", ".part.json"))
+    ]
+    assert leftovers == []
+    mm = ModelManager(models, None)  # its start-up cleans records of dead holders
+    try:
+        assert mm.get_model_path(MODEL, VERSION) == vdir
+        assert mm.lock_records() == [], mm.lock_records()
+    finally:
+        mm.close()
