@@ -1,0 +1,70 @@
+"""``accel install MODEL[@VERSION]...``: install model versions from the hub, verified."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from accel._cli._models import Renderer, add_common, emit_json, manager_from, split_ref
+from accel.errors import AccelError
+
+__all__ = ["register", "run_installs"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "install",
+        help="install model versions from the hub (verified, resumable)",
+        description="Install each MODEL[@VERSION] (default: the hub's default version) "
+        "into the models dir. Rerunning resumes; files already installed in another "
+        "version are linked, not downloaded.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL[@VERSION]")
+    add_common(p)
+    p.add_argument("--priority", type=int, default=0, help="queue priority (higher first)")
+    p.add_argument("--limit-rate", metavar="RATE", help="total bandwidth cap, e.g. 50M")
+    p.add_argument("--max-parallel-files", type=int, default=3, metavar="N")
+    p.add_argument("--workers", type=int, default=None, help="download worker processes")
+    p.add_argument("--quiet", action="store_true", help="print only failures and paths")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    refs = [split_ref(r) for r in args.models]
+    return asyncio.run(run_installs(args, refs))
+
+
+async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | None]]) -> int:
+    """Install every ref concurrently with one display; exit 0 only if all are ready."""
+    mm = manager_from(
+        args,
+        need_hub=True,
+        limit_rate=getattr(args, "limit_rate", None),
+        max_parallel_files=getattr(args, "max_parallel_files", 3),
+        workers=getattr(args, "workers", None),
+    )
+    failures = 0
+    async with mm:
+        with Renderer(as_json=args.json, quiet=getattr(args, "quiet", False)) as render:
+            mm.subscribe(render)
+            results = await asyncio.gather(
+                *(mm.ainstall(m, v, priority=getattr(args, "priority", 0)) for m, v in refs),
+                return_exceptions=True,
+            )
+        for (model, version), result in zip(refs, results, strict=True):
+            shown = f"{model}@{version}" if version else model
+            if isinstance(result, AccelError):
+                failures += 1
+                if args.json:
+                    emit_json({"type": "error", "model": shown, **result.to_dict()})
+                else:
+                    print(f"accel: error [{result.code}]: {shown}: {result}", file=sys.stderr)
+            elif isinstance(result, BaseException):
+                raise result
+            elif args.json:
+                emit_json({"type": "result", "model": shown, "path": str(result)})
+            else:
+                print(result)
+    return 1 if failures else 0

@@ -1,0 +1,29 @@
+"""``accel logs export FILE``: one tar.gz with logs, registry and lock records."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from accel._cli._models import add_common, manager_from
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("logs", help="export the models dir's logs for a bug report")
+    sub = p.add_subparsers(dest="logs_command", metavar="ACTION")
+    sub.required = True
+    e = sub.add_parser("export", help="write logs, registry and lock records to FILE (tar.gz)")
+    e.add_argument("file")
+    add_common(e, hub=False, json_flag=False)
+    e.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    mm = manager_from(args)
+    try:
+        print(mm.export_logs(args.file))
+    finally:
+        mm.close()
+    return 0

@@ -1,0 +1,32 @@
+"""``accel remove MODEL[@VERSION]``: delete a version (or all versions of a model)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from accel._cli._models import add_common, manager_from, split_ref
+from accel.errors import ModelNotAvailableError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("remove", help="remove installed model versions")
+    p.add_argument("model", metavar="MODEL[@VERSION]")
+    add_common(p, hub=False, json_flag=False)
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    model, version = split_ref(args.model)
+    mm = manager_from(args)
+    try:
+        removed = mm.remove(model, version)
+    finally:
+        mm.close()
+    if not removed:
+        raise ModelNotAvailableError(model, version, "not_installed")
+    for key in removed:
+        print(f"removed {key}")
+    return 0

@@ -1,0 +1,43 @@
+"""``accel status [MODEL[@VERSION]]``: state, progress and last error of each version."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from accel._cli._models import add_common, emit_json, manager_from, split_ref
+from accel.units import format_bytes
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "status", help="state of every model version in the models dir (or of one)"
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL[@VERSION]")
+    add_common(p, hub=False)
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    model, version = split_ref(args.model) if args.model else (None, None)
+    mm = manager_from(args)
+    try:
+        for rec in mm.status(model, version):
+            if args.json:
+                emit_json(rec)
+                continue
+            line = (
+                f"{rec.model_id}@{rec.version}\t{rec.state}\t"
+                f"{format_bytes(rec.bytes_done)}/{format_bytes(rec.bytes_total)}"
+            )
+            if rec.error is not None:
+                line += f"\t[{rec.error.code}] {rec.error.message}"
+            print(line)
+            for f in rec.files:
+                if f.state == "error" and f.error is not None:
+                    print(f"  {f.path}: [{f.error.code}] {f.error.message}")
+    finally:
+        mm.close()
+    return 0

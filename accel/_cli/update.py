@@ -1,0 +1,40 @@
+"""``accel update``: bring installed models up to date with the hub (only what changed)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from accel._cli._models import Renderer, add_common, emit_json, manager_from
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "update",
+        help="install new default versions / changed files of installed models",
+    )
+    add_common(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with manager_from(args, need_hub=True) as mm:
+        with Renderer(as_json=args.json, quiet=args.quiet) as render:
+            mm.subscribe(render)
+            updated = await mm.aupdate()
+    if args.json:
+        emit_json({"type": "updated", "installs": updated})
+    elif not updated:
+        print("everything is up to date")
+    else:
+        for key in updated:
+            print(f"updated {key}")
+    return 0
