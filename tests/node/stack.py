@@ -12,24 +12,42 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from tests.manager.hubstub import publish as _publish
-from tests.manager.hubstub import running_stub
+from tests.support.faultproxy import FaultProxy
+from tests.support.hub import publish_model
+from tests.support.hub import running_hub as _running_hub
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def publish(root: Path, model_id: str, version: str, files: dict[str, int | bytes]) -> None:
-    """Publish a version into the hub store ``root`` (seeded random content)."""
-    _publish(root, model_id, version, files)
+    """Publish a version into the hub store ``root`` with the hub's own publisher."""
+    publish_model(root, model_id, version, files, block_size=1 << 20)
+
+
+@dataclass
+class Hub:
+    """The real hub, optionally behind a pass-through proxy that counts the bytes sent."""
+
+    url: str
+    root: Path
+    proxy: FaultProxy | None
+
+    def storage_bytes(self) -> int:
+        """Body bytes the node received through the proxy (files and API answers)."""
+        assert self.proxy is not None, "start the hub with count_bytes=True"
+        return self.proxy.client_body_bytes
 
 
 @contextlib.contextmanager
-def running_hub(root: Path) -> Iterator[Any]:
-    """A hub subprocess over ``root``; yields an object with ``.url``."""
-    with running_stub(root) as hub:
-        yield hub
+def running_hub(root: Path, *, count_bytes: bool = False) -> Iterator[Hub]:
+    """``accel serve`` over ``root`` as a subprocess (and the counting proxy if asked)."""
+    with _running_hub(root) as hub:
+        if not count_bytes:
+            yield Hub(hub.url, root, None)
+            return
+        with FaultProxy(hub.url) as proxy:
+            yield Hub(proxy.url, root, proxy)
 
 
 @dataclass

@@ -104,7 +104,7 @@ async def test_sigterm_leaves_downloads_resumable_and_restart_resumes(
 ) -> None:
     models = tmp_path / "models"
     size = 24 * MiB + 40_000 + 6 * MiB
-    with running_hub(store) as hub:
+    with running_hub(store, count_bytes=True) as hub:
         with running_node(models, hub.url, "--limit-rate", "6M") as node:
             async with aiohttp.ClientSession() as s:
                 events = follow_events(node.url, session=s, reconnect=False)
@@ -127,6 +127,7 @@ async def test_sigterm_leaves_downloads_resumable_and_restart_resumes(
         resume = json.loads((models / ".accel" / "node" / "resume.json").read_text())
         assert resume == [{"model_id": "asr-zh", "version": "1.0"}]
         served_before = hub.storage_bytes()
+        assert served_before >= 8 * MiB  # the proxy saw the first run's bytes
 
         # A restart continues on its own, from the bytes already on disk.
         with running_node(models, hub.url, log_name="node2.log") as node2:
