@@ -41,6 +41,28 @@ def _install(models: str, hub: str, model_id: str, version: str, limit_rate: str
     return 0 if not any(bad.values()) else 3
 
 
+def _install_many(models: str, hub: str, limit_rate: str, *model_ids: str) -> int:
+    import asyncio
+
+    from accel.manager.manager import ModelManager
+
+    async def run() -> dict[str, list[str]]:
+        async with ModelManager(
+            models,
+            hub,
+            workers=2,
+            limit_rate=limit_rate or None,
+            retry_backoff_s=0.1,
+            max_parallel_installs=len(model_ids),
+        ) as mm:
+            await asyncio.gather(*(mm.ainstall(m) for m in model_ids))
+            return await mm.averify()
+
+    bad = asyncio.run(run())
+    print(json.dumps({"bad": bad}), flush=True)
+    return 0 if not any(bad.values()) else 3
+
+
 def main(argv: list[str]) -> int:
     """Dispatch on the first argument."""
     try:
@@ -48,6 +70,8 @@ def main(argv: list[str]) -> int:
             return _fetch(*argv[1:5])
         if argv[0] == "install":
             return _install(*argv[1:6])
+        if argv[0] == "install-many":
+            return _install_many(*argv[1:])
     except AccelError as exc:
         print(f"error: [{exc.code}] {exc}", file=sys.stderr, flush=True)
         return 1

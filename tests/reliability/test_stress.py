@@ -1,0 +1,180 @@
+"""Stress: many models installing at once, and many start/stop cycles (seed 4.3).
+
+- ten models installing at the same time on one manager: all ready, verified, the
+  registry consistent, each ``ready`` event once;
+- start/stop cycles: each cycle either pauses and resumes installs in process, stops
+  the manager mid-install (graceful), or SIGKILLs a process installing several models;
+  afterwards every model reaches ready and verified, the registry is consistent and no
+  lock record is left. Default suite: 10 cycles; ``ACCEL_SOAK=1``: 100.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accel.manager.events import ReadyEvent, StateEvent
+from accel.manager.manager import ModelManager
+from accel.schema import Registry
+from tests.reliability.crashloop import REPO
+from tests.reliability.fakehub import FakeFile, FakeHub, ThreadedHub
+from tests.support.faultproxy import FaultProxy
+
+SOAK = os.environ.get("ACCEL_SOAK") == "1"
+MiB = 1024 * 1024
+
+
+def catalog(n_models: int, seed: int, scale: float = 1.0) -> list[tuple[str, str, list[FakeFile]]]:
+    rnd = random.Random(seed)
+    out = []
+    for m in range(n_models):
+        files = [
+            FakeFile(f"model-{i}.bin", rnd.randbytes(int(rnd.randint(1, 3) * MiB * scale)))
+            for i in range(2)
+        ]
+        files.append(FakeFile("config.json", b'{"m": %d}' % m))
+        out.append((f"model-{m:02d}", "1.0", files))
+    return out
+
+
+def fake_hub(cat: list[tuple[str, str, list[FakeFile]]]) -> FakeHub:
+    first, *rest = cat
+    return FakeHub(first[0], first[1], first[2], more=rest)
+
+
+def check_consistent(models: Path, cat: list[tuple[str, str, list[FakeFile]]]) -> None:
+    """Every model ready in the registry, with the exact bytes on disk."""
+    reg = Registry.model_validate(json.loads((models / "registry.json").read_bytes()))
+    for model_id, version, files in cat:
+        rec = reg.installs[f"{model_id}@{version}"]
+        assert rec.state == "ready", (model_id, rec.state, rec.error)
+        assert rec.bytes_done == rec.bytes_total == sum(len(f.data) for f in files)
+        for f in files:
+            assert (Path(rec.path) / f.path).read_bytes() == f.data
+
+
+@pytest.mark.timeout(600 if SOAK else 120)
+async def test_ten_models_install_at_once(tmp_path: Path) -> None:
+    cat = catalog(10, seed=1, scale=3.0 if SOAK else 1.0)
+    models = tmp_path / "models"
+    events: list[object] = []
+    async with fake_hub(cat) as hub:
+        # 4 MB/s per response keeps every install running long enough to overlap.
+        with FaultProxy(hub.url, trickle_bps=4_000_000) as proxy:
+            async with ModelManager(models, proxy.url, workers=2, max_parallel_installs=10) as mm:
+                mm.subscribe(events.append)
+                paths = await asyncio.gather(*(mm.ainstall(m) for m, _, _ in cat))
+                bad = await mm.averify()
+    assert len(set(paths)) == 10
+    assert not any(bad.values()), bad
+    check_consistent(models, cat)
+    ready = [e.model_id for e in events if isinstance(e, ReadyEvent)]
+    assert sorted(ready) == sorted(m for m, _, _ in cat)
+    # They really ran at the same time: all ten were downloading before the first ready.
+    order = [(type(e).__name__, getattr(e, "state", None)) for e in events]
+    first_ready = order.index(("ReadyEvent", None))
+    downloading = {
+        e.model_id
+        for e in events[:first_ready]
+        if isinstance(e, StateEvent) and e.state == "downloading"
+    }
+    assert len(downloading) == 10, downloading
+
+
+def _kill_cycle(models: Path, hub_url: str, ids: list[str], wait_s: float) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.drivers",
+            "install-many",
+            str(models),
+            hub_url,
+            "8M",
+            *ids,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+async def _remove_one(models: Path, model_id: str) -> int:
+    async with ModelManager(models, None) as mm:
+        return len(await mm.aremove(model_id))
+
+
+async def _pause_cycle(models: Path, hub_url: str, ids: list[str], rnd: random.Random) -> None:
+    async with ModelManager(models, hub_url, workers=1, limit_rate="8M") as mm:
+        for m in ids:
+            await mm.ainstall(m, wait=False)
+        await asyncio.sleep(rnd.uniform(0.2, 0.8))
+        victim = rnd.choice(ids)
+        await mm.apause(victim)
+        await asyncio.sleep(rnd.uniform(0.0, 0.3))
+        await mm.aresume(victim)
+        await asyncio.sleep(rnd.uniform(0.1, 0.5))
+        # leaving the block stops the manager mid-install (graceful stop)
+
+
+@pytest.mark.timeout(1800 if SOAK else 150)
+def test_start_stop_cycles_end_consistent(tmp_path: Path) -> None:
+    cycles = 100 if SOAK else 10
+    cat = catalog(6, seed=2, scale=2.0)
+    ids = [m for m, _, _ in cat]
+    models = tmp_path / "models"
+    rnd = random.Random(43)
+    kinds: list[str] = []
+    with ThreadedHub(fake_hub(cat)) as hub, FaultProxy(hub.url) as proxy:
+        removed = 0
+        for _ in range(cycles):
+            chosen = rnd.sample(ids, rnd.randint(1, 4))
+            if rnd.random() < 0.4:
+                # Churn: remove a model so that later cycles always have work to interrupt.
+                removed += asyncio.run(_remove_one(models, rnd.choice(ids)))
+            if rnd.random() < 0.5:
+                kinds.append("kill")
+                _kill_cycle(models, proxy.url, chosen, rnd.uniform(0.5, 2.0))
+            else:
+                kinds.append("pause/stop")
+                asyncio.run(_pause_cycle(models, proxy.url, chosen, rnd))
+            Registry.model_validate(json.loads((models / "registry.json").read_bytes()))
+        sent_before_final = proxy.client_body_bytes
+
+        async def final() -> dict[str, list[str]]:
+            async with ModelManager(models, proxy.url, workers=2, max_parallel_installs=6) as mm:
+                await asyncio.gather(*(mm.ainstall(m) for m in ids))
+                bad = await mm.averify()
+                mm.cleanup_locks()
+                assert mm.lock_records() == [], mm.lock_records()
+                return bad
+
+        bad = asyncio.run(final())
+        sent = proxy.client_body_bytes
+    size = sum(len(f.data) for _, _, files in cat for f in files)
+    print(
+        f"start/stop: {cycles} cycles ({kinds.count('kill')} kills, "
+        f"{kinds.count('pause/stop')} pause/stop, {removed} removals), origin sent {sent / MiB:.1f} MiB "
+        f"({sent_before_final / MiB:.1f} before the final run) for {size / MiB:.1f} MiB"
+    )
+    assert not any(bad.values()), bad
+    check_consistent(models, cat)
+    mm = ModelManager(models, None)
+    try:
+        assert mm.lock_records() == []
+    finally:
+        mm.close()
