@@ -61,7 +61,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--limit-rate", help="bandwidth cap for all downloads, e.g. 50M")
     p.add_argument("--max-parallel-files", type=int, default=3)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     p.set_defaults(func=_run)
 
 
@@ -95,11 +97,14 @@ def _run(args: argparse.Namespace) -> int:
         max_parallel_files=args.max_parallel_files,
         limit_rate=parse_rate(args.limit_rate) if args.limit_rate else None,
     )
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # The handler carries the level: library loggers (the manager's) set their own
+    # levels for their log files and must not print below --log-level here.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(args.log_level.upper())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, handler.level))
 
     def ready(url: str) -> None:
         # One machine-readable line on stdout: scripts and tests wait for it.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,7 @@ async def follow_events(
     reconnect: bool = True,
     retry_s: float = 1.0,
     session: aiohttp.ClientSession | None = None,
-) -> AsyncIterator[NodeEvent]:
+) -> AsyncGenerator[NodeEvent, None]:
     """Yield the node's events (only ``names`` if given), reconnecting when dropped."""
     own = session is None
     sess = session or aiohttp.ClientSession(

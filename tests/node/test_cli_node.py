@@ -17,6 +17,7 @@ import pytest
         (["--models-dir", "{tmp}", "--hub", "http://h", "--scheduler", "ftp://x"], "ws://"),
         (["--models-dir", "{tmp}", "--hub", "http://h", "--preseed-top", "-1"], "--preseed-top"),
         (["--models-dir", "{tmp}", "--hub", "http://h", "--limit-rate", "fast"], "limit-rate"),
+        (["--models-dir", "{tmp}", "--hub", "http://h", "--log-level", "loud"], "--log-level"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
