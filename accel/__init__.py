@@ -31,6 +31,7 @@ from accel.errors import (
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
+    from accel.fetch.engine import adownload, download
     from accel.manager import ModelManager
 
 __all__ = [
@@ -54,6 +55,8 @@ __all__ = [
     "StallError",
     "UnsafePathError",
     "UsageError",
+    "adownload",
+    "download",
 ]
 
 
@@ -64,4 +67,8 @@ def __getattr__(name: str) -> _typing.Any:
         from accel.manager import ModelManager
 
         return ModelManager
+    if name in ("adownload", "download"):
+        from accel.fetch import engine
+
+        return getattr(engine, name)
     raise AttributeError(f"module 'accel' has no attribute {name!r}")

@@ -23,3 +23,4 @@ def is_root() -> bool:
 
 
 from tests.support.hub import hub, hub_root  # noqa: E402, F401  (real accel hub on loopback)
+from tests.support.nginx import nginx  # noqa: E402, F401  (real nginx on loopback: accel fetch)

@@ -1,0 +1,151 @@
+"""The resume checkpoint ``<dest>.part.json``: which chunks of ``<dest>.part`` are done.
+
+Owns the checkpoint's format (a pydantic model), its atomic write (temp file, fsync,
+rename, fsync of the directory: a crash leaves the old or the new checkpoint, never a
+torn one), and the rules of resuming: a checkpoint that does not parse is ignored, one
+recorded for another remote (size, ETag or Last-Modified differ) is discarded, and each
+recorded chunk is re-read and kept only if its xxh3_128 still matches. It never talks
+to the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import xxhash
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from accel.errors import CheckpointError
+
+__all__ = [
+    "Checkpoint",
+    "DoneChunk",
+    "checkpoint_path",
+    "load_checkpoint",
+    "part_path",
+    "remove_checkpoint",
+    "save_checkpoint",
+    "xxh3_of_range",
+]
+
+_READ = 4 * 1024 * 1024
+
+
+class DoneChunk(BaseModel):
+    """A finished byte range ``[start, end)`` and the xxh3_128 of its bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+    start: int = Field(ge=0)
+    end: int = Field(gt=0)
+    xxh3: str
+
+
+class Checkpoint(BaseModel):
+    """What a rerun needs to trust the bytes already in ``<dest>.part``."""
+
+    model_config = ConfigDict(extra="ignore")
+    format: int = 1
+    url: str
+    size: int = Field(ge=0)
+    etag: str | None = None
+    last_modified: str | None = None
+    chunks: list[DoneChunk] = Field(default_factory=list)
+
+    def same_remote(self, size: int, etag: str | None, last_modified: str | None) -> bool:
+        """True when the remote file is (as far as HTTP can tell) the one recorded."""
+        if size != self.size:
+            return False
+        if etag and self.etag and not etag.startswith("W/"):
+            return etag == self.etag
+        if last_modified and self.last_modified:
+            return last_modified == self.last_modified
+        # No validator at all on either side: the size is all we have.
+        return not (etag or self.etag or last_modified or self.last_modified)
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def checkpoint_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part.json")
+
+
+def save_checkpoint(dest: Path, checkpoint: Checkpoint) -> None:
+    """Write the checkpoint atomically; raise OSError (never rename) if fsync fails."""
+    final = checkpoint_path(dest)
+    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+    data = checkpoint.model_dump_json().encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(dest: Path) -> Checkpoint | None:
+    """The checkpoint of ``dest``, None if there is none; CheckpointError if unusable."""
+    path = checkpoint_path(dest)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        cp = Checkpoint.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CheckpointError(f"checkpoint {path} is torn or not ours", path=str(path)) from exc
+    for c in cp.chunks:
+        if c.end <= c.start or c.end > cp.size:
+            raise CheckpointError(f"checkpoint {path} has a chunk outside the file", path=str(path))
+    return cp
+
+
+def remove_checkpoint(dest: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        checkpoint_path(dest).unlink()
+
+
+def xxh3_of_range(fd: int, start: int, end: int) -> str:
+    """xxh3_128 (hex) of the bytes ``[start, end)`` of an open file."""
+    h = xxhash.xxh3_128()
+    buf = bytearray(min(_READ, max(1, end - start)))
+    view = memoryview(buf)
+    pos = start
+    while pos < end:
+        n = os.preadv(fd, [view[: min(len(buf), end - pos)]], pos)
+        if n <= 0:
+            break
+        h.update(view[:n])
+        pos += n
+    return h.hexdigest() if pos == end else ""
+
+
+def revalidate(dest: Path, cp: Checkpoint) -> list[DoneChunk]:
+    """The recorded chunks whose bytes in ``<dest>.part`` still match their xxh3."""
+    try:
+        fd = os.open(part_path(dest), os.O_RDONLY)
+    except FileNotFoundError:
+        return []
+    try:
+        if os.fstat(fd).st_size != cp.size:
+            return []
+        return [c for c in cp.chunks if xxh3_of_range(fd, c.start, c.end) == c.xxh3]
+    finally:
+        os.close(fd)

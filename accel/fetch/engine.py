@@ -1,0 +1,251 @@
+"""The Engine: one worker pool, one connection budget and one rate budget for many files.
+
+Owns what downloads share: the worker processes, the number of connections (fixed, or
+"auto": grown while aggregate throughput keeps growing, as against servers that cap
+each connection), the token bucket of ``limit_rate`` and the retry policy. Each file is
+a :class:`~accel.fetch.supervisor.FileDownload`. The engine knows files and URLs, never
+models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from accel.errors import UsageError
+from accel.fetch.pool import WorkerPool
+from accel.fetch.ratelimit import TokenBucket
+from accel.fetch.supervisor import FileDownload
+from accel.fetch.types import DownloadResult, Expected, ProgressEvent
+from accel.units import parse_rate
+
+__all__ = ["Engine", "adownload", "download"]
+
+_TUNE_S = 0.3
+
+
+class Engine:
+    """A pool of worker processes and one token bucket shared by every download it runs.
+
+    ``download`` is safe to call concurrently for many files. Use it as an async context
+    manager (or call ``aclose``) so the worker processes stop.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int | None = None,
+        connections: int | str = "auto",
+        limit_rate: float | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        stall_timeout: float = 30.0,
+        min_rate: float = 1024.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 15.0,
+        checkpoint_s: float = 1.0,
+        max_connections: int = 64,
+    ) -> None:
+        n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        if n_workers < 1:
+            raise UsageError(f"--workers: must be at least 1, got {n_workers}")
+        self.auto = connections == "auto"
+        rate = parse_rate(limit_rate) if limit_rate is not None else None
+        if self.auto:
+            start = 4 if rate else 16
+            self.max_connections = 16 if rate else max_connections
+        else:
+            try:
+                start = int(connections)
+            except (TypeError, ValueError):
+                raise UsageError(
+                    f"--connections: expected a number or 'auto', got {connections!r}"
+                ) from None
+            if start < 1:
+                raise UsageError(f"--connections: must be at least 1, got {start}")
+            self.max_connections = start
+        self.capacity = start
+        self.used = 0
+        self.peak_connections = 0
+        self.headers = dict(headers or {})
+        self.stall_timeout = stall_timeout
+        self.min_rate = min_rate
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.checkpoint_s = checkpoint_s
+        bucket = TokenBucket.for_rate(rate) if rate else None
+        self.pool = WorkerPool(
+            n_workers,
+            rate=bucket.rate if bucket else None,
+            burst=bucket.burst if bucket else None,
+        )
+        self._slot_freed = asyncio.Event()
+        self._started = False
+        self._tuner: asyncio.Task[None] | None = None
+        self._bytes = 0
+        self._downloads: set[FileDownload] = set()
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the worker processes (done on first use anyway)."""
+        if self._started:
+            return
+        self._started = True
+        await self.pool.start()
+        if self.auto and self.max_connections > self.capacity:
+            self._tuner = asyncio.ensure_future(self._tune())
+
+    async def aclose(self) -> None:
+        """Stop the tuner and the worker processes."""
+        if self._tuner is not None:
+            self._tuner.cancel()
+            await asyncio.gather(self._tuner, return_exceptions=True)
+            self._tuner = None
+        await self.pool.close()
+        self._started = False
+
+    async def download(
+        self,
+        url: str,
+        dest: Path | str,
+        *,
+        expected: Expected | None = None,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        chunk_size: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> DownloadResult:
+        """Fetch ``url`` into ``dest``, verified, resumable; see the package docstring.
+
+        Cancelling the awaiting task leaves ``<dest>.part`` and ``<dest>.part.json``
+        resumable and stops all work on this file.
+        """
+        await self.start()
+        merged = {**self.headers, **(headers or {})}
+        fd = FileDownload(
+            self,
+            url,
+            Path(dest),
+            expected=expected,
+            progress=progress,
+            chunk_size=chunk_size,
+            headers=merged,
+        )
+        self._downloads.add(fd)
+        try:
+            return await fd.run()
+        finally:
+            self._downloads.discard(fd)
+
+    # --- connection slots ----------------------------------------------------------
+    def try_acquire_slot(self) -> bool:
+        if self.used >= self.capacity:
+            return False
+        self.used += 1
+        self.peak_connections = max(self.peak_connections, self.used)
+        return True
+
+    async def acquire_slot(self) -> None:
+        while not self.try_acquire_slot():
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    def release_slot(self) -> None:
+        self.used -= 1
+        self._slot_freed.set()
+
+    def free_slots(self) -> int:
+        return self.capacity - self.used
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter; a server's Retry-After wins when longer."""
+        expo = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
+        delay = random.uniform(expo / 2, expo)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 300.0))
+        return delay
+
+    async def _tune(self) -> None:
+        """Double the connections while doubling still buys at least 20% more throughput."""
+        baseline: float | None = None
+        last = self._total_received()
+        while self.capacity < self.max_connections:
+            await asyncio.sleep(_TUNE_S)
+            now_bytes = self._total_received()
+            rate = (now_bytes - last) / _TUNE_S
+            last = now_bytes
+            if self.used < self.capacity or rate <= 0:
+                continue  # not enough demand to judge
+            if baseline is None or rate >= baseline * 1.2:
+                baseline = rate
+                self.capacity = min(self.max_connections, self.capacity * 2)
+                self._slot_freed.set()
+            else:
+                return
+
+    def _total_received(self) -> int:
+        return sum(d.received for d in self._downloads) + self._bytes
+
+
+async def adownload(
+    url: str,
+    dest: Path | str,
+    *,
+    expected: Expected | None = None,
+    limit_rate: float | str | None = None,
+    workers: int | None = None,
+    connections: int | str = "auto",
+    chunk_size: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> DownloadResult:
+    """Download one URL into ``dest`` with a private Engine; verified and resumable."""
+    async with Engine(
+        workers=workers, connections=connections, limit_rate=limit_rate, headers=headers
+    ) as engine:
+        return await engine.download(
+            url, dest, expected=expected, progress=progress, chunk_size=chunk_size
+        )
+
+
+def download(
+    url: str,
+    dest: Path | str,
+    *,
+    expected: Expected | None = None,
+    limit_rate: float | str | None = None,
+    workers: int | None = None,
+    connections: int | str = "auto",
+    chunk_size: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> DownloadResult:
+    """The blocking form of :func:`adownload`."""
+    return asyncio.run(
+        adownload(
+            url,
+            dest,
+            expected=expected,
+            limit_rate=limit_rate,
+            workers=workers,
+            connections=connections,
+            chunk_size=chunk_size,
+            headers=headers,
+            progress=progress,
+        )
+    )

@@ -1,0 +1,198 @@
+"""Which bytes of a file are missing, which are being fetched, which are done.
+
+A pure state machine over byte ranges (aria2's ``BitfieldMan`` idea, h11's style): no
+I/O, no clocks. The supervisor asks it for the next chunk, reports completions and
+failures, and asks it to split the chunk with the most bytes left when connections go
+idle near the end. At every moment the chunks partition ``[0, size)``: no byte is lost
+and no byte belongs to two chunks. Split points are aligned to ``align`` (the manifest's
+hash block size when known), so every block is verified by exactly one chunk.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = ["Chunk", "ChunkPlan", "ChunkState", "choose_chunk_size"]
+
+MiB = 1024 * 1024
+
+
+class ChunkState(enum.Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class Chunk:
+    """A byte range ``[start, end)`` of the file and what is happening to it."""
+
+    start: int
+    end: int
+    state: ChunkState = ChunkState.PENDING
+    attempts: int = 0
+    id: int = field(default=0)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+def choose_chunk_size(size: int, connections: int, align: int = 1) -> int:
+    """A chunk size giving each connection a few chunks, between 1 and 64 MiB.
+
+    Large enough that request overhead vanishes, small enough that the tail is short;
+    the planner splits the slow tail anyway. Rounded up to a multiple of ``align``.
+    """
+    target = size // max(1, connections * 4)
+    target = max(1 * MiB, min(64 * MiB, target))
+    return _round_up(target, align)
+
+
+def _round_up(n: int, align: int) -> int:
+    return -(-n // align) * align if align > 1 else n
+
+
+class ChunkPlan:
+    """The chunk map of one file: a partition of ``[0, size)`` into chunks.
+
+    ``done`` ranges (from a checkpoint) are taken as finished. The other bytes are cut
+    into ``chunk_size`` chunks, aligned to ``align``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        chunk_size: int,
+        *,
+        align: int = 1,
+        done: list[tuple[int, int]] | None = None,
+    ) -> None:
+        if size < 0 or chunk_size <= 0 or align <= 0:
+            raise ValueError("size >= 0, chunk_size > 0 and align > 0 are required")
+        self.size = size
+        self.align = align
+        self._next_id = 0
+        self.chunks: list[Chunk] = []
+        chunk_size = _round_up(chunk_size, align)
+        cursor = 0
+        for start, end in sorted(done or []):
+            if start < cursor or end > size or start >= end:
+                raise ValueError(f"done range {start}-{end} overlaps or leaves [0, {size})")
+            self._cut(cursor, start, chunk_size)
+            self._add(start, end, ChunkState.DONE)
+            cursor = end
+        self._cut(cursor, size, chunk_size)
+
+    def _add(self, start: int, end: int, state: ChunkState) -> Chunk:
+        chunk = Chunk(start, end, state, id=self._next_id)
+        self._next_id += 1
+        self.chunks.append(chunk)
+        return chunk
+
+    def _cut(self, start: int, end: int, chunk_size: int) -> None:
+        pos = start
+        while pos < end:
+            nxt = min(end, _round_up(pos + 1, chunk_size) if pos % chunk_size else pos + chunk_size)
+            self._add(pos, nxt, ChunkState.PENDING)
+            pos = nxt
+
+    # --- queries ---------------------------------------------------------------
+    def pending(self) -> list[Chunk]:
+        return [c for c in self.chunks if c.state is ChunkState.PENDING]
+
+    def active(self) -> list[Chunk]:
+        return [c for c in self.chunks if c.state is ChunkState.ACTIVE]
+
+    @property
+    def done_bytes(self) -> int:
+        return sum(c.length for c in self.chunks if c.state is ChunkState.DONE)
+
+    @property
+    def finished(self) -> bool:
+        return all(c.state is ChunkState.DONE for c in self.chunks)
+
+    def done_ranges(self) -> list[tuple[int, int]]:
+        """Finished ranges, sorted, adjacent ones merged."""
+        out: list[tuple[int, int]] = []
+        for c in sorted(self.chunks, key=lambda c: c.start):
+            if c.state is not ChunkState.DONE:
+                continue
+            if out and out[-1][1] == c.start:
+                out[-1] = (out[-1][0], c.end)
+            else:
+                out.append((c.start, c.end))
+        return out
+
+    def done_prefix(self) -> int:
+        """End of the contiguous finished prefix ``[0, n)``."""
+        ranges = self.done_ranges()
+        return ranges[0][1] if ranges and ranges[0][0] == 0 else 0
+
+    # --- transitions -------------------------------------------------------------
+    def take(self) -> Chunk | None:
+        """The lowest pending chunk, now active; None when nothing is pending."""
+        best: Chunk | None = None
+        for c in self.chunks:
+            if c.state is ChunkState.PENDING and (best is None or c.start < best.start):
+                best = c
+        if best is not None:
+            best.state = ChunkState.ACTIVE
+            best.attempts += 1
+        return best
+
+    def take_range(self, start: int, end: int) -> Chunk | None:
+        """Make the pending chunk that starts at ``start`` active, cut to ``end``."""
+        for c in self.chunks:
+            if c.state is ChunkState.PENDING and c.start == start:
+                if end < c.end:
+                    self._add(end, c.end, ChunkState.PENDING)
+                    c.end = end
+                c.state = ChunkState.ACTIVE
+                c.attempts += 1
+                return c
+        return None
+
+    def complete(self, chunk: Chunk) -> None:
+        self._expect(chunk, ChunkState.ACTIVE)
+        chunk.state = ChunkState.DONE
+
+    def fail(self, chunk: Chunk, *, written_to: int | None = None) -> Chunk:
+        """Give an active chunk back to the pending set.
+
+        Without block digests the bytes a failed attempt wrote cannot be trusted, so the
+        whole chunk is fetched again; ``written_to`` is accepted for a future
+        "keep the verified head" rule and ignored today.
+        """
+        del written_to
+        self._expect(chunk, ChunkState.ACTIVE)
+        chunk.state = ChunkState.PENDING
+        return chunk
+
+    def split_point(self, chunk: Chunk, position: int, min_piece: int) -> int | None:
+        """Where to split an active chunk whose worker is at ``position``, or None.
+
+        The point halves what is left, aligned up to ``align``, and leaves at least
+        ``min_piece`` bytes on both sides of it.
+        """
+        self._expect(chunk, ChunkState.ACTIVE)
+        position = max(chunk.start, min(position, chunk.end))
+        at = _round_up(position + (chunk.end - position) // 2, self.align)
+        if at - position < min_piece or chunk.end - at < min_piece:
+            return None
+        return at
+
+    def split(self, chunk: Chunk, at: int) -> Chunk:
+        """Cut an active chunk at ``at``; the tail ``[at, end)`` becomes a pending chunk."""
+        self._expect(chunk, ChunkState.ACTIVE)
+        if not chunk.start < at < chunk.end or at % self.align:
+            raise ValueError(f"cannot split {chunk.start}-{chunk.end} at {at}")
+        tail = self._add(at, chunk.end, ChunkState.PENDING)
+        chunk.end = at
+        return tail
+
+    @staticmethod
+    def _expect(chunk: Chunk, state: ChunkState) -> None:
+        if chunk.state is not state:
+            raise ValueError(f"chunk {chunk.start}-{chunk.end} is {chunk.state.value}")

@@ -1,0 +1,245 @@
+"""The pool of worker processes and the message routing to them.
+
+Owns process lifetime (spawn, READY handshake, stop, a dead worker's tasks failing with
+a clear error) and routes each worker message to the :class:`TaskHandle` it belongs to.
+Knows nothing about chunks or files: the supervisor decides what to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from accel.errors import AccelError, DownloadError
+from accel.fetch.worker import Head, Task
+
+__all__ = ["Outcome", "TaskHandle", "WorkerPool"]
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class Outcome:
+    """How a task ended: ``end``/``xxh3`` on success, else ``error``."""
+
+    end: int | None = None
+    xxh3: str = ""
+    error: AccelError | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(eq=False)
+class TaskHandle:
+    """The supervisor's side of one in-flight task."""
+
+    tid: int
+    worker: _Worker
+    task: Task
+    position: int
+    done: asyncio.Future[Outcome]
+    on_head: Callable[[Head], None] | None = None
+    on_trim: Callable[[int | None], None] | None = None
+    on_progress: Callable[[int, int], None] | None = None
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: Any
+    conn: Connection
+    load: int = 0
+    alive: bool = True
+    ready: asyncio.Future[None] | None = None
+    handles: dict[int, TaskHandle] = field(default_factory=dict)
+
+
+class WorkerPool:
+    """``n`` worker processes sharing one token bucket state.
+
+    Workers are fresh interpreters (``python -c``, not ``multiprocessing`` spawn), so
+    they never re-import the caller's ``__main__`` (a script without a main guard
+    works) and import only what the worker needs. The pipe and the token bucket's
+    shared state (a memfd holding one double, locked with ``lockf``) are inherited fds.
+    """
+
+    def __init__(self, n: int, *, rate: float | None, burst: float | None) -> None:
+        self.n = n
+        self.rate = rate
+        self.burst = burst
+        self._bucket_fd = -1
+        if rate:
+            self._bucket_fd = os.memfd_create("accel-bucket", 0)
+            os.ftruncate(self._bucket_fd, 8)
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._started = False
+        self._respawns: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await asyncio.gather(*(self._spawn() for _ in range(self.n)))
+
+    async def _spawn(self) -> _Worker:
+        loop = asyncio.get_running_loop()
+        parent, child = multiprocessing.Pipe(duplex=True)
+        fds = [child.fileno()] + ([self._bucket_fd] if self._bucket_fd >= 0 else [])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [_PACKAGE_ROOT, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+        )
+        argv = [
+            sys.executable,
+            "-c",
+            "from accel.fetch.worker import main_from_argv; main_from_argv()",
+            str(child.fileno()),
+            str(self._bucket_fd),
+            repr(self.rate or 0.0),
+            repr(self.burst or 0.0),
+        ]
+        proc = await loop.run_in_executor(
+            None, lambda: subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+        )
+        child.close()
+        w = _Worker(proc, parent, ready=loop.create_future())
+        self._workers.append(w)
+        loop.add_reader(parent.fileno(), self._on_readable, w)
+        assert w.ready is not None
+        await w.ready
+        return w
+
+    def _on_readable(self, w: _Worker) -> None:
+        try:
+            while w.conn.poll():
+                self._dispatch(w, w.conn.recv())
+        except (EOFError, OSError):
+            self._lost(w)
+
+    def _dispatch(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "ready":
+            if w.ready is not None and not w.ready.done():
+                w.ready.set_result(None)
+            return
+        h = w.handles.get(msg[1])
+        if h is None:
+            return
+        if kind == "prog":
+            old = h.position
+            h.position = msg[2]
+            if h.on_progress is not None:
+                h.on_progress(old, msg[2])
+        elif kind == "head":
+            if h.on_head is not None:
+                h.on_head(msg[2])
+        elif kind == "trim":
+            if h.on_trim is not None:
+                h.on_trim(msg[2])
+        elif kind == "done":
+            self._finish(h, Outcome(end=msg[2], xxh3=msg[3]))
+        elif kind == "err":
+            self._finish(h, Outcome(error=msg[2], retryable=msg[3], retry_after=msg[4]))
+
+    def _finish(self, h: TaskHandle, outcome: Outcome) -> None:
+        h.worker.handles.pop(h.tid, None)
+        h.worker.load -= 1
+        if not h.done.done():
+            h.done.set_result(outcome)
+
+    def _lost(self, w: _Worker) -> None:
+        if not w.alive:
+            return
+        w.alive = False
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(w.conn.fileno())
+        if w.ready is not None and not w.ready.done():
+            w.ready.set_exception(DownloadError("a download worker process failed to start"))
+        for h in list(w.handles.values()):
+            self._finish(
+                h,
+                Outcome(error=DownloadError(f"download worker {w.proc.pid} died"), retryable=True),
+            )
+        w.conn.close()
+        if self._started:
+            # A replacement keeps the pool at its size; a failed respawn is not fatal
+            # while other workers remain.
+            self._workers.remove(w)
+            self._respawns.add(loop.create_task(self._respawn()))
+
+    async def _respawn(self) -> None:
+        try:
+            await self._spawn()
+        except AccelError:
+            pass
+
+    def submit(self, task: Task) -> TaskHandle:
+        """Send ``task`` to the least loaded live worker."""
+        live = [w for w in self._workers if w.alive and w.ready is not None and w.ready.done()]
+        if not live:
+            raise DownloadError("no download worker process is running")
+        w = min(live, key=lambda w: w.load)
+        tid = next(self._ids)
+        loop = asyncio.get_running_loop()
+        h = TaskHandle(tid, w, task, task.start, loop.create_future())
+        w.handles[tid] = h
+        w.load += 1
+        self._send(w, ("get", tid, task))
+        return h
+
+    def decide(self, h: TaskHandle, end: int | None) -> None:
+        """Answer a probe: ``go`` up to ``end``, or ``abort`` when ``end`` is None."""
+        self._send(h.worker, ("go", h.tid, end) if end is not None else ("abort", h.tid))
+
+    def go_unbounded(self, h: TaskHandle) -> None:
+        self._send(h.worker, ("go", h.tid, -1))
+
+    def trim(self, h: TaskHandle, new_end: int) -> None:
+        self._send(h.worker, ("trim", h.tid, new_end))
+
+    def cancel(self, h: TaskHandle) -> None:
+        if h.tid in h.worker.handles:
+            self._send(h.worker, ("cancel", h.tid))
+            self._finish(h, Outcome(error=DownloadError("cancelled"), retryable=False))
+
+    def _send(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        if not w.alive:
+            return
+        try:
+            w.conn.send(msg)
+        except OSError:
+            self._lost(w)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers if w.alive]
+
+    async def close(self) -> None:
+        """Stop every worker: ask, wait a little, then terminate."""
+        self._started = False
+        loop = asyncio.get_running_loop()
+        for w in self._workers:
+            if w.alive:
+                self._send(w, ("stop",))
+        for w in self._workers:
+            try:
+                await loop.run_in_executor(None, w.proc.wait, 2.0)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                await loop.run_in_executor(None, w.proc.wait)
+            if w.alive:
+                w.alive = False
+                loop.remove_reader(w.conn.fileno())
+                w.conn.close()
+        self._workers.clear()
+        if self._bucket_fd >= 0:
+            os.close(self._bucket_fd)
+            self._bucket_fd = -1

@@ -1,0 +1,80 @@
+"""The values of the accelerator's public contract: what we expect, what we report.
+
+Frozen dataclasses, importable without pydantic (worker processes import this package).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from accel.schema import ChunkDigests
+
+__all__ = ["DownloadResult", "EventKind", "Expected", "ProgressEvent"]
+
+EventKind = Literal["started", "progress", "chunk_retry", "verified", "done", "error"]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What we know about the remote file before fetching it.
+
+    ``size`` and ``sha256`` are checked before the rename; ``chunks`` (the manifest's
+    blake3 block digests) lets each chunk be verified as it arrives, so a corrupt block
+    is refetched instead of failing the whole file at the end.
+    """
+
+    size: int | None = None
+    sha256: str | None = None
+    chunks: ChunkDigests | None = None
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """A finished, verified download."""
+
+    path: Path
+    size: int
+    sha256: str
+    elapsed_s: float
+    bytes_fetched: int
+    resumed_bytes: int
+    ranged: bool
+    connections: int = 0
+    retries: int = 0
+    verify_tail_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a download, for progress bars and NDJSON.
+
+    ``committed`` counts bytes of finished chunks and only ever goes up; ``inflight``
+    counts bytes received by chunks still running (a failed attempt drops them from
+    ``inflight``, never from ``committed``).
+    """
+
+    kind: EventKind
+    url: str
+    dest: Path
+    total: int | None = None
+    committed: int = 0
+    inflight: int = 0
+    speed_bps: float = 0.0
+    eta_s: float | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "event": self.kind,
+            "url": self.url,
+            "dest": str(self.dest),
+            "total": self.total,
+            "committed": self.committed,
+            "inflight": self.inflight,
+            "speed_bps": round(self.speed_bps, 1),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 2),
+            "message": self.message,
+        }

@@ -1,0 +1,137 @@
+"""The Engine against a real nginx on loopback: plain, throttled, no-Range, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from accel.errors import HTTPStatusError, IntegrityError
+from accel.fetch import Engine, Expected, ProgressEvent, adownload, download
+from accel.fetch.checkpoint import checkpoint_path, load_checkpoint, part_path
+from tests.fetch.conftest import sha256_of
+from tests.support.nginx import Nginx
+
+
+async def test_plain_download_is_complete_and_verified(
+    origin: Nginx, www: Path, tmp_path: Path
+) -> None:
+    events: list[ProgressEvent] = []
+    want = sha256_of(www / "big.bin")
+    result = await adownload(
+        origin.file_url("big.bin"),
+        tmp_path / "big.bin",
+        expected=Expected(size=24 << 20, sha256=want),
+        chunk_size=1 << 20,
+        progress=events.append,
+    )
+    assert result.sha256 == want and result.size == 24 << 20 and result.ranged
+    assert sha256_of(tmp_path / "big.bin") == want
+    assert not part_path(tmp_path / "big.bin").exists()
+    assert not checkpoint_path(tmp_path / "big.bin").exists()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "started" and kinds[-2:] == ["verified", "done"]
+    committed = [e.committed for e in events]
+    assert committed == sorted(committed) and committed[-1] == 24 << 20
+    # many Range requests, all answered 206
+    statuses = origin.statuses()
+    assert len(statuses) >= 24 and set(statuses) == {206}
+
+
+def test_sync_download_of_small_and_empty_files(origin: Nginx, www: Path, tmp_path: Path) -> None:
+    r = download(origin.file_url("small.bin"), tmp_path / "s.bin")
+    assert r.sha256 == sha256_of(www / "small.bin")
+    assert len(origin.statuses()) == 1  # one request for a small file
+    e = download(origin.file_url("empty.bin"), tmp_path / "e.bin")
+    assert e.size == 0 and (tmp_path / "e.bin").read_bytes() == b""
+
+
+async def test_one_engine_runs_many_files_at_once(origin: Nginx, www: Path, tmp_path: Path) -> None:
+    async with Engine(workers=2, connections=4) as engine:
+        results = await asyncio.gather(
+            *(
+                engine.download(origin.file_url(f"many{i}.bin"), tmp_path / f"m{i}.bin")
+                for i in range(6)
+            )
+        )
+    for i, r in enumerate(results):
+        assert r.sha256 == sha256_of(www / f"many{i}.bin")
+    assert max(r.connections for r in results) <= 4
+
+
+async def test_throttled_origin_is_beaten_by_more_connections(
+    nginx: Callable[..., Nginx], www: Path, tmp_path: Path
+) -> None:
+    slow = nginx(www, limit_rate="4m")  # 4 MiB/s per connection
+    result = await adownload(
+        slow.file_url("big.bin"), tmp_path / "b.bin", connections=12, chunk_size=1 << 20
+    )
+    assert result.sha256 == sha256_of(www / "big.bin")
+    # one connection would need 6 s; 12 connections take well under 2 s
+    assert result.elapsed_s < 3.0, result
+
+
+async def test_server_without_ranges_falls_back_to_one_stream(
+    nginx: Callable[..., Nginx], www: Path, tmp_path: Path
+) -> None:
+    plain = nginx(www, ranges=False)
+    events: list[ProgressEvent] = []
+    result = await adownload(
+        plain.file_url("big.bin"), tmp_path / "b.bin", chunk_size=1 << 20, progress=events.append
+    )
+    assert not result.ranged
+    assert result.sha256 == sha256_of(www / "big.bin")
+    assert plain.statuses() == [200]
+    assert any("one stream" in e.message for e in events)
+
+
+async def test_404_fails_fast_with_status_and_url(origin: Nginx, tmp_path: Path) -> None:
+    url = origin.file_url("missing.bin")
+    with pytest.raises(HTTPStatusError) as info:
+        await adownload(url, tmp_path / "x.bin")
+    assert info.value.status == 404 and info.value.url == url
+    assert origin.statuses() == [404]  # no retries
+    assert not (tmp_path / "x.bin").exists()
+
+
+async def test_wrong_sha256_is_an_integrity_error_and_no_file(
+    origin: Nginx, tmp_path: Path
+) -> None:
+    with pytest.raises(IntegrityError):
+        await adownload(
+            origin.file_url("small.bin"), tmp_path / "s.bin", expected=Expected(sha256="0" * 64)
+        )
+    assert not (tmp_path / "s.bin").exists()
+    assert not part_path(tmp_path / "s.bin").exists()
+
+
+async def test_wrong_expected_size_fails_before_any_byte(origin: Nginx, tmp_path: Path) -> None:
+    with pytest.raises(IntegrityError):
+        await adownload(origin.file_url("small.bin"), tmp_path / "s.bin", expected=Expected(size=5))
+    assert not part_path(tmp_path / "s.bin").exists()
+
+
+async def test_cancel_leaves_a_resumable_checkpoint(
+    nginx: Callable[..., Nginx], www: Path, tmp_path: Path
+) -> None:
+    slow = nginx(www, limit_rate="2m")
+    dest = tmp_path / "b.bin"
+    async with Engine(workers=1, connections=4) as engine:
+        task = asyncio.ensure_future(
+            engine.download(slow.file_url("big.bin"), dest, chunk_size=1 << 20)
+        )
+        await asyncio.sleep(1.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    cp = load_checkpoint(dest)
+    assert cp is not None and cp.chunks, "some chunks were recorded"
+    have = sum(c.end - c.start for c in cp.chunks)
+    assert 0 < have < 24 << 20
+    fast = nginx(www)
+    result = await adownload(fast.file_url("big.bin"), dest, chunk_size=1 << 20)
+    assert result.sha256 == sha256_of(www / "big.bin")
+    assert result.resumed_bytes == have
+    assert result.bytes_fetched == (24 << 20) - have
