@@ -56,6 +56,8 @@ def error_response(
 ) -> web.Response:
     """The one error shape of the hub."""
     body = json.dumps({"error": {"code": code, "message": message, "status": status}})
+    if headers:
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     return web.Response(status=status, text=body, content_type=_JSON, headers=headers)
 
 

@@ -1,1 +1,246 @@
-OPENAPI_JSON = b"{}"
+"""The hand-written OpenAPI 3.1 description of the hub, served at ``/openapi.json``.
+
+Written by hand (not generated from the handlers) so that it is a contract to test the
+server against. Schemas of the bodies come from :mod:`accel.schema`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from accel.schema import ErrorBody, ModelInfo, RankingEntry, UsageReport, VersionManifest
+
+__all__ = ["OPENAPI", "OPENAPI_JSON"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("ErrorBody"), description)
+
+
+_ETAG = {"ETag": {"description": "strong entity tag of the body", "schema": {"type": "string"}}}
+_INM = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "an ETag from an earlier answer: 304 when it still matches",
+}
+_MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_COMMON_ERRORS = {"401": _error("missing or wrong bearer token (when the hub has one)")}
+
+
+def _schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in (ModelInfo, VersionManifest, RankingEntry, UsageReport, ErrorBody):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            out[name] = sub
+        out[model.__name__] = schema
+    return out
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "accel hub",
+        "version": "1",
+        "description": "Model catalog, per-version manifests with blake3 chunk digests, "
+        "usage ranking and file storage with HTTP Range. Every error body is "
+        '{"error": {"code", "message", "status"}}.',
+    },
+    "components": {
+        "schemas": _schemas(),
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{}, {"bearer": []}],
+    "paths": {
+        "/healthz": {
+            "get": {
+                "summary": "liveness (never needs a token)",
+                "security": [{}],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"status": {"const": "ok"}}}, "alive"
+                    )
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "this description (never needs a token)",
+                "security": [{}],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1 document")},
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "HTML page: catalog and popular-model ranking",
+                "responses": {
+                    "200": {"description": "the page", "content": {"text/html": {}}},
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/models": {
+            "get": {
+                "summary": "every model with its versions and files",
+                "parameters": [
+                    {
+                        "name": "task",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "language",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                    _INM,
+                ],
+                "responses": {
+                    "200": {
+                        **_json({"type": "array", "items": _ref("ModelInfo")}, "the catalog"),
+                        "headers": _ETAG,
+                    },
+                    "304": {"description": "not modified", "headers": _ETAG},
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/models/{model_id}": {
+            "get": {
+                "summary": "one model",
+                "parameters": [_MODEL_ID, _INM],
+                "responses": {
+                    "200": {**_json(_ref("ModelInfo"), "the model"), "headers": _ETAG},
+                    "304": {"description": "not modified", "headers": _ETAG},
+                    "404": _error("no such model (code model_not_found)"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/models/{model_id}/versions/{version}/manifest": {
+            "get": {
+                "summary": "a version's files with sha256 and blake3 block digests; "
+                "counts one install request for the ranking",
+                "parameters": [_MODEL_ID, _VERSION, _INM],
+                "responses": {
+                    "200": {**_json(_ref("VersionManifest"), "the manifest"), "headers": _ETAG},
+                    "304": {"description": "not modified", "headers": _ETAG},
+                    "404": _error("model_not_found or version_not_found"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/model-usage/ranking": {
+            "get": {
+                "summary": "models by install requests, most requested first (ties by id)",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    }
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("RankingEntry")}, "ranking"),
+                    "400": _error("bad limit (code bad_request)"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/model-usage": {
+            "post": {
+                "summary": "report one use of a model (the scheduler's view of demand)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("UsageReport")}},
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "model_id": {"type": "string"},
+                                "counted": {"type": "integer"},
+                            },
+                        },
+                        "counted (committed to the store)",
+                    ),
+                    "400": _error("body is not {model_id} (code bad_request)"),
+                    "404": _error("no such model (code model_not_found)"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/storage/models/{model_id}/{version}/{file_path}": {
+            "get": {
+                "summary": "a file listed in the version's manifest; single Range supported",
+                "description": "file_path may contain '/'. Anything not listed in the "
+                "manifest (or leaving the store) is 404; malformed paths are 400.",
+                "parameters": [
+                    _MODEL_ID,
+                    _VERSION,
+                    {
+                        "name": "file_path",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "Range",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "If-Range",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "If-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the whole file",
+                        "content": {"application/octet-stream": {}},
+                    },
+                    "206": {
+                        "description": "the requested range, with Content-Range",
+                        "content": {"application/octet-stream": {}},
+                    },
+                    "304": {"description": "If-None-Match matched"},
+                    "400": _error("malformed path (code bad_path)"),
+                    "404": _error("not a file of this version (code not_found)"),
+                    "412": _error("If-Match did not match (code precondition_failed)"),
+                    "416": _error("range outside the file; Content-Range: bytes */size"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+    },
+}
+
+
+_storage = OPENAPI["paths"]["/storage/models/{model_id}/{version}/{file_path}"]
+_storage["head"] = {**_storage["get"], "summary": "headers of GET, no body"}
+OPENAPI_JSON = json.dumps(OPENAPI, indent=1).encode()

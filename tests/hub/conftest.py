@@ -1,0 +1,56 @@
+"""Fixtures of the hub tests: one real hub per module over a small store with planted traps.
+
+Traps: a secret file next to the store (``SECRET``), a file on disk inside a version's
+``files`` dir that its manifest does not list, a symlink inside the store that points at
+the secret, and a listed file replaced by such a symlink (in demo-mt).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.hub import RunningHub, publish_small_store, running_hub
+
+SECRET = b"TOP-SECRET-7f3a9c-do-not-serve"
+TOKEN = "s3cr3t-token-for-tests"
+
+
+def plant_traps(base: Path, root: Path) -> Path:
+    """Plant the secret outside the store and traps inside it; returns the secret's path."""
+    secret = base / "secret.txt"
+    secret.write_bytes(SECRET * 10)
+    files = root / "models/demo-asr/1.0.0/files"
+    (files / "unlisted.bin").write_bytes(SECRET)
+    (files / "leak").symlink_to(secret)
+    (root / "models" / "secret.txt").write_bytes(SECRET)
+    (root / "models/demo-asr/1.0.0/secret.txt").write_bytes(SECRET)
+    # A listed file replaced by a symlink that leaves the store.
+    listed = root / "models/demo-mt/1.0.0/files/shards/part-00.bin"
+    listed.unlink()
+    listed.symlink_to(secret)
+    os.symlink(secret, root / "models/demo-asr/1.0.0/files/sub/escape.txt")
+    return secret
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    """A hub without auth over the small store plus traps (shared by a test module)."""
+    base = tmp_path_factory.mktemp("hub")
+    root = base / "store"
+    publish_small_store(root)
+    plant_traps(base, root)
+    with running_hub(root) as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    """A hub with ``--token TOKEN`` over the small store."""
+    root = tmp_path_factory.mktemp("hub-auth") / "store"
+    publish_small_store(root)
+    with running_hub(root, token=TOKEN) as h:
+        yield h
