@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
         "--scheduler", help="where MODEL_NOT_AVAILABLE reports go: http(s):// or ws(s)://"
     )
     p.add_argument(
+        "--scheduler-token",
+        default=os.environ.get("ACCEL_SCHEDULER_TOKEN"),
+        help="bearer token for the scheduler (default: $ACCEL_SCHEDULER_TOKEN)",
+    )
+    p.add_argument(
         "--preseed-top",
         type=int,
         default=0,
@@ -89,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         scheduler_url=args.scheduler,
+        scheduler_token=args.scheduler_token,
         preseed_top=args.preseed_top,
         preseed_interval_s=args.preseed_interval,
         token=args.token,

@@ -52,6 +52,7 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 8700
     scheduler_url: str | None = None
+    scheduler_token: str | None = None
     preseed_top: int = 0
     preseed_interval_s: float = 600.0
     token: str | None = None
@@ -136,7 +137,7 @@ class NodeDaemon:
         self.manager = self._manager_factory(self.config)
         if self.config.scheduler_url:
             self.reporter = SchedulerReporter(
-                transport_for_url(self.config.scheduler_url, token=None),
+                transport_for_url(self.config.scheduler_url, token=self.config.scheduler_token),
                 on_delivered=lambda m: self.events.publish(
                     {"job_id": m.job_id, "message_id": m.message_id}, "report_delivered"
                 ),
@@ -337,6 +338,9 @@ class NodeDaemon:
             except AccelError as exc:
                 self.preseed_status["error"] = exc.to_dict()
                 log.warning("pre-seeding failed: %s", exc)
+            except Exception as exc:  # a bad hub answer must not end pre-seeding for good
+                self.preseed_status["error"] = {"code": "internal", "message": str(exc)}
+                log.exception("pre-seeding failed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.preseed_interval_s):
                     await self.stopping.wait()
@@ -363,7 +367,7 @@ def _key(data: dict[str, Any]) -> str:
 
 
 def _default_manager(config: NodeConfig) -> Any:
-    from accel.manager import ModelManager  # type: ignore[attr-defined]
+    from accel.manager import ModelManager
 
     return ModelManager(
         config.models_dir,

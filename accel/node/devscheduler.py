@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import signal
 import socket
@@ -37,7 +38,8 @@ def free_port() -> int:
 
 
 class DevScheduler:
-    """Collects reports; ``fail_first`` answers that many HTTP posts with 503 first."""
+    """Collects reports; ``fail_first`` answers that many HTTP posts with 503 first;
+    with ``token`` set, requests without ``Authorization: Bearer <token>`` get 401."""
 
     def __init__(
         self,
@@ -45,11 +47,13 @@ class DevScheduler:
         *,
         host: str = "127.0.0.1",
         fail_first: int = 0,
+        token: str | None = None,
         on_report: Callable[[ModelNotAvailableMessage], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port()
         self.fail_first = fail_first
+        self.token = token
         self.received: list[ModelNotAvailableMessage] = []
         self.raw: list[dict[str, Any]] = []
         self._on_report = on_report
@@ -75,7 +79,15 @@ class DevScheduler:
             self._on_report(msg)
         return msg
 
+    def _authorized(self, request: web.Request) -> bool:
+        if self.token is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+
     async def _post(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "unauthorized"}, status=401)
         if self.fail_first > 0:
             self.fail_first -= 1
             return web.json_response({"error": "busy"}, status=503)
@@ -85,7 +97,9 @@ class DevScheduler:
             return web.json_response({"error": str(exc).splitlines()[0]}, status=400)
         return web.json_response({"ok": True, "message_id": msg.message_id})
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return web.json_response({"error": "unauthorized"}, status=401)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)

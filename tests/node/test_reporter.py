@@ -157,3 +157,20 @@ async def test_close_with_undeliverable_reports_does_not_hang() -> None:
     await rep.aclose(drain_timeout_s=0.3)
     assert loop.time() - t0 < 2
     assert rep.pending == 1
+
+
+@pytest.mark.parametrize("kind", ["http", "ws"])
+async def test_scheduler_token_is_sent_and_a_wrong_one_is_retried_not_lost(kind: str) -> None:
+    async with Scheduler(token="s3cret") as sched:
+        url = sched.http_url if kind == "http" else sched.ws_url
+        bad = SchedulerReporter(transport_for_url(url, token="wrong"), backoff=FAST)
+        bad.start()
+        bad.report(_msg("refused"))
+        while bad.stats.failed_attempts < 2:
+            await asyncio.sleep(0.02)
+        assert bad.pending == 1 and not sched.received
+        await bad.aclose(drain_timeout_s=0.05)
+        async with SchedulerReporter(transport_for_url(url, token="s3cret"), backoff=FAST) as rep:
+            rep.report(_msg("accepted"))
+            (got,) = await sched.wait_for(1)
+        assert got.job_id == "accepted"
