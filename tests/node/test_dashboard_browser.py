@@ -134,6 +134,29 @@ def test_dashboard_install_progress_pause_resume_retry(
         assert paused_at < 100
         _click(driver, f"{card} button[data-action=resume]")
         wait.until(lambda d: _card_state(d, key) in ("queued", "downloading"))
+
+        # The priority control: a focused input is not re-rendered under the typing hand.
+        for _ in range(40):
+            try:
+                box = driver.find_element(By.CSS_SELECTOR, f"{card} input[data-role=priority]")
+                box.click()
+                box.clear()
+                box.send_keys("7")
+                driver.find_element(By.CSS_SELECTOR, f"{card} button[data-action=priority]").click()
+                break
+            except (StaleElementReferenceException, NoSuchElementException):
+                time.sleep(0.05)
+        wait.until(lambda d: "priority of whisper-zh set to 7" in _text(d, "#toast"))
+        wait.until(
+            lambda d: (
+                _js(
+                    d,
+                    "const i = document.querySelector(arguments[0]);return i ? i.value : null;",
+                    f"{card} input[data-role=priority]",
+                )
+                in ("7", None)
+            )
+        )
         wait.until(lambda d: _card_state(d, key) == "ready")
         assert _percent(driver, key) == 100.0
         assert "ready at" in _text(driver, card)
