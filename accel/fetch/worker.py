@@ -456,9 +456,10 @@ def _check_response(resp: aiohttp.ClientResponse, task: Task) -> Head:
         if task.probe:
             return Head(200, length, etag, last_modified, False, length)
         if task.ranged:
+            # One node of a fleet may ignore Range once; the retry asks again.
             raise _Fail(
                 RangeNotSupportedError(f"{url}: the server ignored Range (200)", url=url),
-                retryable=False,
+                retryable=True,
             )
         if task.total is not None and length is not None and length != task.total:
             raise _Fail(

@@ -1,0 +1,327 @@
+"""``accel get URL``: download one file, fast, verified and resumable.
+
+Parses and renders only: a rich progress bar on a terminal, one line per second when
+stderr is not a terminal, newline-delimited JSON events with ``--json``. The work is
+:func:`accel.fetch.adownload`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from accel.errors import AccelError, UsageError
+from accel.units import format_bytes, format_rate, parse_rate, parse_size
+
+__all__ = ["register"]
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "get",
+        help="download one URL with many connections, verified and resumable",
+        description="Download URL into a file. Rerun the same command after an "
+        "interruption: finished chunks are kept and only the rest is fetched.",
+    )
+    p.add_argument("url", metavar="URL")
+    p.add_argument("-o", "--output", metavar="PATH", help="file or directory to write")
+    p.add_argument("--sha256", metavar="HEX", help="expected SHA256 of the file")
+    p.add_argument("--size", metavar="BYTES", help="expected size (e.g. 1GiB)")
+    p.add_argument("--manifest", metavar="URL_OR_FILE", help="a hub version manifest")
+    p.add_argument("--file", metavar="PATH", help="the file's path inside --manifest")
+    p.add_argument("--workers", metavar="N", help="worker processes (default: one per core)")
+    p.add_argument(
+        "--connections", metavar="N|auto", default="auto", help="connections (default: auto)"
+    )
+    p.add_argument("--chunk-size", metavar="SIZE", help="bytes per Range request (e.g. 8M)")
+    p.add_argument("--limit-rate", metavar="RATE", help="total rate cap (e.g. 25MB/s)")
+    p.add_argument(
+        "--header",
+        metavar="'K: V'",
+        action="append",
+        default=[],
+        help="extra request header (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print NDJSON events on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=handler)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate every option; a bad value is a UsageError naming the option."""
+    url = args.url
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UsageError(f"URL: expected an http:// or https:// URL, got {url!r}")
+    if args.sha256 is not None and not _HEX64.match(args.sha256):
+        raise UsageError(f"--sha256: expected 64 hex digits, got {args.sha256!r}")
+    size = parse_size(args.size, option="--size") if args.size is not None else None
+    chunk = parse_size(args.chunk_size, option="--chunk-size") if args.chunk_size else None
+    if chunk is not None and chunk <= 0:
+        raise UsageError(f"--chunk-size: must be greater than zero, got {args.chunk_size!r}")
+    rate = parse_rate(args.limit_rate, option="--limit-rate") if args.limit_rate else None
+    workers = None
+    if args.workers is not None:
+        if not args.workers.isdigit() or int(args.workers) < 1:
+            raise UsageError(f"--workers: expected a whole number >= 1, got {args.workers!r}")
+        workers = int(args.workers)
+    connections: int | str = args.connections
+    if connections != "auto":
+        if not str(connections).isdigit() or int(connections) < 1:
+            raise UsageError(
+                f"--connections: expected a whole number >= 1 or 'auto', got {connections!r}"
+            )
+        connections = int(connections)
+    headers: dict[str, str] = {}
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
+            raise UsageError(f"--header: expected 'Name: value', got {h!r}")
+        headers[name.strip()] = value.strip()
+    if (args.manifest is None) != (args.file is None):
+        raise UsageError("--manifest and --file go together: name the file inside the manifest")
+    return {
+        "url": url,
+        "dest": _destination(url, args.output),
+        "size": size,
+        "chunk_size": chunk,
+        "limit_rate": rate,
+        "workers": workers,
+        "connections": connections,
+        "headers": headers,
+    }
+
+
+def _destination(url: str, output: str | None) -> Path:
+    """The local name: ``-o``, else the URL's last path segment (never the server's)."""
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    if output is not None:
+        out = Path(output)
+        if not out.is_dir():
+            return out
+    else:
+        out = Path(".")
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(
+            f"-o: cannot take a file name from {url!r}", hint="pass -o PATH to name the file"
+        )
+    return out / name
+
+
+def _expected(args: argparse.Namespace, size: int | None, headers: dict[str, str]) -> Any:
+    from accel.fetch import Expected
+
+    sha = args.sha256.lower() if args.sha256 else None
+    if args.manifest is None:
+        return Expected(size=size, sha256=sha)
+    from pydantic import ValidationError
+
+    from accel.schema import VersionManifest
+
+    src = args.manifest
+    try:
+        if src.startswith(("http://", "https://")):
+            req = urllib.request.Request(src, headers=headers)
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+        else:
+            raw = Path(src).read_bytes()
+        manifest = VersionManifest.model_validate_json(raw)
+    except (OSError, ValidationError, ValueError) as exc:
+        raise UsageError(f"--manifest: cannot read a version manifest from {src!r}: {exc}") from exc
+    entry = next((f for f in manifest.files if f.path == args.file), None)
+    if entry is None:
+        raise UsageError(
+            f"--file: {args.file!r} is not in the manifest of "
+            f"{manifest.model_id}@{manifest.version}",
+            hint="files: " + ", ".join(f.path for f in manifest.files[:10]),
+        )
+    if sha and sha != entry.sha256:
+        raise UsageError("--sha256: disagrees with the manifest's SHA256 for --file")
+    if size is not None and size != entry.size_bytes:
+        raise UsageError("--size: disagrees with the manifest's size for --file")
+    return Expected(size=entry.size_bytes, sha256=entry.sha256, chunks=entry.chunks)
+
+
+def handler(args: argparse.Namespace) -> int:
+    opts = _options(args)
+    expected = _expected(args, opts["size"], opts["headers"])
+    renderer: _Renderer
+    if args.json:
+        renderer = _JsonRenderer()
+    elif args.quiet:
+        renderer = _Renderer()
+    elif sys.stderr.isatty():
+        renderer = _BarRenderer()
+    else:
+        renderer = _LineRenderer()
+    try:
+        import uvloop
+
+        run: Any = uvloop.run
+    except ImportError:  # pragma: no cover
+        run = asyncio.run
+    try:
+        result = run(_main(opts, expected, renderer))
+    except AccelError as exc:
+        renderer.failed(exc)
+        raise
+    finally:
+        renderer.close()
+    renderer.finished(result)
+    return 0
+
+
+async def _main(opts: dict[str, Any], expected: Any, renderer: _Renderer) -> Any:
+    from accel.fetch import adownload
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        # SIGTERM like Ctrl-C: cancel, which saves the checkpoint before exiting.
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await adownload(
+            opts["url"],
+            opts["dest"],
+            expected=expected,
+            limit_rate=opts["limit_rate"],
+            workers=opts["workers"],
+            connections=opts["connections"],
+            chunk_size=opts["chunk_size"],
+            headers=opts["headers"],
+            progress=renderer.event,
+        )
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+class _Renderer:
+    """Quiet: renders nothing."""
+
+    def event(self, ev: Any) -> None:
+        pass
+
+    def failed(self, exc: AccelError) -> None:
+        pass
+
+    def finished(self, result: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _JsonRenderer(_Renderer):
+    def event(self, ev: Any) -> None:
+        if ev.kind in ("done", "error"):
+            return  # printed with the result or the error, below
+        _print_json(ev.to_dict())
+
+    def failed(self, exc: AccelError) -> None:
+        _print_json({"event": "error", **exc.to_dict()})
+
+    def finished(self, r: Any) -> None:
+        _print_json(
+            {
+                "event": "done",
+                "path": str(r.path),
+                "size": r.size,
+                "sha256": r.sha256,
+                "elapsed_s": round(r.elapsed_s, 3),
+                "speed_bps": round(r.size / r.elapsed_s, 1) if r.elapsed_s > 0 else None,
+                "bytes_fetched": r.bytes_fetched,
+                "resumed_bytes": r.resumed_bytes,
+                "ranged": r.ranged,
+                "connections": r.connections,
+                "retries": r.retries,
+                "verify_tail_s": round(r.verify_tail_s, 4),
+            }
+        )
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class _LineRenderer(_Renderer):
+    """One progress line per second on stderr (logs, CI, pipes)."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def event(self, ev: Any) -> None:
+        now = time.monotonic()
+        if ev.kind == "progress" and not ev.message and now - self.last < 1.0:
+            return
+        self.last = now
+        if ev.kind in ("started", "verified", "done", "error"):
+            return  # the result or the error gets its own line
+        done = ev.committed + ev.inflight
+        pct = f"{100 * done / ev.total:5.1f}%" if ev.total else "   ?%"
+        total = format_bytes(ev.total) if ev.total is not None else "?"
+        eta = f" eta {ev.eta_s:.0f}s" if ev.eta_s is not None else ""
+        line = f"accel: {pct} {format_bytes(done)} / {total} {format_rate(ev.speed_bps)}{eta}"
+        if ev.message:
+            line += f" - {ev.message}"
+        print(line, file=sys.stderr, flush=True)
+
+    def finished(self, r: Any) -> None:
+        speed = format_rate(r.size / r.elapsed_s) if r.elapsed_s > 0 else ""
+        print(
+            f"saved {r.path} ({format_bytes(r.size)}, sha256 {r.sha256}) "
+            f"in {r.elapsed_s:.2f} s, {speed}"
+        )
+
+
+class _BarRenderer(_LineRenderer):
+    """A rich progress bar on a terminal: bytes, MB/s, ETA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.task: Any = None
+
+    def event(self, ev: Any) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(ev.dest.name, total=ev.total)
+        self.progress.update(self.task, total=ev.total, completed=ev.committed + ev.inflight)
+        if ev.message and ev.kind in ("chunk_retry", "progress"):
+            self.progress.console.print(f"[yellow]{ev.message}")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
