@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.crashloop import crash_loop
+from tests.reliability.figures import record_figure
 from tests.reliability.origin import NginxOrigin
 from tests.support.faultproxy import FaultProxy
 
@@ -47,6 +48,13 @@ def test_download_killed_repeatedly_completes_verified(tmp_path: Path) -> None:
             argv, kills=kills, seed=5, min_s=0.3, max_s=1.5 if SOAK else 2.0, check=check
         )
         sent = proxy.client_body_bytes
+    line = (
+        f"{report.kills} kills, {report.finished_early} early, "
+        f"origin sent {sent / MiB:.1f} MiB for {size / MiB:.0f} MiB "
+        f"({(sent - size) / max(report.kills, 1) / MiB:.1f} MiB extra per kill), "
+        f"orphan workers {len(report.orphans)}, {report.elapsed_s:.1f} s"
+    )
+    record_figure("crash_loop_fetch", "engine download SIGKILLed at U(0.3, 1.5) s", line)
     print(
         f"crash loop (fetch): {report.kills} kills, {report.finished_early} early, "
         f"origin sent {sent / MiB:.1f} MiB for {size / MiB:.0f} MiB, {report.elapsed_s:.1f} s"

@@ -20,6 +20,7 @@ from accel.manager.manager import ModelManager
 from accel.schema import Registry
 from tests.reliability.crashloop import crash_loop
 from tests.reliability.fakehub import FakeFile, FakeHub, ThreadedHub
+from tests.reliability.figures import record_figure
 from tests.support.faultproxy import FaultProxy
 
 SOAK = os.environ.get("ACCEL_SOAK") == "1"
@@ -69,6 +70,18 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
         argv += [MODEL, VERSION, "6M"]
         report = crash_loop(argv, kills=kills, seed=3, min_s=0.5, max_s=2.5, check=check)
         sent = proxy.client_body_bytes
+    line = (
+        f"{report.kills} kills, {report.finished_early} early, "
+        f"origin sent {sent / MiB:.1f} MiB for {size / MiB:.1f} MiB "
+        f"({(sent - size) / max(report.kills, 1) / MiB:.1f} MiB extra per kill, budget 64), "
+        f"{registry_checks} registry parses OK, orphans {len(report.orphans)}, "
+        f"final rc {report.final_rc}, {report.elapsed_s:.1f} s"
+    )
+    record_figure(
+        "crash_loop_install",
+        "6-file install (ModelManager, limit 6M) SIGKILLed at U(0.5, 2.5) s, restarted",
+        line,
+    )
     print(
         f"crash loop (install): {report.kills} kills, {report.finished_early} early, "
         f"origin sent {sent / MiB:.1f} MiB for {size / MiB:.1f} MiB, "

@@ -88,14 +88,6 @@ async def test_unsafe_manifest_path_is_refused(tmp_path: Path, path: str) -> Non
     await assert_not_ready(models)
 
 
-_SYMLINK_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="manager bug: VersionInstall joins manifest paths under the version dir without "
-    "checking for symlinks planted in the models dir, so the engine writes through them",
-)
-
-
-@_SYMLINK_BUG
 async def test_symlink_planted_in_version_dir_is_not_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -112,7 +104,6 @@ async def test_symlink_planted_in_version_dir_is_not_followed(tmp_path: Path) ->
         assert not (vdir / "sub").is_symlink() and final.read_bytes() == data
 
 
-@_SYMLINK_BUG
 async def test_symlink_planted_as_model_dir_is_not_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -26,6 +26,7 @@ from accel.manager.manager import ModelManager
 from accel.schema import Registry
 from tests.reliability.crashloop import REPO
 from tests.reliability.fakehub import FakeFile, FakeHub, ThreadedHub
+from tests.reliability.figures import record_figure
 from tests.support.faultproxy import FaultProxy
 
 SOAK = os.environ.get("ACCEL_SOAK") == "1"
@@ -74,6 +75,11 @@ async def test_ten_models_install_at_once(tmp_path: Path) -> None:
                 paths = await asyncio.gather(*(mm.ainstall(m) for m, _, _ in cat))
                 bad = await mm.averify()
     assert len(set(paths)) == 10
+    record_figure(
+        "ten_models_at_once",
+        "10 models x 3 files, one ModelManager(max_parallel_installs=10), 4 MB/s per response",
+        f"{len(paths)} ready, verify clean: {not any(bad.values())}",
+    )
     assert not any(bad.values()), bad
     check_consistent(models, cat)
     ready = [e.model_id for e in events if isinstance(e, ReadyEvent)]
@@ -166,6 +172,13 @@ def test_start_stop_cycles_end_consistent(tmp_path: Path) -> None:
         bad = asyncio.run(final())
         sent = proxy.client_body_bytes
     size = sum(len(f.data) for _, _, files in cat for f in files)
+    record_figure(
+        "start_stop_cycles",
+        f"{cycles} cycles over 6 models: pause/resume + graceful stop, SIGKILL, removals",
+        f"{kinds.count('kill')} kills, {kinds.count('pause/stop')} pause/stop, {removed} "
+        f"removals; origin sent {sent / MiB:.1f} MiB for {size / MiB:.1f} MiB; all ready "
+        "and verified, registry consistent, no lock records",
+    )
     print(
         f"start/stop: {cycles} cycles ({kinds.count('kill')} kills, "
         f"{kinds.count('pause/stop')} pause/stop, {removed} removals), origin sent {sent / MiB:.1f} MiB "
