@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,22 +64,33 @@ class Catalog:
     def __init__(self, root: Path) -> None:
         self.store = Store(Path(root))
         self._signature: tuple[int, int] | None = None
+        self._stamp = str(self.store.stamp_path)
+        self._models = str(self.store.models_dir)
+        self._models_checked = -1e9
+        self._models_mtime = 0
         self._snap = _Snapshot()
         self.generation = 0
         self.refresh()
 
     # -- change detection ----------------------------------------------------------------
     def _current_signature(self) -> tuple[int, int]:
-        sig = []
-        for p in (self.store.stamp_path, self.store.models_dir):
+        try:
+            stamp = os.stat(self._stamp).st_mtime_ns
+        except OSError:
+            stamp = 0
+        now = time.monotonic()
+        # The models dir only changes when a model is added or removed by hand (publish
+        # always rewrites the stamp), so it is looked at once a second, not per request.
+        if now - self._models_checked >= 1.0:
+            self._models_checked = now
             try:
-                sig.append(os.stat(p).st_mtime_ns)
+                self._models_mtime = os.stat(self._models).st_mtime_ns
             except OSError:
-                sig.append(0)
-        return sig[0], sig[1]
+                self._models_mtime = 0
+        return stamp, self._models_mtime
 
     def refresh(self) -> None:
-        """Reload the store if it changed since the last load (cheap when it did not)."""
+        """Reload the store if it changed since the last load (one ``stat`` when it did not)."""
         sig = self._current_signature()
         if sig != self._signature:
             self._snap = self._load()
