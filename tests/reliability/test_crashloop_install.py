@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -19,32 +18,32 @@ import pytest
 from accel.manager.manager import ModelManager
 from accel.schema import Registry
 from tests.reliability.crashloop import crash_loop
-from tests.reliability.fakehub import FakeFile, FakeHub, ThreadedHub
 from tests.reliability.figures import record_figure
+from tests.reliability.store import publish_catalog
 from tests.support.faultproxy import FaultProxy
+from tests.support.hub import running_hub
 
 SOAK = os.environ.get("ACCEL_SOAK") == "1"
 MiB = 1024 * 1024
 MODEL, VERSION = "crash-model", "1.0"
 
 
-def version_files(scale: int) -> list[FakeFile]:
-    rnd = random.Random(11)
-    sizes = {
+def version_spec(scale: int) -> dict[str, int]:
+    return {
         "weights/part-1.bin": 12 * MiB * scale,
         "weights/part-2.bin": 9 * MiB * scale,
         "weights/part-3.bin": 7 * MiB * scale,
         "tokenizer.json": 300_000,
         "config.json": 1_000,
-        "empty.txt": 0,
     }
-    return [FakeFile(p, rnd.randbytes(n)) for p, n in sizes.items()]
 
 
 @pytest.mark.timeout(1800 if SOAK else 150)
 def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> None:
-    files = version_files(3 if SOAK else 1)
-    size = sum(len(f.data) for f in files)
+    files = publish_catalog(tmp_path / "store", {(MODEL, VERSION): version_spec(3 if SOAK else 1)})[
+        (MODEL, VERSION)
+    ]
+    size = sum(len(b) for b in files.values())
     models = tmp_path / "models"
     kills = 30 if SOAK else 5
     registry_checks = 0
@@ -63,7 +62,7 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
                     assert hashlib.sha256(data).hexdigest() == f.sha256, f.path
 
     with (
-        ThreadedHub(FakeHub(MODEL, VERSION, files)) as hub,
+        running_hub(tmp_path / "store") as hub,
         FaultProxy(hub.url) as proxy,
     ):
         argv = ["-m", "tests.reliability.drivers", "install", str(models), proxy.url]
@@ -95,8 +94,8 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
     out = json.loads(report.final_out.strip().splitlines()[-1])
     assert not any(out["bad"].values())
     vdir = Path(out["path"])
-    for f in files:
-        assert (vdir / f.path).read_bytes() == f.data
+    for rel, data in files.items():
+        assert (vdir / rel).read_bytes() == data
     leftovers = [
         p
         for p in vdir.rglob("*")
