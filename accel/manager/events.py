@@ -137,7 +137,8 @@ class Subscription:
     ) -> None:
         self._bus = bus
         self.callback = callback
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self.closed = False
 
     def offer(self, event: Event) -> None:
@@ -147,25 +148,18 @@ class Subscription:
             except Exception:
                 log.exception("event callback failed")
             return
-        if self._queue.full():
-            self._drop_one_progress(event)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(event)
-
-    def _drop_one_progress(self, event: Event) -> None:
-        # Progress is superseded by the next progress; never drop ready/failed/removed.
-        items: list[Event | None] = []
-        while not self._queue.empty():
-            items.append(self._queue.get_nowait())
-        for i, item in enumerate(items):
-            if isinstance(item, ProgressEvent):
-                del items[i]
-                break
-        else:
-            if isinstance(event, ProgressEvent) and items:
-                items.pop(0)
-        for item in items[: self._queue.maxsize - 1]:
-            self._queue.put_nowait(item)
+        if self._queue.qsize() >= self.maxsize:
+            # Progress is superseded by the next progress: drop the oldest one queued, or
+            # this one. ready/failed/removed are never dropped (the queue may overflow).
+            items = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            victim = next((i for i, it in enumerate(items) if isinstance(it, ProgressEvent)), None)
+            if victim is not None:
+                del items[victim]
+            for item in items:
+                self._queue.put_nowait(item)
+            if victim is None and isinstance(event, ProgressEvent):
+                return
+        self._queue.put_nowait(event)
 
     def close(self) -> None:
         """Stop receiving; an iterating consumer ends after the queued events."""
@@ -174,8 +168,6 @@ class Subscription:
         self.closed = True
         self._bus.discard(self)
         if self.callback is None:
-            if self._queue.full():
-                self._queue.get_nowait()
             self._queue.put_nowait(None)
 
     def __aiter__(self) -> AsyncIterator[Event]:
