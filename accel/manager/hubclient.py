@@ -94,11 +94,16 @@ class HubClient:
         return entry.get("body") if isinstance(entry, dict) else None
 
     # -- requests ----------------------------------------------------------------------
-    async def get_json(self, path: str, *, cache: bool = True) -> Any:
-        """GET ``path`` from the hub, through the cache (see the module docstring)."""
+    async def get_json(self, path: str, *, cache: bool = True, revalidate: bool = False) -> Any:
+        """GET ``path`` from the hub, through the cache (see the module docstring).
+
+        ``revalidate`` skips the TTL (a cached answer is still revalidated with
+        If-None-Match, so an unchanged answer costs a 304 without a body).
+        """
         entry = self._read_cache().get(path) if cache else None
         now = time.time()
-        if entry is not None and now - float(entry.get("fetched_at", 0)) < self.ttl_s:
+        fresh = entry is not None and now - float(entry.get("fetched_at", 0)) < self.ttl_s
+        if entry is not None and fresh and not revalidate:
             return entry["body"]
         if self.hub_url is None:
             if entry is not None:
@@ -149,9 +154,10 @@ class HubClient:
             self._store(path, {"etag": etag, "fetched_at": now, "body": body})
         return body
 
-    async def model(self, model_id: str) -> ModelInfo:
+    async def model(self, model_id: str, *, revalidate: bool = False) -> ModelInfo:
         """``GET /api/models/{id}``."""
-        return ModelInfo.model_validate(await self.get_json(f"/api/models/{quote(model_id)}"))
+        body = await self.get_json(f"/api/models/{quote(model_id)}", revalidate=revalidate)
+        return ModelInfo.model_validate(body)
 
     async def manifest(self, model_id: str, version: str) -> VersionManifest:
         """``GET /api/models/{id}/versions/{v}/manifest``."""

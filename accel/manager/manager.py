@@ -746,13 +746,14 @@ class ModelManager:
 
         A new ``default_version`` is installed (identical files are linked from the old
         one, which stays usable until the new one is ready); an installed version whose
-        checksum changed on the hub is re-fetched file by file. Returns the keys installed.
+        checksum changed on the hub is re-fetched file by file. An unchanged model costs one
+        catalog request, revalidated with If-None-Match (a 304). Returns the keys installed.
         """
         done: list[str] = []
         reg = self.registry.read()
         models = sorted({r.model_id for r in reg.installs.values() if r.state == "ready"})
         for model_id in models:
-            info = await self.hub.model(model_id)
+            info = await self.hub.model(model_id, revalidate=True)  # a 304 when unchanged
             ready = {
                 r.version: r
                 for r in reg.installs.values()
