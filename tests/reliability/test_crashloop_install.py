@@ -66,7 +66,7 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
         FaultProxy(hub.url) as proxy,
     ):
         argv = ["-m", "tests.reliability.drivers", "install", str(models), proxy.url]
-        argv += [MODEL, VERSION, "6M"]
+        argv += [MODEL, VERSION, "3M" if SOAK else "6M"]
         report = crash_loop(argv, kills=kills, seed=3, min_s=0.5, max_s=2.5, check=check)
         sent = proxy.client_body_bytes
     line = (
@@ -78,7 +78,7 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
     )
     record_figure(
         "crash_loop_install",
-        "6-file install (ModelManager, limit 6M) SIGKILLed at U(0.5, 2.5) s, restarted",
+        f"{len(files)}-file install (ModelManager, limit 3M) SIGKILLed at U(0.5, 2.5) s, restarted",
         line,
     )
     print(

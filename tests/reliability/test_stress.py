@@ -25,55 +25,51 @@ from accel.manager.events import ReadyEvent, StateEvent
 from accel.manager.manager import ModelManager
 from accel.schema import Registry
 from tests.reliability.crashloop import REPO
-from tests.reliability.fakehub import FakeFile, FakeHub, ThreadedHub
 from tests.reliability.figures import record_figure
+from tests.reliability.store import Catalog, Expected, publish_catalog
 from tests.support.faultproxy import FaultProxy
+from tests.support.hub import running_hub
 
 SOAK = os.environ.get("ACCEL_SOAK") == "1"
 MiB = 1024 * 1024
 
 
-def catalog(n_models: int, seed: int, scale: float = 1.0) -> list[tuple[str, str, list[FakeFile]]]:
+def catalog(n_models: int, seed: int, scale: float = 1.0) -> Catalog:
     rnd = random.Random(seed)
-    out = []
+    out: Catalog = {}
     for m in range(n_models):
-        files = [
-            FakeFile(f"model-{i}.bin", rnd.randbytes(int(rnd.randint(1, 3) * MiB * scale)))
-            for i in range(2)
-        ]
-        files.append(FakeFile("config.json", b'{"m": %d}' % m))
-        out.append((f"model-{m:02d}", "1.0", files))
+        spec = {f"model-{i}.bin": int(rnd.randint(1, 3) * MiB * scale) for i in range(2)}
+        spec["config.json"] = 200 + m
+        out[(f"model-{m:02d}", "1.0")] = spec
     return out
 
 
-def fake_hub(cat: list[tuple[str, str, list[FakeFile]]]) -> FakeHub:
-    first, *rest = cat
-    return FakeHub(first[0], first[1], first[2], more=rest)
-
-
-def check_consistent(models: Path, cat: list[tuple[str, str, list[FakeFile]]]) -> None:
+def check_consistent(models: Path, expected: Expected) -> None:
     """Every model ready in the registry, with the exact bytes on disk."""
     reg = Registry.model_validate(json.loads((models / "registry.json").read_bytes()))
-    for model_id, version, files in cat:
+    for (model_id, version), files in expected.items():
         rec = reg.installs[f"{model_id}@{version}"]
         assert rec.state == "ready", (model_id, rec.state, rec.error)
-        assert rec.bytes_done == rec.bytes_total == sum(len(f.data) for f in files)
-        for f in files:
-            assert (Path(rec.path) / f.path).read_bytes() == f.data
+        assert rec.bytes_done == rec.bytes_total == sum(len(b) for b in files.values())
+        for rel, data in files.items():
+            assert (Path(rec.path) / rel).read_bytes() == data
 
 
 @pytest.mark.timeout(600 if SOAK else 120)
 async def test_ten_models_install_at_once(tmp_path: Path) -> None:
-    cat = catalog(10, seed=1, scale=3.0 if SOAK else 1.0)
+    expected = publish_catalog(tmp_path / "store", catalog(10, seed=1, scale=3.0 if SOAK else 1.0))
+    ids = [m for m, _ in expected]
     models = tmp_path / "models"
     events: list[object] = []
-    async with fake_hub(cat) as hub:
-        # 4 MB/s per response keeps every install running long enough to overlap.
-        with FaultProxy(hub.url, trickle_bps=4_000_000) as proxy:
-            async with ModelManager(models, proxy.url, workers=2, max_parallel_installs=10) as mm:
-                mm.subscribe(events.append)
-                paths = await asyncio.gather(*(mm.ainstall(m) for m, _, _ in cat))
-                bad = await mm.averify()
+    # 4 MB/s per response keeps every install running long enough to overlap.
+    with (
+        running_hub(tmp_path / "store") as hub,
+        FaultProxy(hub.url, trickle_bps=4_000_000) as proxy,
+    ):
+        async with ModelManager(models, proxy.url, workers=2, max_parallel_installs=10) as mm:
+            mm.subscribe(events.append)
+            paths = await asyncio.gather(*(mm.ainstall(m) for m in ids))
+            bad = await mm.averify()
     assert len(set(paths)) == 10
     record_figure(
         "ten_models_at_once",
@@ -81,9 +77,9 @@ async def test_ten_models_install_at_once(tmp_path: Path) -> None:
         f"{len(paths)} ready, verify clean: {not any(bad.values())}",
     )
     assert not any(bad.values()), bad
-    check_consistent(models, cat)
+    check_consistent(models, expected)
     ready = [e.model_id for e in events if isinstance(e, ReadyEvent)]
-    assert sorted(ready) == sorted(m for m, _, _ in cat)
+    assert sorted(ready) == sorted(ids)
     # They really ran at the same time: all ten were downloading before the first ready.
     order = [(type(e).__name__, getattr(e, "state", None)) for e in events]
     first_ready = order.index(("ReadyEvent", None))
@@ -140,12 +136,12 @@ async def _pause_cycle(models: Path, hub_url: str, ids: list[str], rnd: random.R
 @pytest.mark.timeout(1800 if SOAK else 150)
 def test_start_stop_cycles_end_consistent(tmp_path: Path) -> None:
     cycles = 100 if SOAK else 10
-    cat = catalog(6, seed=2, scale=2.0)
-    ids = [m for m, _, _ in cat]
+    expected = publish_catalog(tmp_path / "store", catalog(6, seed=2, scale=2.0))
+    ids = [m for m, _ in expected]
     models = tmp_path / "models"
     rnd = random.Random(43)
     kinds: list[str] = []
-    with ThreadedHub(fake_hub(cat)) as hub, FaultProxy(hub.url) as proxy:
+    with running_hub(tmp_path / "store") as hub, FaultProxy(hub.url) as proxy:
         removed = 0
         for _ in range(cycles):
             chosen = rnd.sample(ids, rnd.randint(1, 4))
@@ -171,7 +167,7 @@ def test_start_stop_cycles_end_consistent(tmp_path: Path) -> None:
 
         bad = asyncio.run(final())
         sent = proxy.client_body_bytes
-    size = sum(len(f.data) for _, _, files in cat for f in files)
+    size = sum(len(b) for files in expected.values() for b in files.values())
     record_figure(
         "start_stop_cycles",
         f"{cycles} cycles over 6 models: pause/resume + graceful stop, SIGKILL, removals",
@@ -185,7 +181,7 @@ def test_start_stop_cycles_end_consistent(tmp_path: Path) -> None:
         f"({sent_before_final / MiB:.1f} before the final run) for {size / MiB:.1f} MiB"
     )
     assert not any(bad.values()), bad
-    check_consistent(models, cat)
+    check_consistent(models, expected)
     mm = ModelManager(models, None)
     try:
         assert mm.lock_records() == []
