@@ -132,7 +132,8 @@ async def _get_manifest(request: web.Request) -> web.Response:
             raise Problem(404, "model_not_found", f"no model {model_id!r} on this hub")
         raise Problem(404, "version_not_found", f"model {model_id!r} has no version {version!r}")
     # One install request = one manifest fetch; not awaited: counting never slows installs.
-    request.app[USAGE].count(model_id)
+    if request.method == "GET":
+        request.app[USAGE].count(model_id)
     return _answer(request, answer)
 
 

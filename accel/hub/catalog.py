@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from accel.errors import UnsafePathError
 from accel.hub.paths import check_name
 from accel.hub.store import ModelMeta, Store
 from accel.schema import FileEntry, ManifestFile, ModelInfo, VersionInfo, VersionManifest
@@ -108,7 +109,7 @@ class Catalog:
             try:
                 check_name(model_dir.name)
                 meta = ModelMeta.model_validate_json((model_dir / "model.json").read_bytes())
-            except (OSError, ValueError, ValidationError) as exc:
+            except (OSError, ValueError, ValidationError, UnsafePathError) as exc:
                 if not model_dir.name.startswith("."):
                     log.warning("skipping %s: %s", model_dir.name, exc)
                 continue
@@ -121,7 +122,7 @@ class Catalog:
                     manifest = VersionManifest.model_validate_json(
                         (vdir / "manifest.json").read_bytes()
                     )
-                except (OSError, ValueError, ValidationError) as exc:
+                except (OSError, ValueError, ValidationError, UnsafePathError) as exc:
                     log.warning("skipping %s/%s: %s", model_dir.name, vdir.name, exc)
                     continue
                 versions.append(manifest)
