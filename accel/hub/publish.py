@@ -89,7 +89,7 @@ def hash_file(
                 digests.append(block.hexdigest())
                 block = blake3.blake3()
                 in_block = 0
-        if in_block or size == 0:
+        if in_block:  # an empty file has no blocks: ceil(0 / block_size) == 0
             digests.append(block.hexdigest())
         if out is not None:
             out.flush()

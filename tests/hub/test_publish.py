@@ -32,9 +32,10 @@ def test_directory_with_subfolders(tmp_path: Path) -> None:
         stored = root / "models/m1/1.0/files" / f.path
         assert stored.read_bytes() == data
         assert f.size_bytes == len(data) and f.sha256 == hashlib.sha256(data).hexdigest()
-        blocks = [data[i : i + MiB] for i in range(0, len(data), MiB)] or [b""]
+        blocks = [data[i : i + MiB] for i in range(0, len(data), MiB)]  # none when empty
         assert f.chunks.digests == [blake3.blake3(b).hexdigest() for b in blocks]
         assert f.chunks.size == MiB and f.chunks.algo == "blake3"
+        assert len(f.chunks.digests) == -(-f.size_bytes // MiB)  # ceil(size / block)
     assert m.size_bytes == 2 * MiB + 7 + 1000
     assert m.checksum_sha256 == version_checksum(m.files)
     on_disk = VersionManifest.model_validate_json(
