@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -34,7 +35,7 @@ http {{
     types {{ application/octet-stream bin; application/json json; }}
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         root {root};
         location / {{ }}
     }}
@@ -53,8 +54,12 @@ def free_port() -> int:
 class NginxOrigin:
     """``with NginxOrigin(root) as o: o.url`` — nginx serving ``root``; stopped on exit."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, host: str = "127.0.0.1", launcher: Sequence[str] = ()
+    ) -> None:
         self.root = Path(root)
+        self.host = host
+        self.launcher = list(launcher)  # e.g. ["ip", "netns", "exec", NAME]
         self.port = 0
         self._tmp = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -62,7 +67,7 @@ class NginxOrigin:
     @property
     def url(self) -> str:
         """Base URL of the origin."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> NginxOrigin:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -72,9 +77,13 @@ class NginxOrigin:
             conf = Path(self._tmp) / "nginx.conf"
             # As root, nginx's workers would drop to nobody and could not read pytest's tmp dirs.
             user = "user root;\n" if os.geteuid() == 0 else ""
-            conf.write_text(_CONF.format(user=user, tmp=self._tmp, port=self.port, root=self.root))
+            conf.write_text(
+                _CONF.format(
+                    user=user, tmp=self._tmp, host=self.host, port=self.port, root=self.root
+                )
+            )
             self._proc = subprocess.Popen(
-                [nginx, "-c", str(conf), "-p", self._tmp],
+                [*self.launcher, nginx, "-c", str(conf), "-p", self._tmp],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -83,7 +92,7 @@ class NginxOrigin:
                 if self._proc.poll() is not None:
                     break
                 try:
-                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                    socket.create_connection((self.host, self.port), 0.2).close()
                     return self
                 except OSError:
                     time.sleep(0.02)

@@ -70,3 +70,35 @@ def test_uncapped_link_is_fast(tmp_path: Path) -> None:
         _serve(ns, tmp_path)
         secs = _fetch_seconds(f"http://{ns.addr}:8080/f.bin", tmp_path / "out")
         assert size / secs > 4e6
+
+
+async def test_engine_over_capped_link_with_faults(tmp_path: Path) -> None:
+    """nginx inside a namespace behind a 16 Mbit/s tbf link, the fault proxy in front at
+    30%: every download completes verified, and no faster than the link allows."""
+    require_root()
+    from accel.fetch import Engine
+    from tests.reliability.chaos import BLOCK, expected_for
+    from tests.reliability.origin import NginxOrigin
+    from tests.support.faultproxy import FaultProxy
+
+    size = 3 * 1024 * 1024
+    data = os.urandom(size)
+    (tmp_path / "f.bin").write_bytes(data)
+    with NetNS(rate="16mbit") as ns:
+        launcher = ["ip", "netns", "exec", ns.name]
+        with (
+            NginxOrigin(tmp_path, host=ns.addr, launcher=launcher) as origin,
+            FaultProxy(origin.url, fault_rate=0.3, seed=2, random_stall_s=0.5) as proxy,
+        ):
+            async with Engine(workers=2, connections=4, backoff_base=0.05) as engine:
+                t0 = time.monotonic()
+                for i in range(2):
+                    dest = tmp_path / f"out{i}.bin"
+                    await engine.download(
+                        f"{proxy.url}/f.bin", dest, expected=expected_for(data), chunk_size=BLOCK
+                    )
+                    assert dest.read_bytes() == data
+                elapsed = time.monotonic() - t0
+            assert sum(proxy.faults.values()) > 0
+    # 2 x 3 MiB over 2 MB/s cannot take less than ~3 s, however many connections.
+    assert elapsed >= 2 * size / 2.3e6, elapsed
