@@ -24,7 +24,7 @@ from pathlib import Path
 import blake3
 
 from accel.errors import AccelError
-from accel.fetch import Engine, Expected
+from accel.fetch import Engine, Expected, ProgressEvent
 from accel.schema import ChunkDigests
 from tests.reliability.origin import NginxOrigin
 from tests.support.faultproxy import ALL_KINDS, FaultKind, FaultProxy
@@ -54,6 +54,7 @@ class ChaosReport:
     failures: Counter[str] = field(default_factory=Counter)
     failure_messages: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    progress_went_back: list[str] = field(default_factory=list)
     requests: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -129,6 +130,14 @@ async def run_chaos(
                 name, data = sources[i % len(sources)]
                 dest = work / "out" / f"{i:04d}-{name}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
+                last = [0]
+
+                def progress(ev: ProgressEvent) -> None:
+                    # Committed bytes only ever go up, whatever the faults (DESIGN.md).
+                    if ev.committed < last[0]:
+                        report.progress_went_back.append(f"{name}: {last[0]} -> {ev.committed}")
+                    last[0] = max(last[0], ev.committed)
+
                 async with sem:
                     try:
                         await asyncio.wait_for(
@@ -137,6 +146,7 @@ async def run_chaos(
                                 dest,
                                 expected=expected[name],
                                 chunk_size=BLOCK,
+                                progress=progress,
                             ),
                             timeout=120,
                         )

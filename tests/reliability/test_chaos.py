@@ -36,6 +36,7 @@ async def test_chaos_no_silent_corruption(tmp_path: Path) -> None:
     assert report.foreign == [], report.foreign
     assert report.downloads == n
     assert report.corrupt == 0
+    assert report.progress_went_back == []
     assert sum(report.faults.values()) >= 0.15 * report.requests  # faults were injected
     assert report.complete_ratio >= (0.98 if SOAK else 0.9), report.failure_messages
     for msg in report.failure_messages:
