@@ -172,7 +172,7 @@ class _Worker:
         self.session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
-            read_bufsize=256 * 1024,
+            read_bufsize=64 * 1024,
             timeout=aiohttp.ClientTimeout(total=None),
         )
         loop.add_reader(self.conn.fileno(), self._on_message)
@@ -303,6 +303,7 @@ class _Worker:
             if not data:
                 break
             n = len(data)
+            end = self.ends.get(tid)  # a split may have moved it while we waited
             if end is not None and pos + n > end:
                 if end == task.end and not task.probe:
                     raise _Fail(
@@ -314,11 +315,6 @@ class _Worker:
                     )
                 data = data[: end - pos]  # trimmed by a split: the rest is another chunk's
                 n = len(data)
-            if self.bucket is not None:
-                delay = self._throttle(n)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                    window_start += delay
             view = memoryview(data)
             off = 0
             while off < n:
@@ -331,6 +327,13 @@ class _Worker:
             pos += n
             self.positions[tid] = pos
             window_bytes += n
+            if self.bucket is not None:
+                # Pay for these bytes before reading more: the socket stays unread and
+                # TCP slows the sender; the debt is shared by every worker.
+                delay = self._throttle(n)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    window_start += delay
             now = time.monotonic()
             if now - window_start >= task.stall_timeout:
                 if window_bytes < task.min_rate * (now - window_start):

@@ -135,3 +135,30 @@ async def test_cancel_leaves_a_resumable_checkpoint(
     assert result.sha256 == sha256_of(www / "big.bin")
     assert result.resumed_bytes == have
     assert result.bytes_fetched == (24 << 20) - have
+
+
+async def test_idle_connections_split_the_slow_tail(
+    nginx: Callable[..., Nginx], www: Path, tmp_path: Path
+) -> None:
+    slow = nginx(www, limit_rate="4m")  # 4 MiB/s per connection
+    # Two 12 MiB chunks: without splitting, two connections would need 3 s.
+    result = await adownload(
+        slow.file_url("big.bin"), tmp_path / "b.bin", connections=8, chunk_size=12 << 20
+    )
+    assert result.sha256 == sha256_of(www / "big.bin")
+    assert result.retries == 0
+    assert len(slow.statuses()) > 2  # the splits became requests of their own
+    assert result.elapsed_s < 2.0, result
+    # a split stops the first request early: at most a little is sent twice
+    assert slow.bytes_sent() <= (24 << 20) + (4 << 20)
+
+
+async def test_limit_rate_holds_the_average(origin: Nginx, www: Path, tmp_path: Path) -> None:
+    rate = 12e6
+    result = await adownload(
+        origin.file_url("big.bin"), tmp_path / "b.bin", limit_rate=rate, chunk_size=1 << 20
+    )
+    assert result.sha256 == sha256_of(www / "big.bin")
+    burst = max(64 * 1024, rate * 0.25)
+    ideal = ((24 << 20) - burst) / rate  # the bucket starts full
+    assert ideal * 0.95 <= result.elapsed_s <= ideal * 1.15, (result.elapsed_s, ideal)
