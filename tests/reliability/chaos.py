@@ -102,6 +102,7 @@ async def run_chaos(
     parallel: int = 4,
     stall_s: float = 1.5,
     kinds: tuple[FaultKind, ...] = CHAOS_KINDS,
+    max_attempts: int = 6,
 ) -> ChaosReport:
     """Run ``downloads`` downloads through a proxy injecting faults at ``rate``."""
     www = work / "www"
@@ -120,7 +121,7 @@ async def run_chaos(
             workers=2,
             connections=8,
             stall_timeout=3.0,
-            max_attempts=6,
+            max_attempts=max_attempts,
             backoff_base=0.05,
             backoff_cap=1.0,
         ) as engine:

@@ -43,6 +43,25 @@ async def test_chaos_no_silent_corruption(tmp_path: Path) -> None:
         assert "]" in msg and len(msg) > 20  # a code and a message naming the cause
 
 
+@pytest.mark.timeout(120)
+async def test_chaos_failures_name_their_cause(tmp_path: Path) -> None:
+    """With a tiny retry budget and 60% faults some downloads must fail: each with a
+    stable code and a message naming the URL, and still never a corrupt success."""
+    report = await run_chaos(tmp_path, downloads=10, rate=0.6, seed=3, max_attempts=1)
+    print(report.line())
+    assert report.foreign == [], report.foreign
+    assert report.corrupt == 0
+    assert report.failed > 0
+    known = {
+        "http_status", "protocol_violation", "stalled", "checksum_mismatch",
+        "download_failed", "remote_changed", "range_not_supported",
+    }  # fmt: skip
+    assert set(report.failures) <= known, report.failures
+    for msg in report.failure_messages:
+        name = msg.split(":", 1)[0]
+        assert f"/{name}" in msg, msg  # the URL of the file that failed
+
+
 async def test_one_200_to_a_chunk_request_is_retried(tmp_path: Path) -> None:
     """A single origin node that ignores Range once must not fail the download."""
     www = tmp_path / "www"
