@@ -34,11 +34,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
 
     The temp name carries the pid and a random suffix: two writers never share a temp
-    file, so correctness does not depend on any lock being honoured.
+    file, so correctness does not depend on any lock being honoured. ``durable=False``
+    skips the fsyncs, for records that only describe live processes (lock records):
+    after a power cut they are stale anyway, and an install writes hundreds of them.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -48,7 +50,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -56,7 +59,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def safe_segment(value: str, what: str) -> str:

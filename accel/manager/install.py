@@ -323,8 +323,15 @@ class VersionInstall:
         st = run.status
         dest = self.target / safe_relpath(st.path)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        waited = False
+
+        def note_wait(_holder: object) -> None:
+            nonlocal waited
+            waited = True
+
         held = await self.locks.acquire(
             f"files/{st.sha256}",
+            on_wait=note_wait,
             kind="file",
             model_id=self.model_id,
             version=self.version,
@@ -334,7 +341,11 @@ class VersionInstall:
         try:
             # Another process (or a duplicate path in this version) may have fetched
             # this content while we waited for its file lock.
-            src = find_reusable(self.registry.read(), self.models_dir, st.sha256, st.bytes_total)
+            src = None
+            if waited:  # reuse_identical saw the registry already; re-read only after a wait
+                src = find_reusable(
+                    self.registry.read(), self.models_dir, st.sha256, st.bytes_total
+                )
             if src is None:
                 src = next(
                     (

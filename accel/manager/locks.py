@@ -158,7 +158,7 @@ class LockSpace:
 
     def write_record(self, name: str, record: LockRecord) -> None:
         self.record_path(name).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.record_path(name), record.model_dump_json().encode())
+        atomic_write_bytes(self.record_path(name), record.model_dump_json().encode(), durable=False)
 
     def records(self) -> list[tuple[str, LockRecord | None]]:
         """Every lock record in the directory (name, parsed record or ``None`` if torn)."""

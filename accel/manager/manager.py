@@ -141,6 +141,7 @@ class ModelManager:
         self._own_engine = engine is None
         self._engine: Downloader | None = engine
         self._engine_lock = asyncio.Lock()
+        self._engine_start: asyncio.Future[Downloader] | None = None
         self._jobs: dict[str, _Job] = {}
         self._slots = PrioritySlots(max(1, max_parallel_installs))
         self._heartbeat: asyncio.Task[None] | None = None
@@ -184,10 +185,14 @@ class ModelManager:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
+        if self._engine_start is not None:
+            await asyncio.gather(self._engine_start, return_exceptions=True)
+            self._engine_start = None
         if self._own_engine and self._engine is not None:
             await self._engine.aclose()  # type: ignore[attr-defined]
             self._engine = None
         await self.hub.aclose()
+        self._engine_lock = asyncio.Lock()  # a sync wrapper's next call runs on a new loop
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         async def main() -> T:
@@ -412,6 +417,10 @@ class ModelManager:
         Raises the install's error (with the version left ``error`` or resumable).
         """
         self._ensure_started()
+        if self._engine is None and self._engine_start is None:
+            # Worker processes start while we talk to the hub, not after.
+            self._engine_start = asyncio.ensure_future(self._get_engine())
+            self._engine_start.add_done_callback(lambda f: f.cancelled() or f.exception())
         version = await self.resolve_version(model_id, version)
         key = install_key(model_id, version)
         job = self._jobs.get(key)

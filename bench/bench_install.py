@@ -1,0 +1,237 @@
+"""ModelManager installs vs aria2c, from the real hub (``accel serve``) on 127.0.0.1.
+
+Scenarios (each tool in turn, interleaved, ``--runs`` times, medians):
+
+- A "big": one 1 GiB file plus 20 files of 1-8 MiB. accel: ``accel install big@1``
+  (every file verified against its SHA256 and blake3 blocks, registry written, ready);
+  aria2c: ``aria2c -i LIST -j3 -x16 -s16`` over the same storage URLs (no verification).
+- B "many": 500 files of 64 KiB-2 MiB, same two commands.
+- C "ten": ten models installed at once by ten ``accel install`` processes into one
+  models dir, through a counting proxy in front of the hub: all ready, registry valid,
+  bytes the origin sent vs the sum of the versions' sizes.
+
+Usage: ``./scripts/bench install`` or ``python bench/bench_install.py [--runs N] [--quick]``.
+Writes ``bench/out/install.json`` and prints a markdown section for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from accel.hub.publish import publish  # noqa: E402
+from tests.support.faultproxy import FaultProxy  # noqa: E402
+from tests.support.hub import make_files, running_hub  # noqa: E402
+
+MiB = 1 << 20
+DATA = Path(os.environ.get("ACCEL_BENCH_DATA", "/var/tmp/accel-bench")) / "install"
+PY = sys.executable
+
+
+def spec_big(quick: bool) -> dict[str, int]:
+    rng = random.Random(1)
+    spec = {"model.bin": (128 if quick else 1024) * MiB}
+    spec.update({f"extra/f{i:02d}.bin": rng.randint(1 * MiB, 8 * MiB) for i in range(20)})
+    return spec
+
+
+def spec_many(quick: bool) -> dict[str, int]:
+    rng = random.Random(2)
+    n = 100 if quick else 500
+    return {f"shards/s{i:03d}.bin": rng.randint(64 * 1024, 2 * MiB) for i in range(n)}
+
+
+def spec_small_model(i: int) -> dict[str, int]:
+    return {"weights.bin": 16 * MiB + i, **{f"t{j}.bin": MiB + 7 * j + i for j in range(4)}}
+
+
+def ensure_store(root: Path, quick: bool) -> dict[str, dict[str, int]]:
+    """Publish the bench models once (kept between runs: publishing hashes 1.5 GiB)."""
+    specs = {"big": spec_big(quick), "many": spec_many(quick)}
+    specs.update({f"ten{i}": spec_small_model(i) for i in range(10)})
+    stamp = root / f"published-{'quick' if quick else 'full'}.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == specs:
+        return specs
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    for model_id, spec in specs.items():
+        with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+            make_files(Path(tmp), spec, seed=3)
+            publish(Path(tmp), root, model_id, "1", default=True, block_size=16 * MiB)
+    stamp.write_text(json.dumps(specs))
+    return specs
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed ({r.returncode}): {r.stderr[-2000:]}")
+    return wall
+
+
+def run_accel(hub_url: str, model: str, work: Path) -> float:
+    models = work / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    wall = timed(
+        [
+            PY,
+            "-m",
+            "accel",
+            "install",
+            f"{model}@1",
+            "--hub",
+            hub_url,
+            "--models-dir",
+            str(models),
+            "--quiet",
+        ]
+    )
+    reg = json.loads((models / "registry.json").read_text())
+    assert reg["installs"][f"{model}@1"]["state"] == "ready"
+    shutil.rmtree(models, ignore_errors=True)
+    return wall
+
+
+def run_aria2c(hub_url: str, model: str, spec: dict[str, int], work: Path) -> float:
+    out = work / "aria2"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    lines = []
+    for rel in spec:
+        lines.append(f"{hub_url}/storage/models/{model}/1/{rel}\n  out={rel}\n")
+    listing = work / "list.txt"
+    listing.write_text("".join(lines))
+    wall = timed(
+        [
+            "aria2c",
+            "-i",
+            str(listing),
+            "-j3",
+            "-x16",
+            "-s16",
+            "-d",
+            str(out),
+            "--file-allocation=none",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--console-log-level=error",
+            "--summary-interval=0",
+            "-q",
+        ]
+    )
+    got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert got == sum(spec.values()), (got, sum(spec.values()))
+    shutil.rmtree(out, ignore_errors=True)
+    return wall
+
+
+def scenario_ten(hub_url: str, specs: dict[str, dict[str, int]], work: Path) -> dict[str, Any]:
+    models = work / "ten-models"
+    shutil.rmtree(models, ignore_errors=True)
+    with FaultProxy(hub_url) as proxy:
+        t0 = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "accel",
+                    "install",
+                    f"ten{i}@1",
+                    f"ten{(i + 1) % 10}@1",
+                    "--hub",
+                    proxy.url,
+                    "--models-dir",
+                    str(models),
+                    "--quiet",
+                    "--workers",
+                    "1",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(10)
+        ]
+        codes = [p.wait() for p in procs]
+        wall = time.perf_counter() - t0
+        errors = [p.stderr.read() for p in procs if p.stderr is not None and p.returncode]
+        for p in procs:
+            if p.stderr is not None:
+                p.stderr.close()
+        sent = proxy.client_body_bytes
+    reg = json.loads((models / "registry.json").read_text())
+    need = sum(sum(specs[f"ten{i}"].values()) for i in range(10))
+    result = {
+        "processes": 10,
+        "exit_codes": codes,
+        "errors": errors[:2],
+        "ready": sum(1 for r in reg["installs"].values() if r["state"] == "ready"),
+        "registry_schema_version": reg["schema_version"],
+        "wall_s": round(wall, 2),
+        "version_bytes": need,
+        "origin_storage_and_api_bytes": sent,
+        "ratio_sent_to_needed": round(sent / need, 4),
+    }
+    shutil.rmtree(models, ignore_errors=True)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smaller files, for a smoke run")
+    args = ap.parse_args()
+    DATA.mkdir(parents=True, exist_ok=True)
+    root = DATA / "store"
+    t0 = time.perf_counter()
+    specs = ensure_store(root, args.quick)
+    print(f"store ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    load_before = os.getloadavg()
+    results: dict[str, Any] = {"runs": args.runs, "quick": args.quick}
+    with running_hub(root) as hub, tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        work = Path(tmp)
+        for model in ("big", "many"):
+            spec = specs[model]
+            walls: dict[str, list[float]] = {"accel": [], "aria2c": []}
+            for _ in range(args.runs):
+                walls["accel"].append(run_accel(hub.url, model, work))
+                walls["aria2c"].append(run_aria2c(hub.url, model, spec, work))
+                print(model, {k: round(v[-1], 2) for k, v in walls.items()}, flush=True)
+            med = {k: statistics.median(v) for k, v in walls.items()}
+            size = sum(spec.values())
+            results[model] = {
+                "files": len(spec),
+                "bytes": size,
+                "walls_s": {k: [round(x, 3) for x in v] for k, v in walls.items()},
+                "median_s": {k: round(v, 3) for k, v in med.items()},
+                "MBps": {k: round(size / v / 1e6, 1) for k, v in med.items()},
+                "ratio_accel_to_aria2c": round(med["accel"] / med["aria2c"], 3),
+            }
+        results["ten"] = scenario_ten(hub.url, specs, work)
+    results["loadavg_before"] = [round(x, 2) for x in load_before]
+    results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    out = REPO / "bench" / "out" / "install.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
