@@ -226,3 +226,28 @@ async def test_preseed_top_n_and_websocket_reports_with_progress(
                     assert state["scheduler"]["delivered"] == 1
                 # Stop it while this loop still serves the scheduler's websocket close.
                 assert await asyncio.to_thread(node.terminate) == 0, node.log()
+
+
+async def test_kill_9_then_restart_resumes_on_its_own(tmp_path: Path, store: Path) -> None:
+    models = tmp_path / "models"
+    with running_hub(store) as hub:
+        with running_node(models, hub.url, "--limit-rate", "6M") as node:
+            async with aiohttp.ClientSession() as s:
+                events = follow_events(node.url, session=s, reconnect=False)
+                await anext(events)
+                await _post(s, node.url + "/api/install", {"model_id": "asr-zh"})
+                await _until(
+                    events, lambda e: e.name == "progress" and e.data["bytes_done"] >= 6 * MiB
+                )
+                await events.aclose()
+            node.proc.kill()  # no graceful stop: no resume list is written
+            node.proc.wait(10)
+        assert not (models / ".accel" / "node" / "resume.json").exists()
+        with running_node(models, hub.url, log_name="node2.log") as node2:
+            async with aiohttp.ClientSession() as s:
+                events = follow_events(node2.url, session=s, reconnect=False)
+                ready = await _until(events, lambda e: e.name == "ready")
+                await events.aclose()
+            assert ready.data["model_id"] == "asr-zh"
+            assert (Path(ready.data["path"]) / "sub" / "enc.bin").stat().st_size == 6 * MiB
+            assert "resuming asr-zh@1.0" in node2.log()
