@@ -76,7 +76,7 @@ async def test_scheduler_down_at_first_then_delivered(kind: str) -> None:
         t0 = loop.time()
         rep.report(_msg("early"))
         # report() returned at once although nothing listens on the port.
-        assert loop.time() - t0 < 0.05
+        assert loop.time() - t0 < 0.5
         while rep.stats.failed_attempts < 2:
             await asyncio.sleep(0.02)
         assert rep.pending == 1 and not sched.received
