@@ -305,7 +305,12 @@ class VersionInstall:
     async def fetch_missing(self) -> list[FileStatus]:
         """Fetch every file not done; returns the files that failed (kept ones stay)."""
         sem = asyncio.Semaphore(self.max_parallel_files)
-        todo = [r for r in self.files.values() if r.status.state != "done"]
+        # Largest first: the long transfer starts at once and small files fill the gaps
+        # (and the engine's connection tuning sees the big file's throughput first).
+        todo = sorted(
+            (r for r in self.files.values() if r.status.state != "done"),
+            key=lambda r: -r.status.bytes_total,
+        )
 
         async def one(run: FileRun) -> None:
             async with sem:
