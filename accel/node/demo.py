@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -102,6 +101,10 @@ async def _seed_ranking(s: aiohttp.ClientSession, hub: str) -> list[str]:
 
 
 async def _story(args: argparse.Namespace) -> int:
+    # SIGTERM (a script's cleanup) cancels the story, so the finally below stops the node.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     hub = args.hub.rstrip("/")
     async with aiohttp.ClientSession() as s, DevScheduler() as sched:
         say("== node: pre-seeding, job guard, scheduler report, ready event")
@@ -194,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-rate", help="cap the node's bandwidth to watch progress")
     parser.add_argument("--timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         return asyncio.run(_story(args))
-    return 130
+    except KeyboardInterrupt:
+        return 130
+    except asyncio.CancelledError:
+        return 143
 
 
 if __name__ == "__main__":

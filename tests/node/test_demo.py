@@ -45,3 +45,50 @@ def test_demo_story_runs_every_step(tmp_path: Path) -> None:
     assert "the next job for whisper-small-zh runs: path" in out
     assert "node stopped with SIGTERM (exit 0)" in out
     assert (tmp_path / "models" / "whisper-small-zh" / "1.0.0" / "encoder.onnx").exists()
+
+
+def test_demo_sigterm_stops_its_node(tmp_path: Path) -> None:
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    store = tmp_path / "store"
+    (store / "models").mkdir(parents=True)
+    publish(store, "big", "1.0", {"weights.bin": 40 * MiB})
+    publish(store, "small", "1.0", {"w.bin": 100_000})
+    with running_hub(store) as hub:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "accel.node.demo",
+                "--hub",
+                hub.url,
+                "--models-dir",
+                str(tmp_path / "models"),
+                "--limit-rate",
+                "2M",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        url = ""
+        deadline = time.monotonic() + 60
+        while not url and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if "dashboard" in line:
+                url = line.split("dashboard ")[1].split()[0]
+        assert url, "the demo never started its node"
+        urllib.request.urlopen(url + "healthz", timeout=5).read()
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 143, out
+        assert "node stopped with SIGTERM (exit 0)" in out
+        try:
+            urllib.request.urlopen(url + "healthz", timeout=5)
+            raise AssertionError("the node outlived the demo")
+        except urllib.error.URLError:
+            pass
