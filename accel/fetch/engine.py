@@ -183,6 +183,7 @@ class Engine:
     async def _tune(self) -> None:
         """Double the connections while doubling still buys at least 20% more throughput."""
         baseline: float | None = None
+        settle = True  # the period right after a change mixes two regimes: skip it
         last = self._total_received()
         while self.capacity < self.max_connections:
             await asyncio.sleep(_TUNE_S)
@@ -190,11 +191,16 @@ class Engine:
             rate = (now_bytes - last) / _TUNE_S
             last = now_bytes
             if self.used < self.capacity or rate <= 0:
+                settle = True
                 continue  # not enough demand to judge
-            if baseline is None or rate >= baseline * 1.2:
+            if settle:
+                settle = False
+                continue
+            if baseline is None or rate >= baseline * 1.25:
                 baseline = rate
                 self.capacity = min(self.max_connections, self.capacity * 2)
                 self._slot_freed.set()
+                settle = True
             else:
                 return
 

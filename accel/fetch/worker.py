@@ -55,8 +55,8 @@ __all__ = ["Head", "Task", "main_from_argv"]
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED = re.compile(r"^bytes \*/(\d+)$")
 _FATAL_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
-_PROGRESS_BYTES = 1 << 20
-_PROGRESS_S = 0.1
+_PROGRESS_BYTES = 4 << 20
+_PROGRESS_S = 0.25
 
 
 @dataclass(frozen=True)
