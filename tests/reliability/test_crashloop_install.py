@@ -35,6 +35,7 @@ def version_spec(scale: int) -> dict[str, int]:
         "weights/part-3.bin": 7 * MiB * scale,
         "tokenizer.json": 300_000,
         "config.json": 1_000,
+        "empty.txt": 0,
     }
 
 
