@@ -97,7 +97,13 @@ class JobGuard:
         job = job if isinstance(job, Job) else Job.model_validate(job)
         model_id, version = job.required_model_id, job.required_model_version
         try:
-            path = self.source.get_model_path(model_id, version)
+            # A manager's async variant resolves version None through the hub (cached),
+            # so the report names the version the node would install.
+            aget = getattr(self.source, "aget_model_path", None)
+            if callable(aget):
+                path = await aget(model_id, version)
+            else:
+                path = self.source.get_model_path(model_id, version)
         except ModelNotAvailableError as err:
             return await self._refuse(job, err)
         return Admission(job=job, path=Path(path))

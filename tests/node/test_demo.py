@@ -41,6 +41,8 @@ def test_demo_story_runs_every_step(tmp_path: Path) -> None:
     assert "ready: marian-zh-en@1.0.0" in out
     assert "job guard refused it: not_installed; install queued: True" in out
     assert '"type":"MODEL_NOT_AVAILABLE"' in out and '"job_id":"job-0001"' in out
+    # the job named no version: the report names the one the node resolved and installs
+    assert '"model_id":"whisper-small-zh","version":"1.0.0"' in out
     assert "ready: whisper-small-zh@1.0.0 at" in out
     assert "the next job for whisper-small-zh runs: path" in out
     assert "node stopped with SIGTERM (exit 0)" in out
