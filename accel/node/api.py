@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
-from accel.errors import AccelError, HubError, ModelNotAvailableError, NotFoundError, UsageError
+from accel.errors import (
+    AccelError,
+    HubError,
+    ModelNotAvailableError,
+    NotFoundError,
+    UnsafePathError,
+    UsageError,
+)
 from accel.node.daemon import NodeDaemon, best_states, call
 from accel.node.events import format_sse, to_jsonable
 from accel.node.hubinfo import popular_models
@@ -28,13 +36,15 @@ from accel.node.view import total_line
 
 __all__ = ["make_app"]
 
+log = logging.getLogger("accel.node.api")
+
 DAEMON: web.AppKey[NodeDaemon] = web.AppKey("daemon")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEEPALIVE_S = 15.0
 
 
 def _status_of(exc: AccelError) -> int:
-    if isinstance(exc, UsageError):
+    if isinstance(exc, UsageError | UnsafePathError):
         return 400
     if isinstance(exc, NotFoundError):
         return 404
@@ -63,6 +73,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 exc.status, "not_found" if exc.status == 404 else "http_error", exc.reason
             )
         raise
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as exc:  # a bug must still answer in the API's shape, and be logged
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(
+            500, "internal_error", f"{type(exc).__name__}: {exc}", "see the node's log"
+        )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -165,6 +165,9 @@ async def test_pause_resume_retry_remove_and_errors(tmp_path: Path, mini_hub: st
             assert r.status == 400
             r = await s.post(d.url + "/api/priority", json={"model_id": "x", "priority": "high"})
             assert r.status == 400
+            # a manager bug (the fake's KeyError) still answers in the API's error shape
+            r = await s.post(d.url + "/api/pause", json={"model_id": "ghost"})
+            assert r.status == 500 and (await r.json())["error"]["code"] == "internal_error"
             r = await s.get(d.url + "/api/nope")
             assert r.status == 404 and (await r.json())["error"]["status"] == 404
     finally:
