@@ -51,15 +51,22 @@ def crash_loop(
     min_s: float,
     max_s: float,
     check: Callable[[int], None] | None = None,
+    progress: Callable[[], int] | None = None,
     final_timeout: float = 300,
     orphan_grace_s: float = 10,
 ) -> CrashLoopReport:
-    """Kill ``argv`` ``kills`` times at uniform random moments in [min_s, max_s]."""
+    """Kill ``argv`` ``kills`` times at uniform random moments in [min_s, max_s].
+
+    With ``progress`` (a counter such as the body bytes the origin sent), the random wait
+    counts from the moment the counter first moves in that round, so that a slow start on
+    a loaded machine does not turn every round into a kill before the first byte.
+    """
     rng = random.Random(seed)
     report = CrashLoopReport()
     t0 = time.monotonic()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for i in range(kills):
+        base = progress() if progress is not None else 0
         proc = subprocess.Popen(
             [sys.executable, *argv],
             cwd=REPO,
@@ -68,6 +75,10 @@ def crash_loop(
             stderr=subprocess.DEVNULL,
         )
         wait = rng.uniform(min_s, max_s)
+        if progress is not None:
+            deadline = time.monotonic() + 60
+            while progress() <= base and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
         try:
             proc.wait(wait)
             report.finished_early += 1  # finished before the kill: the job is done

@@ -67,8 +67,16 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
         FaultProxy(hub.url) as proxy,
     ):
         argv = ["-m", "tests.reliability.drivers", "install", str(models), proxy.url]
-        argv += [MODEL, VERSION, "3M" if SOAK else "6M"]
-        report = crash_loop(argv, kills=kills, seed=3, min_s=0.5, max_s=2.5, check=check)
+        argv += [MODEL, VERSION, "3M" if SOAK else "4M"]
+        report = crash_loop(
+            argv,
+            kills=kills,
+            seed=3,
+            min_s=0.1 if SOAK else 0.2,
+            max_s=1.2 if SOAK else 1.5,
+            check=check,
+            progress=lambda: proxy.client_body_bytes,
+        )
         sent = proxy.client_body_bytes
     line = (
         f"{report.kills} kills, {report.finished_early} early, "
@@ -79,7 +87,8 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
     )
     record_figure(
         "crash_loop_install",
-        f"{len(files)}-file install (ModelManager, limit 3M) SIGKILLed at U(0.5, 2.5) s, restarted",
+        f"{len(files)}-file install (ModelManager, limit 3M) SIGKILLed U(0.1, 1.2) s after "
+        "its first byte, restarted",
         line,
     )
     print(
