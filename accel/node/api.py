@@ -60,6 +60,26 @@ def error_response(status: int, code: str, message: str, hint: str = "") -> web.
     return web.json_response(body, status=status)
 
 
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+@web.middleware
+async def _host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse requests whose Host names another site (DNS rebinding against loopback)."""
+    bound = request.app[DAEMON].config.host
+    if bound not in ("0.0.0.0", "::", ""):
+        host = (request.host or "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name not in _LOOPBACK_NAMES | {bound.lower()}:
+            return error_response(
+                403,
+                "forbidden_host",
+                f"this node does not answer for host {host!r}",
+                "open the dashboard at http://127.0.0.1:PORT/",
+            )
+    return await handler(request)
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -277,7 +297,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def make_app(daemon: NodeDaemon) -> web.Application:
     """The aiohttp application of one node daemon."""
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[_host_check, _errors])
     app[DAEMON] = daemon
     r = app.router
     r.add_get("/", _index)

@@ -168,6 +168,15 @@ async def test_pause_resume_retry_remove_and_errors(tmp_path: Path, mini_hub: st
             # a manager bug (the fake's KeyError) still answers in the API's error shape
             r = await s.post(d.url + "/api/pause", json={"model_id": "ghost"})
             assert r.status == 500 and (await r.json())["error"]["code"] == "internal_error"
+            # DNS rebinding: a page on another name that resolves to 127.0.0.1
+            r = await s.post(
+                d.url + "/api/install",
+                json={"model_id": "tts"},
+                headers={"Host": "evil.example:8700"},
+            )
+            assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden_host"
+            r = await s.get(d.url + "/api/state", headers={"Host": "localhost"})
+            assert r.status == 200
             r = await s.get(d.url + "/api/nope")
             assert r.status == 404 and (await r.json())["error"]["status"] == 404
     finally:
