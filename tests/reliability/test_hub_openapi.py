@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.figures import record_figure
 from tests.support.hub import RunningHub
 
 SOAK = os.environ.get("ACCEL_SOAK") == "1"
@@ -77,3 +78,9 @@ def test_schemathesis_against_running_hub(hub: RunningHub, tmp_path: Path) -> No
     out = r.stdout + r.stderr
     print(out[-4000:])
     assert r.returncode == 0, out[-6000:]
+    summary = [x.strip() for x in out.splitlines() if "generated" in x]
+    record_figure(
+        "hub_openapi_schemathesis",
+        " ".join(cmd[1:2] + ["<hub>/openapi.json"] + cmd[3:-4]),
+        summary[-1] if summary else "passed",
+    )
