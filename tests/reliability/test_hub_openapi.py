@@ -81,6 +81,6 @@ def test_schemathesis_against_running_hub(hub: RunningHub, tmp_path: Path) -> No
     summary = [x.strip() for x in out.splitlines() if "generated" in x]
     record_figure(
         "hub_openapi_schemathesis",
-        " ".join(cmd[1:2] + ["<hub>/openapi.json"] + cmd[3:-4]),
+        "st run <hub>/openapi.json " + " ".join(cmd[3:-4]),
         summary[-1] if summary else "passed",
     )
