@@ -8,9 +8,7 @@ lie it wants to check, and it records every storage request.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,25 +167,3 @@ class FakeHub:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-
-class ThreadedHub:
-    """Run a :class:`FakeHub` on its own loop in a thread, for sync tests and subprocesses."""
-
-    def __init__(self, hub: FakeHub) -> None:
-        self.hub = hub
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> FakeHub:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.hub.__aenter__(), self._loop).result(30)
-        return self.hub
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.hub.__aexit__(), self._loop).result(30)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-            self._loop.close()
