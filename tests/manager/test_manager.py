@@ -328,3 +328,26 @@ def test_sync_wrappers(store: Path, hub: StubHub, models_dir: Path) -> None:
         assert mm.remove("m") == ["m@1"]
     finally:
         mm.close()
+
+
+async def test_task_and_file_lock_records_heartbeat_during_an_install(
+    store: Path, hub: StubHub, models_dir: Path
+) -> None:
+    publish(store, "slow", "1", {"a.bin": 12_000_000})
+    async with _mm(models_dir, hub, limit_rate="6M", heartbeat_s=0.1) as mm:
+        await mm.ainstall("slow", "1", wait=False)
+        task_rec = models_dir / ".accel" / "locks" / "tasks" / "slow@1.json"
+        while not task_rec.exists():
+            await asyncio.sleep(0.02)
+        first = json.loads(task_rec.read_text())
+        await asyncio.sleep(0.5)
+        later = json.loads(task_rec.read_text())
+        assert later["pid"] == os.getpid() and later["model_id"] == "slow"
+        assert later["heartbeat_at"] > first["heartbeat_at"]
+        files: list[dict[str, object]] = []
+        while not files:
+            files = [r for r in mm.lock_records() if r.get("kind") == "file"]
+            await asyncio.sleep(0.02)
+        assert files and files[0]["file"] == "a.bin" and files[0]["status"] == "alive"
+        await mm.wait_idle()
+        assert not task_rec.exists()  # released with the lock
