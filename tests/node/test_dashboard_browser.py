@@ -77,7 +77,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[NodeProcess, Path]]:
         store,
         "whisper-zh",
         "1.0",
-        {"model.bin": 40 * MiB, "tokenizer.json": 200_000, "enc/encoder.bin": 8 * MiB},
+        {"model.bin": 24 * MiB, "tokenizer.json": 200_000, "enc/encoder.bin": 8 * MiB},
     )
     publish(store, "marian-zh-en", "1.0", {"weights.bin": 6 * MiB, "spm.model": 500_000})
     with running_hub(store) as hub:
@@ -109,7 +109,7 @@ def test_dashboard_install_progress_pause_resume_retry(
             "return [...document.querySelectorAll('#ranking tbody tr')].map(r => r.dataset.model)",
         )
         assert order == ["whisper-zh", "marian-zh-en"]
-        assert "48.2 MiB" in _text(driver, '#ranking tr[data-model="whisper-zh"]')
+        assert "32.2 MiB" in _text(driver, '#ranking tr[data-model="whisper-zh"]')
 
         # Install the top-ranked model and watch its bar move, without reloading.
         driver.execute_script("window.__marker = 42")
