@@ -113,3 +113,14 @@ def test_preseed_top_locks_clean_and_logs_export(
     assert r.returncode == 0
     with tarfile.open(tmp_path / "r.tar.gz") as tar:
         assert "accel-report/registry.json" in tar.getnames()
+
+
+def test_install_lines_when_not_a_tty(store: Path, hub: StubHub, models_dir: Path) -> None:
+    publish(store, "m", "1", {"a.bin": 300_000, "b.bin": 1000})
+    r = run(["install", "m@1"], _env(hub, models_dir))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{models_dir / 'm' / '1'}\n"  # stdout: the path alone
+    lines = r.stderr.splitlines()
+    assert "m@1: downloading" in lines and f"ready m@1 -> {models_dir / 'm' / '1'}" in lines
+    assert any(" | total " in line and "ETA" in line for line in lines)
+    assert "\x1b[" not in r.stderr  # no terminal control codes in a log
