@@ -1,7 +1,7 @@
 """File serving: the hub's /storage route vs nginx on 127.0.0.1, same file, same run.
 
-A 1 GiB pseudo-random file is published into a temp store; nginx (sendfile on, one
-worker) serves the very same file from the store's ``files`` directory. Each round
+A 1 GiB pseudo-random file is published into a temp store; nginx (sendfile on, two
+workers: its ``auto`` on 2 cores, as the hub also uses both cores through its threads) serves the very same file from the store's ``files`` directory. Each round
 fetches it once per (client, server) pair in alternating order: ``aria2c -x16 -s16 -k8M``
 into /dev/shm and ``curl -o /dev/null``. Medians over the rounds, ratio hub / nginx.
 Prints a Markdown table and, with ``--write``, appends it to bench/RESULTS.md.
@@ -56,6 +56,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1GiB")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--nginx-workers", type=int, default=2, help="2 = nginx's 'auto' on this machine"
+    )
     ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
     size = parse_size(args.size)
@@ -68,7 +71,7 @@ def main() -> int:
         try:
             publish_model(root, MODEL, VERSION, {NAME: size}, block_size=16 * 1024 * 1024)
             files = root / "models" / MODEL / VERSION / "files"
-            with running_hub(root) as hub, start_nginx(files) as nginx:
+            with running_hub(root) as hub, start_nginx(files, workers=args.nginx_workers) as nginx:
                 urls = {
                     "hub": hub.file_url(MODEL, VERSION, NAME),
                     "nginx": f"{nginx.url}/{NAME}",
@@ -84,7 +87,8 @@ def main() -> int:
             shutil.rmtree(out, ignore_errors=True)
     load_after = os.getloadavg()
     lines = [
-        f"File serving, {format_bytes(size)} file, {args.rounds} interleaved rounds, medians "
+        f"File serving, {format_bytes(size)} file, nginx {args.nginx_workers} worker(s), "
+        f"{args.rounds} interleaved rounds, medians "
         f"(load average before/after: {load_before[0]:.2f}/{load_after[0]:.2f}):",
         "",
         "| client | hub MB/s | nginx MB/s | hub / nginx |",
