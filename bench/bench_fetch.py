@@ -234,6 +234,10 @@ def kill_and_resume(src: Path, sha: str, limit: str | None) -> dict[str, Any]:
         proc.stdout.close()
         time.sleep(0.5)
         first = ng.bytes_sent()
+        cp_file = out.with_name(out.name + ".part.json")
+        recorded = 0
+        if cp_file.exists():
+            recorded = sum(c["end"] - c["start"] for c in json.loads(cp_file.read_text())["chunks"])
         r = run_measured(argv)
         done = json.loads(r["stdout"].strip().splitlines()[-1])
         total = ng.bytes_sent()
@@ -241,6 +245,7 @@ def kill_and_resume(src: Path, sha: str, limit: str | None) -> dict[str, Any]:
     return {
         "size": size,
         "committed_at_kill": killed_at,
+        "checkpointed_at_kill": recorded,
         "origin_bytes_first_run": first,
         "origin_bytes_total": total,
         "overhead_mib": round((total - size) / 2**20, 1),
@@ -269,7 +274,8 @@ def markdown(res: dict[str, Any]) -> str:
     if "resume" in res:
         k = res["resume"]
         lines.append(
-            f"\nkill -9 at {k['committed_at_kill'] / 2**20:.0f} MiB committed, then rerun: "
+            f"\nkill -9 at {k['committed_at_kill'] / 2**20:.0f} MiB committed "
+            f"({k['checkpointed_at_kill'] / 2**20:.0f} MiB in the checkpoint), then rerun: "
             f"origin sent {k['origin_bytes_total'] / 2**20:.0f} MiB in total for a "
             f"{k['size'] / 2**20:.0f} MiB file (+{k['overhead_mib']} MiB)"
         )
@@ -281,7 +287,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size", type=int, default=GiB)
     ap.add_argument("--quick", action="store_true", help="1 run, no 4 GiB, no resume")
-    ap.add_argument("--only", choices=["S1", "S2"], default=None)
+    ap.add_argument("--only", choices=["S1", "S2", "mem4g", "resume"], default=None)
     args = ap.parse_args()
     runs = 1 if args.quick else args.runs
     src = DATA / "src" / "f1g.bin"
@@ -302,8 +308,9 @@ def main() -> None:
     if args.only in (None, "S2"):
         res["S2_desc"] = "nginx limit_rate 25m per connection"
         res["S2"] = scenario("S2", "25m", src, sha, runs, 64)
-    if not args.quick:
+    if not args.quick and args.only in (None, "mem4g"):
         res["mem4g"] = memory_4g(1)
+    if not args.quick and args.only in (None, "resume"):
         res["resume"] = kill_and_resume(src, sha, "25m")
     load1 = os.getloadavg()
     res["load"] = f"{load0[0]:.2f} / {load1[0]:.2f}"

@@ -1,6 +1,6 @@
 """The resume checkpoint ``<dest>.part.json``: which chunks of ``<dest>.part`` are done.
 
-Owns the checkpoint's format (a pydantic model), its atomic write (temp file, fsync,
+Owns the checkpoint's format (a checked dataclass, JSON on disk), its atomic write (temp file, fsync,
 rename, fsync of the directory: a crash leaves the old or the new checkpoint, never a
 torn one), and the rules of resuming: a checkpoint that does not parse is ignored, one
 recorded for another remote (size, ETag or Last-Modified differ) is discarded, and each
@@ -11,11 +11,13 @@ to the network.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from accel.errors import CheckpointError
 
@@ -26,32 +28,68 @@ __all__ = [
     "load_checkpoint",
     "part_path",
     "remove_checkpoint",
+    "revalidate",
     "save_checkpoint",
     "xxh3_of_range",
 ]
 
-_READ = 4 * 1024 * 1024
+_READ = 1024 * 1024
 
 
-class DoneChunk(BaseModel):
+@dataclass(frozen=True)
+class DoneChunk:
     """A finished byte range ``[start, end)`` and the xxh3_128 of its bytes."""
 
-    model_config = ConfigDict(extra="forbid")
-    start: int = Field(ge=0)
-    end: int = Field(gt=0)
+    start: int
+    end: int
     xxh3: str
 
 
-class Checkpoint(BaseModel):
-    """What a rerun needs to trust the bytes already in ``<dest>.part``."""
+@dataclass
+class Checkpoint:
+    """What a rerun needs to trust the bytes already in ``<dest>.part``.
 
-    model_config = ConfigDict(extra="ignore")
-    format: int = 1
+    A plain dataclass with explicit validation (``from_json``) rather than a pydantic
+    model: the supervisor of ``accel get`` counts against the 150 MiB budget of the
+    whole process tree, and pydantic alone costs about 10 MiB of it.
+    """
+
     url: str
-    size: int = Field(ge=0)
+    size: int
     etag: str | None = None
     last_modified: str | None = None
-    chunks: list[DoneChunk] = Field(default_factory=list)
+    chunks: list[DoneChunk] = field(default_factory=list)
+    format: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Checkpoint:
+        """Parse and type-check; ValueError for anything that is not a checkpoint."""
+        obj = json.loads(raw)
+        if not isinstance(obj, dict) or obj.get("format") != 1:
+            raise ValueError("not a version-1 checkpoint")
+        url, size = obj.get("url"), obj.get("size", -1)
+        etag, last_modified = obj.get("etag"), obj.get("last_modified")
+        if not isinstance(url, str) or not _is_count(size):
+            raise ValueError("url or size missing")
+        if not (etag is None or isinstance(etag, str)):
+            raise ValueError("bad etag")
+        if not (last_modified is None or isinstance(last_modified, str)):
+            raise ValueError("bad last_modified")
+        raw_chunks = obj.get("chunks")
+        if not isinstance(raw_chunks, list):
+            raise ValueError("chunks missing")
+        chunks = []
+        for c in raw_chunks:
+            if not isinstance(c, dict) or set(c) != {"start", "end", "xxh3"}:
+                raise ValueError("bad chunk")
+            start, end, digest = c["start"], c["end"], c["xxh3"]
+            if not (_is_count(start) and _is_count(end) and isinstance(digest, str)):
+                raise ValueError("bad chunk")
+            chunks.append(DoneChunk(start, end, digest))
+        return cls(url, size, etag, last_modified, chunks)
 
     def same_remote(self, size: int, etag: str | None, last_modified: str | None) -> bool:
         """True when the remote file is (as far as HTTP can tell) the one recorded."""
@@ -63,6 +101,10 @@ class Checkpoint(BaseModel):
             return last_modified == self.last_modified
         # No validator at all on either side: the size is all we have.
         return not (etag or self.etag or last_modified or self.last_modified)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def part_path(dest: Path) -> Path:
@@ -77,7 +119,7 @@ def save_checkpoint(dest: Path, checkpoint: Checkpoint) -> None:
     """Write the checkpoint atomically; raise OSError (never rename) if fsync fails."""
     final = checkpoint_path(dest)
     tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
-    data = checkpoint.model_dump_json().encode()
+    data = checkpoint.to_json()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)
@@ -108,8 +150,8 @@ def load_checkpoint(dest: Path) -> Checkpoint | None:
     except FileNotFoundError:
         return None
     try:
-        cp = Checkpoint.model_validate_json(raw)
-    except ValidationError as exc:
+        cp = Checkpoint.from_json(raw)
+    except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} is torn or not ours", path=str(path)) from exc
     for c in cp.chunks:
         if c.end <= c.start or c.end > cp.size:

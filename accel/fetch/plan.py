@@ -43,9 +43,12 @@ def choose_chunk_size(size: int, connections: int, align: int = 1) -> int:
     """A chunk size giving each connection a few chunks, between 1 and 64 MiB.
 
     Large enough that request overhead vanishes, small enough that the tail is short;
-    the planner splits the slow tail anyway. Rounded up to a multiple of ``align``.
+    the planner splits the slow tail anyway. All connections together hold at most
+    about 64 MiB of unfinished chunks: that bounds what a kill -9 throws away and how
+    far the running SHA256 can lag behind the last byte. Rounded up to ``align``.
     """
-    target = size // max(1, connections * 4)
+    n = max(1, connections)
+    target = min(size // (n * 4), (64 * MiB) // n)
     target = max(1 * MiB, min(64 * MiB, target))
     return _round_up(target, align)
 

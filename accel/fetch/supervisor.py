@@ -51,6 +51,7 @@ __all__ = ["FileDownload"]
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
+_CHECKPOINT_BYTES = 16 * MiB
 
 
 class FileDownload:
@@ -94,6 +95,7 @@ class FileDownload:
         self.retries = 0
         self.splitting = False
         self.last_checkpoint = 0.0
+        self.checkpointed_bytes = 0
         self.checkpointing: asyncio.Task[None] | None = None
         self.fatal: BaseException | None = None
         self.t0 = time.monotonic()
@@ -207,6 +209,7 @@ class FileDownload:
             probe = engine.pool.submit(self._task(0, length, probe=True))
             head_fut: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
             probe.on_head = _setter(head_fut)
+            probe.on_progress = self._on_progress
             try:
                 head = await _first(head_fut, probe.done)
             except BaseException:
@@ -461,18 +464,27 @@ class FileDownload:
         )
 
     def _maybe_checkpoint(self) -> None:
+        """Checkpoint every ``checkpoint_s`` or every 16 MiB finished, one at a time."""
+        if not self.ranged or self.fd < 0 or self.plan is None:
+            return
         now = time.monotonic()
-        if not self.ranged or self.fd < 0 or now - self.last_checkpoint < self.engine.checkpoint_s:
+        done = self.plan.done_bytes
+        due = now - self.last_checkpoint >= self.engine.checkpoint_s
+        if not due and done - self.checkpointed_bytes < _CHECKPOINT_BYTES:
             return
         if self.checkpointing is not None and not self.checkpointing.done():
             return
         self.last_checkpoint = now
+        self.checkpointed_bytes = done
         self.checkpointing = asyncio.ensure_future(self._checkpoint())
 
     async def _checkpoint(self) -> None:
-        value = self._checkpoint_value()  # snapshot before syncing: only synced chunks count
+        # No fdatasync of the data first: a rerun re-hashes every recorded chunk (xxh3)
+        # before trusting it, so a chunk whose bytes a power cut lost is refetched, and
+        # a kill -9 loses nothing the page cache holds. Syncing here made the checkpoint
+        # trail the download by whatever the disk had not flushed yet (up to 150 MiB).
+        value = self._checkpoint_value()
         try:
-            await asyncio.to_thread(os.fdatasync, self.fd)
             await asyncio.to_thread(save_checkpoint, self.dest, value)
         except OSError as exc:
             self.fatal = _disk_error(exc, self.dest)
@@ -483,14 +495,13 @@ class FileDownload:
         if self.checkpointing is not None and not self.checkpointing.done():
             self.checkpointing.cancel()
         with contextlib.suppress(OSError):
-            os.fdatasync(self.fd)
             save_checkpoint(self.dest, self._checkpoint_value())
 
     async def _hash_loop(self) -> None:
         """SHA256 of the finished prefix, advanced while later chunks still download."""
         assert self.plan is not None and self.total is not None
         rfd = os.open(self.part, os.O_RDONLY)
-        buf = bytearray(4 * MiB)
+        buf = bytearray(1 * MiB)
         try:
             while self.hashed < self.total:
                 self.hash_wake.clear()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -162,3 +164,21 @@ async def test_limit_rate_holds_the_average(origin: Nginx, www: Path, tmp_path: 
     burst = max(64 * 1024, rate * 0.25)
     ideal = ((24 << 20) - burst) / rate  # the bucket starts full
     assert ideal * 0.95 <= result.elapsed_s <= ideal * 1.15, (result.elapsed_s, ideal)
+
+
+async def test_a_killed_worker_process_costs_only_its_chunks(
+    nginx: Callable[..., Nginx], www: Path, tmp_path: Path
+) -> None:
+    slow = nginx(www, limit_rate="4m")
+    async with Engine(workers=2, connections=6, backoff_base=0.05) as engine:
+        task = asyncio.ensure_future(
+            engine.download(slow.file_url("big.bin"), tmp_path / "b.bin", chunk_size=1 << 20)
+        )
+        await asyncio.sleep(0.7)
+        victim = engine.pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        result = await task
+        assert victim not in engine.pool.pids
+        assert len(engine.pool.pids) == 2  # replaced
+    assert result.sha256 == sha256_of(www / "big.bin")
+    assert result.retries >= 1

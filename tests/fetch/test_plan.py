@@ -59,7 +59,8 @@ def test_empty_file_is_finished_at_once() -> None:
 
 
 def test_choose_chunk_size_is_bounded_and_aligned() -> None:
-    assert choose_chunk_size(1 << 30, 64) == 4 << 20
+    assert choose_chunk_size(1 << 30, 64) == 1 << 20  # 64 x 1 MiB in flight at most
+    assert choose_chunk_size(1 << 30, 16) == 4 << 20
     assert choose_chunk_size(10, 64) == 1 << 20
     assert choose_chunk_size(1 << 40, 1) == 64 << 20
     assert choose_chunk_size(1 << 30, 64, align=3_000_000) % 3_000_000 == 0
