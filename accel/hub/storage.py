@@ -22,7 +22,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
-from pathlib import Path
 
 from aiohttp import web
 
@@ -35,6 +34,7 @@ __all__ = ["OpenedFile", "Problem", "StorageSender", "open_listed_file"]
 
 _PREFIX = "/storage/models/"
 _STALL_S = 60.0
+_INLINE_MAX = 1024 * 1024
 
 
 class Problem(Exception):
@@ -80,14 +80,17 @@ def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
     if entry is None:
         raise Problem(404, "not_found", NOT_FOUND_FILE)
     files_dir = catalog.store.files_dir(model_id, version)
-    path = files_dir.joinpath(*segments[2:])
     try:
-        base = files_dir.resolve(strict=True)
-        if not Path(os.path.realpath(path)).is_relative_to(base):
-            raise Problem(404, "not_found", NOT_FOUND_FILE)
+        base = _real_base(str(files_dir))
+        path = os.path.join(base, *segments[2:])
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         raise Problem(404, "not_found", NOT_FOUND_FILE) from None
+    # Where the descriptor really points (a directory on the way may be a symlink):
+    # checked on the open file itself, so nothing can be swapped between check and use.
+    if not _opened_inside(fd, base, path):
+        os.close(fd)
+        raise Problem(404, "not_found", NOT_FOUND_FILE)
     try:
         st = os.fstat(fd)
         if not _is_regular(st.st_mode):
@@ -101,6 +104,28 @@ def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
         etag=f'"{entry.sha256[:40]}"',
         last_modified=formatdate(st.st_mtime, usegmt=True),
     )
+
+
+_BASES: dict[str, str] = {}
+
+
+def _real_base(files_dir: str) -> str:
+    """The resolved ``files`` dir of a version (cached: resolving costs a stat per component)."""
+    base = _BASES.get(files_dir)
+    if base is None:
+        base = os.path.realpath(files_dir, strict=True)
+        if len(_BASES) > 4096:
+            _BASES.clear()
+        _BASES[files_dir] = base
+    return base
+
+
+def _opened_inside(fd: int, base: str, path: str) -> bool:
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: resolve the path instead (racy, still refuses links)
+        real = os.path.realpath(path)
+    return real.startswith(base + os.sep)
 
 
 def _is_regular(mode: int) -> bool:
@@ -208,6 +233,30 @@ class StorageSender:
         await self._sendfile(request, resp, f.fd, offset, length)
         return resp
 
+    async def _send_rest(
+        self,
+        transport: asyncio.BaseTransport,
+        resp: web.StreamResponse,
+        sock_no: int,
+        fd: int,
+        offset: int,
+        length: int,
+    ) -> None:
+        sock_fd = os.dup(sock_no)
+        file_fd = os.dup(fd)
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._pool, _send_blocking, sock_fd, file_fd, offset, length, stop
+            )
+        except (OSError, TimeoutError):
+            # Client gone or stalled: the response cannot be completed; drop the connection.
+            resp.force_close()
+            transport.close()
+        finally:
+            stop.set()
+
     async def _sendfile(
         self, request: web.Request, resp: web.StreamResponse, fd: int, offset: int, length: int
     ) -> None:
@@ -223,19 +272,19 @@ class StorageSender:
         else:
             transport.close()
             return
-        sock_fd = os.dup(sock.fileno())
-        file_fd = os.dup(fd)
-        stop = threading.Event()
-        loop = asyncio.get_running_loop()
+        # Small answers (and the start of big ones) go out right here: one non-blocking
+        # sendfile(2) from the page cache, no thread hop. Whatever the socket buffer did
+        # not take is finished by a worker thread.
         try:
-            await loop.run_in_executor(
-                self._pool, _send_blocking, sock_fd, file_fd, offset, length, stop
-            )
-        except (OSError, TimeoutError):
-            # Client gone or stalled: the response cannot be completed; drop the connection.
+            sent = os.sendfile(sock.fileno(), fd, offset, min(length, _INLINE_MAX))
+        except BlockingIOError:
+            sent = 0
+        except OSError:
             resp.force_close()
             transport.close()
             return
-        finally:
-            stop.set()
+        if sent < length:
+            await self._send_rest(transport, resp, sock.fileno(), fd, offset + sent, length - sent)
+            if transport.is_closing():
+                return
         await resp.write_eof()

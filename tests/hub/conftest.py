@@ -8,12 +8,13 @@ the secret, and a listed file replaced by such a symlink (in demo-mt).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.hub import RunningHub, publish_small_store, running_hub
+from tests.support.hub import RunningHub, publish_model, publish_small_store, running_hub
 
 SECRET = b"TOP-SECRET-7f3a9c-do-not-serve"
 TOKEN = "s3cr3t-token-for-tests"
@@ -33,6 +34,13 @@ def plant_traps(base: Path, root: Path) -> Path:
     listed.unlink()
     listed.symlink_to(secret)
     os.symlink(secret, root / "models/demo-asr/1.0.0/files/sub/escape.txt")
+    # A listed file whose directory was swapped for a symlink to a dir outside the store.
+    publish_model(root, "trap", "1.0", {"d/f.bin": 100}, task="trap", languages=())
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "f.bin").write_bytes(SECRET)
+    shutil.rmtree(root / "models/trap/1.0/files/d")
+    (root / "models/trap/1.0/files/d").symlink_to(outside)
     return secret
 
 

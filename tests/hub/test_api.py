@@ -47,7 +47,7 @@ def assert_error(body: bytes, status: int, code: str) -> None:
 
 def test_list_models_matches_the_seed_shape(live: RunningHub) -> None:
     models = get_json(f"{live.url}/api/models")
-    assert [m["id"] for m in models] == ["demo-asr", "demo-mt"]
+    assert [m["id"] for m in models][:2] == ["demo-asr", "demo-mt"]
     for m in models:
         assert set(m) >= SEED_MODEL_KEYS
         ModelInfo.model_validate(m)

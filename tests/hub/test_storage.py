@@ -160,6 +160,7 @@ HOSTILE = [
     "/storage/models/demo-asr/1.0.0/leak",
     "/storage/models/demo-asr/1.0.0/sub/escape.txt",
     "/storage/models/demo-mt/1.0.0/shards/part-00.bin",  # listed, but a symlink out
+    "/storage/models/trap/1.0/d/f.bin",  # listed, but its directory is a symlink out
     "/storage/models/demo-asr/%2e%2e/secret.txt",
     "/storage/models/%2e%2e/secret.txt",
     "/storage/models/demo-asr/1.0.0/./model.bin/../../secret.txt",
