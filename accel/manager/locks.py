@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -97,6 +98,12 @@ def describe_holder(record: LockRecord | None) -> str:
     if record.file:
         what += f", {record.file}"
     return f"pid {record.pid} on {record.hostname} ({what})"
+
+
+def _release_if_acquired(fut: asyncio.Future[HeldLock]) -> None:
+    # A cancelled waiter whose attempt succeeded in its thread: give the lock back.
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().release()
 
 
 class LockBusy(Exception):
@@ -221,6 +228,7 @@ class LockSpace:
         timeout_s: float,
         poll_s: float = 0.05,
         on_wait: Callable[[LockRecord | None], None] | None = None,
+        in_thread: bool = False,
     ) -> HeldLock:
         """Take lock ``name``, waiting while its holder heartbeats.
 
@@ -228,16 +236,27 @@ class LockSpace:
         heartbeat is older than its record's ``timeout_s``.
         """
         announced = False
+        attempt = functools.partial(
+            self.try_acquire,
+            name,
+            kind=kind,
+            model_id=model_id,
+            version=version,
+            file=file,
+            timeout_s=timeout_s,
+        )
         while True:
             try:
-                return self.try_acquire(
-                    name,
-                    kind=kind,
-                    model_id=model_id,
-                    version=version,
-                    file=file,
-                    timeout_s=timeout_s,
-                )
+                if not in_thread:
+                    return attempt()
+                # Creating lock files and records costs ~1 ms of filesystem latency;
+                # in a thread it overlaps with the transfers the event loop drives.
+                fut = asyncio.get_running_loop().run_in_executor(None, attempt)
+                try:
+                    return await asyncio.shield(fut)
+                except asyncio.CancelledError:
+                    fut.add_done_callback(_release_if_acquired)
+                    raise
             except LockBusy as busy:
                 holder = busy.holder
                 if not announced and on_wait is not None:
