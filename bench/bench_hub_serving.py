@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -52,6 +53,21 @@ def _curl(url: str, out_dir: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _wrk_range(url: str, rng: str, duration: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{duration}s", "-H", f"Range: bytes={rng}", url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert m is not None, out
+    return float(m.group(1))
+
+
+RANGES = {"64 KiB": "1048576-1114111", "1 MiB": "8388608-9437183"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1GiB")
@@ -59,12 +75,14 @@ def main() -> int:
     ap.add_argument(
         "--nginx-workers", type=int, default=2, help="2 = nginx's 'auto' on this machine"
     )
+    ap.add_argument("--range-rounds", type=int, default=3, help="rounds of wrk Range tests")
     ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
     size = parse_size(args.size)
     load_before = os.getloadavg()
     clients = {"aria2c -x16 -s16 -k8M": _aria2c, "curl": _curl}
     times: dict[tuple[str, str], list[float]] = {}
+    rps: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="accel-bench-") as tmp:
         root = Path(tmp) / "store"
         out = Path(tempfile.mkdtemp(prefix="accel-bench-", dir="/dev/shm"))
@@ -83,6 +101,12 @@ def main() -> int:
                     for client, run in clients.items():
                         for server in order:
                             times.setdefault((client, server), []).append(run(urls[server], out))
+                    if r < args.range_rounds:
+                        for label, rng in RANGES.items():
+                            for server in order:
+                                rps.setdefault((label, server), []).append(
+                                    _wrk_range(urls[server], rng, 3)
+                                )
         finally:
             shutil.rmtree(out, ignore_errors=True)
     load_after = os.getloadavg()
@@ -101,6 +125,18 @@ def main() -> int:
             f"| {client} | {size / hub_t / 1e6:.0f} | {size / ngx_t / 1e6:.0f} | "
             f"{ngx_t / hub_t:.2f}x |"
         )
+    if rps:
+        lines += [
+            "",
+            "Chunk-sized Range requests, `wrk -t2 -c32 -d3s -H 'Range: bytes=...'`, medians:",
+            "",
+            "| range | hub req/s | nginx req/s | hub / nginx |",
+            "|---|---|---|---|",
+        ]
+        for label in RANGES:
+            h = statistics.median(rps[(label, "hub")])
+            n = statistics.median(rps[(label, "nginx")])
+            lines.append(f"| {label} | {h:.0f} | {n:.0f} | {h / n:.2f}x |")
     lines.append("")
     lines.append(
         "raw seconds: "

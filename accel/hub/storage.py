@@ -14,9 +14,11 @@ ETags in ``If-Range`` and custom ETags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import select
+import socket
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -79,9 +81,8 @@ def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
     entry = catalog.file_entry(model_id, version, relpath)
     if entry is None:
         raise Problem(404, "not_found", NOT_FOUND_FILE)
-    files_dir = catalog.store.files_dir(model_id, version)
     try:
-        base = _real_base(str(files_dir))
+        base = _real_base(catalog, model_id, version)
         path = os.path.join(base, *segments[2:])
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -106,17 +107,19 @@ def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
     )
 
 
-_BASES: dict[str, str] = {}
+_BASES: dict[tuple[str, str, str], str] = {}
 
 
-def _real_base(files_dir: str) -> str:
-    """The resolved ``files`` dir of a version (cached: resolving costs a stat per component)."""
-    base = _BASES.get(files_dir)
+def _real_base(catalog: Catalog, model_id: str, version: str) -> str:
+    """The resolved ``files`` dir of a listed version (cached: resolving costs a stat per
+    path component, and versions are immutable)."""
+    key = (str(catalog.store.root), model_id, version)
+    base = _BASES.get(key)
     if base is None:
-        base = os.path.realpath(files_dir, strict=True)
+        base = os.path.realpath(catalog.store.files_dir(model_id, version), strict=True)
         if len(_BASES) > 4096:
             _BASES.clear()
-        _BASES[files_dir] = base
+        _BASES[key] = base
     return base
 
 
@@ -178,6 +181,17 @@ def _send_loop(sock_fd: int, file_fd: int, offset: int, count: int, stop: thread
     return sent
 
 
+def _socket_of(request: web.Request) -> socket.socket | None:
+    transport = request.transport
+    return transport.get_extra_info("socket") if transport is not None else None
+
+
+def _cork(sock: socket.socket | None, on: bool) -> None:
+    if sock is not None and hasattr(socket, "TCP_CORK"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+
+
 class StorageSender:
     """The storage handler with its thread pool for blocking sendfile calls."""
 
@@ -226,11 +240,20 @@ class StorageSender:
 
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = length
-        await resp.prepare(request)
         if request.method == "HEAD" or length == 0:
+            await resp.prepare(request)
             await resp.write_eof()
             return resp
-        await self._sendfile(request, resp, f.fd, offset, length)
+        # Corked, the headers wait in the socket for the first body bytes and leave with
+        # them in one segment (what nginx's tcp_nopush does): on loopback each separate
+        # write costs a full trip through the TCP stack.
+        sock = _socket_of(request)
+        _cork(sock, True)
+        try:
+            await resp.prepare(request)
+            await self._sendfile(request, resp, f.fd, offset, length)
+        finally:
+            _cork(sock, False)
         return resp
 
     async def _send_rest(
@@ -283,6 +306,7 @@ class StorageSender:
             resp.force_close()
             transport.close()
             return
+        _cork(sock, False)  # headers and first bytes go now; the rest streams uncorked
         if sent < length:
             await self._send_rest(transport, resp, sock.fileno(), fd, offset + sent, length - sent)
             if transport.is_closing():
