@@ -85,25 +85,17 @@ class Renderer:
 
     def __enter__(self) -> Renderer:
         if self.tty:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                transient=False,
+                TextColumn("{task.fields[speed]:>10}"),
+                TextColumn("ETA {task.fields[eta]:>6}"),
             )
             self._progress.start()
-            self._total = self._progress.add_task("[bold]total", total=None)
+            self._total = self._progress.add_task("[bold]total", total=None, speed="", eta="-")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -132,18 +124,37 @@ class Renderer:
         if event.type == "progress":
             task = self._tasks.get(key)
             if task is None:
-                task = self._tasks[key] = prog.add_task(key, total=event.bytes_total)
-            prog.update(task, completed=event.bytes_done, total=event.bytes_total)
-            if event.total is not None:
-                prog.update(
-                    self._total, completed=event.total.bytes_done, total=event.total.bytes_total
+                task = self._tasks[key] = prog.add_task(
+                    key, total=event.bytes_total, speed="", eta="-"
                 )
+            prog.update(
+                task,
+                completed=event.bytes_done,
+                total=event.bytes_total,
+                speed=format_rate(event.speed_bps),
+                eta=_eta(event.eta_s),
+            )
+            self._update_total(event.total)
         elif event.type == "ready":
-            prog.console.print(f"ready   {key} -> {event.path}")
+            task = self._tasks.get(key)
+            if task is not None:
+                prog.update(task, completed=prog.tasks[task].total, speed="", eta="done")
+            self._update_total(None)
+            prog.console.print(f"ready   {key} -> {event.path}", markup=False, highlight=False)
         elif event.type == "failed":
-            prog.console.print(f"[red]failed[/red]  {key}: {event.error.message}")
+            prog.console.print(f"failed  {key}: {event.error.message}", markup=False)
         elif event.type == "warning":
-            prog.console.print(f"[yellow]warning[/yellow] {event.message}")
+            prog.console.print(f"warning {event.message}", markup=False)
+
+    def _update_total(self, total: Any) -> None:
+        # Summed over every version shown, so the line never shrinks when one finishes.
+        prog = self._progress
+        done = sum(prog.tasks[t].completed for t in self._tasks.values())
+        size = sum(prog.tasks[t].total or 0 for t in self._tasks.values())
+        fields: dict[str, str] = {}
+        if total is not None:
+            fields = {"speed": format_rate(total.speed_bps), "eta": _eta(total.eta_s)}
+        prog.update(self._total, completed=done, total=size, **fields)
 
     def _lines(self, event: Any) -> None:
         key = f"{getattr(event, 'model_id', '')}@{getattr(event, 'version', '')}"
@@ -173,3 +184,10 @@ class Renderer:
             print(f"failed {key}: {event.error.message}", file=out, flush=True)
         elif event.type == "warning":
             print(f"warning: {event.message}", file=out, flush=True)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h"
