@@ -229,12 +229,8 @@ class WorkerPool:
         for w in self._workers:
             if w.alive:
                 self._send(w, ("stop",))
+        await asyncio.gather(*(loop.run_in_executor(None, _reap, w.proc) for w in self._workers))
         for w in self._workers:
-            try:
-                await loop.run_in_executor(None, w.proc.wait, 2.0)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                await loop.run_in_executor(None, w.proc.wait)
             if w.alive:
                 w.alive = False
                 loop.remove_reader(w.conn.fileno())
@@ -243,3 +239,12 @@ class WorkerPool:
         if self._bucket_fd >= 0:
             os.close(self._bucket_fd)
             self._bucket_fd = -1
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a worker asked to stop; kill it if it does not within 2 s."""
+    try:
+        proc.wait(2.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
