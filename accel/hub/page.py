@@ -27,7 +27,8 @@ def render_page(catalog: Catalog, ranking: list[RankingEntry]) -> str:
     for info in catalog.models.values():
         versions = "<br>".join(
             f"<code>{escape(v.version)}</code>{' (default)' if v.version == info.default_version else ''}"
-            f" &middot; {escape(format_bytes(v.size_bytes))} &middot; {len(v.files)} files"
+            f" &middot; {escape(format_bytes(v.size_bytes))} &middot; {len(v.files)} "
+            f"{'file' if len(v.files) == 1 else 'files'}"
             for v in reversed(info.versions)
         )
         rows.append(

@@ -206,6 +206,10 @@ class StorageSender:
         opened = open_listed_file(self.catalog, request.raw_path)
         try:
             return await self._answer(request, opened)
+        except ConnectionResetError:
+            # The client left before the headers went out: nothing to answer, nothing to
+            # log (aiohttp drops the connection when it tries to send this).
+            return web.Response(status=499)
         finally:
             opened.close()
 
