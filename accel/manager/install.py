@@ -38,7 +38,14 @@ from accel.manager.events import FileProgress
 from accel.manager.fsutil import refuse_symlinks, safe_relpath
 from accel.manager.locks import FILE_LOCK_TIMEOUT_S, LockSpace
 from accel.manager.registry import RegistryStore, install_key
-from accel.schema import FileError, FileStatus, InstallRecord, Registry, VersionManifest
+from accel.schema import (
+    FileError,
+    FileStatus,
+    InstallRecord,
+    ManifestFile,
+    Registry,
+    VersionManifest,
+)
 
 if TYPE_CHECKING:
     from accel.fetch.types import DownloadResult, Expected, ProgressEvent
@@ -162,6 +169,8 @@ class VersionInstall:
     bytes_fetched: int = 0
     bytes_reused: int = 0
     errors: dict[str, AccelError] = field(default_factory=dict)
+    _by_sha: dict[str, list[FileRun]] = field(default_factory=dict)
+    _manifest_files: dict[str, ManifestFile] = field(default_factory=dict)
     _flush_at: float = 0.0
 
     @property
@@ -259,7 +268,10 @@ class VersionInstall:
                     if final.stat().st_size == mf.size_bytes:
                         status.state = "done"
                         status.bytes_done = mf.size_bytes
-            self.files[mf.path] = FileRun(status)
+            run = FileRun(status)
+            self.files[mf.path] = run
+            self._by_sha.setdefault(mf.sha256, []).append(run)
+            self._manifest_files[mf.path] = mf
 
     def adopt_finished(self) -> None:
         """Files with their final name but not recorded done (crash in the flush window)."""
@@ -358,23 +370,23 @@ class VersionInstall:
                     self.registry.read(), self.models_dir, st.sha256, st.bytes_total
                 )
             if src is None:
-                src = next(
+                same = next(
                     (
-                        self.target / safe_relpath(o.status.path)
-                        for o in self.files.values()
-                        if o is not run
-                        and o.status.state == "done"
-                        and o.status.sha256 == st.sha256
+                        o
+                        for o in self._by_sha.get(st.sha256, ())
+                        if o is not run and o.status.state == "done"
                     ),
                     None,
                 )
+                if same is not None:
+                    src = self.target / safe_relpath(same.status.path)
             if src is not None and src != dest:
                 link_or_copy(src, dest)
                 st.state, st.bytes_done, st.error = "done", st.bytes_total, None
                 self.bytes_reused += st.bytes_total
                 self._maybe_flush()
                 return
-            mf = next(f for f in self.manifest.files if f.path == st.path)
+            mf = self._manifest_files[st.path]
             expected = Expected(size=mf.size_bytes, sha256=mf.sha256, chunks=mf.chunks)
             st.state, st.error = "downloading", None
             attempt = 0

@@ -351,3 +351,15 @@ async def test_task_and_file_lock_records_heartbeat_during_an_install(
         assert files and files[0]["file"] == "a.bin" and files[0]["status"] == "alive"
         await mm.wait_idle()
         assert not task_rec.exists()  # released with the lock
+
+
+async def test_duplicate_content_inside_a_version_is_fetched_once(
+    store: Path, hub: StubHub, models_dir: Path
+) -> None:
+    same = os.urandom(700_000)
+    publish(store, "m", "1", {"a.bin": same, "copy/b.bin": same, "c.bin": 1000})
+    async with _mm(models_dir, hub) as mm:
+        path = await mm.ainstall("m", "1")
+    assert hub.storage_bytes() == 700_000 + 1000
+    assert (path / "copy" / "b.bin").read_bytes() == same
+    assert os.stat(path / "a.bin").st_ino == os.stat(path / "copy" / "b.bin").st_ino
