@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import blake3
+import portalocker
 
 from accel.errors import PublishConflictError, UsageError
 from accel.hub.paths import check_name, check_relpath
@@ -169,7 +170,9 @@ def publish(
     else:
         manifest = _stage_and_rename(store, sources, model_id, version, block_size)
 
-    _write_model_meta(store, model_id, version, name, task, languages, default)
+    # model.json is read-modify-write: publishers of two versions at once take turns.
+    with portalocker.Lock(str(model_dir / ".model.lock"), timeout=60):
+        _write_model_meta(store, model_id, version, name, task, languages, default)
     store.touch_stamp()
     return manifest
 

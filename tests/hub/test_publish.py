@@ -159,3 +159,26 @@ def test_cli_publish_and_conflict(tmp_path: Path, accel_cmd: list[str]) -> None:
     bad = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert "publish_conflict" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_concurrent_publishes_of_one_model_keep_every_version(tmp_path: Path) -> None:
+    """Eight processes publish eight versions of one model at once: all listed, meta intact."""
+    import concurrent.futures
+    import multiprocessing
+
+    root = tmp_path / "store"
+    srcs = []
+    for i in range(8):
+        make_files(tmp_path / f"src{i}", {"w.bin": 1000 + i})
+        srcs.append(tmp_path / f"src{i}")
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=ctx) as pool:
+        jobs = [
+            pool.submit(publish, src, root, "m", f"1.{i}", task="asr", default=(i == 7))
+            for i, src in enumerate(srcs)
+        ]
+        for job in jobs:
+            job.result()
+    model = Catalog(root).models["m"]
+    assert [v.version for v in model.versions] == [f"1.{i}" for i in range(8)]
+    assert model.task == "asr" and model.default_version == "1.7"
