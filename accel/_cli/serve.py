@@ -23,6 +23,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--root", required=True, type=Path, help="the store directory")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8600, help="port (0 picks a free one)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="hub processes sharing the port (SO_REUSEPORT); one Python process uses one core",
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--token", help="require Authorization: Bearer TOKEN on /api and /storage")
     auth.add_argument("--tokens-file", type=Path, help="file with one accepted token per line")
@@ -60,12 +67,32 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--root {root} is not a directory")
     tokens = _tokens(args)
 
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers {args.workers} must be between 1 and 64")
+
     def ready(url: str) -> None:
         auth = " (bearer token required)" if tokens else ""
-        print(f"accel hub serving {root} at {url}{auth}", flush=True)
+        extra = f" ({args.workers} workers)" if args.workers > 1 else ""
+        print(f"accel hub serving {root} at {url}{auth}{extra}", flush=True)
 
+    if args.workers > 1:
+        from accel.hub.server import run_workers
+
+        child = [sys.executable, "-m", "accel", "serve", "--root", str(root), "--host", args.host,
+                 "--reuse-port"]  # fmt: skip
+        if args.token is not None:
+            child += ["--token", args.token]
+        elif args.tokens_file is not None:
+            child += ["--tokens-file", str(args.tokens_file)]
+        try:
+            return run_workers(child, args.host, args.port, args.workers, on_ready=ready)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {args.host}:{args.port}: {exc.strerror}",
+                hint="pick another --port (0 chooses a free one)",
+            ) from exc
     try:
-        run(root, args.host, args.port, tokens=tokens, on_ready=ready)
+        run(root, args.host, args.port, tokens=tokens, on_ready=ready, reuse_port=args.reuse_port)
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror}",

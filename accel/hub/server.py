@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from aiohttp import web
 
 from accel.hub.app import create_app
 
-__all__ = ["run", "serve"]
+__all__ = ["run", "run_workers", "serve"]
 
 
 async def serve(
@@ -28,14 +30,21 @@ async def serve(
     tokens: Sequence[str] = (),
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve the store at ``root`` until ``stop`` is set (or SIGTERM/SIGINT arrive)."""
+    """Serve the store at ``root`` until ``stop`` is set (or SIGTERM/SIGINT arrive).
+
+    ``reuse_port`` joins a ``SO_REUSEPORT`` group: several worker processes bound to one
+    port, the kernel spreading connections over them.
+    """
     app = create_app(root, tokens=tokens)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -64,6 +73,7 @@ def run(
     *,
     tokens: Sequence[str] = (),
     on_ready: Callable[[str], None] | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Blocking entry point: uvloop when installed, else asyncio's default loop."""
     factory = None
@@ -75,4 +85,76 @@ def run(
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(root, host, port, tokens=tokens, on_ready=on_ready))
+        runner.run(serve(root, host, port, tokens=tokens, on_ready=on_ready, reuse_port=reuse_port))
+
+
+def run_workers(
+    child_cmd: Sequence[str],
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    start_timeout: float = 30.0,
+) -> int:
+    """Run ``workers`` hub processes on one port (``SO_REUSEPORT``) and supervise them.
+
+    The port is reserved first by a socket that is bound but never listens (so it never
+    receives a connection), which also resolves ``port=0``; each worker runs
+    ``child_cmd + ["--port", PORT]`` and joins the group. SIGTERM/SIGINT are forwarded;
+    if a worker dies on its own, the others are stopped and 1 is returned. A single
+    Python process serves one core; this spreads requests over all of them. Usage counts
+    stay exact: every worker adds deltas to the same SQLite file.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    reserve = socket.socket(family, socket.SOCK_STREAM)
+    reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reserve.bind((host, port))
+    bound = reserve.getsockname()[1]
+    procs: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(workers):
+            procs.append(
+                subprocess.Popen([*child_cmd, "--port", str(bound)], stdout=subprocess.PIPE)
+            )
+        deadline = time.monotonic() + start_timeout
+        for p in procs:
+            assert p.stdout is not None
+            line = p.stdout.readline()  # the worker's ready line
+            if b" at http" not in line or time.monotonic() > deadline:
+                forward(signal.SIGTERM, None)
+                return 1
+        reserve.close()
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        if on_ready is not None:
+            on_ready(f"http://{shown}:{bound}")
+        while not stopping:
+            if any(p.poll() is not None for p in procs):
+                forward(signal.SIGTERM, None)
+                for p in procs:
+                    p.wait()
+                return 1
+            time.sleep(0.2)
+        codes = [p.wait() for p in procs]
+        return 0 if all(c == 0 for c in codes) else 1
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        reserve.close()
