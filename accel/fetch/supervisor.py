@@ -94,7 +94,9 @@ class FileDownload:
         self.resumed = 0
         self.retries = 0
         self.splitting = False
-        self.last_checkpoint = 0.0
+        # The first checkpoint comes after checkpoint_s or 16 MiB: a small file never
+        # pays for one (two fsyncs per file matter when a version has 500 files).
+        self.last_checkpoint = time.monotonic()
         self.checkpointed_bytes = 0
         self.checkpointing: asyncio.Task[None] | None = None
         self.fatal: BaseException | None = None
