@@ -254,6 +254,59 @@ def kill_and_resume(src: Path, sha: str, limit: str | None) -> dict[str, Any]:
     }
 
 
+_SMALL_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from accel.fetch import Engine
+
+async def main(base, out, n):
+    async with Engine() as engine:
+        sem = asyncio.Semaphore(3)
+        async def one(i):
+            async with sem:
+                await engine.download(f"{base}/s{i}.bin", Path(out) / f"s{i}.bin")
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def small_files(runs: int, n: int = 500, size: int = 100_000) -> dict[str, Any]:
+    """n small files, 3 at a time: one Engine in a fresh process vs ``aria2c -j3 -i``."""
+    src = DATA / "small"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        p = src / f"s{i}.bin"
+        if not p.exists() or p.stat().st_size != size:
+            p.write_bytes(os.urandom(size))
+    out = DATA / "out" / "small"
+    walls: dict[str, list[float]] = {"accel": [], "aria2c": []}
+    with start_nginx(src) as ng:
+        urls = DATA / "small-urls.txt"
+        urls.write_text("".join(f"{ng.url}/s{i}.bin\n" for i in range(n)))
+        argv = {
+            "accel": [PY, "-c", _SMALL_SCRIPT, ng.url, str(out), str(n)],
+            "aria2c": ["aria2c", "-q", "-j3", "-i", str(urls), "-d", str(out),
+                       "--allow-overwrite=true", "--auto-file-renaming=false"],
+        }  # fmt: skip
+        for i in range(runs):
+            for tool in ("accel", "aria2c") if i % 2 == 0 else ("aria2c", "accel"):
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                walls[tool].append(run_measured(argv[tool])["wall"])
+                if len(list(out.glob("s*.bin"))) != n:
+                    raise RuntimeError(f"{tool} did not fetch all {n} files")
+    shutil.rmtree(out, ignore_errors=True)
+    med = {t: statistics.median(w) for t, w in walls.items()}
+    return {
+        "files": n,
+        "size": size,
+        "median_wall_s": {t: round(v, 3) for t, v in med.items()},
+        "walls": {t: [round(x, 3) for x in w] for t, w in walls.items()},
+        "accel_ratio": round(med["accel"] / med["aria2c"], 3),
+    }
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"Command: `{res['command']}`  ", f"Load average before/after: {res['load']}  "]
     for sc in ("S1", "S2"):
@@ -271,6 +324,13 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{res[sc]['accel']['verify_tail_s_median']:.3f} s")  # fmt: skip
     if "mem4g" in res:
         lines.append(f"\naccel peak tree RSS, 4 GiB file (S1): {res['mem4g']['peak_rss_mib']} MiB")
+    if "small" in res:
+        k = res["small"]
+        lines.append(
+            f"\n{k['files']} files of {k['size']} bytes, 3 at a time: accel (one Engine, fresh "
+            f"process) {k['median_wall_s']['accel']:.2f} s, aria2c -j3 "
+            f"{k['median_wall_s']['aria2c']:.2f} s ({k['accel_ratio']:.2f}x)"
+        )
     if "resume" in res:
         k = res["resume"]
         lines.append(
@@ -287,7 +347,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size", type=int, default=GiB)
     ap.add_argument("--quick", action="store_true", help="1 run, no 4 GiB, no resume")
-    ap.add_argument("--only", choices=["S1", "S2", "mem4g", "resume"], default=None)
+    ap.add_argument("--only", choices=["S1", "S2", "mem4g", "resume", "small"], default=None)
     args = ap.parse_args()
     runs = 1 if args.quick else args.runs
     src = DATA / "src" / "f1g.bin"
@@ -310,6 +370,8 @@ def main() -> None:
         res["S2"] = scenario("S2", "25m", src, sha, runs, 64)
     if not args.quick and args.only in (None, "mem4g"):
         res["mem4g"] = memory_4g(1)
+    if not args.quick and args.only in (None, "small"):
+        res["small"] = small_files(runs)
     if not args.quick and args.only in (None, "resume"):
         res["resume"] = kill_and_resume(src, sha, "25m")
     load1 = os.getloadavg()
