@@ -81,6 +81,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", type=int, default=100)
+    ap.add_argument("--hub-workers", type=int, default=1, help="accel serve --workers N")
     ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
     load_before = os.getloadavg()
@@ -94,7 +95,7 @@ def main() -> int:
                     {"model.onnx": 1000 + i, "config.json": b"{}", "tokenizer/vocab.txt": 300},
                     task="asr" if i % 2 else "mt", languages=("zh", "en"), block_size=1 << 20,
                 )  # fmt: skip
-        with running_hub(root) as hub:
+        with running_hub(root, extra_args=["--workers", str(args.hub_workers)]) as hub:
             bodies = Path(tmp) / "bodies"
             bodies.mkdir()
             paths = {"/api/models/{id}": "/api/models/model-042", "/api/models": "/api/models"}
@@ -138,6 +139,7 @@ def main() -> int:
     load_after = os.getloadavg()
     lines = [
         f"API under `wrk -t2 -c64 -d{args.duration}s --latency`, {args.models} models, "
+        f"hub workers {args.hub_workers}, "
         f"{args.rounds} interleaved rounds, medians (load average before/after: "
         f"{load_before[0]:.2f}/{load_after[0]:.2f}):",
         "",
