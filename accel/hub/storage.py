@@ -5,10 +5,13 @@ same whether the file is outside the store, unlisted or missing) and sending a b
 range of it. The raw path is split and decoded once, segment by segment (aiohttp's
 ``match_info`` decodes ``%2F`` after routing); only files listed in that version's
 manifest are looked up; the resolved path must stay inside the version's ``files``
-directory and the final open refuses symlinks. Bytes go out with ``os.sendfile`` on a
-duplicate of the socket, run on a worker thread (uvloop has no ``loop.sendfile``), so no
-Python touches the payload. ``web.FileResponse`` is not used: it mishandles ``bytes=-0``,
-ETags in ``If-Range`` and custom ETags.
+directory and the final open refuses symlinks; the descriptor's real path is checked
+afterwards (``/proc/self/fd``), so a directory swapped for a symlink is refused too.
+Bytes go out with ``sendfile(2)``: the first call in the event loop with the socket
+corked (headers and first bytes leave together; a chunk-sized range usually needs no
+more), the rest from a worker thread on duplicated descriptors (uvloop has no
+``loop.sendfile``), so no Python touches the payload. ``web.FileResponse`` is not used:
+it mishandles ``bytes=-0``, ETags in ``If-Range`` and custom ETags.
 """
 
 from __future__ import annotations
