@@ -82,12 +82,28 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._started = False
         self._respawns: set[asyncio.Task[None]] = set()
+        self._spawning: set[asyncio.Future[_Worker]] = set()
 
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
-        await asyncio.gather(*(self._spawn() for _ in range(self.n)))
+        # Return as soon as one worker is ready: the first request need not wait for the
+        # slowest interpreter to import aiohttp; the others join when they are ready.
+        pending: set[asyncio.Future[_Worker]] = {
+            asyncio.ensure_future(self._spawn()) for _ in range(self.n)
+        }
+        error: BaseException | None = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                exc = t.exception()
+                if exc is None:
+                    self._spawning.update(pending)
+                    return
+                error = error or exc
+        assert error is not None
+        raise error
 
     async def _spawn(self) -> _Worker:
         loop = asyncio.get_running_loop()
@@ -226,6 +242,9 @@ class WorkerPool:
         """Stop every worker: ask, wait a little, then terminate."""
         self._started = False
         loop = asyncio.get_running_loop()
+        if self._spawning:  # workers still starting: let them finish, then stop them too
+            await asyncio.gather(*self._spawning, return_exceptions=True)
+            self._spawning.clear()
         for w in self._workers:
             if w.alive:
                 self._send(w, ("stop",))
