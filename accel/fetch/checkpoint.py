@@ -11,6 +11,7 @@ to the network.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -160,8 +161,27 @@ def load_checkpoint(dest: Path) -> Checkpoint | None:
 
 
 def remove_checkpoint(dest: Path) -> None:
+    """Remove the checkpoint, and the temp files of checkpoint writers killed mid-write
+    (``<name>.part.json.<pid>.tmp`` of a pid that is gone), which nothing else removes."""
+    final = checkpoint_path(dest)
     with contextlib.suppress(FileNotFoundError):
-        checkpoint_path(dest).unlink()
+        final.unlink()
+    with contextlib.suppress(OSError):
+        for tmp in final.parent.glob(glob.escape(final.name) + ".*.tmp"):
+            pid = tmp.name[len(final.name) + 1 : -len(".tmp")]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def xxh3_of_range(fd: int, start: int, end: int) -> str:
