@@ -76,3 +76,26 @@ def test_download_killed_repeatedly_completes_verified(tmp_path: Path) -> None:
     assert sent <= size + report.kills * 64 * MiB
     leftovers = sorted(p.name for p in dest.parent.iterdir())
     assert leftovers == ["big.bin"], leftovers
+
+
+async def test_checkpoint_temp_of_a_killed_writer_is_cleaned(tmp_path: Path) -> None:
+    """A SIGKILL between writing ``<name>.part.json.<pid>.tmp`` and its rename leaves that
+    temp file behind (found by the 30-kill soak); the finished download removes it."""
+    from accel.fetch import Engine, Expected
+
+    www = tmp_path / "www"
+    www.mkdir()
+    data = os.urandom(1_000_000)
+    (www / "f.bin").write_bytes(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "f.bin.part.json.999999999.tmp"  # no such pid
+    stale.write_bytes(b"{")
+    with NginxOrigin(www) as origin:
+        async with Engine(workers=1, connections=2) as engine:
+            await engine.download(
+                f"{origin.url}/f.bin",
+                out / "f.bin",
+                expected=Expected(size=len(data), sha256=hashlib.sha256(data).hexdigest()),
+            )
+    assert sorted(p.name for p in out.iterdir()) == ["f.bin"]
