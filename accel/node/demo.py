@@ -38,7 +38,10 @@ def say(text: str) -> None:
 
 def _progress_line(d: dict[str, Any]) -> str:
     total = d.get("bytes_total") or 0
-    done = d.get("bytes_done") or 0
+    # Verified bytes count per finished chunk; show what has arrived, as a person expects.
+    done = min(
+        total, (d.get("bytes_done") or 0) + sum(f.get("inflight") or 0 for f in d.get("files", []))
+    )
     pct = 100 * done / total if total else 0
     eta = d.get("eta_s")
     eta_text = f"ETA {eta:.0f} s" if isinstance(eta, int | float) else "ETA -"
@@ -141,7 +144,11 @@ async def _run(
                 mid = ev.data.get("model_id") if isinstance(ev.data, dict) else None
                 if ev.name == "progress" and mid:
                     now = time.monotonic()
-                    if now - last_line.get(mid, 0) >= 0.5:
+                    done = ev.data.get("bytes_done", 0) + sum(
+                        f.get("inflight") or 0 for f in ev.data.get("files", [])
+                    )
+                    total = ev.data.get("bytes_total", 0)
+                    if 0 < done < total and now - last_line.get(mid, 0) >= 0.4:
                         last_line[mid] = now
                         say(_progress_line(ev.data))
                 elif ev.name == "ready" and mid:

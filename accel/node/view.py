@@ -94,6 +94,7 @@ def _file_row(path: str, data: Mapping[str, Any]) -> dict[str, Any]:
         "total": _num(_first(data, _TOTAL_KEYS)),
         "speed_bps": _num(_first(data, _SPEED_KEYS)),
         "eta_s": _num(_first(data, _ETA_KEYS)),
+        "inflight": _num(data.get("inflight")) or 0.0,
         "error": describe_error(data.get("error") or data.get("last_error")),
     }
 
@@ -159,6 +160,8 @@ def model_card(
         "state": state,
         "done": done or 0.0,
         "total": total,
+        # Bytes received by chunks not yet verified: shown apart, as they may be refetched.
+        "inflight": sum(f.get("inflight", 0.0) for f in files) if state == "downloading" else 0.0,
         "speed_bps": _num(_first(merged, _SPEED_KEYS)) if state == "downloading" else 0.0,
         "eta_s": _num(_first(merged, _ETA_KEYS)) if state == "downloading" else None,
         "priority": merged.get("priority", prev.get("priority", 0)),

@@ -15,7 +15,13 @@ def test_progress_event_with_files_becomes_a_card() -> None:
             "model_id": "asr",
             "version": "1.0",
             "files": [
-                {"path": "b.bin", "bytes_done": 5, "bytes_total": 10, "speed_bps": 100},
+                {
+                    "path": "b.bin",
+                    "bytes_done": 5,
+                    "bytes_total": 10,
+                    "speed_bps": 100,
+                    "inflight": 3,
+                },
                 {"path": "a.bin", "bytes_done": 1, "bytes_total": 4},
             ],
             "speed_bps": 2e6,
@@ -26,6 +32,7 @@ def test_progress_event_with_files_becomes_a_card() -> None:
     assert (card["done"], card["total"]) == (6, 14)
     assert [f["path"] for f in card["files"]] == ["a.bin", "b.bin"]
     assert card["speed_bps"] == 2e6 and card["eta_s"] == 3.0
+    assert card["inflight"] == 3 and card["files"][1]["inflight"] == 3
 
 
 def test_ready_event_keeps_totals_and_fills_the_bar() -> None:

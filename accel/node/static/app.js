@@ -60,9 +60,12 @@ async function post(path, body) {
   return data;
 }
 
-function bar(state, done, total) {
+function bar(state, done, total, inflight) {
+  // Verified bytes in the solid fill; bytes still in flight (not yet checked) in a pale tail.
+  const tail = Math.max(0, Math.min(100 - pct(done, total), pct(inflight || 0, total)));
   return el("div", { class: "bar " + (state || "") },
-    el("div", { class: "fill", style: "width:" + pct(done, total).toFixed(1) + "%" }));
+    el("div", { class: "fill", style: "width:" + pct(done, total).toFixed(1) + "%" }),
+    tail > 0 ? el("div", { class: "inflight", style: "width:" + tail.toFixed(1) + "%" }) : null);
 }
 
 function renderCard(c) {
@@ -92,7 +95,7 @@ function renderCard(c) {
         st === "ready" || st === "error" || st === "paused"
           ? el("button", { "data-action": "remove", onclick: () => {
               if (confirm("Remove " + c.key + " from this node?")) act("remove")(); } }, "Remove") : null)),
-    bar(st, c.done, c.total),
+    bar(st, c.done, c.total, c.inflight),
     el("div", { class: "figures", "data-role": "figures" }, figures));
   if (st === "ready" && c.path) card.append(el("div", { class: "path-ready" }, "ready at " + c.path));
   if (c.error) {
@@ -105,7 +108,7 @@ function renderCard(c) {
     const grid = el("div", { class: "files" });
     for (const f of c.files) {
       grid.append(el("span", { class: "path", title: f.path }, f.path),
-        bar(f.state || st, f.done, f.total),
+        bar(f.state || st, f.done, f.total, f.inflight),
         el("span", { class: "figures" }, `${fmtBytes(f.done)} / ${fmtBytes(f.total)}` +
           (f.speed_bps ? " · " + fmtRate(f.speed_bps) : "")));
     }
