@@ -51,7 +51,7 @@ __all__ = ["FileDownload"]
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
-_CHECKPOINT_BYTES = 16 * MiB
+_CHECKPOINT_BYTES = 8 * MiB
 
 
 class FileDownload:
@@ -94,7 +94,7 @@ class FileDownload:
         self.resumed = 0
         self.retries = 0
         self.splitting = False
-        # The first checkpoint comes after checkpoint_s or 16 MiB: a small file never
+        # The first checkpoint comes after checkpoint_s or 8 MiB: a small file never
         # pays for one (two fsyncs per file matter when a version has 500 files).
         self.last_checkpoint = time.monotonic()
         self.checkpointed_bytes = 0
@@ -466,7 +466,7 @@ class FileDownload:
         )
 
     def _maybe_checkpoint(self) -> None:
-        """Checkpoint every ``checkpoint_s`` or every 16 MiB finished, one at a time."""
+        """Checkpoint every ``checkpoint_s`` or every 8 MiB finished, one at a time."""
         if not self.ranged or self.fd < 0 or self.plan is None:
             return
         now = time.monotonic()
