@@ -33,6 +33,11 @@ class Engine:
 
     ``download`` is safe to call concurrently for many files. Use it as an async context
     manager (or call ``aclose``) so the worker processes stop.
+
+    Workers run ``worker_nice`` steps nicer than the caller: their copying is never the
+    critical path, the caller's sequential SHA256 pass is (with fewer cores than busy
+    threads, a 1 GiB file went from 0.4 s to 0.15 s between last byte and verified
+    file), and on an inference node a download should yield the CPU to the service.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class Engine:
         backoff_cap: float = 15.0,
         checkpoint_s: float = 1.0,
         max_connections: int = 64,
+        worker_nice: int = 10,
     ) -> None:
         n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         if n_workers < 1:
@@ -83,6 +89,7 @@ class Engine:
             n_workers,
             rate=bucket.rate if bucket else None,
             burst=bucket.burst if bucket else None,
+            nice=worker_nice,
         )
         self._slot_freed = asyncio.Event()
         self._started = False

@@ -11,6 +11,7 @@ hash block size when known), so every block is verified by exactly one chunk.
 from __future__ import annotations
 
 import enum
+import heapq
 from dataclasses import dataclass, field
 
 __all__ = ["Chunk", "ChunkPlan", "ChunkState", "choose_chunk_size"]
@@ -78,6 +79,15 @@ class ChunkPlan:
         self.align = align
         self._next_id = 0
         self.chunks: list[Chunk] = []
+        # Indexes, so that every transition and query costs O(log n) or less: a 1 GiB
+        # file in 1 MiB chunks makes a thousand of each.
+        self._pending: list[tuple[int, int, Chunk]] = []  # heap; stale entries skipped
+        self._pending_count = 0
+        self._active: dict[int, Chunk] = {}
+        self._by_start: dict[int, Chunk] = {}
+        self._done_bytes = 0
+        self._done_count = 0
+        self._prefix = 0
         chunk_size = _round_up(chunk_size, align)
         cursor = 0
         for start, end in sorted(done or []):
@@ -87,12 +97,23 @@ class ChunkPlan:
             self._add(start, end, ChunkState.DONE)
             cursor = end
         self._cut(cursor, size, chunk_size)
+        self._advance_prefix()
 
     def _add(self, start: int, end: int, state: ChunkState) -> Chunk:
         chunk = Chunk(start, end, state, id=self._next_id)
         self._next_id += 1
         self.chunks.append(chunk)
+        self._by_start[start] = chunk
+        if state is ChunkState.PENDING:
+            self._push(chunk)
+        elif state is ChunkState.DONE:
+            self._done_bytes += chunk.length
+            self._done_count += 1
         return chunk
+
+    def _push(self, chunk: Chunk) -> None:
+        heapq.heappush(self._pending, (chunk.start, chunk.id, chunk))
+        self._pending_count += 1
 
     def _cut(self, start: int, end: int, chunk_size: int) -> None:
         pos = start
@@ -101,20 +122,35 @@ class ChunkPlan:
             self._add(pos, nxt, ChunkState.PENDING)
             pos = nxt
 
+    def _advance_prefix(self) -> None:
+        while (c := self._by_start.get(self._prefix)) is not None and c.state is ChunkState.DONE:
+            self._prefix = c.end
+
     # --- queries ---------------------------------------------------------------
     def pending(self) -> list[Chunk]:
-        return [c for c in self.chunks if c.state is ChunkState.PENDING]
+        return sorted(
+            (c for c in self.chunks if c.state is ChunkState.PENDING), key=lambda c: c.start
+        )
+
+    def pending_at(self, start: int) -> Chunk | None:
+        """The pending chunk that starts at ``start``, if there is one."""
+        c = self._by_start.get(start)
+        return c if c is not None and c.state is ChunkState.PENDING else None
+
+    @property
+    def pending_count(self) -> int:
+        return self._pending_count
 
     def active(self) -> list[Chunk]:
-        return [c for c in self.chunks if c.state is ChunkState.ACTIVE]
+        return list(self._active.values())
 
     @property
     def done_bytes(self) -> int:
-        return sum(c.length for c in self.chunks if c.state is ChunkState.DONE)
+        return self._done_bytes
 
     @property
     def finished(self) -> bool:
-        return all(c.state is ChunkState.DONE for c in self.chunks)
+        return self._done_count == len(self.chunks)
 
     def done_ranges(self) -> list[tuple[int, int]]:
         """Finished ranges, sorted, adjacent ones merged."""
@@ -130,36 +166,43 @@ class ChunkPlan:
 
     def done_prefix(self) -> int:
         """End of the contiguous finished prefix ``[0, n)``."""
-        ranges = self.done_ranges()
-        return ranges[0][1] if ranges and ranges[0][0] == 0 else 0
+        return self._prefix
 
     # --- transitions -------------------------------------------------------------
     def take(self) -> Chunk | None:
         """The lowest pending chunk, now active; None when nothing is pending."""
-        best: Chunk | None = None
-        for c in self.chunks:
-            if c.state is ChunkState.PENDING and (best is None or c.start < best.start):
-                best = c
-        if best is not None:
-            best.state = ChunkState.ACTIVE
-            best.attempts += 1
-        return best
+        while self._pending:
+            _, _, c = heapq.heappop(self._pending)
+            if c.state is ChunkState.PENDING:
+                self._activate(c)
+                return c
+        return None
+
+    def _activate(self, c: Chunk) -> None:
+        c.state = ChunkState.ACTIVE
+        c.attempts += 1
+        self._pending_count -= 1
+        self._active[c.id] = c
 
     def take_range(self, start: int, end: int) -> Chunk | None:
         """Make the pending chunk that starts at ``start`` active, cut to ``end``."""
-        for c in self.chunks:
-            if c.state is ChunkState.PENDING and c.start == start:
-                if end < c.end:
-                    self._add(end, c.end, ChunkState.PENDING)
-                    c.end = end
-                c.state = ChunkState.ACTIVE
-                c.attempts += 1
-                return c
-        return None
+        c = self._by_start.get(start)
+        if c is None or c.state is not ChunkState.PENDING:
+            return None
+        if end < c.end:
+            self._add(end, c.end, ChunkState.PENDING)
+            c.end = end
+        self._activate(c)  # its heap entry is stale now and skipped by take()
+        return c
 
     def complete(self, chunk: Chunk) -> None:
         self._expect(chunk, ChunkState.ACTIVE)
         chunk.state = ChunkState.DONE
+        del self._active[chunk.id]
+        self._done_bytes += chunk.length
+        self._done_count += 1
+        if chunk.start == self._prefix:
+            self._advance_prefix()
 
     def fail(self, chunk: Chunk, *, written_to: int | None = None) -> Chunk:
         """Give an active chunk back to the pending set.
@@ -171,6 +214,8 @@ class ChunkPlan:
         del written_to
         self._expect(chunk, ChunkState.ACTIVE)
         chunk.state = ChunkState.PENDING
+        del self._active[chunk.id]
+        self._push(chunk)
         return chunk
 
     def split_point(self, chunk: Chunk, position: int, min_piece: int) -> int | None:

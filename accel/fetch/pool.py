@@ -70,8 +70,9 @@ class WorkerPool:
     shared state (a memfd holding one double, locked with ``lockf``) are inherited fds.
     """
 
-    def __init__(self, n: int, *, rate: float | None, burst: float | None) -> None:
+    def __init__(self, n: int, *, rate: float | None, burst: float | None, nice: int = 0) -> None:
         self.n = n
+        self.nice = nice
         self.rate = rate
         self.burst = burst
         self._bucket_fd = -1
@@ -121,6 +122,7 @@ class WorkerPool:
             str(self._bucket_fd),
             repr(self.rate or 0.0),
             repr(self.burst or 0.0),
+            str(self.nice),
         ]
         proc = await loop.run_in_executor(
             None, lambda: subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)

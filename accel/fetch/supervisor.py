@@ -304,7 +304,7 @@ class FileDownload:
         )
         if not self.ranged:
             self._emit("progress", "the server ignores Range: falling back to one stream")
-        first = next((c for c in self.plan.pending() if c.start == 0), None)
+        first = self.plan.pending_at(0)
         if first is None or head.end is None or head.end <= 0:
             return None
         return self.plan.take_range(0, min(head.end, first.end))
@@ -351,13 +351,13 @@ class FileDownload:
             while not plan.finished:
                 if self.fatal is not None:
                     raise self.fatal
-                while plan.pending() and engine.try_acquire_slot():
+                while plan.pending_count and engine.try_acquire_slot():
                     chunk = plan.take()
                     if chunk is None:
                         engine.release_slot()
                         break
                     tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None)))
-                if not plan.pending() and engine.free_slots() > 0:
+                if not plan.pending_count and engine.free_slots() > 0:
                     self._maybe_split()
                 if not tasks:
                     await asyncio.sleep(0.05)

@@ -1,16 +1,20 @@
-"""A worker process: Range GETs streamed into the file with ``os.pwrite``.
+"""A worker process: Range GETs on plain sockets, streamed into the file with ``os.pwrite``.
 
-Owns one event loop (uvloop when installed), one aiohttp connection pool and the
-wire-level rules of a chunk: ``Accept-Encoding: identity`` with decompression off,
-``If-Match`` and an ETag comparison on every 206, an exact ``Content-Range`` and byte
-count, a minimum throughput (a trickling server is a stall), block digests (blake3)
-checked as the bytes stream by, and an xxh3_128 of the chunk for the checkpoint. It
-translates aiohttp and OS errors into :mod:`accel.errors` in one place (``_translate``).
+Each task (one Range request) runs in a thread of the worker's pool with its own buffer, over the
+lean HTTP/1.1 client of :mod:`accel.fetch.http1` (keep-alive connections shared by the
+process's threads). Reads, writes and hashing release the GIL, so one process drives
+dozens of connections; the main thread only dispatches the supervisor's messages. The
+wire-level rules of a chunk live here: ``Accept-Encoding: identity``, ``If-Match`` and an
+ETag comparison on every 206, redirects followed (``Authorization`` never leaves for
+another origin), an exact ``Content-Range`` and byte count, a minimum throughput (a
+trickling server is a stall), block digests (blake3) checked as the bytes stream by, and
+an xxh3_128 of the chunk for the checkpoint. Foreign errors become :mod:`accel.errors`
+in one place (``_translate``).
 
 It never decides what to fetch, never retries and never touches the checkpoint: the
-supervisor does. It must stay lean in memory: it never imports pydantic, rich or the
-rest of accel (only ``accel.errors`` and ``accel.fetch.ratelimit``), and holds at most
-one read buffer per connection.
+supervisor does. It stays lean in memory: it imports neither aiohttp, pydantic nor rich
+(only ``accel.errors``, ``accel.fetch.http1`` and ``accel.fetch.ratelimit``), and holds
+one 256 KiB buffer per running task.
 
 Messages (tuples over a ``multiprocessing`` pipe)::
 
@@ -23,14 +27,17 @@ Messages (tuples over a ``multiprocessing`` pipe)::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
 import re
+import ssl
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 from accel.errors import (
     AccelError,
@@ -43,20 +50,36 @@ from accel.errors import (
     RemoteChangedError,
     StallError,
 )
+from accel.fetch.http1 import (
+    ConnectionPool,
+    NoResponse,
+    ProtocolError,
+    Response,
+    StallTimeout,
+    origin_of,
+    read_response,
+    request_target,
+)
 from accel.fetch.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    import aiohttp
+    from accel.fetch.http1 import Connection as HTTPConnection
 
 __all__ = ["Head", "Task", "main_from_argv"]
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED = re.compile(r"^bytes \*/(\d+)$")
 _FATAL_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 10
 _PROGRESS_BYTES = 4 << 20
 _PROGRESS_S = 0.25
+_BUF = 256 * 1024
+#: reads are this small under a rate limit, so the shared bucket paces them smoothly
+_THROTTLED_READ = 64 * 1024
+_USER_AGENT = "accel/0.1"
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,10 @@ class _Abort(Exception):
     """The supervisor said ``abort`` to a probe."""
 
 
+class _Cancelled(Exception):
+    """The supervisor cancelled the task (or the worker is stopping)."""
+
+
 class _Fail(Exception):
     def __init__(self, error: AccelError, *, retryable: bool, retry_after: float | None = None):
         super().__init__(error)
@@ -108,23 +135,23 @@ class _Fail(Exception):
 
 
 def main_from_argv() -> None:
-    """Entry point of a worker process: ``python -c ... PIPE_FD BUCKET_FD RATE BURST``."""
+    """Entry point of a worker process: ``python -c ... PIPE_FD BUCKET_FD RATE BURST NICE``."""
     import sys
     from multiprocessing.connection import Connection
 
     pipe_fd, bucket_fd = int(sys.argv[1]), int(sys.argv[2])
     rate, burst = float(sys.argv[3]), float(sys.argv[4])
+    if len(sys.argv) > 5 and int(sys.argv[5]):
+        with contextlib.suppress(OSError):
+            os.nice(int(sys.argv[5]))
     conn = Connection(pipe_fd)
     shared = _SharedTat(bucket_fd) if bucket_fd >= 0 and rate > 0 else None
     bucket = TokenBucket(rate, burst) if shared is not None else None
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_Worker(conn, shared, bucket).serve())
+        _Worker(conn, shared, bucket).serve()
+    # Do not wait for a task thread stuck in a write to a hung disk: the supervisor is
+    # gone or said stop, and every file descriptor is the kernel's to close.
+    os._exit(0)
 
 
 class _SharedTat:
@@ -135,19 +162,45 @@ class _SharedTat:
 
         self.fd = fd
         self.map = mmap.mmap(fd, 8)
+        self.lock = threading.Lock()  # lockf locks belong to the process, not the thread
 
     def consume(self, bucket: TokenBucket, nbytes: int) -> float:
         import fcntl
         import struct
 
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)
-        try:
-            (tat,) = struct.unpack_from("d", self.map, 0)
-            new_tat, delay = bucket.consume(tat, time.monotonic(), nbytes)
-            struct.pack_into("d", self.map, 0, new_tat)
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        with self.lock:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            try:
+                (tat,) = struct.unpack_from("d", self.map, 0)
+                new_tat, delay = bucket.consume(tat, time.monotonic(), nbytes)
+                struct.pack_into("d", self.map, 0, new_tat)
+            finally:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
         return delay
+
+
+class _Run:
+    """One task's state, shared by its thread and the message loop (under ``lock``)."""
+
+    def __init__(self, tid: int, task: Task) -> None:
+        self.tid = tid
+        self.task = task
+        self.end = task.end
+        self.pos = task.start
+        self.decision: Future[int | None] = Future()
+        self.cancelled = False
+        self.conn: HTTPConnection | None = None
+        self.wake = threading.Event()
+        self.future: Future[None] | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.wake.set()
+        if not self.decision.done():
+            self.decision.set_result(None)
+        conn = self.conn
+        if conn is not None:
+            conn.abort()
 
 
 class _Worker:
@@ -157,183 +210,240 @@ class _Worker:
         self.conn = conn
         self.tat = tat
         self.bucket = bucket
-        self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.ends: dict[int, int | None] = {}
-        self.positions: dict[int, int] = {}
-        self.decisions: dict[int, asyncio.Future[int | None]] = {}
-        self.stopped = asyncio.Event()
-        self.session: aiohttp.ClientSession | None = None
+        self.runs: dict[int, _Run] = {}
+        self.lock = threading.Lock()  # positions and ends of every run; message order
+        self.send_lock = threading.Lock()
+        self.http = ConnectionPool()
+        # Threads are reused across tasks: no thread start per chunk of a small file.
+        self.threads = ThreadPoolExecutor(max_workers=128, thread_name_prefix="task")
+        self.stopped = threading.Event()
 
-    async def serve(self) -> None:
-        import aiohttp
-
-        loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            read_bufsize=64 * 1024,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        loop.add_reader(self.conn.fileno(), self._on_message)
+    def serve(self) -> None:
         self._send(("ready", os.getpid()))
         try:
-            await self.stopped.wait()
+            while not self.stopped.is_set():
+                try:
+                    msg = self.conn.recv()
+                except (EOFError, OSError):
+                    break  # the supervisor is gone
+                self._handle(msg)
         finally:
-            loop.remove_reader(self.conn.fileno())
-            for t in list(self.tasks.values()):
-                t.cancel()
-            if self.tasks:
-                await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-            await self.session.close()
+            self.stopped.set()
+            runs = list(self.runs.values())
+            for run in runs:
+                run.cancel()
+            if runs:
+                wait([r.future for r in runs if r.future is not None], timeout=1.0)
+            self.threads.shutdown(wait=False, cancel_futures=True)
+            self.http.close()
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         try:
-            self.conn.send(msg)
+            with self.send_lock:
+                self.conn.send(msg)
         except (BrokenPipeError, OSError):
-            self.stopped.set()
-
-    def _on_message(self) -> None:
-        try:
-            while self.conn.poll():
-                self._handle(self.conn.recv())
-        except (EOFError, OSError):
             self.stopped.set()
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "get":
-            tid, task = msg[1], msg[2]
-            self.ends[tid] = task.end
-            self.positions[tid] = task.start
-            self.tasks[tid] = asyncio.ensure_future(self._run(tid, task))
+            new = _Run(msg[1], msg[2])
+            self.runs[new.tid] = new
+            new.future = self.threads.submit(self._run, new)
         elif kind in ("go", "abort"):
-            fut = self.decisions.get(msg[1])
-            if fut is not None and not fut.done():
-                fut.set_result(msg[2] if kind == "go" else None)
+            run = self.runs.get(msg[1])
+            if run is not None and not run.decision.done():
+                run.decision.set_result(msg[2] if kind == "go" else None)
         elif kind == "trim":
             tid, new_end = msg[1], msg[2]
-            end = self.ends.get(tid)
-            pos = self.positions.get(tid)
-            if tid in self.tasks and end is not None and pos is not None and pos < new_end < end:
-                self.ends[tid] = new_end
-                self._send(("trim", tid, new_end))
-            else:
-                self._send(("trim", tid, None))
+            # Under the lock, and acknowledged before releasing it: the task's thread
+            # takes bytes under the same lock, so its "done" can never precede the ack
+            # nor cover bytes past the new end.
+            with self.lock:
+                run = self.runs.get(tid)
+                if run is not None and run.end is not None and run.pos < new_end < run.end:
+                    run.end = new_end
+                    self._send(("trim", tid, new_end))
+                else:
+                    self._send(("trim", tid, None))
         elif kind == "cancel":
-            t = self.tasks.get(msg[1])
-            if t is not None:
-                t.cancel()
+            run = self.runs.get(msg[1])
+            if run is not None:
+                run.cancel()
         elif kind == "stop":
             self.stopped.set()
 
-    async def _run(self, tid: int, task: Task) -> None:
+    def _run(self, run: _Run) -> None:
+        tid, task = run.tid, run.task
         try:
-            end, digest = await self._fetch(tid, task)
-        except asyncio.CancelledError:
+            end, digest = self._fetch(run)
+        except _Cancelled:
             return
         except _Abort:
             self._send(("done", tid, None, ""))
         except _Fail as f:
-            self._send(("err", tid, f.error, f.retryable, f.retry_after))
+            if not run.cancelled:
+                self._send(("err", tid, f.error, f.retryable, f.retry_after))
         except Exception as exc:  # one seam: every foreign error is translated here
-            tr = _translate(exc, task)
-            self._send(("err", tid, tr.error, tr.retryable, tr.retry_after))
+            if not run.cancelled:
+                tr = _translate(exc, task)
+                self._send(("err", tid, tr.error, tr.retryable, tr.retry_after))
         else:
             self._send(("done", tid, end, digest))
         finally:
-            self.tasks.pop(tid, None)
-            self.ends.pop(tid, None)
-            self.positions.pop(tid, None)
-            self.decisions.pop(tid, None)
+            self.runs.pop(tid, None)
+            if run.conn is not None:
+                run.conn.close()
 
-    async def _fetch(self, tid: int, task: Task) -> tuple[int, str]:
-        import aiohttp
+    # --- one request ---------------------------------------------------------------
+    def _request(self, run: _Run, url: str, headers: list[tuple[str, str]]) -> Response:
+        """Send a GET and read the answer's head; one retry on a stale keep-alive."""
+        task = run.task
+        origin = origin_of(url)
+        lines = [
+            f"GET {request_target(url)} HTTP/1.1",
+            f"Host: {origin.host_header}",
+            f"User-Agent: {_USER_AGENT}",
+        ]
+        lines += [f"{k}: {v}" for k, v in headers]
+        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        while True:
+            if run.cancelled:
+                raise _Cancelled()
+            conn = self.http.get(origin, task.stall_timeout)
+            run.conn = conn
+            if run.cancelled:
+                conn.abort()
+            try:
+                conn.send(payload)
+                return read_response(conn)
+            except (NoResponse, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                run.conn = None
+                if run.cancelled:
+                    raise _Cancelled() from None
+                if not conn.reused:
+                    raise
+                # The server closed an idle keep-alive connection: try a fresh one.
+
+    def _fetch(self, run: _Run) -> tuple[int, str]:
         import xxhash
 
-        assert self.session is not None
-        headers = dict(task.headers)
-        headers["Accept-Encoding"] = "identity"
+        task = run.task
+        headers = [(k, v) for k, v in task.headers if k.lower() != "accept-encoding"]
+        headers.append(("Accept-Encoding", "identity"))
         if task.ranged and task.end is not None:
-            headers["Range"] = f"bytes={task.start}-{task.end - 1}"
+            headers.append(("Range", f"bytes={task.start}-{task.end - 1}"))
         if task.etag and not task.etag.startswith("W/"):
-            headers["If-Match"] = task.etag
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=task.stall_timeout, sock_read=task.stall_timeout
-        )
-        async with self.session.get(task.url, headers=headers, timeout=timeout) as resp:
-            start = task.start
-            head = _check_response(resp, task)
-            if task.probe:
-                fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-                self.decisions[tid] = fut
-                self._send(("head", tid, head))
-                decided = await fut
-                if decided is None:
-                    raise _Abort()
-                self.ends[tid] = decided if head.end is not None else None
+            headers.append(("If-Match", task.etag))
+        for k, v in headers:
+            if any(c in k or c in v for c in "\r\n\0"):
+                raise _Fail(DownloadError(f"header {k!r} contains a line break"), retryable=False)
+        url = task.url
+        for _ in range(_MAX_REDIRECTS + 1):
+            resp = self._request(run, url, headers)
+            location = resp.headers.get("location")
+            if resp.status not in _REDIRECTS or not location:
+                break
+            assert run.conn is not None
+            run.conn.close()
+            run.conn = None
+            nxt = urljoin(url, location)
+            if origin_of(nxt) != origin_of(url):
+                headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+            url = nxt
+        else:
+            raise _Fail(
+                DownloadError(f"{task.url}: more than {_MAX_REDIRECTS} redirects", url=task.url),
+                retryable=False,
+            )
+        head = _check_response(resp, task)
+        if task.probe:
+            self._send(("head", run.tid, head))
+            decided = run.decision.result()
+            if run.cancelled:
+                raise _Cancelled()
+            if decided is None:
+                raise _Abort()
+            with self.lock:
+                run.end = decided if head.end is not None else None
+        try:
             fd = os.open(task.path, os.O_WRONLY)
-            try:
-                pos = await self._stream(tid, task, resp, fd, start, xxhash.xxh3_128())
-            finally:
-                os.close(fd)
-            return pos
+        except OSError as exc:
+            raise _file_error(exc, task) from exc
+        try:
+            result = self._stream(run, resp, fd, xxhash.xxh3_128())
+        finally:
+            os.close(fd)
+        resp.body.release(self.http)
+        run.conn = None
+        return result
 
-    async def _stream(
-        self, tid: int, task: Task, resp: aiohttp.ClientResponse, fd: int, start: int, xxh: Any
-    ) -> tuple[int, str]:
+    def _stream(self, run: _Run, resp: Response, fd: int, xxh: Any) -> tuple[int, str]:
         import blake3
 
-        pos = start
+        task = run.task
+        tid = run.tid
+        start = pos = task.start
         reported = pos
         last_report = window_start = time.monotonic()
         window_bytes = 0
-        block_size = task.block_size
         digests = task.digests
         block_hasher = blake3.blake3() if digests else None
         block_index = 0
         block_fill = 0
         pwrite = os.pwrite
-        content = resp.content
+        body = resp.body
+        buf = bytearray(_THROTTLED_READ if self.bucket is not None else _BUF)
+        whole = memoryview(buf)
+        lock = self.lock
         while True:
-            end = self.ends.get(tid)
+            end = run.end
             if end is not None and pos >= end:
                 break
-            data = await content.readany()
-            if not data:
+            want = len(buf) if end is None else min(len(buf), end - pos)
+            n = body.readinto(whole[:want])
+            if run.cancelled:
+                raise _Cancelled()
+            if n == 0:
                 break
-            n = len(data)
-            end = self.ends.get(tid)  # a split may have moved it while we waited
-            if end is not None and pos + n > end:
-                if end == task.end and not task.probe:
-                    raise _Fail(
-                        ProtocolViolationError(
-                            f"{task.url}: the server sent more bytes than the range asked for",
-                            url=task.url,
-                        ),
-                        retryable=True,
-                    )
-                data = data[: end - pos]  # trimmed by a split: the rest is another chunk's
-                n = len(data)
-            view = memoryview(data)
-            off = 0
-            while off < n:
-                off += pwrite(fd, view[off:], pos + off)
-            xxh.update(data)
+            with lock:
+                end = run.end  # a split may have moved it while we read
+                if end is not None and pos + n > end:
+                    if end == task.end and not task.probe:
+                        raise _Fail(
+                            ProtocolViolationError(
+                                f"{task.url}: the server sent more bytes than the range asked for",
+                                url=task.url,
+                            ),
+                            retryable=True,
+                        )
+                    n = end - pos  # trimmed by a split: the rest is another chunk's
+                run.pos = pos + n
+            view = whole[:n]
+            try:
+                off = 0
+                while off < n:
+                    off += pwrite(fd, view[off:], pos + off)
+            except OSError as exc:
+                raise _file_error(exc, task) from exc
+            xxh.update(view)
             if block_hasher is not None:
                 block_index, block_fill = _check_blocks(
-                    block_hasher, view, digests, block_size, block_index, block_fill, task, pos
-                )
+                    block_hasher, view, digests, task.block_size, block_index, block_fill,
+                    task, pos,
+                )  # fmt: skip
             pos += n
-            self.positions[tid] = pos
             window_bytes += n
             if self.bucket is not None:
                 # Pay for these bytes before reading more: the socket stays unread and
                 # TCP slows the sender; the debt is shared by every worker.
                 delay = self._throttle(n)
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    run.wake.wait(delay)
                     window_start += delay
+                    if run.cancelled:
+                        raise _Cancelled()
             now = time.monotonic()
             if now - window_start >= task.stall_timeout:
                 if window_bytes < task.min_rate * (now - window_start):
@@ -349,7 +459,7 @@ class _Worker:
             if pos - reported >= _PROGRESS_BYTES or now - last_report >= _PROGRESS_S:
                 self._send(("prog", tid, pos))
                 reported, last_report = pos, now
-        end = self.ends.get(tid)
+        end = run.end
         if end is not None and pos != end:
             raise _Fail(
                 ProtocolViolationError(
@@ -407,13 +517,14 @@ def _finish_block(hasher: Any, digests: tuple[str, ...], index: int, task: Task,
         )
 
 
-def _check_response(resp: aiohttp.ClientResponse, task: Task) -> Head:
+def _check_response(resp: Response, task: Task) -> Head:
     """Accept the status and headers of a chunk answer, or raise ``_Fail``."""
     status = resp.status
     url = task.url
-    etag = resp.headers.get("ETag")
-    last_modified = resp.headers.get("Last-Modified")
-    encoding = resp.headers.get("Content-Encoding", "identity").lower()
+    h = resp.headers
+    etag = h.get("etag")
+    last_modified = h.get("last-modified")
+    encoding = h.get("content-encoding", "identity").lower()
     if status in (200, 206) and encoding not in ("identity", ""):
         raise _Fail(
             ProtocolViolationError(f"{url}: answered with Content-Encoding {encoding}", url=url),
@@ -421,7 +532,7 @@ def _check_response(resp: aiohttp.ClientResponse, task: Task) -> Head:
         )
     length = resp.content_length
     if status == 206:
-        m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+        m = _CONTENT_RANGE.match(h.get("content-range", ""))
         if m is None:
             raise _Fail(
                 ProtocolViolationError(f"{url}: 206 without a usable Content-Range", url=url),
@@ -437,7 +548,7 @@ def _check_response(resp: aiohttp.ClientResponse, task: Task) -> Head:
             raise _Fail(
                 ProtocolViolationError(
                     f"{url}: asked for bytes {task.start}-{want_last}, got "
-                    f"{resp.headers.get('Content-Range')}",
+                    f"{h.get('content-range')}",
                     url=url,
                 ),
                 retryable=True,
@@ -470,7 +581,7 @@ def _check_response(resp: aiohttp.ClientResponse, task: Task) -> Head:
             )
         return Head(200, length, etag, last_modified, False, length)
     if status == 416 and task.probe:
-        m = _UNSATISFIED.match(resp.headers.get("Content-Range", ""))
+        m = _UNSATISFIED.match(h.get("content-range", ""))
         if m is not None and int(m.group(1)) == 0:
             return Head(206, 0, etag, last_modified, True, 0)
     if status in (412, 416):
@@ -480,7 +591,7 @@ def _check_response(resp: aiohttp.ClientResponse, task: Task) -> Head:
             ),
             retryable=False,
         )
-    retry_after = _retry_after(resp.headers.get("Retry-After"))
+    retry_after = _retry_after(h.get("retry-after"))
     err = HTTPStatusError(
         f"{url}: HTTP {status} {resp.reason or ''}".rstrip(),
         url=url,
@@ -513,30 +624,43 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def _translate(exc: BaseException, task: Task) -> _Fail:
-    """The one place where aiohttp and OS errors become accel errors."""
-    import aiohttp
-
-    url = task.url
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+def _file_error(exc: OSError, task: Task) -> _Fail:
+    """An error of the local file (open, pwrite): never retried by the supervisor."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return _Fail(
             InsufficientDiskSpaceError(
                 f"no space left while writing {task.path}", path=task.path, needed=None, free=0
             ),
             retryable=False,
         )
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    return _Fail(
+        DownloadError(f"{task.path}: {exc.strerror or exc}", path=task.path), retryable=False
+    )
+
+
+def _translate(exc: BaseException, task: Task) -> _Fail:
+    """The one place where socket, TLS and parser errors become accel errors."""
+    url = task.url
+    if isinstance(exc, StallTimeout | TimeoutError):
         return _Fail(
             StallError(f"{url}: no bytes for {task.stall_timeout:.0f} s", url=url),
             retryable=True,
         )
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return _Fail(ProtocolViolationError(f"{url}: broken body: {exc}", url=url), retryable=True)
-    if isinstance(exc, aiohttp.ClientError):
-        return _Fail(DownloadError(f"{url}: {type(exc).__name__}: {exc}", url=url), retryable=True)
-    if isinstance(exc, OSError):
+    if isinstance(exc, ProtocolError):
+        return _Fail(ProtocolViolationError(f"{url}: {exc}", url=url), retryable=True)
+    if isinstance(exc, ssl.SSLCertVerificationError):
         return _Fail(
-            DownloadError(f"{task.path}: {exc.strerror or exc}", path=task.path),
+            DownloadError(
+                f"{url}: TLS certificate not trusted: {exc.verify_message}",
+                url=url,
+                hint="check the host name, or install the CA that signed the server's certificate",
+            ),
             retryable=False,
         )
+    if isinstance(exc, ValueError):
+        return _Fail(DownloadError(f"{url}: {exc}", url=url), retryable=False)
+    if isinstance(exc, OSError):
+        # Connect, reset, refused, DNS, TLS: the network's, so worth a retry.
+        what = exc.strerror or str(exc) or type(exc).__name__
+        return _Fail(DownloadError(f"{url}: {what}", url=url), retryable=True)
     return _Fail(DownloadError(f"{url}: {type(exc).__name__}: {exc}", url=url), retryable=False)
