@@ -132,6 +132,17 @@ def tools(url: str, out: Path, sha: str, hf_files: int) -> dict[str, list[str]]:
     }
 
 
+def settle() -> None:
+    """Flush every dirty page before the next tool starts, outside the timing.
+
+    Without it the next tool pays for the previous one's writeback (1 GiB of dirty
+    pages on this virtio disk): in one run, whichever tool came third was 30-90 %
+    slower whatever it was.
+    """
+    os.sync()
+    time.sleep(0.5)
+
+
 def check(out: Path, sha: str, size: int) -> None:
     if out.stat().st_size != size:
         raise RuntimeError(f"{out} has {out.stat().st_size} bytes, expected {size}")
@@ -173,6 +184,7 @@ def scenario(name: str, limit: str | None, src: Path, sha: str, runs: int, hf_fi
                       f"{r['peak_rss'] / 2**20:6.0f} MiB cpu {r['cpu_s']:.2f} s "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
                 out.unlink()
+                settle()
     return summarize(results, src.stat().st_size)
 
 

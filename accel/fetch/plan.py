@@ -169,11 +169,20 @@ class ChunkPlan:
         return self._prefix
 
     # --- transitions -------------------------------------------------------------
-    def take(self) -> Chunk | None:
-        """The lowest pending chunk, now active; None when nothing is pending."""
+    def take(self, max_length: int | None = None) -> Chunk | None:
+        """The lowest pending chunk, now active; None when nothing is pending.
+
+        With ``max_length``, a longer chunk is cut (at an ``align`` multiple) and only
+        its head is taken: the caller sizes chunks by the connections it has now.
+        """
         while self._pending:
             _, _, c = heapq.heappop(self._pending)
             if c.state is ChunkState.PENDING:
+                if max_length is not None:
+                    at = c.start + _round_up(max(1, max_length), self.align)
+                    if at < c.end:
+                        self._add(at, c.end, ChunkState.PENDING)
+                        c.end = at
                 self._activate(c)
                 return c
         return None

@@ -237,10 +237,15 @@ class FileDownload:
         if self.chunk_size:
             n = self.chunk_size
         elif self.total is not None:
-            n = choose_chunk_size(self.total, self.engine.max_connections, align)
+            n = choose_chunk_size(self.total, self.engine.capacity, align)
         else:
             n = 4 * MiB
         return max(1, -(-n // align) * align)
+
+    def _chunk_limit(self) -> int | None:
+        if self.chunk_size or not self.ranged or self.total is None:
+            return None
+        return choose_chunk_size(self.total, self.engine.capacity, self.block_size or 1)
 
     async def _prepare(self, head: Head, cp: Checkpoint | None) -> Chunk | None:
         """Decide from the probe's answer: plan, resume or not, space, preallocate."""
@@ -295,7 +300,7 @@ class FileDownload:
             self.records[c.start] = c
         if self.ranged:
             size = self.chunk_size or choose_chunk_size(
-                total, self.engine.max_connections, self.block_size or 1
+                total, self.engine.capacity, self.block_size or 1
             )
         else:
             size = max(1, total)
@@ -352,7 +357,10 @@ class FileDownload:
                 if self.fatal is not None:
                     raise self.fatal
                 while plan.pending_count and engine.try_acquire_slot():
-                    chunk = plan.take()
+                    # Sized by the connections there are now: when the tuner adds
+                    # some, later chunks get shorter, and what all of them hold
+                    # unfinished stays near 64 MiB (a kill -9 loses no more).
+                    chunk = plan.take(self._chunk_limit())
                     if chunk is None:
                         engine.release_slot()
                         break
