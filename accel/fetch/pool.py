@@ -90,7 +90,7 @@ class WorkerPool:
             return
         self._started = True
         # Return as soon as one worker is ready: the first request need not wait for the
-        # slowest interpreter to import aiohttp; the others join when they are ready.
+        # slowest interpreter to start; the others join when they are ready.
         pending: set[asyncio.Future[_Worker]] = {
             asyncio.ensure_future(self._spawn()) for _ in range(self.n)
         }
