@@ -28,6 +28,8 @@ async def test_chaos_no_silent_corruption(tmp_path: Path) -> None:
     n = 200 if SOAK else 20
     report = await run_chaos(tmp_path, downloads=n, rate=0.3, seed=7, kinds=CHAOS_KINDS)
     print(report.line())
+    for msg in report.failure_messages:
+        print("  failed:", msg)
     record_figure(
         "chaos",
         f"{n} downloads through FaultProxy(fault_rate=0.3, seed=7), Engine(workers=2, connections=8)",
