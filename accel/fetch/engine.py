@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +26,7 @@ from accel.units import parse_rate
 
 __all__ = ["Engine", "adownload", "download"]
 
-_TUNE_S = 0.3
+_TUNE_S = 0.12
 
 
 class Engine:
@@ -62,7 +63,7 @@ class Engine:
         self.auto = connections == "auto"
         rate = parse_rate(limit_rate) if limit_rate is not None else None
         if self.auto:
-            start = 4 if rate else 32
+            start = 4 if rate else 8
             self.max_connections = 16 if rate else max_connections
         else:
             try:
@@ -188,23 +189,26 @@ class Engine:
         return delay
 
     async def _tune(self) -> None:
-        """Double the connections while doubling buys at least 50% more throughput.
+        """Grow the connections while more of them buy more throughput.
 
-        Starts at 32 (64 is the ceiling): on a server that caps each connection, a
-        short file is over before a slow ramp from a few connections pays off. A
-        doubling that did not pay is undone (more connections cost CPU on 2 cores), and
-        the tuner stops there. The period right after a change mixes two regimes and is
-        skipped; so are periods without enough demand to fill the connections.
+        Starts at 8 (64 is the ceiling): on a fast origin a few connections fill the
+        link, and each extra one costs CPU on a 2-core machine. A doubling that buys at
+        least 1.8x the throughput means each connection is capped (as CDNs do): the
+        tuner then goes straight to the ceiling instead of doubling again. One that buys
+        less than 1.5x is undone and the tuner stops there. The window right after a
+        change mixes two regimes and is skipped; so are windows without enough demand
+        to fill the connections.
         """
         baseline: float | None = None
         before = self.capacity
         settle = True
         last = self._total_received()
+        t_last = time.monotonic()
         while True:
             await asyncio.sleep(_TUNE_S)
-            now_bytes = self._total_received()
-            rate = (now_bytes - last) / _TUNE_S
-            last = now_bytes
+            now_bytes, now = self._total_received(), time.monotonic()
+            rate = (now_bytes - last) / max(1e-3, now - t_last)
+            last, t_last = now_bytes, now
             if self.used < self.capacity or rate <= 0:
                 settle = True
                 continue
@@ -212,12 +216,15 @@ class Engine:
                 settle = False
                 continue
             if baseline is not None and rate < baseline * 1.5:
-                self.capacity = before  # the last doubling did not pay: undo it
+                self.capacity = before  # the last step did not pay: undo it
                 return
             if self.capacity >= self.max_connections:
                 return
+            linear = baseline is not None and rate >= baseline * 1.8
             baseline, before = rate, self.capacity
-            self.capacity = min(self.max_connections, self.capacity * 2)
+            self.capacity = (
+                self.max_connections if linear else min(self.max_connections, self.capacity * 2)
+            )
             self._slot_freed.set()
             settle = True
 

@@ -74,8 +74,8 @@ _UNSATISFIED = re.compile(r"^bytes \*/(\d+)$")
 _FATAL_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
-_PROGRESS_BYTES = 4 << 20
-_PROGRESS_S = 0.25
+_PROGRESS_BYTES = 1 << 20
+_PROGRESS_S = 0.1
 _BUF = 256 * 1024
 #: reads are this small under a rate limit, so the shared bucket paces them smoothly
 _THROTTLED_READ = 64 * 1024
