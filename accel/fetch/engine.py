@@ -94,6 +94,7 @@ class Engine:
         )
         self._slot_freed = asyncio.Event()
         self._started = False
+        self._starting: asyncio.Future[None] | None = None
         self._tuner: asyncio.Task[None] | None = None
         self._bytes = 0
         self._downloads: set[FileDownload] = set()
@@ -112,10 +113,20 @@ class Engine:
 
     async def start(self) -> None:
         """Start the worker processes (done on first use anyway)."""
-        if self._started:
-            return
-        self._started = True
+        # Concurrent first downloads all wait for the same start (the pool has no
+        # ready worker before it ends).
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        try:
+            await asyncio.shield(self._starting)
+        except BaseException:
+            if self._starting.done():
+                self._starting = None  # a failed start may be tried again
+            raise
+
+    async def _start(self) -> None:
         await self.pool.start()
+        self._started = True
         if self.auto and self.max_connections > self.capacity:
             self._tuner = asyncio.ensure_future(self._tune())
 
@@ -125,6 +136,9 @@ class Engine:
             self._tuner.cancel()
             await asyncio.gather(self._tuner, return_exceptions=True)
             self._tuner = None
+        if self._starting is not None and not self._starting.done():
+            await asyncio.gather(self._starting, return_exceptions=True)
+        self._starting = None
         await self.pool.close()
         self._started = False
 
@@ -137,11 +151,18 @@ class Engine:
         progress: Callable[[ProgressEvent], None] | None = None,
         chunk_size: int | None = None,
         headers: Mapping[str, str] | None = None,
+        durable: bool = True,
     ) -> DownloadResult:
         """Fetch ``url`` into ``dest``, verified, resumable; see the package docstring.
 
         Cancelling the awaiting task leaves ``<dest>.part`` and ``<dest>.part.json``
         resumable and stops all work on this file.
+
+        ``durable=False`` skips the fsync of the data and of the directory around the
+        final rename. The file is still renamed only once verified, so no process crash
+        shows a half file under its final name; after a power cut it may hold unsynced
+        bytes. For callers that sync many files at once (the ModelManager: one
+        ``syncfs`` per version) and re-verify any file they did not sync.
         """
         await self.start()
         merged = {**self.headers, **(headers or {})}
@@ -154,6 +175,7 @@ class Engine:
             chunk_size=chunk_size,
             headers=merged,
         )
+        fd.durable = durable
         self._downloads.add(fd)
         try:
             return await fd.run()

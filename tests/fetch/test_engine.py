@@ -50,6 +50,26 @@ def test_sync_download_of_small_and_empty_files(origin: Nginx, www: Path, tmp_pa
     assert e.size == 0 and (tmp_path / "e.bin").read_bytes() == b""
 
 
+async def test_first_downloads_on_a_cold_engine_share_its_start(
+    origin: Nginx, www: Path, tmp_path: Path
+) -> None:
+    """Six downloads begun together on an engine nobody started: each waits for the
+    same start instead of finding no ready worker (a race the ModelManager hit)."""
+    engine = Engine(workers=3, connections=4)
+    try:
+        results = await asyncio.gather(
+            *(
+                engine.download(origin.file_url(f"many{i}.bin"), tmp_path / f"c{i}.bin")
+                for i in range(6)
+            )
+        )
+    finally:
+        await engine.aclose()
+    for i, r in enumerate(results):
+        assert r.sha256 == sha256_of(www / f"many{i}.bin")
+    assert engine.pool.pids == []  # closed: every worker stopped
+
+
 async def test_one_engine_runs_many_files_at_once(origin: Nginx, www: Path, tmp_path: Path) -> None:
     async with Engine(workers=2, connections=4) as engine:
         results = await asyncio.gather(
