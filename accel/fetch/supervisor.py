@@ -537,6 +537,10 @@ class FileDownload:
         # rename only waits for the last few MiB (last byte -> verified file stays short).
         _start_writeback(rfd, start, target - start)
 
+    #: fsync the data before the rename and the directory after it; set from
+    #: ``Engine.download(durable=...)`` (``False``: the caller syncs, see there)
+    durable: bool = True
+
     async def _finish(self) -> DownloadResult:
         assert self.total is not None
         digest = self.sha.hexdigest()
@@ -549,11 +553,10 @@ class FileDownload:
             )
         self._emit("verified", f"sha256 {digest}")
         try:
-            await asyncio.to_thread(_publish, self.fd, self.part, self.dest)
+            await asyncio.to_thread(_publish, self.fd, self.part, self.dest, self.durable)
         except OSError as exc:
             raise _disk_error(exc, self.dest) from exc
         self.fd_closed()
-        remove_checkpoint(self.dest)
         now = time.monotonic()
         tail = now - self.last_byte_at
         self._emit("done", f"{self.total} bytes in {now - self.t0:.2f} s")
@@ -602,15 +605,24 @@ def _load_sync_file_range() -> Callable[[int, int, int], None]:
 _start_writeback = _load_sync_file_range()
 
 
-def _publish(fd: int, part: Path, dest: Path) -> None:
-    """fsync the data, rename ``.part`` to its final name, fsync the directory."""
-    os.fsync(fd)
+def _publish(fd: int, part: Path, dest: Path, durable: bool = True) -> None:
+    """fsync the data, rename ``.part`` to its final name, fsync the directory, and
+    remove the checkpoint (its cleanup scans the directory: kept off the event loop).
+
+    ``durable=False`` skips both fsyncs. The rename still comes only after the SHA256
+    check, so a killed process never leaves a half file under the final name; only a
+    power cut can, and a caller that asks for this must sync before trusting the file.
+    """
+    if durable:
+        os.fsync(fd)
     os.replace(part, dest)
-    dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    if durable:
+        dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    remove_checkpoint(dest)
 
 
 def _disk_error(exc: OSError, dest: Path) -> AccelError:
