@@ -9,6 +9,13 @@ breaks a lock: it waits while the holder heartbeats and gives up with
 than the record's ``timeout_s``. Lock files are never deleted (deleting a file another
 process is opening breaks mutual exclusion); only records of dead holders are.
 
+A file lock's record may be written late (``record=False``, then :meth:`HeldLock.ensure_recorded`
+or the first heartbeat): a version of 500 small files holds 500 file locks for a few
+milliseconds each, and creating, renaming and unlinking a record for each cost more
+than fetching the files. A waiter that finds the lock busy without a record waits for
+the record to appear; it gives up (:class:`~accel.errors.LockTimeoutError`, holder
+unknown) only after its own timeout passes without one.
+
 The policy (is this record's holder alive? is it stale?) is pure and lives in
 :func:`holder_status`; the rest is thin I/O around it.
 """
@@ -122,17 +129,26 @@ class HeldLock:
     name: str
     handle: IO[str]
     record: LockRecord
+    recorded: bool = True
 
     def heartbeat(self) -> None:
-        """Refresh ``heartbeat_at`` in the record (atomic rewrite)."""
+        """Refresh ``heartbeat_at`` in the record (atomic rewrite; writes a late record)."""
         self.record.heartbeat_at = time.time()
         self.space.write_record(self.name, self.record)
+        self.recorded = True
+
+    def ensure_recorded(self) -> None:
+        """Write the record of a lock taken with ``record=False``, if still held."""
+        if not self.recorded and self.space.held.get(self.name) is self:
+            with contextlib.suppress(OSError):
+                self.heartbeat()
 
     def release(self) -> None:
         """Drop the record, then the OS lock (in that order: the next holder's record wins)."""
         self.space.held.pop(self.name, None)
-        with contextlib.suppress(OSError):
-            self.space.record_path(self.name).unlink(missing_ok=True)
+        if self.recorded:
+            with contextlib.suppress(OSError):
+                self.space.record_path(self.name).unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             portalocker.unlock(self.handle)
         self.handle.close()
@@ -185,8 +201,13 @@ class LockSpace:
         version: str,
         file: str | None = None,
         timeout_s: float,
+        record: bool = True,
     ) -> HeldLock:
-        """Take lock ``name`` now or raise :class:`LockBusy` naming the holder."""
+        """Take lock ``name`` now or raise :class:`LockBusy` naming the holder.
+
+        ``record=False`` defers the record (see the module docstring): the caller must
+        call :meth:`HeldLock.ensure_recorded` if it holds the lock for long.
+        """
         path = self.lock_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a")  # noqa: SIM115 - kept open while the lock is held
@@ -196,7 +217,7 @@ class LockSpace:
             handle.close()
             raise LockBusy(self.read_record(name)) from None
         now = time.time()
-        record = LockRecord(
+        value = LockRecord(
             kind=kind,
             pid=self.pid,
             hostname=self.hostname,
@@ -208,9 +229,13 @@ class LockSpace:
             heartbeat_at=now,
             timeout_s=timeout_s,
         )
-        held = HeldLock(self, name, handle, record)
+        held = HeldLock(self, name, handle, value, recorded=record)
         try:
-            self.write_record(name, record)
+            if record:
+                self.write_record(name, value)
+            else:
+                # A record left by a holder that died must not speak for us meanwhile.
+                self.record_path(name).unlink(missing_ok=True)
         except BaseException:
             held.release()
             raise
@@ -229,13 +254,16 @@ class LockSpace:
         poll_s: float = 0.05,
         on_wait: Callable[[LockRecord | None], None] | None = None,
         in_thread: bool = False,
+        record: bool = True,
     ) -> HeldLock:
         """Take lock ``name``, waiting while its holder heartbeats.
 
         Raises :class:`~accel.errors.LockTimeoutError` naming the holder when its
-        heartbeat is older than its record's ``timeout_s``.
+        heartbeat is older than its record's ``timeout_s``, or when the lock stays busy
+        without any record for ``timeout_s``.
         """
         announced = False
+        unrecorded_since: float | None = None
         attempt = functools.partial(
             self.try_acquire,
             name,
@@ -244,6 +272,7 @@ class LockSpace:
             version=version,
             file=file,
             timeout_s=timeout_s,
+            record=record,
         )
         while True:
             try:
@@ -271,6 +300,18 @@ class LockSpace:
                         holder=describe_holder(holder),
                         holder_pid=holder.pid,
                         holder_host=holder.hostname,
+                    ) from None
+                if holder is not None:
+                    unrecorded_since = None
+                elif unrecorded_since is None:
+                    unrecorded_since = time.monotonic()
+                elif time.monotonic() - unrecorded_since > timeout_s:
+                    raise LockTimeoutError(
+                        f"lock {name} is held by a process that wrote no lock record "
+                        f"for {time.monotonic() - unrecorded_since:.0f} s "
+                        f"(timeout {timeout_s:.0f} s)",
+                        lock=name,
+                        holder=describe_holder(None),
                     ) from None
             await asyncio.sleep(poll_s)
 

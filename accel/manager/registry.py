@@ -5,11 +5,16 @@ under the registry lock (``.accel/registry.lock``, an OS-level lock that a crash
 and is published by :func:`~accel.manager.fsutil.atomic_write_bytes`, so a reader, or a
 process killed mid-write, never sees a torn file. The lock only serialises writers; if a
 filesystem ignores it, the worst case is a lost update, never a corrupt file.
+
+A full disk must not keep an install from recording why it failed: the store keeps a
+preallocated spare file (``.accel/registry.reserve``, twice the registry's size) and,
+when a write fails with ENOSPC, gives that space up and writes again.
 Never downloads and never decides states (see ``states.py``).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -28,6 +33,8 @@ __all__ = ["RegistryStore", "install_key"]
 
 T = TypeVar("T")
 
+_RESERVE_MIN = 64 * 1024
+
 
 def install_key(model_id: str, version: str) -> str:
     """The registry key of one model version: ``id@version``."""
@@ -41,7 +48,9 @@ class RegistryStore:
         self.models_dir = models_dir
         self.path = models_dir / "registry.json"
         self.lock_path = models_dir / ".accel" / "registry.lock"
+        self.reserve_path = models_dir / ".accel" / "registry.reserve"
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._reserved = 0
 
     def read(self) -> Registry:
         """The current registry (empty if none yet); a foreign schema is a ConfigError."""
@@ -90,7 +99,40 @@ class RegistryStore:
     def _write(self, reg: Registry) -> None:
         reg.schema_version = REGISTRY_SCHEMA_VERSION
         data = reg.model_dump_json(indent=1).encode()
-        atomic_write_bytes(self.path, data)
+        try:
+            atomic_write_bytes(self.path, data)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._give_up_reserve():
+                raise
+            atomic_write_bytes(self.path, data)
+        self._keep_reserve(2 * len(data))
+
+    def _keep_reserve(self, size: int) -> None:
+        """Hold at least ``size`` bytes in the spare file (best effort, under the lock)."""
+        size = max(_RESERVE_MIN, size)
+        if self._reserved >= size:
+            return
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            held = os.fstat(fd).st_size
+            if held < size:
+                os.posix_fallocate(fd, 0, -(-size // _RESERVE_MIN) * _RESERVE_MIN)
+            self._reserved = os.fstat(fd).st_size
+        except OSError:
+            self._reserved = 0  # no room for it now; tried again on the next write
+        finally:
+            os.close(fd)
+
+    def _give_up_reserve(self) -> bool:
+        try:
+            os.unlink(self.reserve_path)
+        except OSError:
+            return False
+        self._reserved = 0
+        return True
 
     def cleanup_temp(self) -> int:
         """Remove temp files left by writers that died (not ours, not live); returns count."""

@@ -85,3 +85,31 @@ async def test_enospc_mid_install_is_resumable(store: Path, hub: StubHub, small_
         # depends on whether the engine's checkpoint was written before the disk filled.
         assert hub.storage_bytes() - before <= 16_000_000
         assert (await mm.averify()) == {"m@1": []}
+
+
+def test_registry_records_on_a_full_disk_with_its_reserve(small_fs: Path) -> None:
+    from accel.manager.registry import RegistryStore
+    from accel.schema import InstallRecord
+
+    store = RegistryStore(small_fs / "models")
+    store.update(lambda reg: None)  # the first write sets the reserve aside
+    assert store.reserve_path.stat().st_size >= 64 * 1024
+    filler = small_fs / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    assert os.statvfs(small_fs).f_bavail == 0  # without the reserve, no write fits
+
+    def change(reg: object) -> None:
+        reg.installs["m@1"] = InstallRecord(  # type: ignore[attr-defined]
+            model_id="m", version="1", state="error", path="/x", bytes_total=1
+        )
+
+    store.update(change)
+    assert store.read().installs["m@1"].state == "error"
+    filler.unlink()
+    store.update(lambda reg: None)
+    assert store.reserve_path.stat().st_blocks * 512 >= 64 * 1024  # set aside again

@@ -198,3 +198,72 @@ async def test_waiter_waits_while_the_holder_heartbeats(tmp_path: Path) -> None:
     await beater
     assert got.record.pid == os.getpid()
     got.release()
+
+
+def test_a_lock_taken_without_record_gets_it_late_and_drops_a_dead_holders(
+    tmp_path: Path,
+) -> None:
+    a = LockSpace(tmp_path)
+    stale = LockRecord(
+        kind="file",
+        pid=2**22 + 7,  # no such pid
+        hostname=a.hostname,
+        process_start_time=1.0,
+        model_id="old",
+        version="1",
+        created_at=1.0,
+        heartbeat_at=1.0,
+        timeout_s=1.0,
+    )
+    a.write_record("files/abc", stale)
+    held = a.try_acquire(
+        "files/abc", kind="file", model_id="m", version="1", timeout_s=60, record=False
+    )
+    assert a.read_record("files/abc") is None  # the dead holder's record does not speak for us
+    held.ensure_recorded()
+    rec = a.read_record("files/abc")
+    assert rec is not None and rec.pid == os.getpid() and rec.model_id == "m"
+    held.release()
+    assert a.read_record("files/abc") is None
+    again = a.try_acquire(
+        "files/abc", kind="file", model_id="m", version="1", timeout_s=60, record=False
+    )
+    again.release()
+    again.ensure_recorded()  # released: writes nothing
+    assert a.read_record("files/abc") is None
+
+
+async def test_waiter_gives_up_on_a_busy_lock_that_never_gets_a_record(tmp_path: Path) -> None:
+    a, b = LockSpace(tmp_path), LockSpace(tmp_path)
+    held = a.try_acquire(
+        "files/abc", kind="file", model_id="m", version="1", timeout_s=0.3, record=False
+    )
+    t0 = time.monotonic()
+    with pytest.raises(LockTimeoutError) as err:
+        await b.acquire("files/abc", kind="file", model_id="m", version="1", timeout_s=0.3)
+    assert 0.3 < time.monotonic() - t0 < 5
+    assert "no lock record" in str(err.value)
+    held.release()
+
+
+async def test_waiter_on_an_unrecorded_lock_waits_while_its_record_heartbeats(
+    tmp_path: Path,
+) -> None:
+    a, b = LockSpace(tmp_path), LockSpace(tmp_path)
+    held = a.try_acquire(
+        "files/abc", kind="file", model_id="m", version="1", timeout_s=0.4, record=False
+    )
+
+    async def record_late_then_beat() -> None:
+        await asyncio.sleep(0.2)
+        held.ensure_recorded()
+        for _ in range(6):
+            await asyncio.sleep(0.15)
+            a.heartbeat_all()
+        held.release()
+
+    beater = asyncio.create_task(record_late_then_beat())
+    got = await b.acquire("files/abc", kind="file", model_id="m", version="1", timeout_s=0.4)
+    await beater
+    assert got.record.model_id == "m"
+    got.release()
