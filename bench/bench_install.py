@@ -10,7 +10,8 @@ Scenarios (each tool in turn, interleaved, ``--runs`` times, medians):
   models dir, through a counting proxy in front of the hub: all ready, registry valid,
   bytes the origin sent vs the sum of the versions' sizes.
 
-Usage: ``./scripts/bench install`` or ``python bench/bench_install.py [--runs N] [--quick]``.
+Usage: ``./scripts/bench install`` or
+``python bench/bench_install.py [--runs N] [--quick] [--only big|many|ten]...``.
 Writes ``bench/out/install.json`` and prints a markdown section for bench/RESULTS.md.
 """
 
@@ -196,17 +197,33 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smaller files, for a smoke run")
+    ap.add_argument(
+        "--only",
+        choices=("big", "many", "ten"),
+        action="append",
+        help="run only these scenarios (repeatable; default: all three)",
+    )
+    ap.add_argument(
+        "--out",
+        default=str(REPO / "bench" / "out" / "install.json"),
+        help="where to write the JSON results",
+    )
     args = ap.parse_args()
+    only = set(args.only or ("big", "many", "ten"))
     DATA.mkdir(parents=True, exist_ok=True)
     root = DATA / "store"
     t0 = time.perf_counter()
     specs = ensure_store(root, args.quick)
     print(f"store ready in {time.perf_counter() - t0:.1f} s", flush=True)
     load_before = os.getloadavg()
-    results: dict[str, Any] = {"runs": args.runs, "quick": args.quick}
+    results: dict[str, Any] = {
+        "runs": args.runs,
+        "quick": args.quick,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
     with running_hub(root) as hub, tempfile.TemporaryDirectory(dir=DATA) as tmp:
         work = Path(tmp)
-        for model in ("big", "many"):
+        for model in [m for m in ("big", "many") if m in only]:
             spec = specs[model]
             walls: dict[str, list[float]] = {"accel": [], "aria2c": []}
             for _ in range(args.runs):
@@ -223,10 +240,11 @@ def main() -> int:
                 "MBps": {k: round(size / v / 1e6, 1) for k, v in med.items()},
                 "ratio_accel_to_aria2c": round(med["accel"] / med["aria2c"], 3),
             }
-        results["ten"] = scenario_ten(hub.url, specs, work)
+        if "ten" in only:
+            results["ten"] = scenario_ten(hub.url, specs, work)
     results["loadavg_before"] = [round(x, 2) for x in load_before]
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    out = REPO / "bench" / "out" / "install.json"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
