@@ -28,6 +28,7 @@ from accel.errors import (
     DownloadError,
     InsufficientDiskSpaceError,
     IntegrityError,
+    RemoteChangedError,
 )
 from accel.fetch.checkpoint import (
     Checkpoint,
@@ -105,6 +106,7 @@ class FileDownload:
         self._speed_mark = (self.t0, 0)
         self.last_byte_at = 0.0
         self.hashed_at = 0.0
+        self.probe_start = 0
 
     # --- events ------------------------------------------------------------------
     def _emit(self, kind: EventKind, message: str = "") -> None:
@@ -173,7 +175,23 @@ class FileDownload:
         except CheckpointError:
             cp = None
             remove_checkpoint(self.dest)
-        head, probe = await self._probe(self._probe_length())
+        start = self._probe_start(cp)
+        try:
+            head, probe = await self._probe(start, self._probe_length())
+        except RemoteChangedError:
+            if start == 0:
+                raise
+            # The checkpoint describes another file (a 416 past the end, say).
+            cp, start = None, 0
+            remove_checkpoint(self.dest)
+            head, probe = await self._probe(0, self._probe_length())
+        if not head.ranged and start > 0:
+            # A 200 to a resumed probe is the file from byte 0, not from ``start``.
+            engine.pool.decide(probe, None)
+            engine.release_slot()
+            start = 0
+            head, probe = await self._probe(0, self._probe_length())
+        self.probe_start = start
         try:
             first = await self._prepare(head, cp)
         except BaseException:
@@ -201,14 +219,28 @@ class FileDownload:
                 await asyncio.gather(hasher, return_exceptions=True)
         return await self._finish()
 
-    async def _probe(self, length: int) -> tuple[Head, TaskHandle]:
+    def _probe_start(self, cp: Checkpoint | None) -> int:
+        """Where the first request starts: the first byte a checkpoint lacks, so a
+        resumed download does not fetch its first chunk again only to learn the size."""
+        if cp is None or (self.expected.size is not None and cp.size != self.expected.size):
+            return 0
+        pos = 0
+        for c in sorted(cp.chunks, key=lambda c: c.start):
+            if c.start != pos:
+                break
+            pos = c.end
+        align = self.block_size or 1
+        pos -= pos % align
+        return pos if pos < cp.size else 0
+
+    async def _probe(self, start: int, length: int) -> tuple[Head, TaskHandle]:
         """The first request: learn size and validators, retrying like any chunk."""
         engine = self.engine
         attempt = 0
         while True:
             attempt += 1
             await engine.acquire_slot()
-            probe = engine.pool.submit(self._task(0, length, probe=True))
+            probe = engine.pool.submit(self._task(start, start + length, probe=True))
             head_fut: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
             probe.on_head = _setter(head_fut)
             probe.on_progress = self._on_progress
@@ -309,10 +341,11 @@ class FileDownload:
         )
         if not self.ranged:
             self._emit("progress", "the server ignores Range: falling back to one stream")
-        first = self.plan.pending_at(0)
-        if first is None or head.end is None or head.end <= 0:
+        at = self.probe_start
+        first = self.plan.pending_at(at)
+        if first is None or head.end is None or head.end <= at:
             return None
-        return self.plan.take_range(0, min(head.end, first.end))
+        return self.plan.take_range(at, min(head.end, first.end))
 
     def _check_space(self, needed: int) -> None:
         free = shutil.disk_usage(self.dest.parent).free
