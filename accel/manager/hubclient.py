@@ -4,21 +4,27 @@ Owns GETs of ``/api/models/{id}``, ``.../versions/{v}/manifest`` and the usage r
 and their cache in ``<models_dir>/.accel/manifest_cache.json``: an answer younger than
 the TTL is used as is; an older one is revalidated with ``If-None-Match`` (a 304 costs no
 body); when the hub cannot be reached, a cached answer of any age is used with a warning.
-aiohttp errors are translated to :mod:`accel.errors` here and nowhere else. Never
+HTTP errors are translated to :mod:`accel.errors` here and nowhere else. Never
 downloads model files (the fetch engine does).
+
+The requests go through the standard library's ``http.client`` in a thread, not
+aiohttp: an install asks the hub two or three small questions, and importing aiohttp
+and building its session cost more (~0.1 s of a 2-core machine, in every ``accel
+install`` process, before the first byte) than the answers themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 import portalocker
 
 from accel.errors import AuthError, HubError, NotFoundError
@@ -50,7 +56,6 @@ class HubClient:
         self.ttl_s = ttl_s
         self.on_warning = on_warning
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
         self.requests = 0
         self.revalidated = 0
         self.offline_hits = 0
@@ -60,17 +65,7 @@ class HubClient:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=5),
-                headers=self.headers,
-            )
-        return self._session
+        """Nothing to release (each request has its own connection); kept for symmetry."""
 
     # -- cache file --------------------------------------------------------------------
     def _read_cache(self) -> dict[str, Any]:
@@ -115,26 +110,25 @@ class HubClient:
         url = self.hub_url + path
         self.requests += 1
         try:
-            async with self._get_session().get(url, headers=headers) as resp:
-                if resp.status == 304 and entry is not None:
-                    self.revalidated += 1
-                    entry["fetched_at"] = now
-                    self._store(path, entry)
-                    return entry["body"]
-                if resp.status == 404:
-                    raise NotFoundError(f"the hub has no {path}", url=url, status=404)
-                if resp.status in (401, 403):
-                    raise AuthError(f"the hub refused {url} ({resp.status})", status=resp.status)
-                if resp.status != 200:
-                    text = (await resp.text())[:200]
-                    raise HubError(
-                        f"the hub answered {resp.status} for {url}: {text}",
-                        url=url,
-                        status=resp.status,
-                    )
-                body = await resp.json(content_type=None)
-                etag = resp.headers.get("ETag")
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            status, etag, raw = await asyncio.to_thread(
+                _http_get, url, {**self.headers, **headers}, self.timeout_s
+            )
+            if status == 304 and entry is not None:
+                self.revalidated += 1
+                entry["fetched_at"] = now
+                self._store(path, entry)
+                return entry["body"]
+            if status == 404:
+                raise NotFoundError(f"the hub has no {path}", url=url, status=404)
+            if status in (401, 403):
+                raise AuthError(f"the hub refused {url} ({status})", status=status)
+            if status != 200:
+                text = raw[:200].decode("utf-8", "replace")
+                raise HubError(
+                    f"the hub answered {status} for {url}: {text}", url=url, status=status
+                )
+            body = json.loads(raw)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             if entry is not None:
                 self.offline_hits += 1
                 age = now - float(entry.get("fetched_at", 0))
@@ -195,3 +189,26 @@ class HubClient:
             f"{self.hub_url}/storage/models/{quote(model_id)}/{quote(version)}/"
             f"{quote(path, safe='/')}"
         )
+
+
+def _http_get(url: str, headers: dict[str, str], timeout: float) -> tuple[int, str | None, bytes]:
+    """One blocking GET: status, ETag and body (run in a thread; one connection each)."""
+    parts = urlsplit(url)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        import ssl
+
+        conn = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
+    elif parts.scheme == "http":
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    else:
+        raise ValueError(f"unsupported hub URL scheme {parts.scheme!r} in {url}")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("GET", target, headers={"Accept": "application/json", **headers})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("ETag"), resp.read()
+    finally:
+        conn.close()

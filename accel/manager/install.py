@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -198,6 +199,7 @@ class VersionInstall:
     _manifest_files: dict[str, ManifestFile] = field(default_factory=dict)
     _flush_at: float = 0.0
     _flushing: asyncio.Task[None] | None = None
+    _made_dirs: set[Path] = field(default_factory=set)
 
     @property
     def model_id(self) -> str:
@@ -211,7 +213,7 @@ class VersionInstall:
     def key(self) -> str:
         return install_key(self.model_id, self.version)
 
-    @property
+    @functools.cached_property
     def target(self) -> Path:
         return self.models_dir / safe_relpath(self.model_id, "model id") / self.version
 
@@ -404,7 +406,9 @@ class VersionInstall:
 
         st = run.status
         dest = self.target / safe_relpath(st.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.parent not in self._made_dirs:  # one mkdir per folder, not per file
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(dest.parent)
         waited = False
 
         def note_wait(_holder: object) -> None:
