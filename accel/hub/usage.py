@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,7 +58,16 @@ class UsageCounter:
     # -- lifecycle -----------------------------------------------------------------------
     def _open(self) -> None:
         conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Two hub workers opening a new store at once: switching to WAL may answer
+        # SQLITE_BUSY at once, without the busy timeout; try again for a while.
+        for attempt in range(100):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_SCHEMA)
         self._conn = conn
