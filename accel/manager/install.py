@@ -499,7 +499,10 @@ class VersionInstall:
             self._maybe_flush()
         finally:
             recorder.cancel()
-            await asyncio.shield(asyncio.to_thread(held.release))
+            if held.recorded:  # a record to unlink: filesystem latency, in a thread
+                await asyncio.shield(asyncio.to_thread(held.release))
+            else:  # an unlock and a close: cheaper than a hop to a thread and back
+                held.release()
 
     def _translate(self, exc: BaseException, dest: Path) -> AccelError:
         if isinstance(exc, AccelError):
