@@ -253,8 +253,9 @@ async def test_priority_queue_starts_the_highest_priority_first(
     store: Path, hub: StubHub, models_dir: Path
 ) -> None:
     for name in ("a", "b", "c", "d"):
-        publish(store, name, "1", {"f.bin": 200_000})
-    async with _mm(models_dir, hub, max_parallel_installs=1) as mm:
+        publish(store, name, "1", {"f.bin": 1_000_000 if name == "a" else 100_000})
+    # a holds the only slot for ~0.5 s (2 MB/s): b, c and d are all queued before it ends
+    async with _mm(models_dir, hub, max_parallel_installs=1, limit_rate="2M") as mm:
         order: list[str] = []
         mm.subscribe(lambda ev: order.append(ev.model_id) if isinstance(ev, ReadyEvent) else None)
         await mm.ainstall("a", "1", wait=False)
