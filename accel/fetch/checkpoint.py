@@ -160,12 +160,15 @@ def load_checkpoint(dest: Path) -> Checkpoint | None:
     return cp
 
 
-def remove_checkpoint(dest: Path) -> None:
-    """Remove the checkpoint, and the temp files of checkpoint writers killed mid-write
-    (``<name>.part.json.<pid>.tmp`` of a pid that is gone), which nothing else removes."""
+def remove_checkpoint(dest: Path, *, sweep: bool = True) -> None:
+    """Remove the checkpoint, and with ``sweep`` the temp files of checkpoint writers
+    killed mid-write (``<name>.part.json.<pid>.tmp`` of a pid that is gone), which
+    nothing else removes. The sweep scans the folder: skip it when no writer ran."""
     final = checkpoint_path(dest)
     with contextlib.suppress(FileNotFoundError):
         final.unlink()
+    if not sweep:
+        return
     with contextlib.suppress(OSError):
         for tmp in final.parent.glob(glob.escape(final.name) + ".*.tmp"):
             pid = tmp.name[len(final.name) + 1 : -len(".tmp")]

@@ -107,6 +107,7 @@ class FileDownload:
         self.last_byte_at = 0.0
         self.hashed_at = 0.0
         self.probe_start = 0
+        self.had_part = False
 
     # --- events ------------------------------------------------------------------
     def _emit(self, kind: EventKind, message: str = "") -> None:
@@ -170,6 +171,9 @@ class FileDownload:
     async def _run(self) -> DownloadResult:
         engine = self.engine
         self.dest.parent.mkdir(parents=True, exist_ok=True)
+        # A previous run left traces (a killed checkpoint writer's temp file) only if it
+        # got as far as creating the .part: otherwise the final cleanup skips its scan.
+        self.had_part = self.part.exists()
         try:
             cp = load_checkpoint(self.dest)
         except CheckpointError:
@@ -544,7 +548,7 @@ class FileDownload:
         """SHA256 of the finished prefix, advanced while later chunks still download."""
         assert self.plan is not None and self.total is not None
         rfd = os.open(self.part, os.O_RDONLY)
-        buf = bytearray(1 * MiB)
+        buf = bytearray(max(1, min(1 * MiB, self.total)))  # 500 small files: no 1 MiB each
         try:
             while self.hashed < self.total:
                 self.hash_wake.clear()
@@ -586,7 +590,10 @@ class FileDownload:
             )
         self._emit("verified", f"sha256 {digest}")
         try:
-            await asyncio.to_thread(_publish, self.fd, self.part, self.dest, self.durable)
+            sweep = self.had_part or self.checkpointed_bytes > 0 or self.checkpointing is not None
+            await asyncio.to_thread(
+                _publish, self.fd, self.part, self.dest, self.durable, sweep=sweep
+            )
         except OSError as exc:
             raise _disk_error(exc, self.dest) from exc
         self.fd_closed()
@@ -638,7 +645,7 @@ def _load_sync_file_range() -> Callable[[int, int, int], None]:
 _start_writeback = _load_sync_file_range()
 
 
-def _publish(fd: int, part: Path, dest: Path, durable: bool = True) -> None:
+def _publish(fd: int, part: Path, dest: Path, durable: bool = True, *, sweep: bool = True) -> None:
     """fsync the data, rename ``.part`` to its final name, fsync the directory, and
     remove the checkpoint (its cleanup scans the directory: kept off the event loop).
 
@@ -655,7 +662,7 @@ def _publish(fd: int, part: Path, dest: Path, durable: bool = True) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    remove_checkpoint(dest)
+    remove_checkpoint(dest, sweep=sweep)
 
 
 def _disk_error(exc: OSError, dest: Path) -> AccelError:

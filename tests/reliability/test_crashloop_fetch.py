@@ -89,6 +89,9 @@ async def test_checkpoint_temp_of_a_killed_writer_is_cleaned(tmp_path: Path) -> 
     (www / "f.bin").write_bytes(data)
     out = tmp_path / "out"
     out.mkdir()
+    # What the killed run leaves: its .part (created before any checkpoint) and the
+    # temp file of the checkpoint it was writing.
+    (out / "f.bin.part").write_bytes(os.urandom(1000))
     stale = out / "f.bin.part.json.999999999.tmp"  # no such pid
     stale.write_bytes(b"{")
     with NginxOrigin(www) as origin:
