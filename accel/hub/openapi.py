@@ -11,7 +11,7 @@ from typing import Any
 
 from accel.schema import ErrorBody, ModelInfo, RankingEntry, UsageReport, VersionManifest
 
-__all__ = ["OPENAPI", "OPENAPI_JSON"]
+__all__ = ["FILE_PATH_PATTERN", "NAME_PATTERN", "OPENAPI", "OPENAPI_JSON"]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -34,8 +34,28 @@ _INM = {
     "schema": {"type": "string"},
     "description": "an ETag from an earlier answer: 304 when it still matches",
 }
-_MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+# The hub's own rules (accel.hub.paths) written as JSON Schema patterns: ids and versions
+# are what check_name accepts; a file path is what split_raw_path accepts, "/"-separated
+# segments without control characters or backslashes that are never "" or "." or "..".
+# A segment longer than a file name can be (255 UTF-8 bytes) is well formed but cannot be
+# listed, so it is a 404, not a 400: the pattern needs no length.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+_SEGMENT_CHAR = r"[^/\\\u0000-\u001f\u007f]"
+_SEGMENT_START = r"[^./\\\u0000-\u001f\u007f]"
+_SEGMENT = rf"(?:{_SEGMENT_START}|\.{_SEGMENT_START}|\.\.{_SEGMENT_CHAR}){_SEGMENT_CHAR}*"
+FILE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+_MODEL_ID = {
+    "name": "model_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": NAME_PATTERN},
+}
+_VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": NAME_PATTERN},
+}
 _COMMON_ERRORS = {"401": _error("missing or wrong bearer token (when the hub has one)")}
 
 
@@ -189,8 +209,11 @@ OPENAPI: dict[str, Any] = {
         "/storage/models/{model_id}/{version}/{file_path}": {
             "get": {
                 "summary": "a file listed in the version's manifest; single Range supported",
-                "description": "file_path may contain '/'. Anything not listed in the "
-                "manifest (or leaving the store) is 404; malformed paths are 400.",
+                "description": "file_path is the path of the manifest: its '/' go into "
+                "the URL as they are (an encoded %2F is part of a segment, so 400), each "
+                "segment percent-decoded once. A path matching the pattern is well formed; "
+                "when that version's manifest does not list it (or it would leave the "
+                "store) the answer is 404. Anything else is 400 (code bad_path).",
                 "parameters": [
                     _MODEL_ID,
                     _VERSION,
@@ -198,7 +221,10 @@ OPENAPI: dict[str, Any] = {
                         "name": "file_path",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "description": "'/'-separated segments; a segment is never empty, "
+                        "'.' or '..' and has no backslash or control character (U+0000-U+001F, "
+                        "U+007F)",
+                        "schema": {"type": "string", "pattern": FILE_PATH_PATTERN},
                     },
                     {
                         "name": "Range",
@@ -229,8 +255,11 @@ OPENAPI: dict[str, Any] = {
                         "content": {"application/octet-stream": {}},
                     },
                     "304": {"description": "If-None-Match matched"},
-                    "400": _error("malformed path (code bad_path)"),
-                    "404": _error("not a file of this version (code not_found)"),
+                    "400": _error(
+                        "a segment is empty, '.', '..' or has a backslash or control "
+                        "character (code bad_path)"
+                    ),
+                    "404": _error("well formed, but not a file of this version (code not_found)"),
                     "412": _error("If-Match did not match (code precondition_failed)"),
                     "416": _error("range outside the file; Content-Range: bytes */size"),
                     **_COMMON_ERRORS,

@@ -40,11 +40,11 @@ def check_name(value: str, *, what: str = "model id") -> str:
     return value
 
 
-def _check_segment(segment: str, whole: str) -> None:
+def _check_segment(segment: str, whole: str, *, check_length: bool = True) -> None:
     bad = (
         not segment
         or segment in (".", "..")
-        or len(segment.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT
+        or (check_length and len(segment.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT)
         or "/" in segment
         or "\\" in segment
         or any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment)
@@ -75,6 +75,9 @@ def split_raw_path(raw: str) -> tuple[str, ...]:
     ``%2F`` or ``%2e%2e`` becomes a segment that :func:`check_relpath` refuses instead of
     a separator or a parent reference; a double-encoded ``%252e`` decodes to the literal
     text ``%2e``. Raises UnsafePathError for anything that is not a clean relative path.
+    Segment length is not checked: a segment too long for a file name is well formed but
+    can never be listed, so the caller's lookup answers it (404) like any unlisted path.
+    This is exactly what ``FILE_PATH_PATTERN`` in :mod:`accel.hub.openapi` describes.
     """
     raw = raw.split("?", 1)[0].split("#", 1)[0]
     if not raw:
@@ -85,5 +88,5 @@ def split_raw_path(raw: str) -> tuple[str, ...]:
         raise UnsafePathError("path is not valid UTF-8", path=raw) from exc
     joined = "/".join(segments)
     for segment in segments:
-        _check_segment(segment, joined)
+        _check_segment(segment, joined, check_length=False)
     return segments

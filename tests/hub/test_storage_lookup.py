@@ -44,6 +44,11 @@ def test_listed_file_opens(trapped: Catalog) -> None:
         ("/storage/models/demo-mt/1.0.0/shards/part-00.bin", 404),
         ("/storage/models/trap/1.0/d/f.bin", 404),
         ("/storage/models/demo-asr/1.0.0/%2e%2e/secret.txt", 400),
+        ("/storage/models/demo-asr/1.0.0/%7F", 400),
+        # Well formed but longer than a file name can be: cannot be listed, so 404 (the
+        # OpenAPI pattern has no length, so a 400 here would reject schema-valid data).
+        ("/storage/models/demo-asr/1.0.0/sub/" + "x" * 300, 404),
+        ("/storage/models/demo-asr/1.0.0/" + "%C3%A9" * 200, 404),
         ("/storage/models/demo-asr/1.0.0", 404),
         ("/storage/other", 404),
     ],

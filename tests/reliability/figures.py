@@ -65,9 +65,9 @@ wrote through symlinks planted in the models dir (now refused); the hub publishe
 blake3 digest for an empty file and the engine refused it, so models with an empty file
 could not install (publish now gives none); a SIGKILL during a checkpoint write left
 `<name>.part.json.<pid>.tmp` next to the finished file (found by the 30-kill soak; now
-removed). Open: `/openapi.json` types `file_path` as any string while the hub answers 400
-to control characters and dot segments, so schemathesis' `positive_data_acceptance` is
-excluded. Waste per kill: partial chunks are not checkpointed, so a kill loses the
+removed); `/openapi.json` typed `file_path` as any string while the hub answers 400 to
+control characters and dot segments (the path parameters now carry the hub's own patterns,
+so schemathesis runs every check, `positive_data_acceptance` included). Waste per kill: partial chunks are not checkpointed, so a kill loses the
 in-flight part of every open chunk (2.8 MiB per kill for one download, 7.2 MiB for a
 rate-limited install; budget 64 MiB)."""
 
