@@ -72,7 +72,8 @@ def emit_json(obj: Any) -> None:
 
 
 class Renderer:
-    """Renders manager events: rich on a tty, lines otherwise, NDJSON with --json."""
+    """Renders manager events: rich on a tty (a line per version, one per file being
+    fetched, a total line), lines otherwise, NDJSON with --json."""
 
     def __init__(self, *, as_json: bool, quiet: bool) -> None:
         self.as_json = as_json
@@ -81,6 +82,7 @@ class Renderer:
         self._last_line = 0.0
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
+        self._file_tasks: dict[tuple[str, str], Any] = {}
         self._total: Any = None
 
     def __enter__(self) -> Renderer:
@@ -134,23 +136,49 @@ class Renderer:
                 speed=format_rate(event.speed_bps),
                 eta=_eta(event.eta_s),
             )
+            self._update_files(key, event.files)
             self._update_total(event.total)
         elif event.type == "ready":
+            self._update_files(key, [])
             task = self._tasks.get(key)
             if task is not None:
-                prog.update(task, completed=prog.tasks[task].total, speed="", eta="done")
+                total = next(t.total for t in prog.tasks if t.id == task)
+                prog.update(task, completed=total, speed="", eta="done")
             self._update_total(None)
             prog.console.print(f"ready   {key} -> {event.path}", markup=False, highlight=False)
         elif event.type == "failed":
+            self._update_files(key, [])
             prog.console.print(f"failed  {key}: {event.error.message}", markup=False)
         elif event.type == "warning":
             prog.console.print(f"warning {event.message}", markup=False)
 
+    def _update_files(self, key: str, files: Any) -> None:
+        """One line per file being fetched, under its version's line; gone when done."""
+        prog = self._progress
+        active = {f.path: f for f in files if f.state == "downloading"}
+        for (k, path), task in list(self._file_tasks.items()):
+            if k == key and path not in active:
+                prog.remove_task(task)
+                del self._file_tasks[(k, path)]
+        for path, f in active.items():
+            name = path if len(path) <= 40 else "..." + path[-37:]
+            fields = {"speed": format_rate(f.speed_bps), "eta": _eta(f.eta_s)}
+            done = min(f.bytes_total, f.bytes_done + f.inflight)
+            task = self._file_tasks.get((key, path))
+            if task is None:
+                self._file_tasks[(key, path)] = prog.add_task(
+                    f"  {name}", total=f.bytes_total, completed=done, **fields
+                )
+            else:
+                prog.update(task, completed=done, **fields)
+
     def _update_total(self, total: Any) -> None:
         # Summed over every version shown, so the line never shrinks when one finishes.
         prog = self._progress
-        done = sum(prog.tasks[t].completed for t in self._tasks.values())
-        size = sum(prog.tasks[t].total or 0 for t in self._tasks.values())
+        # (tasks by id: prog.tasks is a list, and file lines come and go)
+        shown = {t.id: t for t in prog.tasks}
+        done = sum(shown[t].completed for t in self._tasks.values())
+        size = sum(shown[t].total or 0 for t in self._tasks.values())
         fields: dict[str, str] = {}
         if total is not None:
             fields = {"speed": format_rate(total.speed_bps), "eta": _eta(total.eta_s)}

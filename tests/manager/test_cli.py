@@ -124,3 +124,24 @@ def test_install_lines_when_not_a_tty(store: Path, hub: StubHub, models_dir: Pat
     assert "m@1: downloading" in lines and f"ready m@1 -> {models_dir / 'm' / '1'}" in lines
     assert any(" | total " in line and "ETA" in line for line in lines)
     assert "\x1b[" not in r.stderr  # no terminal control codes in a log
+
+
+def test_install_progress_on_a_terminal(store: Path, hub: StubHub, models_dir: Path) -> None:
+    """Under a real pseudo-terminal (util-linux ``script``) rich draws the version's bar,
+    one line per file being fetched and a total line, then says where it is ready."""
+    publish(store, "t", "1", {"weights/big.bin": 24_000_000, "tok.json": 2_000})
+    env = _env(hub, models_dir)
+    cmd = f"{sys.executable} -m accel install t@1 --limit-rate 12MB/s"
+    r = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout
+    out = r.stdout
+    assert "━" in out and "total" in out and "MB/s" in out
+    assert "  weights/big.bin" in out  # the file's own line while it downloads
+    assert "ready   t@1 -> " in out  # (rich wraps the long path at the pty's width)
+    assert out.rstrip().endswith(str(models_dir / "t" / "1"))  # stdout: the path
