@@ -190,14 +190,15 @@ async def _set_priority(request: web.Request) -> web.Response:
     data = await _body(request)
     model_id, version = _model_args(data)
     priority = _priority(data)
-    if hasattr(d.manager, "set_priority") or hasattr(d.manager, "aset_priority"):
-        await call(d.manager, "set_priority", model_id, version, priority)
-    else:
-        # Re-queueing with a new priority is how the manager's queue re-orders work.
-        await call(d.manager, "install", model_id, version, priority=priority, wait=False)
-    d.events.publish({"model_id": model_id, "version": version, "priority": priority}, "priority")
+    changed = await d.set_priority(model_id, version, priority)
+    d.events.publish(
+        {"model_id": model_id, "version": version, "priority": priority, "changed": changed},
+        "priority",
+    )
     await d.refresh_cards()
-    return web.json_response({"ok": True, "model_id": model_id, "priority": priority})
+    return web.json_response(
+        {"ok": True, "model_id": model_id, "priority": priority, "changed": changed}
+    )
 
 
 async def _job(request: web.Request) -> web.Response:

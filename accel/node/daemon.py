@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from accel.errors import AccelError
+from accel.errors import AccelError, NotFoundError, UsageError
 from accel.node.events import EventBroadcaster, event_name, to_jsonable
 from accel.node.guard import JobGuard
 from accel.node.hubinfo import HubInfo, preseed_candidates
@@ -309,6 +309,47 @@ class NodeDaemon:
                 log.warning("cannot resume %s@%s: %s", model_id, version, exc)
         with contextlib.suppress(FileNotFoundError):
             self.resume_file.unlink()
+
+    async def set_priority(self, model_id: str, version: str | None, priority: int) -> list[str]:
+        """Give every unfinished install of ``model_id`` (one ``version``, or all) ``priority``.
+
+        A queued install moves in the manager's queue at once; the registry record (what
+        status shows, and what resume re-queues with) takes the new value too, so a paused
+        or failed install keeps it and runs with it when resumed. Returns the keys changed.
+        Raises NotFoundError when there is no such install, UsageError when it is ready.
+        """
+        label = f"{model_id}@{version}" if version else model_id
+        mine = [
+            r
+            for r in await self.local_records()
+            if r.get("model_id") == model_id and (version is None or r.get("version") == version)
+        ]
+        pending = [r for r in mine if r.get("state") != "ready"]
+        if not pending:
+            if mine:
+                raise UsageError(
+                    f"{label} is installed already: a priority only orders installs still to run"
+                )
+            raise NotFoundError(
+                f"this node has no install of {label}",
+                hint="install it with a priority: POST /api/install {model_id, priority}",
+            )
+        if hasattr(self.manager, "set_priority") or hasattr(self.manager, "aset_priority"):
+            await call(self.manager, "set_priority", model_id, version, priority)
+        else:
+            # Re-queueing with a new priority is how such a manager's queue re-orders work.
+            await call(self.manager, "install", model_id, version, priority=priority, wait=False)
+        keys = {(str(r["model_id"]), str(r.get("version"))) for r in pending}
+        registry = getattr(self.manager, "registry", None)
+        if registry is not None and hasattr(registry, "update"):
+
+            def change(reg: Any) -> None:
+                for rec in reg.installs.values():
+                    if (rec.model_id, rec.version) in keys and rec.state != "ready":
+                        rec.priority = priority
+
+            await asyncio.to_thread(registry.update, change)
+        return sorted(f"{m}@{v}" for m, v in keys)
 
     async def preseed_once(self) -> list[str]:
         """Queue the hub's top-N models that this node does not have yet."""

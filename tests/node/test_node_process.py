@@ -172,6 +172,50 @@ async def test_paused_install_stays_paused_across_restart(tmp_path: Path, store:
             assert state["cards"][0]["state"] == "paused"
 
 
+async def _record(s: aiohttp.ClientSession, node_url: str, model_id: str) -> dict[str, Any]:
+    async with s.get(node_url + "/api/models") as r:
+        (rec,) = [m for m in await r.json() if m["model_id"] == model_id]
+    return rec  # type: ignore[no-any-return]
+
+
+async def test_priority_of_a_paused_install_shows_and_survives_resume(
+    tmp_path: Path, store: Path
+) -> None:
+    models = tmp_path / "models"
+    with running_hub(store) as hub, running_node(models, hub.url, "--limit-rate", "4M") as node:
+        async with aiohttp.ClientSession() as s:
+            events = follow_events(node.url, session=s, reconnect=False)
+            await anext(events)
+            await _post(s, node.url + "/api/install", {"model_id": "asr-zh", "priority": 1})
+            await _until(events, lambda e: e.name == "progress" and e.data["bytes_done"] > 0)
+            await _post(s, node.url + "/api/pause", {"model_id": "asr-zh"})
+            await _until(events, lambda e: e.name == "state" and e.data["state"] == "paused")
+
+            status, body = await _post(
+                s, node.url + "/api/priority", {"model_id": "asr-zh", "priority": 7}
+            )
+            assert (status, body["changed"]) == (200, ["asr-zh@1.0"]), body
+            rec = await _record(s, node.url, "asr-zh")
+            assert (rec["state"], rec["priority"]) == ("paused", 7), rec
+
+            # Resume re-queues with the new priority, and the running install keeps it.
+            await _post(s, node.url + "/api/resume", {"model_id": "asr-zh"})
+            await _until(events, lambda e: e.name == "progress" and e.data["model_id"] == "asr-zh")
+            rec = await _record(s, node.url, "asr-zh")
+            assert rec["state"] in ("queued", "downloading") and rec["priority"] == 7, rec
+
+            # Nothing to reprioritize: a clear error, not an "ok" that changed nothing.
+            status, body = await _post(s, node.url + "/api/priority", {"model_id": "nope"})
+            assert status == 404 and body["error"]["code"] == "not_found", body
+            await _post(s, node.url + "/api/install", {"model_id": "mt-zh-en", "version": "2.0"})
+            await _until(events, lambda e: e.name == "ready" and e.data["model_id"] == "mt-zh-en")
+            status, body = await _post(
+                s, node.url + "/api/priority", {"model_id": "mt-zh-en", "priority": 3}
+            )
+            assert status == 400 and "installed already" in body["error"]["message"], body
+            await events.aclose()
+
+
 async def test_preseed_top_n_and_websocket_reports_with_progress(
     tmp_path: Path, store: Path
 ) -> None:
