@@ -131,10 +131,14 @@ async def _get_manifest(request: web.Request) -> web.Response:
         if catalog.model_answer(model_id) is None:
             raise Problem(404, "model_not_found", f"no model {model_id!r} on this hub")
         raise Problem(404, "version_not_found", f"model {model_id!r} has no version {version!r}")
+    response = _answer(request, answer)
     # One install request = one manifest fetch; not awaited: counting never slows installs.
-    if request.method == "GET":
+    # A 304 is not counted: the client holds this (immutable) manifest already, so its
+    # install was counted when it got it; counting the revalidation would count a resume
+    # or a re-check as one more download, and only when the client's cache had expired.
+    if request.method == "GET" and response.status == 200:
         request.app[USAGE].count(model_id)
-    return _answer(request, answer)
+    return response
 
 
 async def _ranking(request: web.Request) -> web.Response:

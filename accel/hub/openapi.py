@@ -154,7 +154,8 @@ OPENAPI: dict[str, Any] = {
         "/api/models/{model_id}/versions/{version}/manifest": {
             "get": {
                 "summary": "a version's files with sha256 and blake3 block digests; "
-                "counts one install request for the ranking",
+                "a 200 counts one install request for the ranking (a 304 does not: "
+                "the client was counted when it got the manifest)",
                 "parameters": [_MODEL_ID, _VERSION, _INM],
                 "responses": {
                     "200": {**_json(_ref("VersionManifest"), "the manifest"), "headers": _ETAG},

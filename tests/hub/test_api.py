@@ -172,11 +172,16 @@ def test_ranking_shape_and_counting_rules(live: RunningHub) -> None:
     before = {
         e["model_id"]: e["request_count"] for e in get_json(f"{live.url}/api/model-usage/ranking")
     }
-    # Catalog reads and file downloads are not install requests; manifest fetches are.
+    # Catalog reads and file downloads are not install requests; manifest fetches (200) are.
     get_json(f"{live.url}/api/models/demo-mt")
     call(live.file_url("demo-mt", "1.0.0", "shards/part-01.bin"))
+    manifest_url = f"{live.url}/api/models/demo-mt/versions/1.0.0/manifest"
     for _ in range(3):
-        get_json(f"{live.url}/api/models/demo-mt/versions/1.0.0/manifest")
+        get_json(manifest_url)
+    # A revalidation (304) or a HEAD is not one more install: the client has the manifest.
+    etag = call(manifest_url, "HEAD")[1]["ETag"]
+    for _ in range(2):
+        assert call(manifest_url, headers={"If-None-Match": etag})[0] == 304
     status, _, body = call(f"{live.url}/api/model-usage", "POST", b'{"model_id": "demo-mt"}',
                            {"Content-Type": "application/json"})  # fmt: skip
     assert status == 200 and json.loads(body)["model_id"] == "demo-mt"
