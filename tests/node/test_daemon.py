@@ -236,6 +236,39 @@ async def test_preseed_top_n_at_start_and_ranking_view(tmp_path: Path, mini_hub:
         await d.stop()
 
 
+async def test_preseed_runs_again_on_its_interval(tmp_path: Path) -> None:
+    """A model that climbs into the hub's top N is pre-seeded by the next round on its
+    own, without a restart or a POST /api/preseed."""
+    ranking = [{"model_id": "mt-small", "request_count": 9, "rank": 1}]
+    asked = []
+
+    async def ranked(r: web.Request) -> web.Response:
+        asked.append(r.query.get("limit"))
+        return web.json_response(ranking[: int(r.query.get("limit", 10))])
+
+    app = web.Application()
+    app.router.add_get("/api/model-usage/ranking", ranked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hub = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    d, fake = await _daemon(tmp_path, hub, preseed_top=1, preseed_interval_s=0.3)
+    try:
+        async with asyncio.timeout(5):
+            while {k[0] for k in fake.records} != {"mt-small"}:
+                await asyncio.sleep(0.02)
+        ranking.insert(0, {"model_id": "tts", "request_count": 50, "rank": 1})
+        async with asyncio.timeout(5):
+            while "tts" not in {k[0] for k in fake.records}:
+                await asyncio.sleep(0.02)
+        assert len(asked) >= 2 and set(asked) == {"1"}
+        assert d.preseed_status["started"] == ["tts"] and d.preseed_status["error"] is None
+    finally:
+        await d.stop()
+        await runner.cleanup()
+
+
 async def test_stop_ends_open_event_streams(tmp_path: Path, mini_hub: str) -> None:
     d, _ = await _daemon(tmp_path, mini_hub)
     assert d.url

@@ -15,6 +15,7 @@ import pytest
 from accel.node.client import NodeEvent, follow_events
 from tests.node.scheduler import Scheduler
 from tests.node.stack import publish, running_hub, running_node
+from tests.support.hub import running_hub as running_token_hub
 
 MiB = 1 << 20
 
@@ -214,6 +215,35 @@ async def test_priority_of_a_paused_install_shows_and_survives_resume(
             )
             assert status == 400 and "installed already" in body["error"]["message"], body
             await events.aclose()
+
+
+async def test_node_with_the_hub_token_installs_and_without_it_says_refused(
+    tmp_path: Path, store: Path
+) -> None:
+    """``accel node --token``: the manager and the hub info both send it; without it the
+    hub's 401 comes back as a clear "unauthorized" error, not as an empty ranking."""
+    models = tmp_path / "models"
+    with running_token_hub(store, token="node-test-token") as hub:
+        with running_node(models, hub.url, "--token", "node-test-token") as node:
+            async with aiohttp.ClientSession() as s:
+                events = follow_events(node.url, session=s, reconnect=False)
+                await anext(events)
+                status, _ = await _post(s, node.url + "/api/install", {"model_id": "mt-zh-en"})
+                assert status == 202
+                ready = await _until(
+                    events, lambda e: e.name == "ready" and e.data["model_id"] == "mt-zh-en"
+                )
+                assert (Path(ready.data["path"]) / "weights.bin").stat().st_size == 2 * MiB
+                await events.aclose()
+                async with s.get(node.url + "/api/ranking?limit=5") as r:
+                    assert r.status == 200
+                    rows = await r.json()
+                ids = {row["model_id"]: row["local_state"] for row in rows}
+                assert ids["mt-zh-en"] == "ready" and "asr-zh" in ids, rows
+        with running_node(tmp_path / "models2", hub.url, log_name="node2.log") as node2:
+            async with aiohttp.ClientSession() as s, s.get(node2.url + "/api/ranking") as r:
+                body = await r.json()
+            assert r.status == 502 and body["error"]["code"] == "unauthorized", body
 
 
 async def test_preseed_top_n_and_websocket_reports_with_progress(
