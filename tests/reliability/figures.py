@@ -65,11 +65,14 @@ wrote through symlinks planted in the models dir (now refused); the hub publishe
 blake3 digest for an empty file and the engine refused it, so models with an empty file
 could not install (publish now gives none); a SIGKILL during a checkpoint write left
 `<name>.part.json.<pid>.tmp` next to the finished file (found by the 30-kill soak; now
-removed); `/openapi.json` typed `file_path` as any string while the hub answers 400 to
-control characters and dot segments (the path parameters now carry the hub's own patterns,
-so schemathesis runs every check, `positive_data_acceptance` included). Waste per kill: partial chunks are not checkpointed, so a kill loses the
-in-flight part of every open chunk (2.8 MiB per kill for one download, 7.2 MiB for a
-rate-limited install; budget 64 MiB)."""
+removed); `/openapi.json` typed `file_path` as any string (now the hub's own patterns, and
+schemathesis runs every check, `positive_data_acceptance` included). The fetch
+workers moved from aiohttp to a lean HTTP/1.1 client in session 2; the chaos, crash-loop
+and stress figures above were taken again on that code (the hub's do not involve it). Waste per kill: partial chunks are not checkpointed, so a
+kill loses the in-flight part of every open chunk (2.8 MiB per kill for one download,
+13 MiB for a rate-limited install, whose larger chunks now come from starting at fewer
+connections; budget 64 MiB). A chaos download that gives up does so after 6 attempts
+with the cause in its message (one 503 in the last 200-download run)."""
 
 
 def main() -> int:
