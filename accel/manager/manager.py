@@ -618,12 +618,29 @@ class ModelManager:
         await self.aresume(model_id, version)
 
     async def aset_priority(self, model_id: str, version: str | None, priority: int) -> None:
-        """Move a queued install forward (or back) in the queue."""
-        for key, _rec in self._matching(model_id, version):
+        """Give an unfinished install ``priority``: a queued one moves in the queue, a
+        running one keeps it in every later registry write, and the registry record
+        (what status shows, what resume re-queues with) takes it at once."""
+        keys = set()
+        for key, rec in self._matching(model_id, version):
+            if rec is not None and rec.state == "ready":
+                continue
+            keys.add(key)
             job = self._jobs.get(key)
             if job is not None:
                 job.priority = priority
                 self._slots.set_priority(key, priority)
+                if job.inst is not None:
+                    job.inst.priority = priority
+
+        def change(reg: Registry) -> None:
+            for key in keys:
+                rec = reg.installs.get(key)
+                if rec is not None and rec.state != "ready":
+                    rec.priority = priority
+
+        if keys:
+            await asyncio.to_thread(self.registry.update, change)
 
     def _matching(
         self, model_id: str, version: str | None

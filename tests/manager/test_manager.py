@@ -366,3 +366,21 @@ async def test_duplicate_content_inside_a_version_is_fetched_once(
     assert hub.storage_bytes() == 700_000 + 1000
     assert (path / "copy" / "b.bin").read_bytes() == same
     assert os.stat(path / "a.bin").st_ino == os.stat(path / "copy" / "b.bin").st_ino
+
+
+async def test_priority_of_a_running_install_sticks(store: Path, models_dir: Path) -> None:
+    """A priority given while the install downloads is what status shows, survives the
+    install's own registry writes, and is what a pause keeps for the resume."""
+    publish(store, "run", "1", {"a.bin": 16_000_000, "b.bin": 3_000_000})
+    with running_stub(store) as hub:
+        async with _mm(models_dir, hub, limit_rate="2M") as mm:
+            await mm.ainstall("run", "1", wait=False, priority=1)
+            while not mm.status("run", "1") or mm.status("run", "1")[0].bytes_done == 0:
+                await asyncio.sleep(0.05)
+            await mm.aset_priority("run", "1", 7)
+            assert mm.status("run", "1")[0].priority == 7
+            await asyncio.sleep(2.5)  # past the install's periodic registry flush
+            rec = mm.status("run", "1")[0]
+            assert rec.state == "downloading" and rec.priority == 7
+            await mm.apause("run", "1")
+            assert mm.status("run", "1")[0].priority == 7
