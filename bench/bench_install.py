@@ -76,7 +76,19 @@ def ensure_store(root: Path, quick: bool) -> dict[str, dict[str, int]]:
     return specs
 
 
+def settle() -> None:
+    """Flush dirty pages and let the disk go quiet before a timed run (not timed).
+
+    Every tool's output is removed after its run, but the filesystem work of that
+    (and of the files written) lands on whoever runs next; accel's `syncfs` before
+    `ready` waits for all of it. The fetch bench does the same between tools.
+    """
+    os.sync()
+    time.sleep(0.5)
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    settle()
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
