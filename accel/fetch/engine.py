@@ -93,7 +93,6 @@ class Engine:
             nice=worker_nice,
         )
         self._slot_freed = asyncio.Event()
-        self._started = False
         self._starting: asyncio.Future[None] | None = None
         self._tuner: asyncio.Task[None] | None = None
         self._bytes = 0
@@ -126,7 +125,6 @@ class Engine:
 
     async def _start(self) -> None:
         await self.pool.start()
-        self._started = True
         if self.auto and self.max_connections > self.capacity:
             self._tuner = asyncio.ensure_future(self._tune())
 
@@ -140,7 +138,6 @@ class Engine:
             await asyncio.gather(self._starting, return_exceptions=True)
         self._starting = None
         await self.pool.close()
-        self._started = False
 
     async def download(
         self,
@@ -174,8 +171,8 @@ class Engine:
             progress=progress,
             chunk_size=chunk_size,
             headers=merged,
+            durable=durable,
         )
-        fd.durable = durable
         self._downloads.add(fd)
         try:
             return await fd.run()

@@ -119,23 +119,25 @@ class Connection:
 
     def recv_into(self, view: memoryview, *, fill: bool) -> int:
         """Read into ``view``; with ``fill`` wait until it is full (plain sockets)."""
+        flags = socket.MSG_WAITALL if fill and self.plain else 0
         try:
-            if fill and self.plain:
-                n = self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
-            else:
-                n = self.sock.recv_into(view, len(view))
+            return self.sock.recv_into(view, len(view), flags)
         except (BlockingIOError, TimeoutError, ssl.SSLWantReadError) as exc:
-            if self._aborted:
-                return 0
-            raise StallTimeout(f"no bytes for {self.timeout:.0f} s") from exc
-        if n == 0 and self._aborted:
-            return 0
-        return n
+            return self._stalled(exc)
 
     def recv(self, n: int) -> bytes:
-        buf = bytearray(n)
-        got = self.recv_into(memoryview(buf), fill=False)
-        return bytes(buf[:got])
+        """Up to ``n`` bytes (for response heads and chunk-size lines)."""
+        try:
+            return self.sock.recv(n)
+        except (BlockingIOError, TimeoutError, ssl.SSLWantReadError) as exc:
+            self._stalled(exc)
+            return b""
+
+    def _stalled(self, exc: OSError) -> int:
+        """A read timed out: 0 (end) when aborted from another thread, else a stall."""
+        if self._aborted:
+            return 0
+        raise StallTimeout(f"no bytes for {self.timeout:.0f} s") from exc
 
     def send(self, data: bytes) -> None:
         try:

@@ -127,11 +127,6 @@ class ChunkPlan:
             self._prefix = c.end
 
     # --- queries ---------------------------------------------------------------
-    def pending(self) -> list[Chunk]:
-        return sorted(
-            (c for c in self.chunks if c.state is ChunkState.PENDING), key=lambda c: c.start
-        )
-
     def pending_at(self, start: int) -> Chunk | None:
         """The pending chunk that starts at ``start``, if there is one."""
         c = self._by_start.get(start)

@@ -68,6 +68,7 @@ class FileDownload:
         progress: Callable[[ProgressEvent], None] | None,
         chunk_size: int | None,
         headers: dict[str, str],
+        durable: bool = True,
     ) -> None:
         self.engine = engine
         self.url = url
@@ -77,6 +78,9 @@ class FileDownload:
         self.progress = progress
         self.chunk_size = chunk_size
         self.headers = tuple(headers.items())
+        #: fsync the data before the rename and the directory after it (``False``: the
+        #: caller syncs, see ``Engine.download``)
+        self.durable = durable
         digests = self.expected.chunks
         self.block_size = digests.size if digests is not None else 0
         self.digests: tuple[str, ...] = tuple(digests.digests) if digests is not None else ()
@@ -278,9 +282,9 @@ class FileDownload:
             n = 4 * MiB
         return max(1, -(-n // align) * align)
 
-    def _chunk_limit(self) -> int | None:
-        if self.chunk_size or not self.ranged or self.total is None:
-            return None
+    def _auto_chunk_size(self) -> int:
+        """The chunk size for the connections there are now (the total is known)."""
+        assert self.total is not None
         return choose_chunk_size(self.total, self.engine.capacity, self.block_size or 1)
 
     async def _prepare(self, head: Head, cp: Checkpoint | None) -> Chunk | None:
@@ -334,12 +338,7 @@ class FileDownload:
                 os.ftruncate(self.fd, total)
         for c in done:
             self.records[c.start] = c
-        if self.ranged:
-            size = self.chunk_size or choose_chunk_size(
-                total, self.engine.capacity, self.block_size or 1
-            )
-        else:
-            size = max(1, total)
+        size = (self.chunk_size or self._auto_chunk_size()) if self.ranged else max(1, total)
         self.plan = ChunkPlan(
             total, size, align=self.block_size or 1, done=[(c.start, c.end) for c in done]
         )
@@ -393,11 +392,12 @@ class FileDownload:
             while not plan.finished:
                 if self.fatal is not None:
                     raise self.fatal
+                # Sized by the connections there are now: when the tuner adds some,
+                # later chunks get shorter, and what all of them hold unfinished
+                # stays near 64 MiB (a kill -9 loses no more).
+                limit = None if self.chunk_size or not self.ranged else self._auto_chunk_size()
                 while plan.pending_count and engine.try_acquire_slot():
-                    # Sized by the connections there are now: when the tuner adds
-                    # some, later chunks get shorter, and what all of them hold
-                    # unfinished stays near 64 MiB (a kill -9 loses no more).
-                    chunk = plan.take(self._chunk_limit())
+                    chunk = plan.take(limit)
                     if chunk is None:
                         engine.release_slot()
                         break
@@ -573,10 +573,6 @@ class FileDownload:
         # Start writing the hashed prefix back to disk now, so the fsync before the
         # rename only waits for the last few MiB (last byte -> verified file stays short).
         _start_writeback(rfd, start, target - start)
-
-    #: fsync the data before the rename and the directory after it; set from
-    #: ``Engine.download(durable=...)`` (``False``: the caller syncs, see there)
-    durable: bool = True
 
     async def _finish(self) -> DownloadResult:
         assert self.total is not None
