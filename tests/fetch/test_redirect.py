@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from accel.fetch import Engine
+from tests.support.webapp import serve_app
 
 Seen = list[dict[str, str]]
 
@@ -28,27 +29,15 @@ async def servers(tmp_path: Path) -> AsyncIterator[tuple[str, Seen, bytes]]:
 
     b = web.Application()
     b.router.add_get("/f.bin", serve)
-    runner_b = web.AppRunner(b)
-    await runner_b.setup()
-    site_b = web.TCPSite(runner_b, "127.0.0.1", 0)
-    await site_b.start()
-    port_b = site_b._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with serve_app(b) as url_b:
 
-    async def redirect(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound(f"http://127.0.0.1:{port_b}/f.bin")
+        async def redirect(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(f"{url_b}/f.bin")
 
-    a = web.Application()
-    a.router.add_get("/f.bin", redirect)
-    runner_a = web.AppRunner(a)
-    await runner_a.setup()
-    site_a = web.TCPSite(runner_a, "127.0.0.1", 0)
-    await site_a.start()
-    port_a = site_a._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port_a}/f.bin", seen, data
-    finally:
-        await runner_a.cleanup()
-        await runner_b.cleanup()
+        a = web.Application()
+        a.router.add_get("/f.bin", redirect)
+        async with serve_app(a) as url_a:
+            yield f"{url_a}/f.bin", seen, data
 
 
 async def test_redirect_to_another_origin_drops_authorization(

@@ -19,6 +19,7 @@ from aiohttp import web
 from accel.node.daemon import NodeConfig, NodeDaemon
 from tests.node.fakes import FakeManager
 from tests.node.scheduler import Scheduler
+from tests.support.webapp import serve_app
 
 RANKING = [
     {"model_id": "mt-small", "request_count": 9, "rank": 1},
@@ -58,13 +59,8 @@ async def mini_hub() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/api/model-usage/ranking", ranking)
     app.router.add_get("/api/models", models)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 async def _daemon(tmp: Path, hub: str, **kw: Any) -> tuple[NodeDaemon, FakeManager]:
@@ -248,25 +244,20 @@ async def test_preseed_runs_again_on_its_interval(tmp_path: Path) -> None:
 
     app = web.Application()
     app.router.add_get("/api/model-usage/ranking", ranked)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hub = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    d, fake = await _daemon(tmp_path, hub, preseed_top=1, preseed_interval_s=0.3)
-    try:
-        async with asyncio.timeout(5):
-            while {k[0] for k in fake.records} != {"mt-small"}:
-                await asyncio.sleep(0.02)
-        ranking.insert(0, {"model_id": "tts", "request_count": 50, "rank": 1})
-        async with asyncio.timeout(5):
-            while "tts" not in {k[0] for k in fake.records}:
-                await asyncio.sleep(0.02)
-        assert len(asked) >= 2 and set(asked) == {"1"}
-        assert d.preseed_status["started"] == ["tts"] and d.preseed_status["error"] is None
-    finally:
-        await d.stop()
-        await runner.cleanup()
+    async with serve_app(app) as hub:
+        d, fake = await _daemon(tmp_path, hub, preseed_top=1, preseed_interval_s=0.3)
+        try:
+            async with asyncio.timeout(5):
+                while {k[0] for k in fake.records} != {"mt-small"}:
+                    await asyncio.sleep(0.02)
+            ranking.insert(0, {"model_id": "tts", "request_count": 50, "rank": 1})
+            async with asyncio.timeout(5):
+                while "tts" not in {k[0] for k in fake.records}:
+                    await asyncio.sleep(0.02)
+            assert len(asked) >= 2 and set(asked) == {"1"}
+            assert d.preseed_status["started"] == ["tts"] and d.preseed_status["error"] is None
+        finally:
+            await d.stop()
 
 
 async def test_stop_ends_open_event_streams(tmp_path: Path, mini_hub: str) -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tests.reliability.origin import NginxOrigin
 from tests.support.faultproxy import FaultKind, FaultProxy, FaultRule
+from tests.support.webapp import serve_app
 
 SIZE = 1_500_000
 REPO = Path(__file__).resolve().parents[2]
@@ -281,13 +282,8 @@ async def test_chunked_upstream_and_post_body() -> None:
     app = web.Application()
     app.router.add_get("/stream", stream)
     app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        with FaultProxy(f"http://127.0.0.1:{port}") as p:
+    async with serve_app(app) as origin_url:
+        with FaultProxy(origin_url) as p:
             async with aiohttp.ClientSession() as s:
                 for _ in range(2):
                     async with s.get(p.url + "/stream") as r:
@@ -295,8 +291,6 @@ async def test_chunked_upstream_and_post_body() -> None:
                     async with s.post(p.url + "/echo", json={"model_id": "m"}) as r:
                         assert (await r.json())["got"] == '{"model_id": "m"}'
             assert p.snapshot().connections == 1
-    finally:
-        await runner.cleanup()
 
 
 def test_upstream_down_gives_502(tmp_path: Path) -> None:
