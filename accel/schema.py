@@ -223,13 +223,34 @@ class InstallRecord(_Model):
     installed_at: float | None = None
     owner_pid: int | None = None
     owner_start: float | None = None
+    #: a staged update only: the staging directory's inode, recorded just before it is
+    #: swapped into place, so a rerun after a crash can tell whether the swap happened
+    swap_ino: int | None = None
+    #: in ``status()`` answers only: the update running beside this ready version
+    update: UpdateStatus | None = None
+
+
+class UpdateStatus(_Model):
+    """An update of a ready version, staged beside it (the ready one stays usable)."""
+
+    state: InstallState
+    checksum_sha256: str
+    bytes_total: int = Field(ge=0)
+    bytes_done: int = Field(default=0, ge=0)
+    error: FileError | None = None
 
 
 class Registry(_Model):
-    """``<models_dir>/registry.json``: every installed or partial version, keyed ``id@version``."""
+    """``<models_dir>/registry.json``: every installed or partial version, keyed ``id@version``.
+
+    ``updates`` holds, under the same keys, staged updates of ready versions whose
+    content changed on the hub (added in place of a schema bump: older readers keep
+    unknown fields, and read ``installs`` as before).
+    """
 
     schema_version: int = REGISTRY_SCHEMA_VERSION
     installs: dict[str, InstallRecord] = Field(default_factory=dict)
+    updates: dict[str, InstallRecord] = Field(default_factory=dict)
 
 
 class LockRecord(_Model):

@@ -121,7 +121,7 @@ class Renderer:
             self._lines(event)
 
     def _rich(self, event: Any) -> None:
-        key = f"{getattr(event, 'model_id', '')}@{getattr(event, 'version', '')}"
+        key = _key(event)
         prog = self._progress
         if event.type == "progress":
             task = self._tasks.get(key)
@@ -185,7 +185,7 @@ class Renderer:
         prog.update(self._total, completed=done, total=size, **fields)
 
     def _lines(self, event: Any) -> None:
-        key = f"{getattr(event, 'model_id', '')}@{getattr(event, 'version', '')}"
+        key = _key(event)
         out = sys.stderr
         if event.type == "progress":
             now = time.monotonic()
@@ -212,6 +212,12 @@ class Renderer:
             print(f"failed {key}: {event.error.message}", file=out, flush=True)
         elif event.type == "warning":
             print(f"warning: {event.message}", file=out, flush=True)
+
+
+def _key(event: Any) -> str:
+    key = f"{getattr(event, 'model_id', '')}@{getattr(event, 'version', '')}"
+    # A staged update: the ready version stays usable, whatever its update shows.
+    return key + " (update)" if getattr(event, "update", False) else key
 
 
 def _eta(seconds: float | None) -> str:

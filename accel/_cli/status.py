@@ -35,6 +35,15 @@ def handler(args: argparse.Namespace) -> int:
             if rec.error is not None:
                 line += f"\t[{rec.error.code}] {rec.error.message}"
             print(line)
+            if rec.update is not None:
+                up = rec.update
+                line = (
+                    f"  update to {up.checksum_sha256[:12]}\t{up.state}\t"
+                    f"{format_bytes(up.bytes_done)}/{format_bytes(up.bytes_total)}"
+                )
+                if up.error is not None:
+                    line += f"\t[{up.error.code}] {up.error.message}"
+                print(line + "\t(the ready version stays in use until it is swapped in)")
             for f in rec.files:
                 if f.state == "error" and f.error is not None:
                     print(f"  {f.path}: [{f.error.code}] {f.error.message}")

@@ -70,6 +70,8 @@ class ProgressEvent(BaseModel):
     eta_s: float | None
     files: list[FileProgress] = Field(default_factory=list)
     total: TotalProgress | None = None
+    #: a staged update of a ready version: the version stays usable meanwhile
+    update: bool = False
 
 
 class StateEvent(BaseModel):
@@ -79,6 +81,8 @@ class StateEvent(BaseModel):
     model_id: str
     version: str
     state: str
+    #: the state of a staged update; the version itself stays ``ready`` and usable
+    update: bool = False
 
 
 class ReadyEvent(BaseModel):
@@ -92,6 +96,8 @@ class ReadyEvent(BaseModel):
     bytes_fetched: int = 0
     bytes_reused: int = 0
     elapsed_s: float = 0.0
+    #: new content swapped in at the same path (reload it)
+    update: bool = False
 
 
 class FailedFile(BaseModel):
@@ -107,6 +113,8 @@ class FailedEvent(BaseModel):
     version: str
     error: FileError
     failed_files: list[FailedFile] = Field(default_factory=list)
+    #: a staged update failed; the version stays ``ready`` with its old content
+    update: bool = False
 
 
 class RemovedEvent(BaseModel):

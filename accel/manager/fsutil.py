@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from accel.errors import UnsafePathError
 
 __all__ = [
     "atomic_write_bytes",
+    "exchange_dirs",
     "fsync_dir",
     "refuse_symlinks",
     "safe_relpath",
@@ -50,6 +52,42 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 
 _syncfs = _load_syncfs()
+
+#: ``renameat2(2)`` flag: swap two existing names atomically
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2  # glibc 2.28 and later
+    except (OSError, AttributeError):  # pragma: no cover - not Linux, or an old libc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange_dirs(a: Path, b: Path) -> bool:
+    """Swap the directories at ``a`` and ``b`` in one step (``renameat2 RENAME_EXCHANGE``).
+
+    Both names exist before and after, so a reader of either path sees a whole
+    directory at every instant. Returns ``False``, having changed nothing, when the
+    kernel or the filesystem cannot exchange (old kernel, some network filesystems);
+    the caller then falls back to two renames. Other errors raise ``OSError``.
+    """
+    if _renameat2 is None:  # pragma: no cover - not Linux
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"renameat2: {os.strerror(err)}", str(a), None, str(b))
 
 
 def sync_filesystem(path: Path) -> None:

@@ -34,7 +34,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from accel.errors import (
@@ -189,6 +189,9 @@ class VersionInstall:
     retry_backoff_s: float = 0.5
     file_lock_timeout_s: float = FILE_LOCK_TIMEOUT_S
     owner_start: float | None = None
+    #: a staged update: files go to this directory (beside the ready version, which
+    #: stays usable) and the record lives in ``Registry.updates`` until the swap
+    staging: Path | None = None
     files: dict[str, FileRun] = field(default_factory=dict)
     state: str = "queued"
     started: float = field(default_factory=time.monotonic)
@@ -214,8 +217,18 @@ class VersionInstall:
         return install_key(self.model_id, self.version)
 
     @functools.cached_property
-    def target(self) -> Path:
+    def final_dir(self) -> Path:
+        """Where the ready version lives (the path ``get_model_path`` returns)."""
         return self.models_dir / safe_relpath(self.model_id, "model id") / self.version
+
+    @property
+    def target(self) -> Path:
+        """Where this install writes: the final directory, or the staging one."""
+        return self.staging if self.staging is not None else self.final_dir
+
+    def records(self, reg: Registry) -> dict[str, InstallRecord]:
+        """The registry table this install's record lives in."""
+        return reg.updates if self.staging is not None else reg.installs
 
     @property
     def bytes_total(self) -> int:
@@ -230,15 +243,21 @@ class VersionInstall:
         return sum(f.speed_bps for f in self.files.values() if f.status.state == "downloading")
 
     # -- registry ----------------------------------------------------------------------
-    def _record(
-        self, old: InstallRecord | None, state: str, error: FileError | None
+    def record(
+        self,
+        old: InstallRecord | None,
+        state: str,
+        error: FileError | None = None,
+        *,
+        path: Path | None = None,
     ) -> InstallRecord:
+        """This install as a registry record (at ``path``, by default where it writes)."""
         now = time.time()
         return InstallRecord(
             model_id=self.model_id,
             version=self.version,
             state=state,  # type: ignore[arg-type]
-            path=str(self.target),
+            path=str(path or self.target),
             bytes_total=self.bytes_total,
             bytes_done=self.bytes_done,
             checksum_sha256=self.manifest.checksum_sha256,
@@ -258,7 +277,8 @@ class VersionInstall:
             self.state = state
 
         def change(reg: Registry) -> None:
-            reg.installs[self.key] = self._record(reg.installs.get(self.key), self.state, error)
+            table = self.records(reg)
+            table[self.key] = self.record(table.get(self.key), self.state, error)
 
         self.registry.update(change)
         self._flush_at = time.monotonic()
@@ -303,10 +323,10 @@ class VersionInstall:
     # -- steps -------------------------------------------------------------------------
     def prepare(self) -> None:
         """Merge the manifest with the registry's record: keep files already done."""
-        old = self.registry.get(self.model_id, self.version)
+        old = self.records(self.registry.read()).get(self.key)
         previous = {f.path: f for f in old.files} if old is not None else {}
         seen: set[str] = set()
-        model_rel = safe_relpath(self.model_id, "model id")
+        target_rel = PurePosixPath(self.target.relative_to(self.models_dir))
         for mf in self.manifest.files:
             rel = safe_relpath(mf.path)
             if mf.path in seen:
@@ -314,7 +334,7 @@ class VersionInstall:
                     f"the manifest of {self.key} lists {mf.path!r} twice", path=mf.path
                 )
             seen.add(mf.path)
-            refuse_symlinks(self.models_dir, model_rel / self.version / rel)
+            refuse_symlinks(self.models_dir, target_rel / rel)
             status = FileStatus(path=mf.path, bytes_total=mf.size_bytes, sha256=mf.sha256)
             prev = previous.get(mf.path)
             final = self.target / rel

@@ -45,7 +45,7 @@ from accel.manager.events import (
     TotalProgress,
     WarningEvent,
 )
-from accel.manager.fsutil import safe_relpath, safe_segment
+from accel.manager.fsutil import exchange_dirs, fsync_dir, safe_relpath, safe_segment
 from accel.manager.hubclient import HubClient
 from accel.manager.install import Downloader, VersionInstall, hash_file, summarize
 from accel.manager.locks import (
@@ -60,7 +60,7 @@ from accel.manager.locks import (
 from accel.manager.queue import PrioritySlots
 from accel.manager.registry import RegistryStore, install_key
 from accel.manager.states import effective_state, not_available
-from accel.schema import FileError, InstallRecord, Registry
+from accel.schema import FileError, InstallRecord, Registry, UpdateStatus, VersionManifest
 
 __all__ = ["ModelManager", "version_key"]
 
@@ -68,6 +68,9 @@ log = logging.getLogger("accel.manager")
 T = TypeVar("T")
 
 _PROGRESS_EVERY_S = 0.25
+
+#: the ``_jobs`` key suffix of a staged update (its registry key is the version's own)
+_UPDATE = "#update"
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -87,6 +90,8 @@ class _Job:
     task: asyncio.Task[None] | None = None
     inst: VersionInstall | None = None
     force: bool = False
+    #: an update of a ready version, staged beside it (see :meth:`ModelManager.aupdate`)
+    staged: bool = False
     last_emit: float = field(default=0.0)
 
 
@@ -258,6 +263,7 @@ class ModelManager:
                 eta_s=round(remaining / speed, 2) if speed > 0 else None,
                 files=[r.progress() for r in inst.files.values()],
                 total=self.total_progress(),
+                update=job.staged,
             )
         )
 
@@ -275,8 +281,10 @@ class ModelManager:
             active=sum(1 for i in insts if i.state == "downloading"),
         )
 
-    def _state(self, model_id: str, version: str, state: str) -> None:
-        self.events.publish(StateEvent(model_id=model_id, version=version, state=state))
+    def _state(self, model_id: str, version: str, state: str, *, update: bool = False) -> None:
+        self.events.publish(
+            StateEvent(model_id=model_id, version=version, state=state, update=update)
+        )
 
     # -- reading -----------------------------------------------------------------------
     def _owner_alive(self, pid: int, start: float | None) -> bool:
@@ -287,11 +295,13 @@ class ModelManager:
             return False
         return start is None or started < 0 or abs(started - start) <= 1.0
 
-    def _effective(self, rec: InstallRecord) -> str:
-        if (
-            rec.owner_pid == os.getpid()
-            and install_key(rec.model_id, rec.version) not in self._jobs
-        ) and rec.state in ("queued", "downloading", "verifying"):
+    def _effective(self, rec: InstallRecord, *, update: bool = False) -> str:
+        job_key = install_key(rec.model_id, rec.version) + (_UPDATE if update else "")
+        if (rec.owner_pid == os.getpid() and job_key not in self._jobs) and rec.state in (
+            "queued",
+            "downloading",
+            "verifying",
+        ):
             return "paused"
         return effective_state(rec, owner_alive=self._owner_alive)
 
@@ -338,12 +348,16 @@ class ModelManager:
         """Every matching version's record, with the state a reader should believe and,
         for installs running in this process, live bytes, speed and ETA."""
         out = []
-        for key, rec in sorted(self.registry.read().installs.items()):
+        reg = self.registry.read()
+        for key, rec in sorted(reg.installs.items()):
             if model_id is not None and rec.model_id != model_id:
                 continue
             if version is not None and rec.version != version:
                 continue
             update: dict[str, Any] = {"state": self._effective(rec)}
+            staged = reg.updates.get(key)
+            if staged is not None:
+                update["update"] = self._update_status(key, staged)
             job = self._jobs.get(key)
             if job is not None and job.inst is not None:
                 inst = job.inst
@@ -358,6 +372,23 @@ class ModelManager:
                 )
             out.append(rec.model_copy(update=update))
         return out
+
+    def _update_status(self, key: str, staged: InstallRecord) -> UpdateStatus:
+        job = self._jobs.get(key + _UPDATE)
+        if job is not None and job.inst is not None:
+            return UpdateStatus(
+                state=job.inst.state,  # type: ignore[arg-type]
+                checksum_sha256=staged.checksum_sha256,
+                bytes_total=job.inst.bytes_total,
+                bytes_done=job.inst.bytes_done,
+            )
+        return UpdateStatus(
+            state=self._effective(staged, update=True),  # type: ignore[arg-type]
+            checksum_sha256=staged.checksum_sha256,
+            bytes_total=staged.bytes_total,
+            bytes_done=staged.bytes_done,
+            error=staged.error,
+        )
 
     def list_installed(self) -> list[InstallRecord]:
         """The ready versions."""
@@ -443,9 +474,16 @@ class ModelManager:
         return self._run(self.ainstall(model_id, version, priority=priority, wait=wait))
 
     def _new_job(
-        self, model_id: str, version: str, priority: int, *, wait: bool, force: bool
+        self,
+        model_id: str,
+        version: str,
+        priority: int,
+        *,
+        wait: bool,
+        force: bool,
+        staged: bool = False,
     ) -> _Job:
-        key = install_key(model_id, version)
+        key = install_key(model_id, version) + (_UPDATE if staged else "")
         name = self._task_lock_name(model_id, version)
         held: HeldLock | None = None
         try:
@@ -470,7 +508,16 @@ class ModelManager:
                     holder=describe_holder(busy.holder),
                 ) from None
         loop = asyncio.get_running_loop()
-        job = _Job(key, model_id, version, priority, loop.create_future(), lock=held, force=force)
+        job = _Job(
+            key,
+            model_id,
+            version,
+            priority,
+            loop.create_future(),
+            lock=held,
+            force=force,
+            staged=staged,
+        )
         job.done.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._jobs[key] = job
         job.task = loop.create_task(self._run_job(job))
@@ -487,16 +534,24 @@ class ModelManager:
                     version=job.version,
                     timeout_s=self.task_lock_timeout_s,
                 )
-            rec = self.registry.get(job.model_id, job.version)
-            if (
-                not job.force
-                and rec is not None
-                and rec.state == "ready"
-                and Path(rec.path).is_dir()
-            ):
-                job.done.set_result(Path(rec.path))  # installed by the process we waited for
-                return
-            manifest = await self.hub.manifest(job.model_id, job.version)
+            staging: Path | None = None
+            if job.staged:
+                manifest = await self.hub.manifest(job.model_id, job.version)
+                work, staging = await asyncio.to_thread(self._begin_update, job, manifest)
+                if not work:
+                    job.done.set_result(self._final_dir(job.model_id, job.version))
+                    return
+            else:
+                rec = self.registry.get(job.model_id, job.version)
+                if (
+                    not job.force
+                    and rec is not None
+                    and rec.state == "ready"
+                    and Path(rec.path).is_dir()
+                ):
+                    job.done.set_result(Path(rec.path))  # installed by the process we waited for
+                    return
+                manifest = await self.hub.manifest(job.model_id, job.version)
             inst = VersionInstall(
                 models_dir=self.models_dir,
                 registry=self.registry,
@@ -511,11 +566,12 @@ class ModelManager:
                 retry_backoff_s=self.retry_backoff_s,
                 file_lock_timeout_s=self.file_lock_timeout_s,
                 owner_start=self.locks.start_time,
+                staging=staging,
             )
             job.inst = inst
             inst.prepare()
             inst.save("queued")
-            self._state(job.model_id, job.version, "queued")
+            self._state(job.model_id, job.version, "queued", update=job.staged)
             await self._slots.acquire(job.key, job.priority)
             try:
                 await self._install(job, inst)
@@ -525,7 +581,7 @@ class ModelManager:
             if inst is not None and inst.state not in ("ready", "error"):
                 with contextlib.suppress(AccelError, OSError):
                     inst.save("paused")
-                self._state(job.model_id, job.version, "paused")
+                self._state(job.model_id, job.version, "paused", update=job.staged)
             if not job.done.done():
                 job.done.set_exception(ModelNotAvailableError(job.model_id, job.version, "paused"))
             raise
@@ -544,7 +600,7 @@ class ModelManager:
 
     async def _install(self, job: _Job, inst: VersionInstall) -> None:
         inst.save("downloading")
-        self._state(job.model_id, job.version, "downloading")
+        self._state(job.model_id, job.version, "downloading", update=job.staged)
         log.info("installing %s (%d files)", job.key, len(inst.files), extra={"key": job.key})
         inst.adopt_finished()
         inst.reuse_identical()
@@ -558,19 +614,189 @@ class ModelManager:
             inst.save("error", inst.failure(failed))
             raise inst.errors[failed[0].path]
         inst.save("verifying")
-        self._state(job.model_id, job.version, "verifying")
+        self._state(job.model_id, job.version, "verifying", update=job.staged)
         bad = inst.verify_all()
         if bad:
             inst.save("error", inst.failure(bad))
             raise ModelNotAvailableError(job.model_id, job.version, "error")
-        inst.save("ready")
+        if inst.staging is not None:
+            # The ready version was usable all along; now the new content takes its
+            # place in one step and the old one is deleted (open files stay readable).
+            await asyncio.to_thread(self._swap_in, inst)
+            inst.state = "ready"
+        else:
+            inst.save("ready")
         self._emit_progress(job, force=True)
         facts = summarize(inst)
-        log.info("ready %s at %s", job.key, inst.target, extra={"key": job.key, **facts})
+        path = inst.final_dir
+        log.info("ready %s at %s", job.key, path, extra={"key": job.key, **facts})
         self.events.publish(
-            ReadyEvent(model_id=job.model_id, version=job.version, path=str(inst.target), **facts)
+            ReadyEvent(
+                model_id=job.model_id,
+                version=job.version,
+                path=str(path),
+                update=job.staged,
+                **facts,
+            )
         )
-        job.done.set_result(inst.target)
+        job.done.set_result(path)
+
+    # -- staged updates ----------------------------------------------------------------
+    def _final_dir(self, model_id: str, version: str) -> Path:
+        return self.models_dir / safe_relpath(model_id, "model id") / version
+
+    def _staging_dir(self, model_id: str, version: str) -> Path:
+        # Inside the models dir, so on the same filesystem: the swap is a rename.
+        return self.state_dir / "staging" / f"{model_id.replace('/', '--')}@{version}"
+
+    def _begin_update(self, job: _Job, manifest: VersionManifest) -> tuple[bool, Path | None]:
+        """With the task lock held: whether there is work, and the staging dir for it.
+
+        A version that is not ready (any more) has nothing to keep usable: it is
+        installed in place instead (no staging dir, ``job.staged`` turns false)."""
+        key = install_key(job.model_id, job.version)
+        self._finish_swap(key)  # a swap a crash interrupted completes first
+        reg = self.registry.read()
+        rec = reg.installs.get(key)
+        staging = self._staging_dir(job.model_id, job.version)
+        if rec is None or rec.state != "ready" or not Path(rec.path).is_dir():
+            self._drop_update(key, staging)
+            job.staged, job.force = False, True
+            return True, None
+        if rec.checksum_sha256 == manifest.checksum_sha256:
+            self._drop_update(key, staging)  # another process (or a rerun) finished it
+            return False, None
+        staged = reg.updates.get(key)
+        if staged is None or staged.checksum_sha256 != manifest.checksum_sha256:
+            # A staging dir of an older attempt against other content: start clean, so
+            # no file the new manifest does not list can ride along into the swap.
+            self._drop_update(key, staging)
+        staging.mkdir(parents=True, exist_ok=True)
+        return True, staging
+
+    def _drop_update(self, key: str, staging: Path) -> None:
+        def change(reg: Registry) -> None:
+            reg.updates.pop(key, None)
+
+        if key in self.registry.read().updates:
+            self.registry.update(change)
+        if staging.exists():
+            self._trash(staging)
+
+    def _swap_in(self, inst: VersionInstall) -> None:
+        """Put a verified, synced staging dir in the ready version's place.
+
+        Order: record the staging dir's inode (intent), exchange the two directories in
+        one ``renameat2`` (or, where that is not supported, two renames), publish the new
+        record as ``ready``, then delete the old content. A crash at any point leaves
+        either the old ready version or the new one at the final path, and
+        :meth:`_finish_swap` tells which from the inode.
+        """
+        assert inst.staging is not None
+        key, staging = inst.key, inst.staging
+        ino = os.stat(staging).st_ino
+
+        def intent(reg: Registry) -> None:
+            reg.updates[key] = inst.record(reg.updates.get(key), "verifying")
+            reg.updates[key].swap_ino = ino
+
+        self.registry.update(intent)
+        final = inst.final_dir
+        if exchange_dirs(staging, final):
+            fsync_dir(staging.parent)
+            fsync_dir(final.parent)
+        else:
+            aside = self._trash_dir()
+            os.replace(final, aside)
+            os.replace(staging, final)
+            fsync_dir(final.parent)
+            fsync_dir(staging.parent)
+        self._commit_update(key)
+
+    def _commit_update(self, key: str) -> None:
+        """The swapped-in update becomes the version's ready record; old content goes."""
+
+        def change(reg: Registry) -> InstallRecord | None:
+            staged = reg.updates.pop(key, None)
+            if staged is None:
+                return None
+            now = time.time()
+            final = self._final_dir(staged.model_id, staged.version)
+            old = reg.installs.get(key)
+            reg.installs[key] = staged.model_copy(
+                update={
+                    "state": "ready",
+                    "path": str(final),
+                    "error": None,
+                    "swap_ino": None,
+                    "owner_pid": None,
+                    "owner_start": None,
+                    "created_at": old.created_at if old is not None else staged.created_at,
+                    "updated_at": now,
+                    "installed_at": now,
+                }
+            )
+            return staged
+
+        staged = self.registry.update(change)
+        if staged is not None:
+            staging = self._staging_dir(staged.model_id, staged.version)
+            if staging.exists():  # the old content, after an exchange
+                self._trash(staging)
+            log.info("updated %s in place (%s)", key, staged.checksum_sha256[:12])
+
+    def _finish_swap(self, key: str) -> bool:
+        """Complete a swap a crash interrupted (task lock held). Returns whether it did."""
+        staged = self.registry.read().updates.get(key)
+        if staged is None or staged.swap_ino is None:
+            return False
+        final = self._final_dir(staged.model_id, staged.version)
+        staging = self._staging_dir(staged.model_id, staged.version)
+        final_ino = _ino(final)
+        if final_ino != staged.swap_ino:
+            if final_ino is not None or _ino(staging) != staged.swap_ino:
+                return False  # not swapped yet: the update reruns, then swaps
+            os.replace(staging, final)  # crashed between the two fallback renames
+            fsync_dir(final.parent)
+        self._commit_update(key)
+        return True
+
+    def _trash_dir(self) -> Path:
+        trash = self.state_dir / "trash" / secrets.token_hex(8)
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        return trash
+
+    def _trash(self, path: Path) -> None:
+        """Move a directory out of sight at once, then delete it."""
+        trash = self._trash_dir()
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _recover_updates(self) -> None:
+        """At start-up: finish swaps whose process died between the swap and the record."""
+        for key, staged in self.registry.read().updates.items():
+            if staged.swap_ino is None:
+                continue
+            if staged.owner_pid is not None and self._owner_alive(
+                staged.owner_pid, staged.owner_start
+            ):
+                continue
+            name = self._task_lock_name(staged.model_id, staged.version)
+            try:
+                held = self.locks.try_acquire(
+                    name,
+                    kind="task",
+                    model_id=staged.model_id,
+                    version=staged.version,
+                    timeout_s=60,
+                )
+            except LockBusy:
+                continue  # its owner is alive and will finish it
+            try:
+                with contextlib.suppress(OSError, AccelError):
+                    self._finish_swap(key)
+            finally:
+                held.release()
 
     def _failed(self, job: _Job, inst: VersionInstall | None, err: AccelError) -> None:
         files = []
@@ -587,6 +813,7 @@ class ModelManager:
                 version=job.version,
                 error=FileError(code=err.code, message=err.message),
                 failed_files=files,
+                update=job.staged,
             )
         )
 
@@ -608,10 +835,25 @@ class ModelManager:
                 self._state(rec.model_id, rec.version, "paused")
 
     async def aresume(self, model_id: str, version: str | None = None) -> None:
-        """Queue a paused (or failed) install again; fetched bytes are kept."""
+        """Queue a paused (or failed) install or update again; fetched bytes are kept."""
         for _key, rec in self._matching(model_id, version):
             if rec is not None and rec.state != "ready":
                 await self.ainstall(rec.model_id, rec.version, priority=rec.priority, wait=False)
+        for staged in self._stopped_updates(model_id, version):
+            with contextlib.suppress(ModelNotAvailableError):  # running elsewhere
+                await self.aupdate_version(
+                    staged.model_id, staged.version, priority=staged.priority, wait=False
+                )
+
+    def _stopped_updates(self, model_id: str, version: str | None) -> list[InstallRecord]:
+        return [
+            r
+            for k, r in self.registry.read().updates.items()
+            if r.model_id == model_id
+            and (version is None or r.version == version)
+            and k + _UPDATE not in self._jobs
+            and self._effective(r, update=True) in ("paused", "error")
+        ]
 
     async def aretry(self, model_id: str, version: str | None = None) -> None:
         """Fetch again only the files of a failed install that are missing or bad."""
@@ -661,10 +903,12 @@ class ModelManager:
         self._run(self.apause(model_id, version))
 
     def resume(self, model_id: str, version: str | None = None) -> None:
-        """Blocking resume: runs the install to its end."""
+        """Blocking resume: runs the install (or staged update) to its end."""
         for _key, rec in self._matching(model_id, version):
             if rec is not None and rec.state != "ready":
                 self.install(rec.model_id, rec.version, priority=rec.priority)
+        for staged in self._stopped_updates(model_id, version):
+            self._run(self.aupdate_version(staged.model_id, staged.version))
 
     def retry(self, model_id: str, version: str | None = None) -> None:
         """Blocking retry: runs the install to its end."""
@@ -674,11 +918,13 @@ class ModelManager:
     async def aremove(self, model_id: str, version: str | None = None) -> list[str]:
         """Remove a version (or every version of a model); returns the removed keys."""
         removed = []
-        for key, rec in self._matching(model_id, version):
+        matching = self._matching(model_id, version)
+        for key, _rec in matching:  # installs and staged updates of this process stop first
             job = self._jobs.get(key)
             if job is not None and job.task is not None:
                 job.task.cancel()
                 await asyncio.gather(job.task, return_exceptions=True)
+        for key, rec in matching:
             if rec is None:
                 continue
             name = self._task_lock_name(rec.model_id, rec.version)
@@ -699,9 +945,13 @@ class ModelManager:
 
                 def change(reg: Registry, key: str = key) -> None:
                     reg.installs.pop(key, None)
+                    reg.updates.pop(key, None)
 
                 self.registry.update(change)
                 self._delete_dir(Path(rec.path))
+                staging = self._staging_dir(rec.model_id, rec.version)
+                if staging.exists():
+                    self._trash(staging)
             finally:
                 held.release()
             log.info("removed %s", key, extra={"key": key})
@@ -716,10 +966,7 @@ class ModelManager:
     def _delete_dir(self, path: Path) -> None:
         if not path.is_dir() or not path.resolve().is_relative_to(self.models_dir):
             return
-        trash = self.state_dir / "trash" / secrets.token_hex(8)
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, trash)  # the version disappears at once, then is deleted
-        shutil.rmtree(trash, ignore_errors=True)
+        self._trash(path)  # the version disappears at once, then is deleted
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # the model dir, if it has no other version
 
@@ -770,10 +1017,14 @@ class ModelManager:
     async def aupdate(self) -> list[str]:
         """Bring every installed model up to date with the hub, fetching only what changed.
 
-        A new ``default_version`` is installed (identical files are linked from the old
-        one, which stays usable until the new one is ready); an installed version whose
-        checksum changed on the hub is re-fetched file by file. An unchanged model costs one
-        catalog request, revalidated with If-None-Match (a 304). Returns the keys installed.
+        A new ``default_version`` is installed beside the old one (identical files are
+        linked from it, and it stays usable). An installed version whose checksum changed
+        on the hub is updated in a staging directory: unchanged files are hard-linked from
+        the ready version, only files whose sha256 differs are fetched, and the ready
+        version stays usable at its path until the new content is verified and swapped
+        into place in one step; ``ready`` (with ``update=True``) is announced then. An
+        unchanged model costs one catalog request, revalidated with If-None-Match (a
+        304). Returns the keys installed or updated.
         """
         done: list[str] = []
         reg = self.registry.read()
@@ -793,9 +1044,28 @@ class ModelManager:
                 rec = ready.get(v.version)
                 if rec is not None and rec.checksum_sha256 != v.checksum_sha256:
                     self.hub.expire(model_id, v.version)
-                    await self.ainstall(model_id, v.version, force=True)
+                    await self.aupdate_version(model_id, v.version)
                     done.append(install_key(model_id, v.version))
         return done
+
+    async def aupdate_version(
+        self, model_id: str, version: str, *, priority: int = 0, wait: bool = True
+    ) -> Path | None:
+        """Update one installed version to the hub's current content, staged beside it.
+
+        The ready version stays usable until the update is verified and swapped in;
+        a version that is not ready is simply installed. Returns the ready path (or
+        ``None`` with ``wait=False``).
+        """
+        self._ensure_started()
+        version = safe_segment(version, "version")
+        key = install_key(model_id, version) + _UPDATE
+        job = self._jobs.get(key)
+        if job is None:
+            job = self._new_job(model_id, version, priority, wait=wait, force=False, staged=True)
+        if not wait:
+            return None
+        return await asyncio.shield(job.done)
 
     def update(self) -> list[str]:
         """Blocking :meth:`aupdate`."""
@@ -807,6 +1077,10 @@ class ModelManager:
         old, and temp files of dead registry writers. Lock files stay in place."""
         removed = self.locks.cleanup()
         self.registry.cleanup_temp()
+        self._recover_updates()
+        # Deletions a crash interrupted (each was moved here whole before rmtree).
+        for left in (self.state_dir / "trash").glob("*"):
+            shutil.rmtree(left, ignore_errors=True)
         for name, why in removed:
             log.info("removed stale lock record %s (%s)", name, why, extra={"lock": name})
         return removed
@@ -859,3 +1133,10 @@ def _find_bad(checks: list[tuple[str, Path, str, int]]) -> list[str]:
         if not ok:
             bad.append(rel)
     return bad
+
+
+def _ino(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None

@@ -120,12 +120,35 @@ def model_card(
 
     ``previous`` is the card so far: an event that carries only some fields (a
     ``ready`` without byte counts) keeps the rest, and progress never goes backwards
-    within one state.
+    within one state. A staged update of a ready version (events with ``update: true``,
+    a status record with an ``update`` object) shows as the card's ``update`` part: the
+    card itself stays ``ready``, as the version stays usable.
     """
     prev = dict(previous or {})
     model = data.get("model")
     nested = model if isinstance(model, Mapping) else {}
     merged: dict[str, Any] = {**nested, **data}
+    upd = merged.get("update")
+    if upd is True and merged.get("event") != "ready":
+        if prev:
+            card = dict(prev)
+        else:
+            ids = {"model_id": merged.get("model_id"), "version": merged.get("version")}
+            card = _card({**ids, "state": "ready"}, {})
+        card["update"] = _card({**merged, "update": None}, prev.get("update") or {})
+        return card
+    card = _card(merged, prev)
+    if isinstance(upd, Mapping):
+        card["update"] = _card(
+            {**upd, "model_id": card["model_id"], "version": card["version"]},
+            prev.get("update") or {},
+        )
+    else:
+        card["update"] = None
+    return card
+
+
+def _card(merged: Mapping[str, Any], prev: Mapping[str, Any]) -> dict[str, Any]:
     event = merged.get("event")
     state = _first(merged, _STATE_KEYS)
     if state is None:
@@ -172,8 +195,10 @@ def model_card(
 
 
 def total_line(cards: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Node-wide totals over the versions in flight: bytes, speed and ETA."""
-    active = [c for c in cards if c.get("state") in ("queued", "downloading", "verifying")]
+    """Node-wide totals over the versions (and staged updates) in flight: bytes, speed, ETA."""
+    inflight = ("queued", "downloading", "verifying")
+    parts = [u for c in cards for u in (c, c.get("update")) if isinstance(u, Mapping)]
+    active = [c for c in parts if c.get("state") in inflight]
     done = sum(float(c.get("done") or 0) for c in active)
     total = sum(float(c.get("total") or 0) for c in active)
     speed = sum(float(c.get("speed_bps") or 0) for c in active)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from accel.manager.registry import RegistryStore
 from accel.schema import LockRecord, Registry
-from tests.manager.hubstub import StubHub, publish
+from tests.manager.hubstub import StubHub, publish, republish_file
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -74,6 +74,31 @@ def test_install_failure_exit_1_and_status_names_the_file(
     assert r.returncode == 1 and "gone.bin" in r.stderr
     r = run(["status", "m"], env)
     assert "m@1\terror" in r.stdout and "gone.bin" in r.stdout
+
+
+def test_update_cli_a_failed_update_leaves_the_path_usable_and_status_shows_it(
+    store: Path, hub: StubHub, models_dir: Path
+) -> None:
+    publish(store, "m", "1", {"a.bin": 50_000, "b.bin": 10_000})
+    env = _env(hub, models_dir)
+    assert run(["install", "m@1", "--quiet"], env).returncode == 0
+    old = (models_dir / "m" / "1" / "a.bin").read_bytes()
+    new = os.urandom(60_000)
+    republish_file(store, "m", "1", "a.bin", new)
+    served = store / "models" / "m" / "1" / "files" / "a.bin"
+    served.write_bytes(os.urandom(60_000))  # the hub serves bytes its manifest disowns
+    r = run(["update"], env)
+    assert r.returncode == 1 and "a.bin" in r.stderr, r.stderr
+    r = run(["path", "m@1"], env)  # the job scheduler's view: still usable, old bytes
+    assert r.returncode == 0 and r.stdout.strip() == str(models_dir / "m" / "1")
+    assert (models_dir / "m" / "1" / "a.bin").read_bytes() == old
+    r = run(["status", "m"], env)
+    assert "m@1\tready" in r.stdout and "update to" in r.stdout and "\terror" in r.stdout
+    served.write_bytes(new)  # the hub is repaired
+    r = run(["update"], env)
+    assert r.returncode == 0 and "updated m@1" in r.stdout, r.stderr
+    assert (models_dir / "m" / "1" / "a.bin").read_bytes() == new
+    assert "update to" not in run(["status", "m"], env).stdout
 
 
 def test_preseed_top_locks_clean_and_logs_export(

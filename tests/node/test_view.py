@@ -108,3 +108,54 @@ def test_total_line_counts_only_active_versions() -> None:
     assert t["active"] == 2 and (t["done"], t["total"]) == (10, 150)
     assert t["eta_s"] == 14.0
     assert total_line([])["eta_s"] is None
+
+
+def test_a_staged_update_shows_beside_a_card_that_stays_ready() -> None:
+    ready = model_card(
+        {"model_id": "m", "version": "1", "state": "ready", "bytes_total": 100, "path": "/m/1"}
+    )
+    card = model_card(
+        {
+            "event": "progress",
+            "update": True,
+            "model_id": "m",
+            "version": "1",
+            "state": "downloading",
+            "bytes_done": 30,
+            "bytes_total": 80,
+            "speed_bps": 1e6,
+        },
+        ready,
+    )
+    assert card["state"] == "ready" and card["done"] == 100 and card["path"] == "/m/1"
+    assert card["update"]["state"] == "downloading"
+    assert (card["update"]["done"], card["update"]["total"]) == (30, 80)
+    # the node's total counts the update's bytes in flight, not the ready version's
+    assert total_line([card])["active"] == 1 and total_line([card])["total"] == 80
+    failed = model_card(
+        {
+            "event": "failed",
+            "update": True,
+            "model_id": "m",
+            "version": "1",
+            "error": {"code": "checksum_mismatch", "message": "bad"},
+        },
+        card,
+    )
+    assert failed["state"] == "ready" and failed["update"]["state"] == "error"
+    assert failed["update"]["error"]["title"] == "Checksum mismatch"
+    # the status record of a stopped update (what refresh_cards reads)
+    rec = model_card(
+        {
+            "model_id": "m",
+            "version": "1",
+            "state": "ready",
+            "bytes_total": 100,
+            "update": {"state": "paused", "bytes_done": 40, "bytes_total": 80},
+        },
+        failed,
+    )
+    assert rec["state"] == "ready" and rec["update"]["state"] == "paused"
+    assert rec["update"]["done"] == 40
+    done = model_card({"event": "ready", "update": True, "model_id": "m", "version": "1"}, rec)
+    assert done["state"] == "ready" and done["update"] is None

@@ -98,6 +98,20 @@ function renderCard(c) {
     bar(st, c.done, c.total, c.inflight),
     el("div", { class: "figures", "data-role": "figures" }, figures));
   if (st === "ready" && c.path) card.append(el("div", { class: "path-ready" }, "ready at " + c.path));
+  if (c.update) {
+    // A staged update: the version above stays usable until the new content is swapped in.
+    const u = c.update;
+    const ust = u.state || "unknown";
+    card.append(el("div", { class: "update", "data-role": "update", "data-state": ust },
+      el("span", { class: "badge " + ust }, "update " + ust),
+      bar(ust, u.done, u.total, u.inflight),
+      el("span", { class: "figures" }, u.total
+        ? `${fmtBytes(u.done)} / ${fmtBytes(u.total)}` +
+          (ust === "downloading" ? ` · ${fmtRate(u.speed_bps)} · ETA ${fmtEta(u.eta_s)}` : "")
+        : ""),
+      u.error ? el("div", { class: "errbox" }, el("div", { class: "title" }, u.error.title),
+        el("div", {}, u.error.advice)) : null));
+  }
   if (c.error) {
     card.append(el("div", { class: "errbox", "data-role": "error" },
       el("div", { class: "title" }, c.error.title),
