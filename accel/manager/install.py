@@ -114,7 +114,10 @@ def hash_file(path: Path) -> str:
 
 def find_reusable(reg: Registry, models_dir: Path, sha256: str, size: int) -> Path | None:
     """A finished file with this content anywhere in the registry, if it is still on disk."""
-    for rec in reg.installs.values():
+    for key, rec in reg.installs.items():
+        staged = reg.updates.get(key)
+        if staged is not None and staged.swap_ino is not None:
+            continue  # mid-swap: its directory may hold the old content or the new
         for f in rec.files:
             if f.sha256 == sha256 and f.state == "done":
                 path = Path(rec.path) / f.path

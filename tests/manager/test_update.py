@@ -294,3 +294,45 @@ async def test_remove_during_a_stopped_update_removes_its_staging_too(
         assert _registry(models_dir).installs == {} and _registry(models_dir).updates == {}
         assert _leftovers(models_dir) == []
         assert not (models_dir / "m").exists()
+
+
+async def test_two_processes_updating_at_once_fetch_the_change_once(
+    store: Path, models_dir: Path
+) -> None:
+    publish(store, "m", "1", {"w.bin": 200_000, "k.bin": 50_000})
+    with running_stub(store) as hub:
+        async with _mm(models_dir, hub) as mm:
+            await mm.ainstall("m", "1")
+        new = os.urandom(8_000_000)
+        republish_file(store, "m", "1", "w.bin", new)
+        sent = hub.storage_bytes()
+        procs = [_update_process(models_dir, hub, "--limit-rate=8M") for _ in range(2)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [e.decode() for _, e in outs]
+        # both end with m@1 up to date; the origin sent the changed file once
+        assert all(json.loads(o) == {"updated": ["m@1"]} for o, _ in outs)
+        assert hub.storage_bytes() - sent <= len(new) * 1.05
+        async with _mm(models_dir, hub) as mm:
+            assert (mm.get_model_path("m", "1") / "w.bin").read_bytes() == new
+        assert _registry(models_dir).updates == {}
+        assert _leftovers(models_dir) == []
+
+
+def test_files_of_a_version_mid_swap_are_not_reused(tmp_path: Path) -> None:
+    from accel.manager.install import find_reusable
+    from accel.schema import FileStatus, InstallRecord
+
+    vdir = tmp_path / "m" / "1"
+    vdir.mkdir(parents=True)
+    (vdir / "w.bin").write_bytes(b"x" * 10)
+    files = [FileStatus(path="w.bin", bytes_total=10, sha256="aa", state="done", bytes_done=10)]
+    rec = InstallRecord(
+        model_id="m", version="1", state="ready", path=str(vdir), bytes_total=10, files=files
+    )
+    reg = Registry(installs={"m@1": rec})
+    assert find_reusable(reg, tmp_path, "aa", 10) == vdir / "w.bin"
+    staged = rec.model_copy(update={"state": "verifying", "checksum_sha256": "new"})
+    reg.updates["m@1"] = staged
+    assert find_reusable(reg, tmp_path, "aa", 10) == vdir / "w.bin"  # staged, not swapping
+    staged.swap_ino = 12345  # the swap may have happened: w.bin may hold other bytes
+    assert find_reusable(reg, tmp_path, "aa", 10) is None
