@@ -32,6 +32,8 @@ class Outcome:
 
     end: int | None = None
     xxh3: str = ""
+    #: SHA256 of the whole file, when this task streamed all of it (``Task.sha256``)
+    sha256: str | None = None
     error: AccelError | None = None
     retryable: bool = False
     retry_after: float | None = None
@@ -163,7 +165,7 @@ class WorkerPool:
             if h.on_trim is not None:
                 h.on_trim(msg[2])
         elif kind == "done":
-            self._finish(h, Outcome(end=msg[2], xxh3=msg[3]))
+            self._finish(h, Outcome(end=msg[2], xxh3=msg[3], sha256=msg[4]))
         elif kind == "err":
             self._finish(h, Outcome(error=msg[2], retryable=msg[3], retry_after=msg[4]))
 

@@ -93,6 +93,9 @@ class FileDownload:
         self.handles: dict[int, TaskHandle] = {}
         self.fd = -1
         self.sha = hashlib.sha256()
+        #: the file's SHA256 as a worker computed it while streaming all of it (then
+        #: ``sha`` stays unused and the file is never read back)
+        self.sha_hex: str | None = None
         self.hashed = 0
         self.hash_wake = asyncio.Event()
         self.received = 0
@@ -248,7 +251,10 @@ class FileDownload:
         while True:
             attempt += 1
             await engine.acquire_slot()
-            probe = engine.pool.submit(self._task(start, start + length, probe=True))
+            # From byte 0, the request may well be the whole file (every small file):
+            # the worker then hashes it as it streams.
+            whole = start == 0 and (self.total is None or length >= self.total)
+            probe = engine.pool.submit(self._task(start, start + length, probe=True, sha256=whole))
             head_fut: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
             probe.on_head = _setter(head_fut)
             probe.on_progress = self._on_progress
@@ -361,7 +367,9 @@ class FileDownload:
                 free=free,
             )
 
-    def _task(self, start: int, end: int | None, *, probe: bool = False) -> Task:
+    def _task(
+        self, start: int, end: int | None, *, probe: bool = False, sha256: bool = False
+    ) -> Task:
         digests: tuple[str, ...] = ()
         if self.digests:
             bs = self.block_size
@@ -382,6 +390,7 @@ class FileDownload:
             digests=digests,
             stall_timeout=e.stall_timeout,
             min_rate=e.min_rate,
+            sha256=sha256,
         )
 
     async def _drive(self, tasks: set[asyncio.Task[None]]) -> None:
@@ -467,6 +476,10 @@ class FileDownload:
             )
         self.plan.complete(chunk)
         self.records[chunk.start] = DoneChunk(start=chunk.start, end=chunk.end, xxh3=outcome.xxh3)
+        if outcome.sha256 is not None and chunk.start == 0 and chunk.end == self.total:
+            # One task streamed the whole file and hashed it on the way: nothing to read
+            # back. (The hash loop has hashed nothing yet: no prefix was done before.)
+            self.sha_hex, self.hashed = outcome.sha256, chunk.end
         self.hash_wake.set()
 
     def _on_progress(self, old: int, new: int) -> None:
@@ -547,18 +560,21 @@ class FileDownload:
     async def _hash_loop(self) -> None:
         """SHA256 of the finished prefix, advanced while later chunks still download."""
         assert self.plan is not None and self.total is not None
-        rfd = os.open(self.part, os.O_RDONLY)
-        buf = bytearray(max(1, min(1 * MiB, self.total)))  # 500 small files: no 1 MiB each
+        rfd, buf = -1, bytearray()
         try:
             while self.hashed < self.total:
                 self.hash_wake.clear()
                 target = self.plan.done_prefix()
                 if target > self.hashed:
+                    if rfd < 0:  # not at all when a worker hashed the whole file
+                        rfd = os.open(self.part, os.O_RDONLY)
+                        buf = bytearray(max(1, min(1 * MiB, self.total)))
                     await asyncio.to_thread(self._hash_to, rfd, buf, target)
                     continue
                 await self.hash_wake.wait()
         finally:
-            os.close(rfd)
+            if rfd >= 0:
+                os.close(rfd)
 
     def _hash_to(self, rfd: int, buf: bytearray, target: int) -> None:
         view = memoryview(buf)
@@ -576,7 +592,7 @@ class FileDownload:
 
     async def _finish(self) -> DownloadResult:
         assert self.total is not None
-        digest = self.sha.hexdigest()
+        digest = self.sha_hex or self.sha.hexdigest()
         if self.expected.sha256 and digest != self.expected.sha256.lower():
             raise IntegrityError(
                 f"{self.url}: SHA256 {digest} does not match the expected {self.expected.sha256}",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import ssl
@@ -104,6 +105,10 @@ class Task:
     digests: tuple[str, ...] = ()
     stall_timeout: float = 30.0
     min_rate: float = 1024.0
+    #: also SHA256 the bytes as they stream (a request from byte 0 that may cover the
+    #: whole file): the digest comes back only if they did, and then the supervisor
+    #: need not read the file again to verify it
+    sha256: bool = False
 
 
 @dataclass(frozen=True)
@@ -276,7 +281,7 @@ class _Worker:
     def _run(self, run: _Run) -> None:
         tid, task = run.tid, run.task
         try:
-            end, digest = self._fetch(run)
+            end, digest, sha = self._fetch(run)
         except _Cancelled:
             return
         except _Abort:
@@ -289,7 +294,7 @@ class _Worker:
                 tr = _translate(exc, task)
                 self._send(("err", tid, tr.error, tr.retryable, tr.retry_after))
         else:
-            self._send(("done", tid, end, digest))
+            self._send(("done", tid, end, digest, sha))
         finally:
             self.runs.pop(tid, None)
             if run.conn is not None:
@@ -326,7 +331,7 @@ class _Worker:
                     raise
                 # The server closed an idle keep-alive connection: try a fresh one.
 
-    def _fetch(self, run: _Run) -> tuple[int, str]:
+    def _fetch(self, run: _Run) -> tuple[int, str, str | None]:
         import xxhash
 
         task = run.task
@@ -372,14 +377,17 @@ class _Worker:
         except OSError as exc:
             raise _file_error(exc, task) from exc
         try:
-            result = self._stream(run, resp, fd, xxhash.xxh3_128())
+            total = head.total if head.total is not None else task.total
+            result = self._stream(run, resp, fd, xxhash.xxh3_128(), total)
         finally:
             os.close(fd)
         resp.body.release(self.http)
         run.conn = None
         return result
 
-    def _stream(self, run: _Run, resp: Response, fd: int, xxh: Any) -> tuple[int, str]:
+    def _stream(
+        self, run: _Run, resp: Response, fd: int, xxh: Any, total: int | None
+    ) -> tuple[int, str, str | None]:
         import blake3
 
         task = run.task
@@ -392,6 +400,7 @@ class _Worker:
         block_hasher = blake3.blake3() if digests else None
         block_index = 0
         block_fill = 0
+        sha = hashlib.sha256() if task.sha256 and task.start == 0 else None
         pwrite = os.pwrite
         body = resp.body
         buf = bytearray(_THROTTLED_READ if self.bucket is not None else _BUF)
@@ -428,6 +437,8 @@ class _Worker:
             except OSError as exc:
                 raise _file_error(exc, task) from exc
             xxh.update(view)
+            if sha is not None:
+                sha.update(view)
             if block_hasher is not None:
                 block_index, block_fill = _check_blocks(
                     block_hasher, view, digests, task.block_size, block_index, block_fill,
@@ -472,7 +483,8 @@ class _Worker:
             )
         if block_hasher is not None and block_fill:
             _finish_block(block_hasher, digests, block_index, task, pos)
-        return pos, xxh.hexdigest()
+        streamed_all = sha is not None and total is not None and pos == total
+        return pos, xxh.hexdigest(), sha.hexdigest() if sha is not None and streamed_all else None
 
     def _throttle(self, n: int) -> float:
         assert self.bucket is not None and self.tat is not None

@@ -324,12 +324,20 @@ class ModelManager:
             version = self.hub.cached_default_version(model_id) or self._newest_ready(reg, model_id)
             if version is None:
                 raise ModelNotAvailableError(model_id, None, "not_installed")
-        rec = reg.installs.get(install_key(model_id, version))
+        key = install_key(model_id, version)
+        rec = reg.installs.get(key)
         state = self._effective(rec) if rec is not None else None
         if rec is not None and state == "ready":
             path = Path(rec.path)
             if path.is_dir():
                 return path
+            staged = reg.updates.get(key)
+            if staged is not None and staged.swap_ino is not None:
+                # Between the two renames of a swap where the filesystem cannot
+                # exchange directories: the new content is milliseconds away.
+                time.sleep(0.05)
+                if path.is_dir():
+                    return path
             raise ModelNotAvailableError(
                 model_id, version, "error", message=f"model {model_id}@{version}: {path} is gone"
             )
@@ -619,10 +627,18 @@ class ModelManager:
         if bad:
             inst.save("error", inst.failure(bad))
             raise ModelNotAvailableError(job.model_id, job.version, "error")
+        cancelled: asyncio.CancelledError | None = None
         if inst.staging is not None:
             # The ready version was usable all along; now the new content takes its
             # place in one step and the old one is deleted (open files stay readable).
-            await asyncio.to_thread(self._swap_in, inst)
+            # A pause arriving now waits for these few milliseconds: a swap is never
+            # left half-recorded by a live process.
+            swap = asyncio.ensure_future(asyncio.to_thread(self._swap_in, inst))
+            try:
+                await asyncio.shield(swap)
+            except asyncio.CancelledError as exc:
+                await swap
+                cancelled = exc
             inst.state = "ready"
         else:
             inst.save("ready")
@@ -640,6 +656,8 @@ class ModelManager:
             )
         )
         job.done.set_result(path)
+        if cancelled is not None:
+            raise cancelled
 
     # -- staged updates ----------------------------------------------------------------
     def _final_dir(self, model_id: str, version: str) -> Path:

@@ -59,7 +59,13 @@ def expected_for(data: bytes, *, blocks: bool = True) -> Expected:
 
 
 async def fetch(
-    proxy: FaultProxy, dest: Path, data: bytes, *, blocks: bool = True, **engine: object
+    proxy: FaultProxy,
+    dest: Path,
+    data: bytes,
+    *,
+    blocks: bool = True,
+    chunk_size: int = BLOCK,
+    **engine: object,
 ) -> tuple[object, list[ProgressEvent]]:
     events: list[ProgressEvent] = []
     options: dict[str, object] = {"workers": 1, "connections": 3, "backoff_base": 0.05}
@@ -69,7 +75,7 @@ async def fetch(
             f"{proxy.url}/f.bin",
             dest,
             expected=expected_for(data, blocks=blocks),
-            chunk_size=BLOCK,
+            chunk_size=chunk_size,
             progress=events.append,
         )
     return result, events
@@ -109,6 +115,24 @@ async def test_flipped_byte_without_block_digests_fails_the_sha256(
         await fetch(proxy, tmp_path / "f.bin", data, blocks=False)
     assert not (tmp_path / "f.bin").exists()
     assert not part_path(tmp_path / "f.bin").exists()  # rerun starts clean
+
+
+async def test_a_file_fetched_in_one_request_is_hashed_by_the_worker_and_still_checked(
+    proxied: Callable[..., FaultProxy], data_dir: Path, tmp_path: Path
+) -> None:
+    # One request covers the whole file, so the worker computes its SHA256 while it
+    # streams (the supervisor never reads it back): a flipped byte must still fail it,
+    # and a clean copy must carry the right digest.
+    data = (data_dir / "f.bin").read_bytes()
+    proxy = proxied(FaultRule(FaultKind.FLIP, range_start=0))
+    with pytest.raises(IntegrityError):
+        await fetch(proxy, tmp_path / "f.bin", data, blocks=False, chunk_size=2 * SIZE)
+    assert proxy.faults == {"flip": 1}
+    assert not (tmp_path / "f.bin").exists()
+    result, _ = await fetch(proxy, tmp_path / "f.bin", data, blocks=False, chunk_size=2 * SIZE)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()  # type: ignore[attr-defined]
+    assert result.retries == 0  # type: ignore[attr-defined]
+    assert (tmp_path / "f.bin").read_bytes() == data
 
 
 async def test_corrupt_source_is_declared_after_retries(
