@@ -87,6 +87,27 @@ def settle() -> None:
     time.sleep(0.5)
 
 
+def disk_probe(where: Path, size: int = 256 * MiB) -> float:
+    """MB/s of a write of ``size`` bytes plus fsync at ``where`` (not timed in a figure).
+
+    These machines' disks throttle after a burst (seen: 1 GiB + fsync at 172 MB/s after
+    some GB of bench writes, much faster before). accel syncs before ``ready`` and aria2c
+    does not, so a throttled disk moves the ratio: each run records the disk it had.
+    """
+    path = where / ".disk-probe"
+    block = os.urandom(MiB)
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(size // MiB):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return round(size / (time.perf_counter() - t0) / 1e6, 1)
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     settle()
     t0 = time.perf_counter()
@@ -216,6 +237,11 @@ def main() -> int:
         help="run only these scenarios (repeatable; default: all three)",
     )
     ap.add_argument(
+        "--work",
+        help="where both tools write (default: a temporary folder beside the store; "
+        "a tmpfs here takes the disk out of the comparison)",
+    )
+    ap.add_argument(
         "--out",
         default=str(REPO / "bench" / "out" / "install.json"),
         help="where to write the JSON results",
@@ -233,8 +259,10 @@ def main() -> int:
         "quick": args.quick,
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
-    with running_hub(root) as hub, tempfile.TemporaryDirectory(dir=DATA) as tmp:
+    with running_hub(root) as hub, tempfile.TemporaryDirectory(dir=args.work or DATA) as tmp:
         work = Path(tmp)
+        results["work_dir"] = str(work)
+        results["disk_MBps_before"] = disk_probe(work)
         for model in [m for m in ("big", "many") if m in only]:
             spec = specs[model]
             walls: dict[str, list[float]] = {"accel": [], "aria2c": []}
@@ -254,6 +282,7 @@ def main() -> int:
             }
         if "ten" in only:
             results["ten"] = scenario_ten(hub.url, specs, work)
+        results["disk_MBps_after"] = disk_probe(work)
     results["loadavg_before"] = [round(x, 2) for x in load_before]
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)

@@ -33,6 +33,7 @@ from accel.errors import (
 from accel.fetch.checkpoint import (
     Checkpoint,
     DoneChunk,
+    checkpoint_path,
     load_checkpoint,
     part_path,
     remove_checkpoint,
@@ -181,6 +182,10 @@ class FileDownload:
         # A previous run left traces (a killed checkpoint writer's temp file) only if it
         # got as far as creating the .part: otherwise the final cleanup skips its scan.
         self.had_part = self.part.exists()
+        if not self.had_part and self._fits_one_request():
+            small = await self._run_whole()
+            if small is not None:
+                return small
         try:
             cp = load_checkpoint(self.dest)
         except CheckpointError:
@@ -229,6 +234,67 @@ class FileDownload:
                 hasher.cancel()
                 await asyncio.gather(hasher, return_exceptions=True)
         return await self._finish()
+
+    def _fits_one_request(self) -> bool:
+        """A fresh file of known size that the first request would fetch whole anyway."""
+        size = self.expected.size
+        if not size or (self.chunk_size is not None and self.chunk_size < size):
+            return False
+        return size <= self._probe_length() and not checkpoint_path(self.dest).exists()
+
+    async def _run_whole(self) -> DownloadResult | None:
+        """Small files (most files of a model version): one request, no round trip.
+
+        The ``.part`` is created first and the worker streams the whole file into it,
+        checking blake3 blocks and computing the SHA256 as it goes; the supervisor then
+        only compares and renames. Any failure gives the file back to the full path
+        (probe, plan, retries) from a clean start: ``None``. Errors no retry can fix
+        (404, 401, a size that is not the expected one) are raised as they are.
+        """
+        engine, size = self.engine, self.expected.size
+        assert size is not None
+        self._check_space(size)
+        try:
+            self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise _disk_error(exc, self.dest) from exc
+        self.total = size
+        await engine.acquire_slot()
+        try:
+            handle = engine.pool.submit(self._task(0, size, sha256=True))
+        except BaseException:
+            engine.release_slot()
+            self._drop_part()
+            raise
+        handle.on_progress = self._on_progress
+        self.handles[-1] = handle
+        try:
+            outcome = await asyncio.shield(handle.done)
+        except asyncio.CancelledError:
+            engine.pool.cancel(handle)
+            self._drop_part()  # a few bytes: the rerun fetches them again
+            raise
+        finally:
+            self.handles.pop(-1, None)
+            engine.release_slot()
+        self.received += max(0, (outcome.end or handle.position) - handle.position)
+        if outcome.error is None and outcome.end == size and outcome.sha256 is not None:
+            self.plan = ChunkPlan(size, size, done=[(0, size)])
+            self.sha_hex, self.hashed = outcome.sha256, size
+            self.last_byte_at = time.monotonic()
+            return await self._finish()
+        self._drop_part()
+        if outcome.error is not None and not outcome.retryable:
+            raise outcome.error
+        self.retries += 1
+        why = outcome.error.message if outcome.error is not None else "incomplete answer"
+        self._emit("chunk_retry", f"whole-file request: {why}; trying again by ranges")
+        return None
+
+    def _drop_part(self) -> None:
+        self.fd_closed()
+        with contextlib.suppress(OSError):
+            self.part.unlink()
 
     def _probe_start(self, cp: Checkpoint | None) -> int:
         """Where the first request starts: the first byte a checkpoint lacks, so a
@@ -603,9 +669,12 @@ class FileDownload:
         self._emit("verified", f"sha256 {digest}")
         try:
             sweep = self.had_part or self.checkpointed_bytes > 0 or self.checkpointing is not None
-            await asyncio.to_thread(
-                _publish, self.fd, self.part, self.dest, self.durable, sweep=sweep
-            )
+            if self.durable or sweep:
+                await asyncio.to_thread(
+                    _publish, self.fd, self.part, self.dest, self.durable, sweep=sweep
+                )
+            else:  # a rename and an unlink: cheaper than a hop to a thread and back
+                _publish(self.fd, self.part, self.dest, False, sweep=False)
         except OSError as exc:
             raise _disk_error(exc, self.dest) from exc
         self.fd_closed()

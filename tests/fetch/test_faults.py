@@ -106,6 +106,33 @@ async def test_a_faulty_chunk_is_refetched(
     assert committed == sorted(committed)
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        FaultKind.RESET,
+        FaultKind.TRUNCATE,
+        FaultKind.TRUNCATE_NOLEN,
+        FaultKind.FLIP,
+        FaultKind.WRONG_RANGE,
+        FaultKind.IGNORE_RANGE,
+    ],
+)
+async def test_a_fault_in_a_one_request_file_falls_back_to_ranges(
+    kind: FaultKind, proxied: Callable[..., FaultProxy], data_dir: Path, tmp_path: Path
+) -> None:
+    # The file fits one request, so it takes the whole-file path (the worker streams,
+    # checks blocks and hashes it alone); the fault sends it back to the ranged path.
+    data = (data_dir / "f.bin").read_bytes()
+    proxy = proxied(FaultRule(kind, range_start=0))
+    result, events = await fetch(proxy, tmp_path / "f.bin", data, chunk_size=2 * SIZE)
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert proxy.faults == {kind.value: 1}
+    assert result.retries == 1  # type: ignore[attr-defined]
+    assert [e for e in events if e.kind == "chunk_retry"]
+    committed = [e.committed for e in events]
+    assert committed == sorted(committed) and committed[-1] == SIZE
+
+
 async def test_flipped_byte_without_block_digests_fails_the_sha256(
     proxied: Callable[..., FaultProxy], data_dir: Path, tmp_path: Path
 ) -> None:
