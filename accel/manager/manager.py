@@ -15,8 +15,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -45,7 +43,7 @@ from accel.manager.events import (
     TotalProgress,
     WarningEvent,
 )
-from accel.manager.fsutil import exchange_dirs, fsync_dir, safe_relpath, safe_segment
+from accel.manager.fsutil import safe_relpath, safe_segment
 from accel.manager.hubclient import HubClient
 from accel.manager.install import Downloader, VersionInstall, hash_file, summarize
 from accel.manager.locks import (
@@ -59,8 +57,9 @@ from accel.manager.locks import (
 )
 from accel.manager.queue import PrioritySlots
 from accel.manager.registry import RegistryStore, install_key
+from accel.manager.staging import StagedUpdates
 from accel.manager.states import effective_state, not_available
-from accel.schema import FileError, InstallRecord, Registry, UpdateStatus, VersionManifest
+from accel.schema import FileError, InstallRecord, Registry, UpdateStatus
 
 __all__ = ["ModelManager", "version_key"]
 
@@ -138,6 +137,7 @@ class ModelManager:
         )
         self.retry_backoff_s = retry_backoff_s
         self.registry = RegistryStore(self.models_dir)
+        self.staged = StagedUpdates(self.models_dir, self.state_dir, self.registry)
         self.locks = LockSpace(self.state_dir / "locks")
         self.events = EventBus()
         self.hub = HubClient(
@@ -545,10 +545,16 @@ class ModelManager:
             staging: Path | None = None
             if job.staged:
                 manifest = await self.hub.manifest(job.model_id, job.version)
-                work, staging = await asyncio.to_thread(self._begin_update, job, manifest)
-                if not work:
-                    job.done.set_result(self._final_dir(job.model_id, job.version))
+                plan = await asyncio.to_thread(
+                    self.staged.begin, job.model_id, job.version, manifest.checksum_sha256
+                )
+                if plan == "up_to_date":
+                    job.done.set_result(self.staged.final_dir(job.model_id, job.version))
                     return
+                if plan == "in_place":  # not ready: nothing to keep usable
+                    job.staged, job.force = False, True
+                else:
+                    staging = plan
             else:
                 rec = self.registry.get(job.model_id, job.version)
                 if (
@@ -633,7 +639,7 @@ class ModelManager:
             # place in one step and the old one is deleted (open files stay readable).
             # A pause arriving now waits for these few milliseconds: a swap is never
             # left half-recorded by a live process.
-            swap = asyncio.ensure_future(asyncio.to_thread(self._swap_in, inst))
+            swap = asyncio.ensure_future(asyncio.to_thread(self.staged.swap_in, inst))
             try:
                 await asyncio.shield(swap)
             except asyncio.CancelledError as exc:
@@ -660,136 +666,6 @@ class ModelManager:
             raise cancelled
 
     # -- staged updates ----------------------------------------------------------------
-    def _final_dir(self, model_id: str, version: str) -> Path:
-        return self.models_dir / safe_relpath(model_id, "model id") / version
-
-    def _staging_dir(self, model_id: str, version: str) -> Path:
-        # Inside the models dir, so on the same filesystem: the swap is a rename.
-        return self.state_dir / "staging" / f"{model_id.replace('/', '--')}@{version}"
-
-    def _begin_update(self, job: _Job, manifest: VersionManifest) -> tuple[bool, Path | None]:
-        """With the task lock held: whether there is work, and the staging dir for it.
-
-        A version that is not ready (any more) has nothing to keep usable: it is
-        installed in place instead (no staging dir, ``job.staged`` turns false)."""
-        key = install_key(job.model_id, job.version)
-        self._finish_swap(key)  # a swap a crash interrupted completes first
-        reg = self.registry.read()
-        rec = reg.installs.get(key)
-        staging = self._staging_dir(job.model_id, job.version)
-        if rec is None or rec.state != "ready" or not Path(rec.path).is_dir():
-            self._drop_update(key, staging)
-            job.staged, job.force = False, True
-            return True, None
-        if rec.checksum_sha256 == manifest.checksum_sha256:
-            self._drop_update(key, staging)  # another process (or a rerun) finished it
-            return False, None
-        staged = reg.updates.get(key)
-        if staged is None or staged.checksum_sha256 != manifest.checksum_sha256:
-            # A staging dir of an older attempt against other content: start clean, so
-            # no file the new manifest does not list can ride along into the swap.
-            self._drop_update(key, staging)
-        staging.mkdir(parents=True, exist_ok=True)
-        return True, staging
-
-    def _drop_update(self, key: str, staging: Path) -> None:
-        def change(reg: Registry) -> None:
-            reg.updates.pop(key, None)
-
-        if key in self.registry.read().updates:
-            self.registry.update(change)
-        if staging.exists():
-            self._trash(staging)
-
-    def _swap_in(self, inst: VersionInstall) -> None:
-        """Put a verified, synced staging dir in the ready version's place.
-
-        Order: record the staging dir's inode (intent), exchange the two directories in
-        one ``renameat2`` (or, where that is not supported, two renames), publish the new
-        record as ``ready``, then delete the old content. A crash at any point leaves
-        either the old ready version or the new one at the final path, and
-        :meth:`_finish_swap` tells which from the inode.
-        """
-        assert inst.staging is not None
-        key, staging = inst.key, inst.staging
-        ino = os.stat(staging).st_ino
-
-        def intent(reg: Registry) -> None:
-            reg.updates[key] = inst.record(reg.updates.get(key), "verifying")
-            reg.updates[key].swap_ino = ino
-
-        self.registry.update(intent)
-        final = inst.final_dir
-        if exchange_dirs(staging, final):
-            fsync_dir(staging.parent)
-            fsync_dir(final.parent)
-        else:
-            aside = self._trash_dir()
-            os.replace(final, aside)
-            os.replace(staging, final)
-            fsync_dir(final.parent)
-            fsync_dir(staging.parent)
-        self._commit_update(key)
-
-    def _commit_update(self, key: str) -> None:
-        """The swapped-in update becomes the version's ready record; old content goes."""
-
-        def change(reg: Registry) -> InstallRecord | None:
-            staged = reg.updates.pop(key, None)
-            if staged is None:
-                return None
-            now = time.time()
-            final = self._final_dir(staged.model_id, staged.version)
-            old = reg.installs.get(key)
-            reg.installs[key] = staged.model_copy(
-                update={
-                    "state": "ready",
-                    "path": str(final),
-                    "error": None,
-                    "swap_ino": None,
-                    "owner_pid": None,
-                    "owner_start": None,
-                    "created_at": old.created_at if old is not None else staged.created_at,
-                    "updated_at": now,
-                    "installed_at": now,
-                }
-            )
-            return staged
-
-        staged = self.registry.update(change)
-        if staged is not None:
-            staging = self._staging_dir(staged.model_id, staged.version)
-            if staging.exists():  # the old content, after an exchange
-                self._trash(staging)
-            log.info("updated %s in place (%s)", key, staged.checksum_sha256[:12])
-
-    def _finish_swap(self, key: str) -> bool:
-        """Complete a swap a crash interrupted (task lock held). Returns whether it did."""
-        staged = self.registry.read().updates.get(key)
-        if staged is None or staged.swap_ino is None:
-            return False
-        final = self._final_dir(staged.model_id, staged.version)
-        staging = self._staging_dir(staged.model_id, staged.version)
-        final_ino = _ino(final)
-        if final_ino != staged.swap_ino:
-            if final_ino is not None or _ino(staging) != staged.swap_ino:
-                return False  # not swapped yet: the update reruns, then swaps
-            os.replace(staging, final)  # crashed between the two fallback renames
-            fsync_dir(final.parent)
-        self._commit_update(key)
-        return True
-
-    def _trash_dir(self) -> Path:
-        trash = self.state_dir / "trash" / secrets.token_hex(8)
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        return trash
-
-    def _trash(self, path: Path) -> None:
-        """Move a directory out of sight at once, then delete it."""
-        trash = self._trash_dir()
-        os.replace(path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-
     def _recover_updates(self) -> None:
         """At start-up: finish swaps whose process died between the swap and the record."""
         for key, staged in self.registry.read().updates.items():
@@ -812,7 +688,7 @@ class ModelManager:
                 continue  # its owner is alive and will finish it
             try:
                 with contextlib.suppress(OSError, AccelError):
-                    self._finish_swap(key)
+                    self.staged.finish_swap(key)
             finally:
                 held.release()
 
@@ -967,9 +843,7 @@ class ModelManager:
 
                 self.registry.update(change)
                 self._delete_dir(Path(rec.path))
-                staging = self._staging_dir(rec.model_id, rec.version)
-                if staging.exists():
-                    self._trash(staging)
+                self.staged.drop(key)
             finally:
                 held.release()
             log.info("removed %s", key, extra={"key": key})
@@ -984,7 +858,7 @@ class ModelManager:
     def _delete_dir(self, path: Path) -> None:
         if not path.is_dir() or not path.resolve().is_relative_to(self.models_dir):
             return
-        self._trash(path)  # the version disappears at once, then is deleted
+        self.staged.trash(path)  # the version disappears at once, then is deleted
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # the model dir, if it has no other version
 
@@ -1096,9 +970,7 @@ class ModelManager:
         removed = self.locks.cleanup()
         self.registry.cleanup_temp()
         self._recover_updates()
-        # Deletions a crash interrupted (each was moved here whole before rmtree).
-        for left in (self.state_dir / "trash").glob("*"):
-            shutil.rmtree(left, ignore_errors=True)
+        self.staged.sweep_trash()
         for name, why in removed:
             log.info("removed stale lock record %s (%s)", name, why, extra={"lock": name})
         return removed
@@ -1151,10 +1023,3 @@ def _find_bad(checks: list[tuple[str, Path, str, int]]) -> list[str]:
         if not ok:
             bad.append(rel)
     return bad
-
-
-def _ino(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        return None

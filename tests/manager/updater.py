@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 from accel.manager import ModelManager
-from accel.manager import manager as manager_mod
+from accel.manager import staging as staging_mod
 
 
 def _arm(argv: list[str]) -> None:
     mode = next((a.split("=", 1)[1] for a in argv if a.startswith("--exchange=")), "renameat2")
     if mode in ("two-renames", "between-renames"):
-        manager_mod.exchange_dirs = lambda a, b: False  # type: ignore[assignment]
+        staging_mod.exchange_dirs = lambda a, b: False  # type: ignore[assignment]
     if mode == "between-renames":
         real_replace = os.replace
 
@@ -34,7 +34,7 @@ def _arm(argv: list[str]) -> None:
 
         os.replace = replace  # type: ignore[assignment]
     if "--die-after-swap" in argv:
-        ModelManager._commit_update = lambda self, key: os._exit(9)  # type: ignore[method-assign]
+        staging_mod.StagedUpdates.commit = lambda self, key: os._exit(9)  # type: ignore[method-assign]
 
 
 async def main(argv: list[str]) -> int:
