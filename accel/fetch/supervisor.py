@@ -634,13 +634,14 @@ class FileDownload:
                 if target > self.hashed:
                     if rfd < 0:  # not at all when a worker hashed the whole file
                         rfd = os.open(self.part, os.O_RDONLY)
-                        buf = bytearray(max(1, min(1 * MiB, self.total)))
+                        buf = _take_buffer(self.total)
                     await asyncio.to_thread(self._hash_to, rfd, buf, target)
                     continue
                 await self.hash_wake.wait()
         finally:
             if rfd >= 0:
                 os.close(rfd)
+            _give_buffer(buf)
 
     def _hash_to(self, rfd: int, buf: bytearray, target: int) -> None:
         view = memoryview(buf)
@@ -667,6 +668,10 @@ class FileDownload:
                 actual=digest,
             )
         self._emit("verified", f"sha256 {digest}")
+        if self.checkpointing is not None:
+            # A checkpoint write still in its thread would land after the cleanup below
+            # and leave a stale <name>.part.json beside the finished file.
+            await asyncio.gather(self.checkpointing, return_exceptions=True)
         try:
             sweep = self.had_part or self.checkpointed_bytes > 0 or self.checkpointing is not None
             if self.durable or sweep:
@@ -705,6 +710,25 @@ class FileDownload:
 
     def _close(self) -> None:
         self.fd_closed()
+
+
+#: 1 MiB hash buffers kept for the next download: a fresh one is an mmap whose 256 pages
+#: fault in as it is zeroed, ~0.5 ms per file when hundreds of files pass through
+_buffers: list[bytearray] = []
+
+
+def _take_buffer(size: int) -> bytearray:
+    if size < MiB:
+        return bytearray(max(1, size))  # small files: a small buffer (malloc'd, cheap)
+    try:
+        return _buffers.pop()
+    except IndexError:
+        return bytearray(MiB)
+
+
+def _give_buffer(buf: bytearray) -> None:
+    if len(buf) == MiB and len(_buffers) < 4:
+        _buffers.append(buf)
 
 
 def _load_sync_file_range() -> Callable[[int, int, int], None]:
