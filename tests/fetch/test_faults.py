@@ -24,6 +24,16 @@ from tests.support.nginx import Nginx
 BLOCK = 256 * 1024
 SIZE = 8 * BLOCK + 1234  # the last block is short
 
+#: faults of one answer that a retry of the same bytes gets past
+BODY_FAULTS = [
+    FaultKind.RESET,
+    FaultKind.TRUNCATE,
+    FaultKind.TRUNCATE_NOLEN,
+    FaultKind.FLIP,
+    FaultKind.WRONG_RANGE,
+    FaultKind.IGNORE_RANGE,
+]
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -81,17 +91,7 @@ async def fetch(
     return result, events
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        FaultKind.RESET,
-        FaultKind.TRUNCATE,
-        FaultKind.TRUNCATE_NOLEN,
-        FaultKind.FLIP,
-        FaultKind.WRONG_RANGE,
-        FaultKind.IGNORE_RANGE,
-    ],
-)
+@pytest.mark.parametrize("kind", BODY_FAULTS)
 async def test_a_faulty_chunk_is_refetched(
     kind: FaultKind, proxied: Callable[..., FaultProxy], data_dir: Path, tmp_path: Path
 ) -> None:
@@ -106,17 +106,7 @@ async def test_a_faulty_chunk_is_refetched(
     assert committed == sorted(committed)
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        FaultKind.RESET,
-        FaultKind.TRUNCATE,
-        FaultKind.TRUNCATE_NOLEN,
-        FaultKind.FLIP,
-        FaultKind.WRONG_RANGE,
-        FaultKind.IGNORE_RANGE,
-    ],
-)
+@pytest.mark.parametrize("kind", BODY_FAULTS)
 async def test_a_fault_in_a_one_request_file_falls_back_to_ranges(
     kind: FaultKind, proxied: Callable[..., FaultProxy], data_dir: Path, tmp_path: Path
 ) -> None:

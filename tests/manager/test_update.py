@@ -36,6 +36,14 @@ def _mm(models_dir: Path, hub: StubHub, **kw: object) -> ModelManager:
     return ModelManager(models_dir, hub.url, **kw)  # type: ignore[arg-type]
 
 
+async def _install(models_dir: Path, hub: StubHub, model: str = "m", version: str = "1") -> Path:
+    """Install a version with a throwaway manager; returns its ready path."""
+    async with _mm(models_dir, hub) as mm:
+        path = await mm.ainstall(model, version)
+    assert path is not None
+    return path
+
+
 def _registry(models_dir: Path) -> Registry:
     return Registry.model_validate_json((models_dir / "registry.json").read_bytes())
 
@@ -50,9 +58,7 @@ async def test_old_version_stays_usable_until_the_new_content_is_swapped_in(
 ) -> None:
     publish(store, "m", "1", {"big.bin": 6_000_000, "same.bin": 400_000, "cfg.json": b"{}"})
     with running_stub(store) as hub:
-        async with _mm(models_dir, hub) as mm:
-            path = await mm.ainstall("m", "1")
-            assert path is not None
+        path = await _install(models_dir, hub)
         old_big = (path / "big.bin").read_bytes()
         same_ino = (path / "same.bin").stat().st_ino
         old_fd = os.open(path / "big.bin", os.O_RDONLY)  # an inference service's open file
@@ -116,9 +122,8 @@ async def test_a_failed_update_leaves_the_old_version_ready_and_retry_finishes_i
 ) -> None:
     publish(store, "m", "1", {"a.bin": 300_000, "b.bin": 200_000})
     with running_stub(store) as hub:
+        path = await _install(models_dir, hub)
         async with _mm(models_dir, hub) as mm:
-            path = await mm.ainstall("m", "1")
-            assert path is not None
             old_a = (path / "a.bin").read_bytes()
             new_a = os.urandom(300_000)
             republish_file(store, "m", "1", "a.bin", new_a)
@@ -149,9 +154,7 @@ async def test_pause_and_resume_of_an_update_keep_the_ready_version(
 ) -> None:
     publish(store, "m", "1", {"w.bin": 1_000_000})
     with running_stub(store) as hub:
-        async with _mm(models_dir, hub) as mm:
-            path = await mm.ainstall("m", "1")
-            assert path is not None
+        path = await _install(models_dir, hub)
         old = (path / "w.bin").read_bytes()
         new = os.urandom(16_000_000)
         republish_file(store, "m", "1", "w.bin", new)
@@ -193,9 +196,7 @@ async def test_sigkill_during_an_update_keeps_the_old_version_and_a_rerun_resume
 ) -> None:
     publish(store, "m", "1", {"w.bin": 1_000_000, "k.bin": 100_000})
     with running_stub(store) as hub:
-        async with _mm(models_dir, hub) as mm:
-            path = await mm.ainstall("m", "1")
-            assert path is not None
+        path = await _install(models_dir, hub)
         old = (path / "w.bin").read_bytes()
         new = os.urandom(24_000_000)
         republish_file(store, "m", "1", "w.bin", new)
@@ -246,9 +247,7 @@ async def test_a_crash_between_the_swap_and_the_record_is_finished_at_start_up(
 ) -> None:
     publish(store, "m", "1", {"w.bin": 500_000, "k.bin": 10_000})
     with running_stub(store) as hub:
-        async with _mm(models_dir, hub) as mm:
-            path = await mm.ainstall("m", "1")
-            assert path is not None
+        path = await _install(models_dir, hub)
         new = os.urandom(500_000)
         republish_file(store, "m", "1", "w.bin", new)
         # The updater dies (os._exit, as a SIGKILL would) right after the directories
