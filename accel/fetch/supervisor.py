@@ -258,7 +258,6 @@ class FileDownload:
             self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
             raise _disk_error(exc, self.dest) from exc
-        self.total = size
         await engine.acquire_slot()
         try:
             handle = engine.pool.submit(self._task(0, size, sha256=True))

@@ -483,8 +483,9 @@ class _Worker:
             )
         if block_hasher is not None and block_fill:
             _finish_block(block_hasher, digests, block_index, task, pos)
-        streamed_all = sha is not None and total is not None and pos == total
-        return pos, xxh.hexdigest(), sha.hexdigest() if sha is not None and streamed_all else None
+        # The file's SHA256 only if this task streamed all of it (a split may cut it short).
+        whole_sha = sha.hexdigest() if sha is not None and pos == total else None
+        return pos, xxh.hexdigest(), whole_sha
 
     def _throttle(self, n: int) -> float:
         assert self.bucket is not None and self.tat is not None

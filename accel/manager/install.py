@@ -247,20 +247,15 @@ class VersionInstall:
 
     # -- registry ----------------------------------------------------------------------
     def record(
-        self,
-        old: InstallRecord | None,
-        state: str,
-        error: FileError | None = None,
-        *,
-        path: Path | None = None,
+        self, old: InstallRecord | None, state: str, error: FileError | None = None
     ) -> InstallRecord:
-        """This install as a registry record (at ``path``, by default where it writes)."""
+        """This install as a registry record (its path: where it writes)."""
         now = time.time()
         return InstallRecord(
             model_id=self.model_id,
             version=self.version,
             state=state,  # type: ignore[arg-type]
-            path=str(path or self.target),
+            path=str(self.target),
             bytes_total=self.bytes_total,
             bytes_done=self.bytes_done,
             checksum_sha256=self.manifest.checksum_sha256,

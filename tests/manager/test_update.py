@@ -44,6 +44,12 @@ async def _install(models_dir: Path, hub: StubHub, model: str = "m", version: st
     return path
 
 
+def _hub_checksum(store: Path, model: str = "m", version: str = "1") -> str:
+    """The version's checksum as the hub publishes it now."""
+    manifest = json.loads((store / "models" / model / version / "manifest.json").read_text())
+    return str(manifest["checksum_sha256"])
+
+
 def _registry(models_dir: Path) -> Registry:
     return Registry.model_validate_json((models_dir / "registry.json").read_bytes())
 
@@ -64,9 +70,7 @@ async def test_old_version_stays_usable_until_the_new_content_is_swapped_in(
         old_fd = os.open(path / "big.bin", os.O_RDONLY)  # an inference service's open file
         new_big = os.urandom(6_000_000)
         republish_file(store, "m", "1", "big.bin", new_big)
-        new_checksum = json.loads((store / "models" / "m" / "1" / "manifest.json").read_text())[
-            "checksum_sha256"
-        ]
+        new_checksum = _hub_checksum(store)
         before = hub.storage_bytes()
         events: list[object] = []
         seen: list[tuple[str, str, bool]] = []
@@ -265,12 +269,7 @@ async def test_a_crash_between_the_swap_and_the_record_is_finished_at_start_up(
         async with _mm(models_dir, hub) as mm:  # start-up finishes the swap
             rec = mm.status("m", "1")[0]
             assert rec.state == "ready" and rec.update is None
-            assert (
-                rec.checksum_sha256
-                == json.loads((store / "models" / "m" / "1" / "manifest.json").read_text())[
-                    "checksum_sha256"
-                ]
-            )
+            assert rec.checksum_sha256 == _hub_checksum(store)
             assert (mm.get_model_path("m", "1") / "w.bin").read_bytes() == new
             assert await mm.aupdate() == []  # nothing left to do
         assert hub.storage_bytes() == sent
@@ -282,8 +281,7 @@ async def test_remove_during_a_stopped_update_removes_its_staging_too(
 ) -> None:
     publish(store, "m", "1", {"w.bin": 100_000})
     with running_stub(store) as hub:
-        async with _mm(models_dir, hub) as mm:
-            await mm.ainstall("m", "1")
+        await _install(models_dir, hub)
         republish_file(store, "m", "1", "w.bin", os.urandom(8_000_000))
         async with _mm(models_dir, hub, limit_rate="2M") as mm:
             await mm.aupdate_version("m", "1", wait=False)
@@ -300,8 +298,7 @@ async def test_two_processes_updating_at_once_fetch_the_change_once(
 ) -> None:
     publish(store, "m", "1", {"w.bin": 200_000, "k.bin": 50_000})
     with running_stub(store) as hub:
-        async with _mm(models_dir, hub) as mm:
-            await mm.ainstall("m", "1")
+        await _install(models_dir, hub)
         new = os.urandom(8_000_000)
         republish_file(store, "m", "1", "w.bin", new)
         sent = hub.storage_bytes()
