@@ -80,12 +80,13 @@ async def test_old_version_stays_usable_until_the_new_content_is_swapped_in(
 
             async def watch() -> None:
                 # While the update runs, the version is ready at the same path with the
-                # old bytes, and status shows the update beside it.
+                # old bytes, and status shows the update beside it. The bytes are read
+                # first: a status still "downloading" after the read proves the read came
+                # before the swap (which follows "verifying", in a thread of its own).
                 while not any(isinstance(e, ReadyEvent) for e in events):
+                    old = (mm.get_model_path("m", "1") / "big.bin").read_bytes() == old_big
                     rec = mm.status("m", "1")[0]
-                    got = mm.get_model_path("m", "1")
                     if rec.update is not None:
-                        old = (got / "big.bin").read_bytes() == old_big
                         seen.append((rec.state, rec.update.state, old))
                     await asyncio.sleep(0.02)
 
@@ -94,8 +95,8 @@ async def test_old_version_stays_usable_until_the_new_content_is_swapped_in(
             await asyncio.wait_for(watcher, 5)
         assert seen, "the watcher never saw the update running"
         assert {s for s, _, _ in seen} == {"ready"}
-        assert all(old for _, _, old in seen)
         assert "downloading" in {u for _, u, _ in seen}
+        assert all(old for _, u, old in seen if u == "downloading")
         # only the changed file crossed the wire
         assert hub.storage_bytes() - before == len(new_big)
         assert mm.get_model_path("m", "1") == path
@@ -202,7 +203,7 @@ async def test_sigkill_during_an_update_keeps_the_old_version_and_a_rerun_resume
     with running_stub(store) as hub:
         path = await _install(models_dir, hub)
         old = (path / "w.bin").read_bytes()
-        new = os.urandom(24_000_000)
+        new = os.urandom(40_000_000)
         republish_file(store, "m", "1", "w.bin", new)
         checkpoint = models_dir / ".accel" / "staging" / "m@1" / "w.bin.part.json"
 
@@ -236,9 +237,11 @@ async def test_sigkill_during_an_update_keeps_the_old_version_and_a_rerun_resume
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode()
         assert json.loads(out) == {"updated": ["m@1"]}
-        # the rerun fetched only what the killed runs had not finished (a split chunk's
-        # duplicate may count twice: 2 MB of slack)
-        assert hub.storage_bytes() - sent <= len(new) - kept + 2_000_000
+        # the rerun fetched only what the killed runs had not finished. The stub counts
+        # each answer's Content-Length, so a tail chunk split or raced near the end
+        # counts twice: 8 MB of slack, and still less than the whole file.
+        resent = hub.storage_bytes() - sent
+        assert resent <= len(new) - kept + 8_000_000 and resent < len(new)
         async with _mm(models_dir, hub) as mm:
             assert (mm.get_model_path("m", "1") / "w.bin").read_bytes() == new
         assert _registry(models_dir).updates == {}
