@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -58,13 +62,21 @@ def _percent(driver: Any, key: str) -> float:
     return float(str(width).rstrip("%") or 0)
 
 
+#: what a WebDriver call raises when the live page re-rendered the element under it
+_RERENDERED = (
+    StaleElementReferenceException,
+    NoSuchElementException,
+    ElementNotInteractableException,
+)
+
+
 def _click(driver: Any, css: str) -> None:
     """Click like a person: a real WebDriver click, retried if a re-render raced it."""
     for _ in range(40):
         try:
             driver.find_element(By.CSS_SELECTOR, css).click()
             return
-        except (StaleElementReferenceException, NoSuchElementException):
+        except _RERENDERED:
             time.sleep(0.05)
     raise AssertionError(f"cannot click {css}")
 
@@ -144,7 +156,7 @@ def test_dashboard_install_progress_pause_resume_retry(
                 box.send_keys("7")
                 driver.find_element(By.CSS_SELECTOR, f"{card} button[data-action=priority]").click()
                 break
-            except (StaleElementReferenceException, NoSuchElementException):
+            except _RERENDERED:
                 time.sleep(0.05)
         wait.until(lambda d: "priority of whisper-zh set to 7" in _text(d, "#toast"))
         wait.until(
