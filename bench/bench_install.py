@@ -3,8 +3,10 @@
 Scenarios (each tool in turn, interleaved, ``--runs`` times, medians):
 
 - A "big": one 1 GiB file plus 20 files of 1-8 MiB. accel: ``accel install big@1``
-  (every file verified against its SHA256 and blake3 blocks, registry written, ready);
-  aria2c: ``aria2c -i LIST -j3 -x16 -s16`` over the same storage URLs (no verification).
+  (every file verified against its SHA256, registry written, ready);
+  aria2c: ``aria2c -i LIST -j3 -x16 -s16`` over the same storage URLs (no verification),
+  and for reference the same LIST with ``checksum=sha-256=...`` on every entry
+  (``aria2c_sha256``: aria2c checks each file after its download).
 - B "many": 500 files of 64 KiB-2 MiB, same two commands.
 - C "ten": ten models installed at once by ten ``accel install`` processes into one
   models dir, through a counting proxy in front of the hub: all ready, registry valid,
@@ -21,14 +23,18 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -108,13 +114,26 @@ def disk_probe(where: Path, size: int = 256 * MiB) -> float:
     return round(size / (time.perf_counter() - t0) / 1e6, 1)
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+#: CPU seconds (user + system) of every timed run, by tool: the tool's own process tree
+#: (accel's workers included) and the hub's, over the same run
+CPU: dict[str, dict[str, list[float]]] = {}
+HUB: dict[str, psutil.Process] = {}
+
+
+def timed(argv: list[str], tool: str) -> float:
     settle()
+    hub = HUB.get("hub")
+    hub0 = sum(hub.cpu_times()[:2]) if hub is not None else 0.0
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    r = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise RuntimeError(f"{argv[:4]} failed ({r.returncode}): {r.stderr[-2000:]}")
+    cpu = CPU.setdefault(tool, {"own": [], "hub": []})
+    cpu["own"].append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
+    cpu["hub"].append(sum(hub.cpu_times()[:2]) - hub0 if hub is not None else 0.0)
     return wall
 
 
@@ -133,7 +152,8 @@ def run_accel(hub_url: str, model: str, work: Path) -> float:
             "--models-dir",
             str(models),
             "--quiet",
-        ]
+        ],
+        f"{model}/accel",
     )
     reg = json.loads((models / "registry.json").read_text())
     assert reg["installs"][f"{model}@1"]["state"] == "ready"
@@ -141,13 +161,30 @@ def run_accel(hub_url: str, model: str, work: Path) -> float:
     return wall
 
 
-def run_aria2c(hub_url: str, model: str, spec: dict[str, int], work: Path) -> float:
+def hub_sha256s(hub_url: str, model: str) -> dict[str, str]:
+    """The files' SHA256 as the hub's model list gives them (for aria2c's ``checksum=``)."""
+    with urllib.request.urlopen(f"{hub_url}/api/models/{model}") as r:
+        info = json.load(r)
+    (version,) = [v for v in info["versions"] if v["version"] == "1"]
+    return {f["path"]: f["sha256"] for f in version["files"]}
+
+
+def run_aria2c(
+    hub_url: str,
+    model: str,
+    spec: dict[str, int],
+    work: Path,
+    sha256s: dict[str, str] | None = None,
+) -> float:
+    """aria2c over the version's storage URLs; with ``sha256s``, each entry carries
+    ``checksum=sha-256=...`` and aria2c checks it after the download (exit 32 if not)."""
     out = work / "aria2"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     lines = []
     for rel in spec:
-        lines.append(f"{hub_url}/storage/models/{model}/1/{rel}\n  out={rel}\n")
+        check = f"  checksum=sha-256={sha256s[rel]}\n" if sha256s is not None else ""
+        lines.append(f"{hub_url}/storage/models/{model}/1/{rel}\n  out={rel}\n{check}")
     listing = work / "list.txt"
     listing.write_text("".join(lines))
     wall = timed(
@@ -166,7 +203,8 @@ def run_aria2c(hub_url: str, model: str, spec: dict[str, int], work: Path) -> fl
             "--console-log-level=error",
             "--summary-interval=0",
             "-q",
-        ]
+        ],
+        f"{model}/aria2c" + ("_sha256" if sha256s is not None else ""),
     )
     got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert got == sum(spec.values()), (got, sum(spec.values()))
@@ -260,15 +298,18 @@ def main() -> int:
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
     with running_hub(root) as hub, tempfile.TemporaryDirectory(dir=args.work or DATA) as tmp:
+        HUB["hub"] = psutil.Process(hub.proc.pid)
         work = Path(tmp)
         results["work_dir"] = str(work)
         results["disk_MBps_before"] = disk_probe(work)
         for model in [m for m in ("big", "many") if m in only]:
             spec = specs[model]
-            walls: dict[str, list[float]] = {"accel": [], "aria2c": []}
+            sha256s = hub_sha256s(hub.url, model)
+            walls: dict[str, list[float]] = {"accel": [], "aria2c": [], "aria2c_sha256": []}
             for _ in range(args.runs):
                 walls["accel"].append(run_accel(hub.url, model, work))
                 walls["aria2c"].append(run_aria2c(hub.url, model, spec, work))
+                walls["aria2c_sha256"].append(run_aria2c(hub.url, model, spec, work, sha256s))
                 print(model, {k: round(v[-1], 2) for k, v in walls.items()}, flush=True)
             med = {k: statistics.median(v) for k, v in walls.items()}
             size = sum(spec.values())
@@ -279,6 +320,17 @@ def main() -> int:
                 "median_s": {k: round(v, 3) for k, v in med.items()},
                 "MBps": {k: round(size / v / 1e6, 1) for k, v in med.items()},
                 "ratio_accel_to_aria2c": round(med["accel"] / med["aria2c"], 3),
+                # CPU seconds (user + system), medians: the tool's process tree, the hub
+                "cpu_s": {
+                    k: {
+                        part: round(statistics.median(v), 2)
+                        for part, v in CPU[f"{model}/{k}"].items()
+                    }
+                    for k in walls
+                },
+                # a reference, not the issue's figure: aria2c told to check each file's
+                # SHA256 too (it reads every file back after its download)
+                "ratio_accel_to_aria2c_sha256": round(med["accel"] / med["aria2c_sha256"], 3),
             }
         if "ten" in only:
             results["ten"] = scenario_ten(hub.url, specs, work)

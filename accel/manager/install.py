@@ -436,7 +436,6 @@ class VersionInstall:
         held = await self.locks.acquire(
             f"files/{st.sha256}",
             on_wait=note_wait,
-            in_thread=True,
             kind="file",
             model_id=self.model_id,
             version=self.version,
