@@ -1,6 +1,6 @@
 """ModelManager installs vs aria2c, from the real hub (``accel serve``) on 127.0.0.1.
 
-Scenarios (each tool in turn, interleaved, ``--runs`` times, medians):
+Scenarios (each tool in turn, the order rotated every run, ``--runs`` times, medians):
 
 - A "big": one 1 GiB file plus 20 files of 1-8 MiB. accel: ``accel install big@1``
   (every file verified against its SHA256, registry written, ready);
@@ -306,10 +306,16 @@ def main() -> int:
             spec = specs[model]
             sha256s = hub_sha256s(hub.url, model)
             walls: dict[str, list[float]] = {"accel": [], "aria2c": [], "aria2c_sha256": []}
-            for _ in range(args.runs):
-                walls["accel"].append(run_accel(hub.url, model, work))
-                walls["aria2c"].append(run_aria2c(hub.url, model, spec, work))
-                walls["aria2c_sha256"].append(run_aria2c(hub.url, model, spec, work, sha256s))
+            order = list(walls)
+            for i in range(args.runs):
+                # Rotated every run: none of the tools always follows the same one (the
+                # disk's write-out of the previous run and the VM's memory state carry over).
+                for tool in order[i % len(order) :] + order[: i % len(order)]:
+                    if tool == "accel":
+                        walls[tool].append(run_accel(hub.url, model, work))
+                    else:
+                        check = sha256s if tool == "aria2c_sha256" else None
+                        walls[tool].append(run_aria2c(hub.url, model, spec, work, check))
                 print(model, {k: round(v[-1], 2) for k, v in walls.items()}, flush=True)
             med = {k: statistics.median(v) for k, v in walls.items()}
             size = sum(spec.values())
