@@ -59,6 +59,12 @@ def _leftovers(models_dir: Path) -> list[Path]:
     return [p for d in ("staging", "trash") for p in (state / d).glob("*")]
 
 
+def _assert_update_gone(models_dir: Path) -> None:
+    """No staged update left: none in the registry, nothing in staging or the trash."""
+    assert _registry(models_dir).updates == {}
+    assert _leftovers(models_dir) == []
+
+
 async def test_old_version_stays_usable_until_the_new_content_is_swapped_in(
     store: Path, models_dir: Path
 ) -> None:
@@ -150,8 +156,7 @@ async def test_a_failed_update_leaves_the_old_version_ready_and_retry_finishes_i
             await mm.wait_idle()
             assert (mm.get_model_path("m", "1") / "a.bin").read_bytes() == new_a
             assert mm.status("m", "1")[0].update is None
-            assert _registry(models_dir).updates == {}
-            assert _leftovers(models_dir) == []
+            _assert_update_gone(models_dir)
 
 
 async def test_pause_and_resume_of_an_update_keep_the_ready_version(
@@ -244,8 +249,7 @@ async def test_sigkill_during_an_update_keeps_the_old_version_and_a_rerun_resume
         assert resent <= len(new) - kept + 8_000_000 and resent < len(new)
         async with _mm(models_dir, hub) as mm:
             assert (mm.get_model_path("m", "1") / "w.bin").read_bytes() == new
-        assert _registry(models_dir).updates == {}
-        assert _leftovers(models_dir) == []
+        _assert_update_gone(models_dir)
 
 
 @pytest.mark.parametrize("exchange", ["renameat2", "two-renames", "between-renames"])
@@ -313,8 +317,7 @@ async def test_two_processes_updating_at_once_fetch_the_change_once(
         assert hub.storage_bytes() - sent <= len(new) * 1.05
         async with _mm(models_dir, hub) as mm:
             assert (mm.get_model_path("m", "1") / "w.bin").read_bytes() == new
-        assert _registry(models_dir).updates == {}
-        assert _leftovers(models_dir) == []
+        _assert_update_gone(models_dir)
 
 
 def test_files_of_a_version_mid_swap_are_not_reused(tmp_path: Path) -> None:

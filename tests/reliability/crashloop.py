@@ -43,6 +43,12 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def install_kill_window(soak: bool) -> dict[str, float]:
+    """``min_s``/``max_s`` for killing a ModelManager install or update: the soak kills
+    from 0.1 s, the default suite's shorter loop from 0.2 s and up to 1.5 s."""
+    return {"min_s": 0.1, "max_s": 1.2} if soak else {"min_s": 0.2, "max_s": 1.5}
+
+
 def crash_loop(
     argv: Sequence[str],
     *,

@@ -17,7 +17,7 @@ import pytest
 
 from accel.manager.manager import ModelManager
 from accel.schema import Registry
-from tests.reliability.crashloop import crash_loop
+from tests.reliability.crashloop import crash_loop, install_kill_window
 from tests.reliability.figures import record_figure
 from tests.reliability.store import publish_catalog
 from tests.support.faultproxy import FaultProxy
@@ -72,8 +72,7 @@ def test_install_killed_repeatedly_ends_ready_and_verified(tmp_path: Path) -> No
             argv,
             kills=kills,
             seed=3,
-            min_s=0.1 if SOAK else 0.2,
-            max_s=1.2 if SOAK else 1.5,
+            **install_kill_window(SOAK),
             check=check,
             progress=lambda: proxy.client_body_bytes,
         )

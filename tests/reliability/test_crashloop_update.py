@@ -21,7 +21,7 @@ import pytest
 from accel.manager.manager import ModelManager
 from accel.schema import Registry
 from tests.manager.hubstub import publish, republish_file, running_stub
-from tests.reliability.crashloop import crash_loop
+from tests.reliability.crashloop import crash_loop, install_kill_window
 from tests.reliability.figures import record_figure
 
 SOAK = os.environ.get("ACCEL_SOAK") == "1"
@@ -69,8 +69,7 @@ def test_update_killed_repeatedly_keeps_the_version_usable_and_ends_updated(
             argv,
             kills=kills,
             seed=5,
-            min_s=0.1 if SOAK else 0.2,
-            max_s=1.2 if SOAK else 1.5,
+            **install_kill_window(SOAK),
             check=check,
             progress=lambda: hub.storage_bytes("/storage/"),
         )
