@@ -19,7 +19,24 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from accel.errors import AccelError, DownloadError
-from accel.fetch.worker import Head, Task
+from accel.fetch.messages import (
+    Abort,
+    Cancel,
+    Done,
+    Failed,
+    FromWorker,
+    Get,
+    Go,
+    Head,
+    HeadSeen,
+    Progress,
+    Ready,
+    Stop,
+    Task,
+    ToWorker,
+    Trim,
+    Trimmed,
+)
 
 __all__ = ["Outcome", "TaskHandle", "WorkerPool"]
 
@@ -140,34 +157,45 @@ class WorkerPool:
     def _on_readable(self, w: _Worker) -> None:
         try:
             while w.conn.poll():
-                self._dispatch(w, w.conn.recv())
+                msg = w.conn.recv()
+                try:
+                    self._dispatch(w, msg)
+                except Exception as exc:
+                    # A callback that raises must not leave the task's handle behind
+                    # (and its waiter hanging): that task fails with the error.
+                    tid = getattr(msg, "tid", None)
+                    h = w.handles.get(tid) if isinstance(tid, int) else None
+                    if h is None:
+                        raise
+                    err = DownloadError(f"internal error handling a worker message: {exc!r}")
+                    self._finish(h, Outcome(error=err, retryable=False))
         except (EOFError, OSError):
             self._lost(w)
 
-    def _dispatch(self, w: _Worker, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "ready":
+    def _dispatch(self, w: _Worker, msg: FromWorker) -> None:
+        if isinstance(msg, Ready):
             if w.ready is not None and not w.ready.done():
                 w.ready.set_result(None)
             return
-        h = w.handles.get(msg[1])
+        h = w.handles.get(msg.tid)
         if h is None:
             return
-        if kind == "prog":
-            old = h.position
-            h.position = msg[2]
-            if h.on_progress is not None:
-                h.on_progress(old, msg[2])
-        elif kind == "head":
-            if h.on_head is not None:
-                h.on_head(msg[2])
-        elif kind == "trim":
-            if h.on_trim is not None:
-                h.on_trim(msg[2])
-        elif kind == "done":
-            self._finish(h, Outcome(end=msg[2], xxh3=msg[3], sha256=msg[4]))
-        elif kind == "err":
-            self._finish(h, Outcome(error=msg[2], retryable=msg[3], retry_after=msg[4]))
+        match msg:
+            case Progress(_, pos):
+                old = h.position
+                h.position = pos
+                if h.on_progress is not None:
+                    h.on_progress(old, pos)
+            case HeadSeen(_, head):
+                if h.on_head is not None:
+                    h.on_head(head)
+            case Trimmed(_, new_end):
+                if h.on_trim is not None:
+                    h.on_trim(new_end)
+            case Done(_, end, xxh3, sha256):
+                self._finish(h, Outcome(end=end, xxh3=xxh3, sha256=sha256))
+            case Failed(_, error, retryable, retry_after):
+                self._finish(h, Outcome(error=error, retryable=retryable, retry_after=retry_after))
 
     def _finish(self, h: TaskHandle, outcome: Outcome) -> None:
         h.worker.handles.pop(h.tid, None)
@@ -212,25 +240,32 @@ class WorkerPool:
         h = TaskHandle(tid, w, task, task.start, loop.create_future())
         w.handles[tid] = h
         w.load += 1
-        self._send(w, ("get", tid, task))
+        self._send(w, Get(tid, task))
         return h
 
     def decide(self, h: TaskHandle, end: int | None) -> None:
-        """Answer a probe: ``go`` up to ``end``, or ``abort`` when ``end`` is None."""
-        self._send(h.worker, ("go", h.tid, end) if end is not None else ("abort", h.tid))
-
-    def go_unbounded(self, h: TaskHandle) -> None:
-        self._send(h.worker, ("go", h.tid, -1))
+        """Answer a probe: write up to ``end``, or abort when ``end`` is None."""
+        self._send(h.worker, Go(h.tid, end) if end is not None else Abort(h.tid))
 
     def trim(self, h: TaskHandle, new_end: int) -> None:
-        self._send(h.worker, ("trim", h.tid, new_end))
+        self._send(h.worker, Trim(h.tid, new_end))
 
     def cancel(self, h: TaskHandle) -> None:
         if h.tid in h.worker.handles:
-            self._send(h.worker, ("cancel", h.tid))
+            self._send(h.worker, Cancel(h.tid))
             self._finish(h, Outcome(error=DownloadError("cancelled"), retryable=False))
 
-    def _send(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+    @property
+    def load(self) -> int:
+        """Tasks sent to live workers and not yet ended (0 when the pool is idle)."""
+        return sum(w.load for w in self._workers if w.alive)
+
+    @property
+    def open_handles(self) -> int:
+        """Handles still routed to a worker: a leak if it stays above 0 when idle."""
+        return sum(len(w.handles) for w in self._workers)
+
+    def _send(self, w: _Worker, msg: ToWorker) -> None:
         if not w.alive:
             return
         try:
@@ -251,7 +286,7 @@ class WorkerPool:
             self._spawning.clear()
         for w in self._workers:
             if w.alive:
-                self._send(w, ("stop",))
+                self._send(w, Stop())
         await asyncio.gather(*(loop.run_in_executor(None, _reap, w.proc) for w in self._workers))
         for w in self._workers:
             if w.alive:

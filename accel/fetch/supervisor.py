@@ -41,10 +41,10 @@ from accel.fetch.checkpoint import (
     revalidate,
     save_checkpoint,
 )
+from accel.fetch.messages import Head, Task
 from accel.fetch.plan import Chunk, ChunkPlan, choose_chunk_size
 from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
-from accel.fetch.worker import Head, Task
 
 if TYPE_CHECKING:
     from accel.fetch.engine import Engine

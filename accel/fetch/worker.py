@@ -16,13 +16,8 @@ supervisor does. It stays lean in memory: it imports neither aiohttp, pydantic n
 (only ``accel.errors``, ``accel.fetch.http1`` and ``accel.fetch.ratelimit``), and holds
 one 256 KiB buffer per running task.
 
-Messages (tuples over a ``multiprocessing`` pipe)::
-
-    supervisor -> worker: ("get", Task) ("go", tid, end) ("abort", tid)
-                          ("trim", tid, new_end) ("cancel", tid) ("stop",)
-    worker -> supervisor: ("ready", pid) ("head", tid, Head) ("prog", tid, pos)
-                          ("trim", tid, new_end | None) ("done", tid, end, xxh3_hex)
-                          ("err", tid, AccelError, retryable, retry_after)
+Messages over the ``multiprocessing`` pipe are the typed values of
+:mod:`accel.fetch.messages`, shared with the pool.
 """
 
 from __future__ import annotations
@@ -36,8 +31,7 @@ import ssl
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin
 
 from accel.errors import (
@@ -61,6 +55,24 @@ from accel.fetch.http1 import (
     read_response,
     request_target,
 )
+from accel.fetch.messages import (
+    Abort,
+    Cancel,
+    Done,
+    Failed,
+    FromWorker,
+    Get,
+    Go,
+    Head,
+    HeadSeen,
+    Progress,
+    Ready,
+    Stop,
+    Task,
+    ToWorker,
+    Trim,
+    Trimmed,
+)
 from accel.fetch.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -68,7 +80,7 @@ if TYPE_CHECKING:
 
     from accel.fetch.http1 import Connection as HTTPConnection
 
-__all__ = ["Head", "Task", "main_from_argv"]
+__all__ = ["main_from_argv"]
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED = re.compile(r"^bytes \*/(\d+)$")
@@ -92,43 +104,10 @@ _USER_AGENT = "accel/0.1"
 _WRITE = 16 * 1024
 
 
-@dataclass(frozen=True)
-class Task:
-    """One request: the bytes ``[start, end)`` of ``url`` into ``path`` at ``start``.
+class _Decision(NamedTuple):
+    """The supervisor's answer to a probe: write (up to ``end``; None: to the end) or not."""
 
-    ``probe`` marks the first request of a file: its answer's headers go to the
-    supervisor (``head``) and the worker waits for ``go``/``abort`` before writing.
-    ``end`` None means "until the body ends" (a single stream of unknown size).
-    """
-
-    url: str
-    path: str
-    start: int
-    end: int | None
-    headers: tuple[tuple[str, str], ...] = ()
-    etag: str | None = None
-    total: int | None = None
-    probe: bool = False
-    ranged: bool = True
-    block_size: int = 0
-    digests: tuple[str, ...] = ()
-    stall_timeout: float = 30.0
-    min_rate: float = 1024.0
-    #: also SHA256 the bytes as they stream (a request from byte 0 that may cover the
-    #: whole file): the digest comes back only if they did, and then the supervisor
-    #: need not read the file again to verify it
-    sha256: bool = False
-
-
-@dataclass(frozen=True)
-class Head:
-    """What the probe learnt about the remote file."""
-
-    status: int
-    total: int | None
-    etag: str | None
-    last_modified: str | None
-    ranged: bool
+    go: bool
     end: int | None
 
 
@@ -201,7 +180,7 @@ class _Run:
         self.task = task
         self.end = task.end
         self.pos = task.start
-        self.decision: Future[int | None] = Future()
+        self.decision: Future[_Decision] = Future()
         self.cancelled = False
         self.conn: HTTPConnection | None = None
         self.wake = threading.Event()
@@ -211,7 +190,7 @@ class _Run:
         self.cancelled = True
         self.wake.set()
         if not self.decision.done():
-            self.decision.set_result(None)
+            self.decision.set_result(_Decision(False, None))
         conn = self.conn
         if conn is not None:
             conn.abort()
@@ -233,7 +212,7 @@ class _Worker:
         self.stopped = threading.Event()
 
     def serve(self) -> None:
-        self._send(("ready", os.getpid()))
+        self._send(Ready(os.getpid()))
         try:
             while not self.stopped.is_set():
                 try:
@@ -251,41 +230,45 @@ class _Worker:
             self.threads.shutdown(wait=False, cancel_futures=True)
             self.http.close()
 
-    def _send(self, msg: tuple[Any, ...]) -> None:
+    def _send(self, msg: FromWorker) -> None:
         try:
             with self.send_lock:
                 self.conn.send(msg)
         except (BrokenPipeError, OSError):
             self.stopped.set()
 
-    def _handle(self, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "get":
-            new = _Run(msg[1], msg[2])
-            self.runs[new.tid] = new
-            new.future = self.threads.submit(self._run, new)
-        elif kind in ("go", "abort"):
-            run = self.runs.get(msg[1])
-            if run is not None and not run.decision.done():
-                run.decision.set_result(msg[2] if kind == "go" else None)
-        elif kind == "trim":
-            tid, new_end = msg[1], msg[2]
-            # Under the lock, and acknowledged before releasing it: the task's thread
-            # takes bytes under the same lock, so its "done" can never precede the ack
-            # nor cover bytes past the new end.
-            with self.lock:
+    def _handle(self, msg: ToWorker) -> None:
+        match msg:
+            case Get(tid, task):
+                new = _Run(tid, task)
+                self.runs[tid] = new
+                new.future = self.threads.submit(self._run, new)
+            case Go(tid, end):
+                self._decide(tid, end, go=True)
+            case Abort(tid):
+                self._decide(tid, None, go=False)
+            case Trim(tid, new_end):
+                # Under the lock, and acknowledged before releasing it: the task's thread
+                # takes bytes under the same lock, so its "done" can never precede the
+                # ack nor cover bytes past the new end.
+                with self.lock:
+                    run = self.runs.get(tid)
+                    if run is not None and run.end is not None and run.pos < new_end < run.end:
+                        run.end = new_end
+                        self._send(Trimmed(tid, new_end))
+                    else:
+                        self._send(Trimmed(tid, None))
+            case Cancel(tid):
                 run = self.runs.get(tid)
-                if run is not None and run.end is not None and run.pos < new_end < run.end:
-                    run.end = new_end
-                    self._send(("trim", tid, new_end))
-                else:
-                    self._send(("trim", tid, None))
-        elif kind == "cancel":
-            run = self.runs.get(msg[1])
-            if run is not None:
-                run.cancel()
-        elif kind == "stop":
-            self.stopped.set()
+                if run is not None:
+                    run.cancel()
+            case Stop():
+                self.stopped.set()
+
+    def _decide(self, tid: int, end: int | None, *, go: bool) -> None:
+        run = self.runs.get(tid)
+        if run is not None and not run.decision.done():
+            run.decision.set_result(_Decision(go, end))
 
     def _run(self, run: _Run) -> None:
         tid, task = run.tid, run.task
@@ -294,16 +277,16 @@ class _Worker:
         except _Cancelled:
             return
         except _Abort:
-            self._send(("done", tid, None, ""))
+            self._send(Done(tid, None))
         except _Fail as f:
             if not run.cancelled:
-                self._send(("err", tid, f.error, f.retryable, f.retry_after))
+                self._send(Failed(tid, f.error, f.retryable, f.retry_after))
         except Exception as exc:  # one seam: every foreign error is translated here
             if not run.cancelled:
                 tr = _translate(exc, task)
-                self._send(("err", tid, tr.error, tr.retryable, tr.retry_after))
+                self._send(Failed(tid, tr.error, tr.retryable, tr.retry_after))
         else:
-            self._send(("done", tid, end, digest, sha))
+            self._send(Done(tid, end, digest, sha))
         finally:
             self.runs.pop(tid, None)
             if run.conn is not None:
@@ -373,14 +356,14 @@ class _Worker:
             )
         head = _check_response(resp, task)
         if task.probe:
-            self._send(("head", run.tid, head))
+            self._send(HeadSeen(run.tid, head))
             decided = run.decision.result()
             if run.cancelled:
                 raise _Cancelled()
-            if decided is None:
+            if not decided.go:
                 raise _Abort()
             with self.lock:
-                run.end = decided if head.end is not None else None
+                run.end = decided.end if head.end is not None else None
         try:
             fd = os.open(task.path, os.O_WRONLY)
         except OSError as exc:
@@ -477,7 +460,7 @@ class _Worker:
                     )
                 window_start, window_bytes = now, 0
             if pos - reported >= _PROGRESS_BYTES or now - last_report >= _PROGRESS_S:
-                self._send(("prog", tid, pos))
+                self._send(Progress(tid, pos))
                 reported, last_report = pos, now
         end = run.end
         if end is not None and pos != end:
