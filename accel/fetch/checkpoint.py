@@ -11,7 +11,6 @@ to the network.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import xxhash
 
+from accel.durable import atomic_write_bytes, sweep_dead_temps
 from accel.errors import CheckpointError
 
 __all__ = [
@@ -118,29 +118,7 @@ def checkpoint_path(dest: Path) -> Path:
 
 def save_checkpoint(dest: Path, checkpoint: Checkpoint) -> None:
     """Write the checkpoint atomically; raise OSError (never rename) if fsync fails."""
-    final = checkpoint_path(dest)
-    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
-    data = checkpoint.to_json()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_bytes(checkpoint_path(dest), checkpoint.to_json())
 
 
 def load_checkpoint(dest: Path) -> Checkpoint | None:
@@ -162,29 +140,13 @@ def load_checkpoint(dest: Path) -> Checkpoint | None:
 
 def remove_checkpoint(dest: Path, *, sweep: bool = True) -> None:
     """Remove the checkpoint, and with ``sweep`` the temp files of checkpoint writers
-    killed mid-write (``<name>.part.json.<pid>.tmp`` of a pid that is gone), which
-    nothing else removes. The sweep scans the folder: skip it when no writer ran."""
+    killed mid-write, which nothing else removes. The sweep scans the folder: skip it
+    when no writer ran."""
     final = checkpoint_path(dest)
     with contextlib.suppress(FileNotFoundError):
         final.unlink()
-    if not sweep:
-        return
-    with contextlib.suppress(OSError):
-        for tmp in final.parent.glob(glob.escape(final.name) + ".*.tmp"):
-            pid = tmp.name[len(final.name) + 1 : -len(".tmp")]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    if sweep:
+        sweep_dead_temps(final)
 
 
 def xxh3_of_range(fd: int, start: int, end: int) -> str:

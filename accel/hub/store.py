@@ -8,20 +8,20 @@
     <root>/catalog.stamp                              rewritten by every publish
     <root>/usage.sqlite3                              usage counts (WAL)
 
-Owns path arithmetic (always through checked names) and the durable-write order
-temp -> fsync -> rename -> fsync(dir). Never serves or hashes anything.
+Owns path arithmetic (always through checked names); its writes go through
+:func:`accel.durable.atomic_write_bytes` (temp -> fsync -> rename -> fsync(dir)),
+re-exported here for publish. Never serves or hashes anything.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from accel.durable import atomic_write_bytes, fsync_dir
 from accel.hub.paths import check_name, check_relpath
 
 __all__ = ["ModelMeta", "Store", "atomic_write_bytes", "fsync_dir"]
@@ -36,30 +36,6 @@ class ModelMeta(BaseModel):
     task: str | None = None
     languages: list[str] = Field(default_factory=list)
     default_version: str | None = None
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)

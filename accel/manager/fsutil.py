@@ -1,23 +1,20 @@
 """Durable small-file writes and safe local paths for the models dir.
 
-Owns the one atomic-write routine every node-side JSON file goes through (registry,
-manifest cache, lock records): a temp file private to the writer in the same directory,
-flush + fsync, ``os.replace``, fsync of the directory. An fsync error means the data is
-not durable, so the rename never happens after one. Also the one ``syncfs`` that makes
+Every node-side JSON file (registry, manifest cache, lock records) is written by the
+one atomic-write routine of :mod:`accel.durable`, re-exported here. Also the one ``syncfs`` that makes
 a version's fetched files durable together (see ``install.py``). Also validates the path segments a
 hub hands us (model ids, versions, file paths) before they touch the filesystem.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from accel.durable import atomic_write_bytes, fsync_dir
 from accel.errors import UnsafePathError
 
 __all__ = [
@@ -29,15 +26,6 @@ __all__ = [
     "safe_segment",
     "sync_filesystem",
 ]
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -107,35 +95,6 @@ def sync_filesystem(path: Path) -> None:
             raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
     finally:
         os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
-
-    The temp name carries the pid and a random suffix: two writers never share a temp
-    file, so correctness does not depend on any lock being honoured. ``durable=False``
-    skips the fsyncs, for records that only describe live processes (lock records):
-    after a power cut they are stale anyway, and an install writes hundreds of them.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 def safe_segment(value: str, what: str) -> str:

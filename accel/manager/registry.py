@@ -25,6 +25,7 @@ from typing import TypeVar
 import portalocker
 from pydantic import ValidationError
 
+from accel.durable import sweep_dead_temps
 from accel.errors import ConfigError
 from accel.manager.fsutil import atomic_write_bytes
 from accel.schema import REGISTRY_SCHEMA_VERSION, InstallRecord, Registry
@@ -136,23 +137,4 @@ class RegistryStore:
 
     def cleanup_temp(self) -> int:
         """Remove temp files left by writers that died (not ours, not live); returns count."""
-        removed = 0
-        for tmp in self.models_dir.glob(".registry.json.*.tmp"):
-            try:
-                pid = int(tmp.name.split(".")[3])
-            except (IndexError, ValueError):
-                continue
-            if pid != os.getpid() and not _pid_alive(pid):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return sweep_dead_temps(self.path)

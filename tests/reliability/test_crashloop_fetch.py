@@ -79,7 +79,7 @@ def test_download_killed_repeatedly_completes_verified(tmp_path: Path) -> None:
 
 
 async def test_checkpoint_temp_of_a_killed_writer_is_cleaned(tmp_path: Path) -> None:
-    """A SIGKILL between writing ``<name>.part.json.<pid>.tmp`` and its rename leaves that
+    """A SIGKILL between writing ``.<name>.part.json.<pid>.<rand>.tmp`` and its rename leaves that
     temp file behind (found by the 30-kill soak); the finished download removes it."""
     from accel.fetch import Engine, Expected
 
@@ -92,7 +92,7 @@ async def test_checkpoint_temp_of_a_killed_writer_is_cleaned(tmp_path: Path) -> 
     # What the killed run leaves: its .part (created before any checkpoint) and the
     # temp file of the checkpoint it was writing.
     (out / "f.bin.part").write_bytes(os.urandom(1000))
-    stale = out / "f.bin.part.json.999999999.tmp"  # no such pid
+    stale = out / ".f.bin.part.json.999999999.0a1b2c3d.tmp"  # no such pid
     stale.write_bytes(b"{")
     with NginxOrigin(www) as origin:
         async with Engine(workers=1, connections=2) as engine:
