@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from types import TracebackType
 from accel.errors import UsageError
 from accel.fetch.pool import WorkerPool
 from accel.fetch.ratelimit import TokenBucket
+from accel.fetch.slots import ConnectionSlots, RetryPolicy, Shared
 from accel.fetch.supervisor import FileDownload
 from accel.fetch.types import DownloadResult, Expected, ProgressEvent
 from accel.units import parse_rate
@@ -75,16 +75,8 @@ class Engine:
             if start < 1:
                 raise UsageError(f"--connections: must be at least 1, got {start}")
             self.max_connections = start
-        self.capacity = start
-        self.used = 0
-        self.peak_connections = 0
+        self.slots = ConnectionSlots(start)
         self.headers = dict(headers or {})
-        self.stall_timeout = stall_timeout
-        self.min_rate = min_rate
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.checkpoint_s = checkpoint_s
         bucket = TokenBucket.for_rate(rate) if rate else None
         self.pool = WorkerPool(
             n_workers,
@@ -92,10 +84,16 @@ class Engine:
             burst=bucket.burst if bucket else None,
             nice=worker_nice,
         )
-        self._slot_freed = asyncio.Event()
+        self.shared = Shared(
+            pool=self.pool,
+            slots=self.slots,
+            retry=RetryPolicy(max_attempts=max_attempts, base=backoff_base, cap=backoff_cap),
+            stall_timeout=stall_timeout,
+            min_rate=min_rate,
+            checkpoint_s=checkpoint_s,
+        )
         self._starting: asyncio.Future[None] | None = None
         self._tuner: asyncio.Task[None] | None = None
-        self._bytes = 0
         self._downloads: set[FileDownload] = set()
 
     async def __aenter__(self) -> Engine:
@@ -125,7 +123,7 @@ class Engine:
 
     async def _start(self) -> None:
         await self.pool.start()
-        if self.auto and self.max_connections > self.capacity:
+        if self.auto and self.max_connections > self.slots.capacity:
             self._tuner = asyncio.ensure_future(self._tune())
 
     async def aclose(self) -> None:
@@ -164,7 +162,7 @@ class Engine:
         await self.start()
         merged = {**self.headers, **(headers or {})}
         fd = FileDownload(
-            self,
+            self.shared,
             url,
             Path(dest),
             expected=expected,
@@ -179,34 +177,6 @@ class Engine:
         finally:
             self._downloads.discard(fd)
 
-    # --- connection slots ----------------------------------------------------------
-    def try_acquire_slot(self) -> bool:
-        if self.used >= self.capacity:
-            return False
-        self.used += 1
-        self.peak_connections = max(self.peak_connections, self.used)
-        return True
-
-    async def acquire_slot(self) -> None:
-        while not self.try_acquire_slot():
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-
-    def release_slot(self) -> None:
-        self.used -= 1
-        self._slot_freed.set()
-
-    def free_slots(self) -> int:
-        return self.capacity - self.used
-
-    def backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter; a server's Retry-After wins when longer."""
-        expo = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
-        delay = random.uniform(expo / 2, expo)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, 300.0))
-        return delay
-
     async def _tune(self) -> None:
         """Grow the connections while more of them buy more throughput.
 
@@ -218,8 +188,9 @@ class Engine:
         change mixes two regimes and is skipped; so are windows without enough demand
         to fill the connections.
         """
+        slots = self.slots
         baseline: float | None = None
-        before = self.capacity
+        before = slots.capacity
         settle = True
         last = self._total_received()
         t_last = time.monotonic()
@@ -228,27 +199,26 @@ class Engine:
             now_bytes, now = self._total_received(), time.monotonic()
             rate = (now_bytes - last) / max(1e-3, now - t_last)
             last, t_last = now_bytes, now
-            if self.used < self.capacity or rate <= 0:
+            if slots.used < slots.capacity or rate <= 0:
                 settle = True
                 continue
             if settle:
                 settle = False
                 continue
             if baseline is not None and rate < baseline * 1.5:
-                self.capacity = before  # the last step did not pay: undo it
+                slots.capacity = before  # the last step did not pay: undo it
                 return
-            if self.capacity >= self.max_connections:
+            if slots.capacity >= self.max_connections:
                 return
             linear = baseline is not None and rate >= baseline * 1.8
-            baseline, before = rate, self.capacity
-            self.capacity = (
-                self.max_connections if linear else min(self.max_connections, self.capacity * 2)
+            baseline, before = rate, slots.capacity
+            slots.grow(
+                self.max_connections if linear else min(self.max_connections, slots.capacity * 2)
             )
-            self._slot_freed.set()
             settle = True
 
     def _total_received(self) -> int:
-        return sum(d.received for d in self._downloads) + self._bytes
+        return sum(d.received for d in self._downloads)
 
 
 async def adownload(

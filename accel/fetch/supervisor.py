@@ -6,7 +6,11 @@ backoff and jitter (``Retry-After`` honoured), split the slowest chunk when conn
 go idle near the end, checkpoint the chunk map, hash the verified prefix while the rest
 still downloads, and finally check size and SHA256 and rename atomically.
 
-It never reads sockets (workers do) and never prints (it emits ProgressEvents).
+Its parts live beside it: the first request in :mod:`~accel.fetch.probe`, the chunk
+records and their checkpoint schedule in :mod:`~accel.fetch.recorder`, the prefix hash
+and the final rename in :mod:`~accel.fetch.finish`; the engine's shared parts (pool,
+slots, retry policy) come in as one :class:`~accel.fetch.slots.Shared`. It never reads
+sockets (workers do) and never prints (it emits ProgressEvents).
 """
 
 from __future__ import annotations
@@ -14,14 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
-import mmap
 import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from accel.errors import (
     AccelError,
@@ -39,22 +40,21 @@ from accel.fetch.checkpoint import (
     part_path,
     remove_checkpoint,
     revalidate,
-    save_checkpoint,
 )
+from accel.fetch.finish import PrefixHasher, disk_error, publish
 from accel.fetch.messages import Head, Task
 from accel.fetch.plan import Chunk, ChunkPlan, choose_chunk_size
 from accel.fetch.pool import Outcome, TaskHandle
+from accel.fetch.probe import probe, probe_start
+from accel.fetch.recorder import ChunkRecorder
+from accel.fetch.slots import Shared
 from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
-
-if TYPE_CHECKING:
-    from accel.fetch.engine import Engine
 
 __all__ = ["FileDownload"]
 
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
-_CHECKPOINT_BYTES = 8 * MiB
 
 
 class FileDownload:
@@ -62,7 +62,7 @@ class FileDownload:
 
     def __init__(
         self,
-        engine: Engine,
+        shared: Shared,
         url: str,
         dest: Path,
         *,
@@ -72,7 +72,7 @@ class FileDownload:
         headers: dict[str, str],
         durable: bool = True,
     ) -> None:
-        self.engine = engine
+        self.shared = shared
         self.url = url
         self.dest = Path(dest)
         self.part = part_path(self.dest)
@@ -91,25 +91,14 @@ class FileDownload:
         self.last_modified: str | None = None
         self.ranged = True
         self.plan: ChunkPlan | None = None
-        self.records: dict[int, DoneChunk] = {}
+        self.recorder = ChunkRecorder(url, self.dest, shared.checkpoint_s)
         self.handles: dict[int, TaskHandle] = {}
         self.fd = -1
-        self.sha = hashlib.sha256()
-        #: the file's SHA256 as a worker computed it while streaming all of it (then
-        #: ``sha`` stays unused and the file is never read back)
-        self.sha_hex: str | None = None
-        self.hashed = 0
-        self.hash_wake = asyncio.Event()
+        self.hasher: PrefixHasher | None = None
         self.received = 0
         self.resumed = 0
         self.retries = 0
         self.splitting = False
-        # The first checkpoint comes after checkpoint_s or 8 MiB: a small file never
-        # pays for one (two fsyncs per file matter when a version has 500 files).
-        self.last_checkpoint = time.monotonic()
-        self.checkpointed_bytes = 0
-        self.checkpointing: asyncio.Task[None] | None = None
-        self.fatal: BaseException | None = None
         self.t0 = time.monotonic()
         self.speed = 0.0
         self._speed_mark = (self.t0, 0)
@@ -156,6 +145,7 @@ class FileDownload:
         try:
             result = await self._run()
         except asyncio.CancelledError:
+            self._keep_written_prefixes()
             self._stop_everything()
             self._save_checkpoint_now()
             self._close()
@@ -169,6 +159,7 @@ class FileDownload:
                     self.part.unlink()
                 remove_checkpoint(self.dest)
             else:
+                self._keep_written_prefixes()
                 self._save_checkpoint_now()
                 self._close()
             if isinstance(exc, AccelError):
@@ -178,7 +169,7 @@ class FileDownload:
         return result
 
     async def _run(self) -> DownloadResult:
-        engine = self.engine
+        pool, slots = self.shared.pool, self.shared.slots
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         # A previous run left traces (a killed checkpoint writer's temp file) only if it
         # got as far as creating the .part: otherwise the final cleanup skips its scan.
@@ -192,48 +183,48 @@ class FileDownload:
         except CheckpointError:
             cp = None
             remove_checkpoint(self.dest)
-        start = self._probe_start(cp)
+        start = probe_start(cp, self.expected.size, self.block_size)
         try:
-            head, probe = await self._probe(start, self._probe_length())
+            head, first_req = await self._probe(start, self._probe_length())
         except RemoteChangedError:
             if start == 0:
                 raise
             # The checkpoint describes another file (a 416 past the end, say).
             cp, start = None, 0
             remove_checkpoint(self.dest)
-            head, probe = await self._probe(0, self._probe_length())
+            head, first_req = await self._probe(0, self._probe_length())
         if not head.ranged and start > 0:
             # A 200 to a resumed probe is the file from byte 0, not from ``start``.
-            engine.pool.decide(probe, None)
-            engine.release_slot()
+            pool.decide(first_req, None)
+            slots.release()
             start = 0
-            head, probe = await self._probe(0, self._probe_length())
+            head, first_req = await self._probe(0, self._probe_length())
         self.probe_start = start
         try:
             first = await self._prepare(head, cp)
         except BaseException:
-            engine.pool.decide(probe, None)
-            engine.release_slot()
+            pool.decide(first_req, None)
+            slots.release()
             raise
-        assert self.plan is not None
+        assert self.plan is not None and self.hasher is not None
         tasks: set[asyncio.Task[None]] = set()
         if first is None:
-            engine.pool.decide(probe, None)
-            engine.release_slot()
+            pool.decide(first_req, None)
+            slots.release()
         else:
-            engine.pool.decide(probe, first.end)
-            tasks.add(asyncio.ensure_future(self._run_chunk(first, probe)))
-        hasher = asyncio.ensure_future(self._hash_loop())
+            pool.decide(first_req, first.end)
+            tasks.add(asyncio.ensure_future(self._run_chunk(first, first_req)))
+        hashing = asyncio.ensure_future(self.hasher.run(self.plan.done_prefix))
         try:
             await self._drive(tasks)
             self.last_byte_at = time.monotonic()
-            self.hash_wake.set()
-            await hasher
+            self.hasher.wake.set()
+            await hashing
             self.hashed_at = time.monotonic()
         finally:
-            if not hasher.done():
-                hasher.cancel()
-                await asyncio.gather(hasher, return_exceptions=True)
+            if not hashing.done():
+                hashing.cancel()
+                await asyncio.gather(hashing, return_exceptions=True)
         return await self._finish()
 
     def _fits_one_request(self) -> bool:
@@ -252,23 +243,23 @@ class FileDownload:
         (probe, plan, retries) from a clean start: ``None``. Errors no retry can fix
         (404, 401, a size that is not the expected one) are raised as they are.
         """
-        engine, size = self.engine, self.expected.size
+        pool, slots, size = self.shared.pool, self.shared.slots, self.expected.size
         assert size is not None
         self._check_space(size)
         try:
             self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
-            raise _disk_error(exc, self.dest) from exc
+            raise disk_error(exc, self.dest) from exc
         # With the file's SHA256 known, that one hash checks every byte of this single
         # request, so the worker skips the blake3 blocks (one hash per byte, not two).
         # A mismatch then goes to the ranged path, where the blocks find the bad bytes.
         verify_by_sha = bool(self.expected.sha256)
         task = self._task(0, size, sha256=True, blocks=not verify_by_sha)
-        await engine.acquire_slot()
+        await slots.acquire()
         try:
-            handle = engine.pool.submit(task)
+            handle = pool.submit(task)
         except BaseException:
-            engine.release_slot()
+            slots.release()
             self._drop_part()
             raise
         handle.on_progress = self._on_progress
@@ -276,12 +267,12 @@ class FileDownload:
         try:
             outcome = await asyncio.shield(handle.done)
         except asyncio.CancelledError:
-            engine.pool.cancel(handle)
+            pool.cancel(handle)
             self._drop_part()  # a few bytes: the rerun fetches them again
             raise
         finally:
             self.handles.pop(-1, None)
-            engine.release_slot()
+            slots.release()
         self.received += max(0, (outcome.end or handle.position) - handle.position)
         mismatch = (
             outcome.sha256 is not None
@@ -296,7 +287,8 @@ class FileDownload:
             and not mismatch
         ):
             self.plan = ChunkPlan(size, size, done=[(0, size)])
-            self.sha_hex, self.hashed = outcome.sha256, size
+            self.hasher = PrefixHasher(self.part, size)
+            self.hasher.adopt(outcome.sha256)
             self.last_byte_at = time.monotonic()
             return await self._finish()
         self._drop_part()
@@ -317,60 +309,28 @@ class FileDownload:
         with contextlib.suppress(OSError):
             self.part.unlink()
 
-    def _probe_start(self, cp: Checkpoint | None) -> int:
-        """Where the first request starts: the first byte a checkpoint lacks, so a
-        resumed download does not fetch its first chunk again only to learn the size."""
-        if cp is None or (self.expected.size is not None and cp.size != self.expected.size):
-            return 0
-        pos = 0
-        for c in sorted(cp.chunks, key=lambda c: c.start):
-            if c.start != pos:
-                break
-            pos = c.end
-        align = self.block_size or 1
-        pos -= pos % align
-        return pos if pos < cp.size else 0
-
     async def _probe(self, start: int, length: int) -> tuple[Head, TaskHandle]:
         """The first request: learn size and validators, retrying like any chunk."""
-        engine = self.engine
-        attempt = 0
-        while True:
-            attempt += 1
-            await engine.acquire_slot()
-            # From byte 0, the request may well be the whole file (every small file):
-            # the worker then hashes it as it streams.
-            whole = start == 0 and (self.total is None or length >= self.total)
-            probe = engine.pool.submit(self._task(start, start + length, probe=True, sha256=whole))
-            head_fut: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
-            probe.on_head = _setter(head_fut)
-            probe.on_progress = self._on_progress
-            try:
-                head = await _first(head_fut, probe.done)
-            except BaseException:
-                engine.pool.cancel(probe)
-                engine.release_slot()
-                raise
-            if head is not None:
-                return head, probe
-            engine.release_slot()
-            outcome = probe.done.result()
-            assert outcome.error is not None
-            if not outcome.retryable or attempt >= engine.max_attempts:
-                raise outcome.error
-            self.retries += 1
-            delay = engine.backoff(attempt, outcome.retry_after)
-            self._emit(
-                "chunk_retry", f"first request: {outcome.error.message}; retry in {delay:.1f} s"
-            )
-            await asyncio.sleep(delay)
+        # From byte 0, the request may well be the whole file (every small file): the
+        # worker then hashes it as it streams.
+        whole = start == 0 and (self.total is None or length >= self.total)
+        return await probe(
+            self.shared,
+            self._task(start, start + length, probe=True, sha256=whole),
+            on_progress=self._on_progress,
+            on_retry=self._count_retry,
+        )
+
+    def _count_retry(self, message: str) -> None:
+        self.retries += 1
+        self._emit("chunk_retry", message)
 
     def _probe_length(self) -> int:
         align = self.block_size or 1
         if self.chunk_size:
             n = self.chunk_size
         elif self.total is not None:
-            n = choose_chunk_size(self.total, self.engine.capacity, align)
+            n = choose_chunk_size(self.total, self.shared.slots.capacity, align)
         else:
             n = 4 * MiB
         return max(1, -(-n // align) * align)
@@ -378,7 +338,7 @@ class FileDownload:
     def _auto_chunk_size(self) -> int:
         """The chunk size for the connections there are now (the total is known)."""
         assert self.total is not None
-        return choose_chunk_size(self.total, self.engine.capacity, self.block_size or 1)
+        return choose_chunk_size(self.total, self.shared.slots.capacity, self.block_size or 1)
 
     async def _prepare(self, head: Head, cp: Checkpoint | None) -> Chunk | None:
         """Decide from the probe's answer: plan, resume or not, space, preallocate."""
@@ -430,7 +390,8 @@ class FileDownload:
                     ) from exc
                 os.ftruncate(self.fd, total)
         for c in done:
-            self.records[c.start] = c
+            self.recorder.record(c)
+        self.hasher = PrefixHasher(self.part, total)
         size = (self.chunk_size or self._auto_chunk_size()) if self.ranged else max(1, total)
         self.plan = ChunkPlan(
             total, size, align=self.block_size or 1, done=[(c.start, c.end) for c in done]
@@ -468,7 +429,7 @@ class FileDownload:
             bs = self.block_size
             last = len(self.digests) if end is None else -(-end // bs)
             digests = self.digests[start // bs : last]
-        e = self.engine
+        e = self.shared
         return Task(
             url=self.url,
             path=str(self.part),
@@ -488,23 +449,23 @@ class FileDownload:
 
     async def _drive(self, tasks: set[asyncio.Task[None]]) -> None:
         plan = self.plan
-        engine = self.engine
+        slots = self.shared.slots
         assert plan is not None
         try:
             while not plan.finished:
-                if self.fatal is not None:
-                    raise self.fatal
+                if self.recorder.error is not None:
+                    raise self.recorder.error
                 # Sized by the connections there are now: when the tuner adds some,
                 # later chunks get shorter, and what all of them hold unfinished
                 # stays near 64 MiB (a kill -9 loses no more).
                 limit = None if self.chunk_size or not self.ranged else self._auto_chunk_size()
-                while plan.pending_count and engine.try_acquire_slot():
+                while plan.pending_count and slots.try_acquire():
                     chunk = plan.take(limit)
                     if chunk is None:
-                        engine.release_slot()
+                        slots.release()
                         break
                     tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None)))
-                if not plan.pending_count and engine.free_slots() > 0:
+                if not plan.pending_count and slots.free() > 0:
                     self._maybe_split()
                 if not tasks:
                     await asyncio.sleep(0.05)
@@ -525,13 +486,13 @@ class FileDownload:
 
     async def _run_chunk(self, chunk: Chunk, handle: TaskHandle | None) -> None:
         """Fetch one chunk once; on a retryable failure, back off and give it back."""
-        engine = self.engine
+        pool, slots, retry = self.shared.pool, self.shared.slots, self.shared.retry
         assert self.plan is not None
         if handle is None:
             try:
-                handle = engine.pool.submit(self._task(chunk.start, chunk.end))
+                handle = pool.submit(self._task(chunk.start, chunk.end))
             except BaseException:
-                engine.release_slot()
+                slots.release()
                 raise
         handle.on_progress = self._on_progress
         handle.on_trim = lambda new_end: self._on_trim(chunk, new_end)
@@ -539,19 +500,19 @@ class FileDownload:
         try:
             outcome = await asyncio.shield(handle.done)
         except asyncio.CancelledError:
-            engine.pool.cancel(handle)
+            pool.cancel(handle)
             raise
         finally:
             self.handles.pop(chunk.id, None)
-            engine.release_slot()
+            slots.release()
         self.received += max(0, (outcome.end or handle.position) - handle.position)
         if outcome.error is None:
             self._complete(chunk, outcome)
             return
-        if not outcome.retryable or chunk.attempts >= engine.max_attempts:
+        if not outcome.retryable or not retry.allows(chunk.attempts):
             raise outcome.error
         self.retries += 1
-        delay = engine.backoff(chunk.attempts, outcome.retry_after)
+        delay = retry.delay(chunk.attempts, outcome.retry_after)
         self._emit(
             "chunk_retry",
             f"bytes {chunk.start}-{chunk.end - 1}: {outcome.error.message}; "
@@ -567,13 +528,14 @@ class FileDownload:
                 f"{self.url}: a worker finished bytes {chunk.start}-{outcome.end}, "
                 f"expected up to {chunk.end}"
             )
+        assert self.hasher is not None
         self.plan.complete(chunk)
-        self.records[chunk.start] = DoneChunk(start=chunk.start, end=chunk.end, xxh3=outcome.xxh3)
+        self.recorder.record(DoneChunk(start=chunk.start, end=chunk.end, xxh3=outcome.xxh3))
         if outcome.sha256 is not None and chunk.start == 0 and chunk.end == self.total:
             # One task streamed the whole file and hashed it on the way: nothing to read
             # back. (The hash loop has hashed nothing yet: no prefix was done before.)
-            self.sha_hex, self.hashed = outcome.sha256, chunk.end
-        self.hash_wake.set()
+            self.hasher.adopt(outcome.sha256)
+        self.hasher.wake.set()
 
     def _on_progress(self, old: int, new: int) -> None:
         self.received += new - old
@@ -603,93 +565,43 @@ class FileDownload:
         if at is None:
             return
         self.splitting = True
-        self.engine.pool.trim(h, at)
+        self.shared.pool.trim(h, at)
 
-    # --- checkpoint and hashing ------------------------------------------------------
+    # --- checkpoint -----------------------------------------------------------------
     def _checkpoint_value(self) -> Checkpoint:
         assert self.total is not None
-        return Checkpoint(
-            url=self.url,
-            size=self.total,
-            etag=self.etag,
-            last_modified=self.last_modified,
-            chunks=sorted(self.records.values(), key=lambda c: c.start),
-        )
+        return self.recorder.value(self.total, self.etag, self.last_modified)
 
     def _maybe_checkpoint(self) -> None:
         """Checkpoint every ``checkpoint_s`` or every 8 MiB finished, one at a time."""
         if not self.ranged or self.fd < 0 or self.plan is None:
             return
-        now = time.monotonic()
         done = self.plan.done_bytes
-        due = now - self.last_checkpoint >= self.engine.checkpoint_s
-        if not due and done - self.checkpointed_bytes < _CHECKPOINT_BYTES:
-            return
-        if self.checkpointing is not None and not self.checkpointing.done():
-            return
-        self.last_checkpoint = now
-        self.checkpointed_bytes = done
-        self.checkpointing = asyncio.ensure_future(self._checkpoint())
-
-    async def _checkpoint(self) -> None:
-        # No fdatasync of the data first: a rerun re-hashes every recorded chunk (xxh3)
-        # before trusting it, so a chunk whose bytes a power cut lost is refetched, and
-        # a kill -9 loses nothing the page cache holds. Syncing here made the checkpoint
-        # trail the download by whatever the disk had not flushed yet (up to 150 MiB).
-        value = self._checkpoint_value()
-        try:
-            await asyncio.to_thread(save_checkpoint, self.dest, value)
-        except OSError as exc:
-            self.fatal = _disk_error(exc, self.dest)
+        if self.recorder.due(done):
+            self.recorder.write_soon(self._checkpoint_value(), done)
 
     def _save_checkpoint_now(self) -> None:
         if not self.ranged or self.fd < 0 or self.total is None:
             return
-        if self.checkpointing is not None and not self.checkpointing.done():
-            self.checkpointing.cancel()
-        with contextlib.suppress(OSError):
-            save_checkpoint(self.dest, self._checkpoint_value())
+        self.recorder.save_now(self._checkpoint_value())
 
-    async def _hash_loop(self) -> None:
-        """SHA256 of the finished prefix, advanced while later chunks still download."""
-        assert self.plan is not None and self.total is not None
-        rfd = -1
-        try:
-            while self.hashed < self.total:
-                self.hash_wake.clear()
-                target = self.plan.done_prefix()
-                if target > self.hashed:
-                    if rfd < 0:  # not at all when a worker hashed the whole file
-                        rfd = os.open(self.part, os.O_RDONLY)
-                    await asyncio.to_thread(self._hash_to, rfd, target)
-                    continue
-                await self.hash_wake.wait()
-        finally:
-            if rfd >= 0:
-                os.close(rfd)
-
-    def _hash_to(self, rfd: int, target: int) -> None:
-        # Hashed straight from the page cache through a read-only mapping: no copy into
-        # a buffer, and one GIL release per 16 MiB window instead of two per MiB (the event
-        # loop thread holds the GIL often while the workers report). Measured on the
-        # 1 GiB bench file (256 MiB windows): 8-10% less wall than preadv into 1 or 16 MiB.
-        start = self.hashed
-        if os.fstat(rfd).st_size < target:  # a mapping past the end would be SIGBUS
-            raise DownloadError(f"{self.part} is shorter than expected: was it truncated?")
-        while self.hashed < target:
-            base = self.hashed - self.hashed % mmap.ALLOCATIONGRANULARITY
-            end = min(target, base + _HASH_WINDOW)
-            mm = mmap.mmap(rfd, end - base, prot=mmap.PROT_READ, offset=base)
-            with mm, memoryview(mm) as view:
-                self.sha.update(view[self.hashed - base :])
-            self.hashed = end
-        # Start writing the hashed prefix back to disk now, so the fsync before the
-        # rename only waits for the last few MiB (last byte -> verified file stays short).
-        _start_writeback(rfd, start, target - start)
+    def _keep_written_prefixes(self) -> None:
+        """Record the bytes each running chunk has written (and its worker reported),
+        so an interrupt keeps them: whole blocks only when blocks are checked, since
+        a block's digest is checked when its last byte arrives."""
+        if not self.ranged or self.fd < 0 or self.plan is None:
+            return
+        align = self.block_size or 1
+        spans = []
+        for h in self.handles.values():
+            end = h.position - (h.position - h.task.start) % align
+            spans.append((h.task.start, end))
+        for c in self.recorder.partial(self.part, spans):
+            self.recorder.record(c)
 
     async def _finish(self) -> DownloadResult:
-        assert self.total is not None
-        digest = self.sha_hex or self.sha.hexdigest()
+        assert self.total is not None and self.hasher is not None
+        digest = self.hasher.hexdigest()
         if self.expected.sha256 and digest != self.expected.sha256.lower():
             raise IntegrityError(
                 f"{self.url}: SHA256 {digest} does not match the expected {self.expected.sha256}",
@@ -698,20 +610,19 @@ class FileDownload:
                 actual=digest,
             )
         self._emit("verified", f"sha256 {digest}")
-        if self.checkpointing is not None:
-            # A checkpoint write still in its thread would land after the cleanup below
-            # and leave a stale <name>.part.json beside the finished file.
-            await asyncio.gather(self.checkpointing, return_exceptions=True)
+        # A checkpoint write still in its thread would land after the cleanup below and
+        # leave a stale <name>.part.json beside the finished file.
+        await self.recorder.drain()
         try:
-            sweep = self.had_part or self.checkpointed_bytes > 0 or self.checkpointing is not None
+            sweep = self.had_part or self.recorder.ever_wrote
             if self.durable or sweep:
                 await asyncio.to_thread(
-                    _publish, self.fd, self.part, self.dest, self.durable, sweep=sweep
+                    publish, self.fd, self.part, self.dest, self.durable, sweep=sweep
                 )
             else:  # a rename and an unlink: cheaper than a hop to a thread and back
-                _publish(self.fd, self.part, self.dest, False, sweep=False)
+                publish(self.fd, self.part, self.dest, False, sweep=False)
         except OSError as exc:
-            raise _disk_error(exc, self.dest) from exc
+            raise disk_error(exc, self.dest) from exc
         self.fd_closed()
         now = time.monotonic()
         tail = now - self.last_byte_at
@@ -724,7 +635,7 @@ class FileDownload:
             bytes_fetched=self.received,
             resumed_bytes=self.resumed,
             ranged=self.ranged,
-            connections=self.engine.peak_connections,
+            connections=self.shared.slots.peak,
             retries=self.retries,
             verify_tail_s=tail,
         )
@@ -736,76 +647,7 @@ class FileDownload:
 
     def _stop_everything(self) -> None:
         for h in list(self.handles.values()):
-            self.engine.pool.cancel(h)
+            self.shared.pool.cancel(h)
 
     def _close(self) -> None:
         self.fd_closed()
-
-
-#: the most of the ``.part`` the hash loop maps at once: mapped page cache counts in the
-#: process's RSS (256 MiB windows showed as 292 MiB peak tree RSS for a 1 GiB download)
-_HASH_WINDOW = 16 * MiB
-
-
-def _load_sync_file_range() -> Callable[[int, int, int], None]:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.sync_file_range
-        fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return lambda fd, off, n: None
-
-    def start(fd: int, off: int, n: int) -> None:
-        fn(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE: start writeback, do not wait
-
-    return start
-
-
-_start_writeback = _load_sync_file_range()
-
-
-def _publish(fd: int, part: Path, dest: Path, durable: bool = True, *, sweep: bool = True) -> None:
-    """fsync the data, rename ``.part`` to its final name, fsync the directory, and
-    remove the checkpoint (its cleanup scans the directory: kept off the event loop).
-
-    ``durable=False`` skips both fsyncs. The rename still comes only after the SHA256
-    check, so a killed process never leaves a half file under the final name; only a
-    power cut can, and a caller that asks for this must sync before trusting the file.
-    """
-    if durable:
-        os.fsync(fd)
-    os.replace(part, dest)
-    if durable:
-        dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    remove_checkpoint(dest, sweep=sweep)
-
-
-def _disk_error(exc: OSError, dest: Path) -> AccelError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientDiskSpaceError(
-            f"no space left while writing {dest}", path=str(dest), needed=None, free=0
-        )
-    return DownloadError(f"cannot write {dest}: {exc.strerror or exc}", path=str(dest))
-
-
-def _setter(fut: asyncio.Future[Head]) -> Callable[[Head], None]:
-    def set_head(head: Head) -> None:
-        if not fut.done():
-            fut.set_result(head)
-
-    return set_head
-
-
-async def _first(head: asyncio.Future[Head], done: asyncio.Future[Outcome]) -> Head | None:
-    """The probe's head, or None when the probe ended (with an error) before one."""
-    waiters: set[asyncio.Future[object]] = {head, done}  # type: ignore[arg-type]
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    if head.done():
-        return head.result()
-    return None

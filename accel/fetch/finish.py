@@ -1,0 +1,163 @@
+"""The end of a download: the SHA256 of the finished prefix, the check, the rename.
+
+:class:`PrefixHasher` advances the file's SHA256 over the contiguous finished prefix
+while later chunks still download, so the check after the last byte is short; it reads
+the page cache through a read-only mapping, populated first so a disk that cannot read
+the bytes back is a clear DownloadError,
+not a SIGBUS. :func:`publish` is the durable rename of ``<name>.part``.
+
+Never touches the network; never decides what to fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import mmap
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from accel.errors import AccelError, DownloadError, InsufficientDiskSpaceError
+from accel.fetch.checkpoint import remove_checkpoint
+
+__all__ = ["PrefixHasher", "disk_error", "publish"]
+
+MiB = 1024 * 1024
+#: the most of the ``.part`` mapped at once: mapped page cache counts in the process's
+#: RSS (256 MiB windows showed as 292 MiB peak tree RSS for a 1 GiB download)
+_HASH_WINDOW = 16 * MiB
+#: madvise(MADV_POPULATE_READ) (Linux 5.14): faults the window in up front and reports a
+#: read error as EIO, where touching an unreadable mapped page would be a SIGBUS
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+
+
+class PrefixHasher:
+    """SHA256 of ``part``'s first ``hashed`` bytes, advanced by :meth:`run`."""
+
+    def __init__(self, part: Path, total: int) -> None:
+        self.part = part
+        self.total = total
+        self.sha = hashlib.sha256()
+        self.hashed = 0
+        #: the digest as a worker computed it while streaming the whole file (then the
+        #: file is never read back)
+        self.whole: str | None = None
+        self.wake = asyncio.Event()
+        self._populate = True
+
+    def adopt(self, sha256_hex: str) -> None:
+        """A worker hashed every byte on the way: nothing left to read."""
+        self.whole, self.hashed = sha256_hex, self.total
+
+    def hexdigest(self) -> str:
+        return self.whole or self.sha.hexdigest()
+
+    async def run(self, done_prefix: Callable[[], int]) -> None:
+        """Hash up to ``done_prefix()`` whenever :attr:`wake` is set, until the end."""
+        rfd = -1
+        try:
+            while self.hashed < self.total:
+                self.wake.clear()
+                target = done_prefix()
+                if target > self.hashed:
+                    if rfd < 0:  # not at all when a worker hashed the whole file
+                        rfd = os.open(self.part, os.O_RDONLY)
+                    await asyncio.to_thread(self._hash_to, rfd, target)
+                    continue
+                await self.wake.wait()
+        finally:
+            if rfd >= 0:
+                os.close(rfd)
+
+    def restart(self) -> None:
+        """Forget everything hashed (the bytes under it are being repaired)."""
+        self.sha = hashlib.sha256()
+        self.hashed = 0
+        self.whole = None
+
+    def _hash_to(self, rfd: int, target: int) -> None:
+        # Hashed straight from the page cache through a read-only mapping: no copy into
+        # a buffer, and one GIL release per 16 MiB window instead of two per MiB (the
+        # event loop thread holds the GIL often while the workers report). Measured on
+        # the 1 GiB bench file: 8-10% less wall than preadv into 1 or 16 MiB.
+        start = self.hashed
+        if os.fstat(rfd).st_size < target:  # a mapping past the end would be SIGBUS
+            raise DownloadError(f"{self.part} is shorter than expected: was it truncated?")
+        while self.hashed < target:
+            base = self.hashed - self.hashed % mmap.ALLOCATIONGRANULARITY
+            end = min(target, base + _HASH_WINDOW)
+            mm = mmap.mmap(rfd, end - base, prot=mmap.PROT_READ, offset=base)
+            with mm:
+                self._fault_in(mm)
+                with memoryview(mm) as view:
+                    self.sha.update(view[self.hashed - base :])
+            self.hashed = end
+        # Start writing the hashed prefix back to disk now, so the fsync before the
+        # rename only waits for the last few MiB (last byte -> verified file stays short).
+        _start_writeback(rfd, start, target - start)
+
+    def _fault_in(self, mm: mmap.mmap) -> None:
+        if not self._populate:
+            return
+        try:
+            mm.madvise(_MADV_POPULATE_READ)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                self._populate = False  # an older kernel: hash without the safety net
+                return
+            raise DownloadError(
+                f"cannot read {self.part} back from the disk: {exc.strerror or exc}",
+                path=str(self.part),
+                hint="the disk reported a read error; check it (dmesg), then rerun: "
+                "finished chunks are kept and re-checked",
+            ) from exc
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None]:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+        fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return lambda fd, off, n: None
+
+    def start(fd: int, off: int, n: int) -> None:
+        fn(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE: start writeback, do not wait
+
+    return start
+
+
+_start_writeback = _load_sync_file_range()
+
+
+def publish(fd: int, part: Path, dest: Path, durable: bool = True, *, sweep: bool = True) -> None:
+    """fsync the data, rename ``.part`` to its final name, fsync the directory, and
+    remove the checkpoint (its cleanup scans the directory: kept off the event loop).
+
+    ``durable=False`` skips both fsyncs. The rename still comes only after the SHA256
+    check, so a killed process never leaves a half file under the final name; only a
+    power cut can, and a caller that asks for this must sync before trusting the file.
+    """
+    if durable:
+        os.fsync(fd)
+    os.replace(part, dest)
+    if durable:
+        dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    remove_checkpoint(dest, sweep=sweep)
+
+
+def disk_error(exc: OSError, dest: Path) -> AccelError:
+    """The local file's OSError as the error a user reads."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientDiskSpaceError(
+            f"no space left while writing {dest}", path=str(dest), needed=None, free=0
+        )
+    return DownloadError(f"cannot write {dest}: {exc.strerror or exc}", path=str(dest))
