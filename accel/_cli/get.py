@@ -53,6 +53,15 @@ def register(subparsers: Any) -> None:
         default=[],
         help="extra request header (repeatable)",
     )
+    p.add_argument(
+        "--header-secret",
+        metavar="'K: V'",
+        action="append",
+        default=[],
+        help="a request header never sent to another origin on a redirect (repeatable); "
+        "Authorization, Proxy-Authorization, Cookie, X-Api-Key, X-Auth-Token, "
+        "Private-Token and X-Amz-Security-Token always are",
+    )
     p.add_argument("--json", action="store_true", help="print NDJSON events on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(func=handler)
@@ -84,11 +93,15 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             )
         connections = int(connections)
     headers: dict[str, str] = {}
-    for h in args.header:
-        name, sep, value = h.partition(":")
-        if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
-            raise UsageError(f"--header: expected 'Name: value', got {h!r}")
-        headers[name.strip()] = value.strip()
+    secret: set[str] = set()
+    for option, values in (("--header", args.header), ("--header-secret", args.header_secret)):
+        for h in values:
+            name, sep, value = h.partition(":")
+            if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
+                raise UsageError(f"{option}: expected 'Name: value', got {h!r}")
+            headers[name.strip()] = value.strip()
+            if option == "--header-secret":
+                secret.add(name.strip().lower())
     if (args.manifest is None) != (args.file is None):
         raise UsageError("--manifest and --file go together: name the file inside the manifest")
     return {
@@ -100,6 +113,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "workers": workers,
         "connections": connections,
         "headers": headers,
+        "secret_headers": frozenset(secret),
     }
 
 
@@ -201,6 +215,7 @@ async def _main(opts: dict[str, Any], expected: Any, renderer: _Renderer) -> Any
             connections=opts["connections"],
             chunk_size=opts["chunk_size"],
             headers=opts["headers"],
+            secret_headers=opts["secret_headers"],
             progress=renderer.event,
         )
     except asyncio.CancelledError:

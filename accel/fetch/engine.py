@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -56,6 +56,7 @@ class Engine:
         checkpoint_s: float = 1.0,
         max_connections: int = 64,
         worker_nice: int = 10,
+        secret_headers: Iterable[str] = (),
     ) -> None:
         n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         if n_workers < 1:
@@ -77,6 +78,9 @@ class Engine:
             self.max_connections = start
         self.slots = ConnectionSlots(start)
         self.headers = dict(headers or {})
+        #: header names (beyond the credential list of accel.fetch.redirects) never sent
+        #: to an origin a redirect chose
+        self.secret_headers = frozenset(h.lower() for h in secret_headers)
         bucket = TokenBucket.for_rate(rate) if rate else None
         self.pool = WorkerPool(
             n_workers,
@@ -147,6 +151,7 @@ class Engine:
         chunk_size: int | None = None,
         headers: Mapping[str, str] | None = None,
         durable: bool = True,
+        secret_headers: Iterable[str] = (),
     ) -> DownloadResult:
         """Fetch ``url`` into ``dest``, verified, resumable; see the package docstring.
 
@@ -170,6 +175,7 @@ class Engine:
             chunk_size=chunk_size,
             headers=merged,
             durable=durable,
+            secret_headers=self.secret_headers | {h.lower() for h in secret_headers},
         )
         self._downloads.add(fd)
         try:
@@ -232,10 +238,19 @@ async def adownload(
     chunk_size: int | None = None,
     headers: Mapping[str, str] | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
+    secret_headers: Iterable[str] = (),
 ) -> DownloadResult:
-    """Download one URL into ``dest`` with a private Engine; verified and resumable."""
+    """Download one URL into ``dest`` with a private Engine; verified and resumable.
+
+    ``secret_headers`` names headers never sent to another origin on a redirect, beyond
+    the credential headers that never are (``accel.fetch.redirects``).
+    """
     async with Engine(
-        workers=workers, connections=connections, limit_rate=limit_rate, headers=headers
+        workers=workers,
+        connections=connections,
+        limit_rate=limit_rate,
+        headers=headers,
+        secret_headers=secret_headers,
     ) as engine:
         return await engine.download(
             url, dest, expected=expected, progress=progress, chunk_size=chunk_size
@@ -253,6 +268,7 @@ def download(
     chunk_size: int | None = None,
     headers: Mapping[str, str] | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
+    secret_headers: Iterable[str] = (),
 ) -> DownloadResult:
     """The blocking form of :func:`adownload`."""
     return asyncio.run(
@@ -266,5 +282,6 @@ def download(
             chunk_size=chunk_size,
             headers=headers,
             progress=progress,
+            secret_headers=secret_headers,
         )
     )

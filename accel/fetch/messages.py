@@ -170,6 +170,8 @@ class Done(NamedTuple):
     xxh3: str = ""
     #: SHA256 of the whole file, when the task streamed all of it (``Task.sha256``)
     sha256: str | None = None
+    #: where a redirect led, when the answer came from another URL than ``task.url``
+    url: str | None = None
 
 
 class Failed(NamedTuple):

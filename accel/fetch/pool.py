@@ -51,6 +51,8 @@ class Outcome:
     xxh3: str = ""
     #: SHA256 of the whole file, when this task streamed all of it (``Task.sha256``)
     sha256: str | None = None
+    #: the URL that answered after redirects, when not the task's own
+    url: str | None = None
     error: AccelError | None = None
     retryable: bool = False
     retry_after: float | None = None
@@ -192,8 +194,8 @@ class WorkerPool:
             case Trimmed(_, new_end):
                 if h.on_trim is not None:
                     h.on_trim(new_end)
-            case Done(_, end, xxh3, sha256):
-                self._finish(h, Outcome(end=end, xxh3=xxh3, sha256=sha256))
+            case Done(_, end, xxh3, sha256, url):
+                self._finish(h, Outcome(end=end, xxh3=xxh3, sha256=sha256, url=url))
             case Failed(_, error, retryable, retry_after):
                 self._finish(h, Outcome(error=error, retryable=retryable, retry_after=retry_after))
 

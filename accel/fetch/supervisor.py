@@ -28,6 +28,7 @@ from accel.errors import (
     AccelError,
     CheckpointError,
     DownloadError,
+    HTTPStatusError,
     InsufficientDiskSpaceError,
     IntegrityError,
     RemoteChangedError,
@@ -42,11 +43,13 @@ from accel.fetch.checkpoint import (
     revalidate,
 )
 from accel.fetch.finish import PrefixHasher, disk_error, publish
+from accel.fetch.http1 import origin_of
 from accel.fetch.messages import Head, Task
 from accel.fetch.plan import Chunk, ChunkPlan, choose_chunk_size
 from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.probe import probe, probe_start
 from accel.fetch.recorder import ChunkRecorder
+from accel.fetch.redirects import strip_credentials
 from accel.fetch.slots import Shared
 from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
 
@@ -55,6 +58,8 @@ __all__ = ["FileDownload"]
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
+#: answers from a redirect target that send the next request back to the original URL
+_TARGET_GONE = frozenset({401, 403, 404, 410})
 
 
 class FileDownload:
@@ -71,6 +76,7 @@ class FileDownload:
         chunk_size: int | None,
         headers: dict[str, str],
         durable: bool = True,
+        secret_headers: frozenset[str] = frozenset(),
     ) -> None:
         self.shared = shared
         self.url = url
@@ -80,6 +86,11 @@ class FileDownload:
         self.progress = progress
         self.chunk_size = chunk_size
         self.headers = tuple(headers.items())
+        self.secret_headers = frozenset(h.lower() for h in secret_headers)
+        #: where the URL's redirects led (resolved once per download, by the probe):
+        #: chunks go straight there; None until known, and again after the target
+        #: refused a request (an expired signed URL), so the next one resolves anew
+        self.resolved: str | None = None
         #: fsync the data before the rename and the directory after it (``False``: the
         #: caller syncs, see ``Engine.download``)
         self.durable = durable
@@ -98,6 +109,7 @@ class FileDownload:
         self.received = 0
         self.resumed = 0
         self.retries = 0
+        self._refusals = 0
         self.splitting = False
         self.t0 = time.monotonic()
         self.speed = 0.0
@@ -200,6 +212,7 @@ class FileDownload:
             start = 0
             head, first_req = await self._probe(0, self._probe_length())
         self.probe_start = start
+        self.resolved = head.url
         try:
             first = await self._prepare(head, cp)
         except BaseException:
@@ -430,12 +443,18 @@ class FileDownload:
             last = len(self.digests) if end is None else -(-end // bs)
             digests = self.digests[start // bs : last]
         e = self.shared
+        url, headers = self.url, self.headers
+        if self.resolved is not None:
+            url = self.resolved
+            if origin_of(url) != origin_of(self.url):
+                headers = tuple(strip_credentials(headers, self.secret_headers))
         return Task(
-            url=self.url,
+            url=url,
             path=str(self.part),
             start=start,
             end=end,
-            headers=self.headers,
+            headers=headers,
+            secret_headers=self.secret_headers,
             etag=self.etag,
             total=self.total,
             probe=probe,
@@ -506,8 +525,19 @@ class FileDownload:
             self.handles.pop(chunk.id, None)
             slots.release()
         self.received += max(0, (outcome.end or handle.position) - handle.position)
+        if outcome.url is not None:
+            self.resolved = outcome.url  # the original URL was asked again: a new target
         if outcome.error is None:
+            self._refusals = 0  # the budget is for refusals in a row: signatures expire
             self._complete(chunk, outcome)
+            return
+        if self._target_refused(handle.task, outcome):
+            # An expired signed URL (or a mirror that lost the file): the URL the user
+            # gave decides again where the bytes are; finished chunks are kept.
+            self._count_retry(
+                f"bytes {chunk.start}-{chunk.end - 1}: {outcome.error}; resolving the URL again"
+            )
+            self.plan.fail(chunk)
             return
         if not outcome.retryable or not retry.allows(chunk.attempts):
             raise outcome.error
@@ -520,6 +550,26 @@ class FileDownload:
         )
         await asyncio.sleep(delay)
         self.plan.fail(chunk)
+
+    def _target_refused(self, task: Task, outcome: Outcome) -> bool:
+        """A redirect target that now refuses (401/403/404/410) while the URL it came
+        from may still answer: worth another resolution, within the attempt budget
+        (refusals in a row of the current target; one of a target already dropped is
+        free, since chunks running at once all meet the same expiry)."""
+        err = outcome.error
+        if not (
+            isinstance(err, HTTPStatusError)
+            and err.facts.get("status") in _TARGET_GONE
+            and task.url != self.url
+        ):
+            return False
+        if task.url != self.resolved:
+            return True
+        if not self.shared.retry.allows(self._refusals + 1):
+            return False
+        self._refusals += 1
+        self.resolved = None
+        return True
 
     def _complete(self, chunk: Chunk, outcome: Outcome) -> None:
         assert self.plan is not None

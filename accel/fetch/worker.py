@@ -5,7 +5,7 @@ lean HTTP/1.1 client of :mod:`accel.fetch.http1` (keep-alive connections shared 
 process's threads). Reads, writes and hashing release the GIL, so one process drives
 dozens of connections; the main thread only dispatches the supervisor's messages. The
 wire-level rules of a chunk live here: ``Accept-Encoding: identity``, ``If-Match`` and an
-ETag comparison on every 206, redirects followed (``Authorization`` never leaves for
+ETag comparison on every 206, redirects followed (no credential header leaves for
 another origin), an exact ``Content-Range`` and byte count, a minimum throughput (a
 trickling server is a stall), block digests (blake3) checked as the bytes stream by, and
 an xxh3_128 of the chunk for the checkpoint. Foreign errors become :mod:`accel.errors`
@@ -13,7 +13,8 @@ in one place (``_translate``).
 
 It never decides what to fetch, never retries and never touches the checkpoint: the
 supervisor does. It stays lean in memory: it imports neither aiohttp, pydantic nor rich
-(only ``accel.errors``, ``accel.fetch.http1`` and ``accel.fetch.ratelimit``), and holds
+(only ``accel.errors`` and the standard-library modules of ``accel.fetch``: ``http1``,
+``messages``, ``ratelimit``, ``redirects``), and holds
 one 256 KiB buffer per running task.
 
 Messages over the ``multiprocessing`` pipe are the typed values of
@@ -23,6 +24,7 @@ Messages over the ``multiprocessing`` pipe are the typed values of
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import os
@@ -74,6 +76,7 @@ from accel.fetch.messages import (
     Trimmed,
 )
 from accel.fetch.ratelimit import TokenBucket
+from accel.fetch.redirects import strip_credentials
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -185,6 +188,8 @@ class _Run:
         self.conn: HTTPConnection | None = None
         self.wake = threading.Event()
         self.future: Future[None] | None = None
+        #: where redirects led, when not ``task.url``
+        self.final_url: str | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -286,7 +291,7 @@ class _Worker:
                 tr = _translate(exc, task)
                 self._send(Failed(tid, tr.error, tr.retryable, tr.retry_after))
         else:
-            self._send(Done(tid, end, digest, sha))
+            self._send(Done(tid, end, digest, sha, run.final_url))
         finally:
             self.runs.pop(tid, None)
             if run.conn is not None:
@@ -347,7 +352,8 @@ class _Worker:
             run.conn = None
             nxt = urljoin(url, location)
             if origin_of(nxt) != origin_of(url):
-                headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+                # The server chose this origin, not the user: no credential goes there.
+                headers = strip_credentials(headers, task.secret_headers)
             url = nxt
         else:
             raise _Fail(
@@ -355,6 +361,9 @@ class _Worker:
                 retryable=False,
             )
         head = _check_response(resp, task)
+        if url != task.url:
+            run.final_url = url
+            head = dataclasses.replace(head, url=url)
         if task.probe:
             self._send(HeadSeen(run.tid, head))
             decided = run.decision.result()
