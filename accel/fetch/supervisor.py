@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import shutil
@@ -50,6 +51,7 @@ from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.probe import probe, probe_start
 from accel.fetch.recorder import ChunkRecorder
 from accel.fetch.redirects import strip_credentials
+from accel.fetch.single import fetch_once, special_target
 from accel.fetch.slots import Shared
 from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
 
@@ -185,6 +187,8 @@ class FileDownload:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         # A previous run left traces (a killed checkpoint writer's temp file) only if it
         # got as far as creating the .part: otherwise the final cleanup skips its scan.
+        if special_target(self.dest):
+            return await self._run_stream()
         self.had_part = self.part.exists()
         if not self.had_part and self._fits_one_request():
             small = await self._run_whole()
@@ -256,7 +260,7 @@ class FileDownload:
         (probe, plan, retries) from a clean start: ``None``. Errors no retry can fix
         (404, 401, a size that is not the expected one) are raised as they are.
         """
-        pool, slots, size = self.shared.pool, self.shared.slots, self.expected.size
+        size = self.expected.size
         assert size is not None
         self._check_space(size)
         try:
@@ -268,24 +272,13 @@ class FileDownload:
         # A mismatch then goes to the ranged path, where the blocks find the bad bytes.
         verify_by_sha = bool(self.expected.sha256)
         task = self._task(0, size, sha256=True, blocks=not verify_by_sha)
-        await slots.acquire()
         try:
-            handle = pool.submit(task)
+            outcome, handle = await fetch_once(
+                self.shared, task, on_progress=self._on_progress, handles=self.handles
+            )
         except BaseException:
-            slots.release()
-            self._drop_part()
+            self._drop_part()  # a few bytes at most: the rerun fetches them again
             raise
-        handle.on_progress = self._on_progress
-        self.handles[-1] = handle
-        try:
-            outcome = await asyncio.shield(handle.done)
-        except asyncio.CancelledError:
-            pool.cancel(handle)
-            self._drop_part()  # a few bytes: the rerun fetches them again
-            raise
-        finally:
-            self.handles.pop(-1, None)
-            slots.release()
         self.received += max(0, (outcome.end or handle.position) - handle.position)
         mismatch = (
             outcome.sha256 is not None
@@ -316,6 +309,67 @@ class FileDownload:
             why = "incomplete answer"
         self._emit("chunk_retry", f"whole-file request: {why}; trying again by ranges")
         return None
+
+    async def _run_stream(self) -> DownloadResult:
+        """Into a device or a FIFO: one stream, in order, no ``.part``, no resume.
+
+        The bytes are still checked (SHA256, blake3 blocks) as they pass, so a wrong
+        byte fails the download; nothing is renamed, and a failed stream is not retried
+        (a reader of a FIFO has already consumed what was sent).
+        """
+        task = dataclasses.replace(
+            self._task(0, None, sha256=True),
+            path=str(self.dest),
+            ranged=False,
+            stream_only=True,
+        )
+        outcome, _ = await fetch_once(
+            self.shared, task, on_progress=self._on_progress, handles=self.handles
+        )
+        if isinstance(outcome.error, RemoteChangedError) and self.expected.size is not None:
+            raise IntegrityError(
+                f"{self.url}: the server's file is not {self.expected.size} bytes "
+                f"({outcome.error.message})",
+                url=self.url,
+                expected=self.expected.size,
+            ) from outcome.error
+        if outcome.error is not None:
+            raise outcome.error
+        size = outcome.end or 0
+        self.received = size
+        self.ranged = False
+        if self.expected.size is not None and size != self.expected.size:
+            raise IntegrityError(
+                f"{self.url}: the server sent {size} bytes, expected {self.expected.size}",
+                url=self.url,
+                expected=self.expected.size,
+                actual=size,
+            )
+        digest = outcome.sha256 or ""
+        if self.expected.sha256 and digest != self.expected.sha256.lower():
+            raise IntegrityError(
+                f"{self.url}: SHA256 {digest} does not match the expected {self.expected.sha256}",
+                url=self.url,
+                expected=self.expected.sha256,
+                actual=digest,
+            )
+        verified = bool(self.expected.sha256 or self.digests)
+        if verified:
+            self._emit("verified", f"sha256 {digest}")
+        now = time.monotonic()
+        self._emit("done", f"{size} bytes in {now - self.t0:.2f} s")
+        return DownloadResult(
+            path=self.dest,
+            size=size,
+            sha256=digest,
+            elapsed_s=now - self.t0,
+            bytes_fetched=size,
+            resumed_bytes=0,
+            ranged=False,
+            connections=1,
+            retries=0,
+            verified=verified,
+        )
 
     def _drop_part(self) -> None:
         self.fd_closed()

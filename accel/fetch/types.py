@@ -33,7 +33,12 @@ class Expected:
 
 @dataclass(frozen=True)
 class DownloadResult:
-    """A finished, verified download."""
+    """A finished download; ``verified`` when an expected digest checked its bytes.
+
+    Without an expected SHA256 or blake3 blocks the bytes are "complete": every answer
+    was held to the validators the server gave (ETag, else Last-Modified and size),
+    which cannot catch every replacement (Last-Modified has one-second resolution).
+    """
 
     path: Path
     size: int
@@ -45,6 +50,7 @@ class DownloadResult:
     connections: int = 0
     retries: int = 0
     verify_tail_s: float = 0.0
+    verified: bool = True
 
 
 @dataclass(frozen=True)

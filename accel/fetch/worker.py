@@ -373,10 +373,7 @@ class _Worker:
                 raise _Abort()
             with self.lock:
                 run.end = decided.end if head.end is not None else None
-        try:
-            fd = os.open(task.path, os.O_WRONLY)
-        except OSError as exc:
-            raise _file_error(exc, task) from exc
+        fd = _open_target(task)
         try:
             total = head.total if head.total is not None else task.total
             result = self._stream(run, resp, fd, xxhash.xxh3_128(), total)
@@ -403,6 +400,7 @@ class _Worker:
         block_fill = 0
         sha = hashlib.sha256() if task.sha256 and task.start == 0 else None
         pwrite = os.pwrite
+        stream_only = task.stream_only
         body = resp.body
         buf = bytearray(_THROTTLED_READ if self.bucket is not None else _BUF)
         whole = memoryview(buf)
@@ -433,6 +431,9 @@ class _Worker:
             view = whole[:n]
             try:
                 off = 0
+                if stream_only:  # a device or a FIFO: in order, no offsets
+                    while off < n:
+                        off += os.write(fd, view[off:])
                 while off < n:  # in _WRITE pieces: see there
                     off += pwrite(fd, view[off : off + _WRITE], pos + off)
             except OSError as exc:
@@ -485,7 +486,11 @@ class _Worker:
         if block_hasher is not None and block_fill:
             _finish_block(block_hasher, digests, block_index, task, pos)
         # The file's SHA256 only if this task streamed all of it (a split may cut it short).
-        whole_sha = sha.hexdigest() if sha is not None and pos == total else None
+        whole_sha = (
+            sha.hexdigest()
+            if sha is not None and (pos == total or (total is None and task.stream_only))
+            else None
+        )
         return pos, xxh.hexdigest(), whole_sha
 
     def _throttle(self, n: int) -> float:
@@ -636,6 +641,29 @@ def _retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+def _open_target(task: Task) -> int:
+    """The file a task writes into; a FIFO nobody reads is an error, not a hang."""
+    flags = os.O_WRONLY
+    if task.stream_only:
+        flags |= os.O_NONBLOCK
+    try:
+        fd = os.open(task.path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise _Fail(
+                DownloadError(
+                    f"{task.path}: no process is reading this FIFO",
+                    path=task.path,
+                    hint="start the reader first (e.g. 'sha256sum < FIFO &'), then rerun",
+                ),
+                retryable=False,
+            ) from exc
+        raise _file_error(exc, task) from exc
+    if task.stream_only:
+        os.set_blocking(fd, True)
+    return fd
 
 
 def _file_error(exc: OSError, task: Task) -> _Fail:
