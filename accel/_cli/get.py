@@ -264,6 +264,7 @@ class _JsonRenderer(_Renderer):
                 "connections": r.connections,
                 "retries": r.retries,
                 "verify_tail_s": round(r.verify_tail_s, 4),
+                "verified": r.verified,
             }
         )
 
@@ -297,10 +298,17 @@ class _LineRenderer(_Renderer):
 
     def finished(self, r: Any) -> None:
         speed = format_rate(r.size / r.elapsed_s) if r.elapsed_s > 0 else ""
+        state = "verified" if r.verified else "complete, not verified"
         print(
-            f"saved {r.path} ({format_bytes(r.size)}, sha256 {r.sha256}) "
+            f"saved {r.path} ({format_bytes(r.size)}, sha256 {r.sha256}, {state}) "
             f"in {r.elapsed_s:.2f} s, {speed}"
         )
+        if not r.verified:
+            print(
+                "accel: hint: pass --sha256 HEX (or --manifest URL --file PATH) to verify "
+                "the bytes; without a digest only the server's validators were checked",
+                file=sys.stderr,
+            )
 
 
 class _BarRenderer(_LineRenderer):

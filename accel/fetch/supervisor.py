@@ -510,6 +510,7 @@ class FileDownload:
             headers=headers,
             secret_headers=self.secret_headers,
             etag=self.etag,
+            last_modified=self.last_modified,
             total=self.total,
             probe=probe,
             ranged=self.ranged,
@@ -713,7 +714,12 @@ class FileDownload:
                 expected=self.expected.sha256,
                 actual=digest,
             )
-        self._emit("verified", f"sha256 {digest}")
+        # "Verified" only when an expected digest checked the bytes (the manifest's
+        # blocks, as they arrived, or the SHA256): else the file is complete, held to
+        # the server's validators, and the user is told so.
+        verified = bool(self.expected.sha256 or self.digests)
+        if verified:
+            self._emit("verified", f"sha256 {digest}")
         # A checkpoint write still in its thread would land after the cleanup below and
         # leave a stale <name>.part.json beside the finished file.
         await self.recorder.drain()
@@ -742,6 +748,7 @@ class FileDownload:
             connections=self.shared.slots.peak,
             retries=self.retries,
             verify_tail_s=tail,
+            verified=verified,
         )
 
     def fd_closed(self) -> None:

@@ -336,8 +336,15 @@ class _Worker:
         headers.append(("Accept-Encoding", "identity"))
         if task.ranged and task.end is not None:
             headers.append(("Range", f"bytes={task.start}-{task.end - 1}"))
-        if task.etag and not task.etag.startswith("W/"):
-            headers.append(("If-Match", task.etag))
+        if _strong(task.etag):
+            headers.append(("If-Match", task.etag or ""))
+        elif task.last_modified and not task.probe:
+            # No strong ETag: the date the server gave is the validator. A file replaced
+            # since is a 412 (If-Unmodified-Since), or a 200 with the new file from a
+            # server that only knows If-Range, never bytes of two files under one 206.
+            headers.append(("If-Unmodified-Since", task.last_modified))
+            if task.ranged:
+                headers.append(("If-Range", task.last_modified))
         for k, v in headers:
             if any(c in k or c in v for c in "\r\n\0"):
                 raise _Fail(DownloadError(f"header {k!r} contains a line break"), retryable=False)
@@ -584,11 +591,18 @@ def _check_response(resp: Response, task: Task) -> Head:
                 RemoteChangedError(f"{url}: ETag changed from {task.etag} to {etag}", url=url),
                 retryable=False,
             )
+        _check_last_modified(task, last_modified)
         return Head(206, total, etag, last_modified, True, last + 1)
     if status == 200:
         if task.probe:
             return Head(200, length, etag, last_modified, False, length)
         if task.ranged:
+            _check_last_modified(task, last_modified)  # an If-Range that failed
+            if _strong(task.etag) and etag and etag != task.etag:
+                raise _Fail(
+                    RemoteChangedError(f"{url}: ETag changed from {task.etag} to {etag}", url=url),
+                    retryable=False,
+                )
             # One node of a fleet may ignore Range once; the retry asks again.
             raise _Fail(
                 RangeNotSupportedError(f"{url}: the server ignored Range (200)", url=url),
@@ -598,6 +612,7 @@ def _check_response(resp: Response, task: Task) -> Head:
             raise _Fail(
                 RemoteChangedError(f"{url}: size changed to {length}", url=url), retryable=False
             )
+        _check_last_modified(task, last_modified)
         return Head(200, length, etag, last_modified, False, length)
     if status == 416 and task.probe:
         m = _UNSATISFIED.match(h.get("content-range", ""))
@@ -618,6 +633,24 @@ def _check_response(resp: Response, task: Task) -> Head:
         hint=_status_hint(status),
     )
     raise _Fail(err, retryable=status not in _FATAL_STATUS, retry_after=retry_after)
+
+
+def _strong(etag: str | None) -> bool:
+    return bool(etag) and not (etag or "").startswith("W/")
+
+
+def _check_last_modified(task: Task, last_modified: str | None) -> None:
+    """Without a strong ETag, every answer must carry the Last-Modified the probe saw."""
+    if task.probe or _strong(task.etag) or not task.last_modified:
+        return
+    if last_modified != task.last_modified:
+        raise _Fail(
+            RemoteChangedError(
+                f"{task.url}: Last-Modified changed from {task.last_modified} to {last_modified}",
+                url=task.url,
+            ),
+            retryable=False,
+        )
 
 
 def _status_hint(status: int) -> str:

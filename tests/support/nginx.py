@@ -1,7 +1,8 @@
 """A real nginx on 127.0.0.1 (ephemeral port) serving a directory, for tests and benches.
 
 Options: a per-connection ``limit_rate`` (as CDNs cap each connection), ranges disabled
-(``max_ranges 0``: every Range request gets the whole file with 200), and an access log
+(``max_ranges 0``: every Range request gets the whole file with 200), no ETag at all
+(``etag off``, as some origins are: Last-Modified is then the only validator), and an access log
 with ``$bytes_sent`` so a test can count what the origin really sent.
 """
 
@@ -76,13 +77,16 @@ def _free_port() -> int:
         return port
 
 
-def _config(port: int, root: Path, prefix: Path, limit_rate: str | None, ranges: bool) -> str:
+def _config(
+    port: int, root: Path, prefix: Path, limit_rate: str | None, ranges: bool, etag: bool = True
+) -> str:
     user = "user root;" if os.geteuid() == 0 else ""
     # A small sendfile_max_chunk makes the cap real for short Range responses too:
     # with the default (2m) nginx pushes the first 2 MiB of every response at full speed
     # and only then starts pacing, so a client with small chunks would never see the cap.
     limits = f"limit_rate {limit_rate}; sendfile_max_chunk 64k;" if limit_rate else ""
     no_ranges = "" if ranges else "max_ranges 0;"
+    no_etag = "" if etag else "etag off;"
     return f"""
 {user}
 worker_processes 1;
@@ -111,6 +115,7 @@ http {{
         access_log {prefix}/access.log bytes;
         {limits}
         {no_ranges}
+        {no_etag}
         location / {{ }}
     }}
 }}
@@ -119,7 +124,12 @@ http {{
 
 @contextlib.contextmanager
 def start_nginx(
-    root: Path, *, limit_rate: str | None = None, ranges: bool = True, workers: int = 1
+    root: Path,
+    *,
+    limit_rate: str | None = None,
+    ranges: bool = True,
+    workers: int = 1,
+    etag: bool = True,
 ) -> Iterator[Nginx]:
     """Run nginx serving ``root`` until the block ends."""
     prefix = Path(tempfile.mkdtemp(prefix="accel-nginx-"))
@@ -128,7 +138,7 @@ def start_nginx(
         for _ in range(5):
             port = _free_port()
             conf = prefix / "nginx.conf"
-            text = _config(port, root.resolve(), prefix, limit_rate, ranges)
+            text = _config(port, root.resolve(), prefix, limit_rate, ranges, etag)
             if workers != 1:
                 text = text.replace("worker_processes 1;", f"worker_processes {workers};")
             conf.write_text(text)
