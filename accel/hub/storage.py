@@ -7,23 +7,15 @@ range of it. The raw path is split and decoded once, segment by segment (aiohttp
 manifest are looked up; the resolved path must stay inside the version's ``files``
 directory and the final open refuses symlinks; the descriptor's real path is checked
 afterwards (``/proc/self/fd``), so a directory swapped for a symlink is refused too.
-Bytes go out with ``sendfile(2)``: the first call in the event loop with the socket
-corked (headers and first bytes leave together; a chunk-sized range usually needs no
-more), the rest from a worker thread on duplicated descriptors (uvloop has no
-``loop.sendfile``), so no Python touches the payload. ``web.FileResponse`` is not used:
+Bytes go out with ``sendfile(2)`` through :mod:`accel.hub.sendfile`, the one place that
+touches the client's socket (and copes with it closing). ``web.FileResponse`` is not used:
 it mishandles ``bytes=-0``, ETags in ``If-Range`` and custom ETags.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import os
-import select
-import socket
 import stat
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -34,12 +26,11 @@ from accel.errors import UnsafePathError
 from accel.hub.catalog import Catalog
 from accel.hub.paths import split_raw_path
 from accel.hub.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
+from accel.hub.sendfile import send_range
 
 __all__ = ["OpenedFile", "Problem", "StorageSender", "open_listed_file"]
 
 _PREFIX = "/storage/models/"
-_STALL_S = 60.0
-_INLINE_MAX = 1024 * 1024
 
 
 class Problem(Exception):
@@ -143,58 +134,6 @@ def _etag_listed(header: str, etag: str) -> bool:
     return "*" in values or etag in values
 
 
-def _send_blocking(
-    sock_fd: int, file_fd: int, offset: int, count: int, stop: threading.Event
-) -> int:
-    """Send ``count`` bytes of ``file_fd`` from ``offset`` with sendfile(2); returns bytes sent.
-
-    Owns both descriptors (duplicates made for this call) and closes them, so a caller
-    that is cancelled meanwhile can never close a descriptor this thread still uses.
-    """
-    try:
-        return _send_loop(sock_fd, file_fd, offset, count, stop)
-    finally:
-        os.close(sock_fd)
-        os.close(file_fd)
-
-
-def _send_loop(sock_fd: int, file_fd: int, offset: int, count: int, stop: threading.Event) -> int:
-    poller = select.poll()
-    poller.register(sock_fd, select.POLLOUT)
-    sent = 0
-    idle = 0.0
-    while sent < count:
-        if stop.is_set():
-            raise ConnectionResetError("send cancelled")
-        try:
-            n = os.sendfile(sock_fd, file_fd, offset + sent, count - sent)
-        except BlockingIOError:
-            if poller.poll(500):
-                idle = 0.0
-            else:
-                idle += 0.5
-                if idle >= _STALL_S:
-                    raise TimeoutError("client stopped reading") from None
-            continue
-        except InterruptedError:
-            continue
-        if n == 0:
-            raise OSError(errno.EIO, "file shrank while being sent")
-        sent += n
-    return sent
-
-
-def _socket_of(request: web.Request) -> socket.socket | None:
-    transport = request.transport
-    return transport.get_extra_info("socket") if transport is not None else None
-
-
-def _cork(sock: socket.socket | None, on: bool) -> None:
-    if sock is not None and hasattr(socket, "TCP_CORK"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
-
-
 class StorageSender:
     """The storage handler with its thread pool for blocking sendfile calls."""
 
@@ -251,71 +190,5 @@ class StorageSender:
             await resp.prepare(request)
             await resp.write_eof()
             return resp
-        # Corked, the headers wait in the socket for the first body bytes and leave with
-        # them in one segment (what nginx's tcp_nopush does): on loopback each separate
-        # write costs a full trip through the TCP stack.
-        sock = _socket_of(request)
-        _cork(sock, True)
-        try:
-            await resp.prepare(request)
-            await self._sendfile(request, resp, f.fd, offset, length)
-        finally:
-            _cork(sock, False)
+        await send_range(request, resp, self._pool, f.fd, offset, length)
         return resp
-
-    async def _send_rest(
-        self,
-        transport: asyncio.BaseTransport,
-        resp: web.StreamResponse,
-        sock_no: int,
-        fd: int,
-        offset: int,
-        length: int,
-    ) -> None:
-        sock_fd = os.dup(sock_no)
-        file_fd = os.dup(fd)
-        stop = threading.Event()
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(
-                self._pool, _send_blocking, sock_fd, file_fd, offset, length, stop
-            )
-        except (OSError, TimeoutError):
-            # Client gone or stalled: the response cannot be completed; drop the connection.
-            resp.force_close()
-            transport.close()
-        finally:
-            stop.set()
-
-    async def _sendfile(
-        self, request: web.Request, resp: web.StreamResponse, fd: int, offset: int, length: int
-    ) -> None:
-        transport = request.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if transport is None or sock is None:
-            raise ConnectionResetError("connection lost")
-        # The headers must be on the wire before our bytes: wait for aiohttp's buffer.
-        for _ in range(200):
-            if transport.get_write_buffer_size() == 0:
-                break
-            await asyncio.sleep(0.005)
-        else:
-            transport.close()
-            return
-        # Small answers (and the start of big ones) go out right here: one non-blocking
-        # sendfile(2) from the page cache, no thread hop. Whatever the socket buffer did
-        # not take is finished by a worker thread.
-        try:
-            sent = os.sendfile(sock.fileno(), fd, offset, min(length, _INLINE_MAX))
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            resp.force_close()
-            transport.close()
-            return
-        _cork(sock, False)  # headers and first bytes go now; the rest streams uncorked
-        if sent < length:
-            await self._send_rest(transport, resp, sock.fileno(), fd, offset + sent, length - sent)
-            if transport.is_closing():
-                return
-        await resp.write_eof()
