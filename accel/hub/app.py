@@ -2,7 +2,8 @@
 
 Owns the HTTP surface of DESIGN.md "Hub HTTP API". Catalog answers are bytes prepared
 by :class:`~accel.hub.catalog.Catalog` (one serialization per catalog change) sent with
-a strong ETag; ``If-None-Match`` gets 304. Every error leaves as
+a strong ETag and held to RFC 9110's conditional headers (:mod:`accel.hub.conditional`:
+``If-None-Match`` -> 304, ``If-Match`` -> 412). Every error leaves as
 ``{"error": {"code", "message", "status"}}``. With tokens configured, everything except
 ``/healthz`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``, compared in
 constant time. Never imports the client side (fetch, manager).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from accel.hub.catalog import Answer, Catalog
+from accel.hub.conditional import Representation, Request, evaluate
 from accel.hub.openapi import OPENAPI_JSON
 from accel.hub.page import render_page
 from accel.hub.storage import Problem, StorageSender
@@ -97,9 +100,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _answer(request: web.Request, answer: Answer) -> web.Response:
     headers = {"ETag": answer.etag, "Cache-Control": "no-cache"}
-    inm = request.headers.get("If-None-Match")
-    if inm is not None and (inm.strip() == "*" or answer.etag in inm):
+    decision = evaluate(
+        Request.from_headers(request.method, request.headers.items()),
+        Representation(etag=answer.etag),
+        now=time.time(),
+    )
+    if decision.status == 304:
         return web.Response(status=304, headers=headers)
+    if decision.status == 412:
+        raise Problem(412, "precondition_failed", f"the answer changed ({decision.field})", headers)
     return web.Response(body=answer.body, content_type=_JSON, headers=headers)
 
 
@@ -143,7 +152,8 @@ async def _get_manifest(request: web.Request) -> web.Response:
 
 async def _ranking(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10_000:
         raise Problem(400, "bad_request", "limit must be an integer between 1 and 10000")
     catalog = _catalog(request)
     entries = await request.app[USAGE].ranking(int(raw), known=set(catalog.models))

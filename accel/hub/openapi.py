@@ -27,13 +27,24 @@ def _error(description: str) -> dict[str, Any]:
 
 
 _ETAG = {"ETag": {"description": "strong entity tag of the body", "schema": {"type": "string"}}}
-_INM = {
-    "name": "If-None-Match",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "an ETag from an earlier answer: 304 when it still matches",
-}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+# RFC 9110 conditionals (accel.hub.conditional), the same rules on every route.
+_INM = _header("If-None-Match", "ETags from earlier answers (weak comparison): 304 on a match")
+_IM = _header("If-Match", "ETags (strong comparison) or *: 412 when none matches")
+_IMS = _header("If-Modified-Since", "an HTTP-date: 304 when not modified since")
+_IUS = _header("If-Unmodified-Since", "an HTTP-date: 412 when modified since")
+_412 = _error("If-Match or If-Unmodified-Since did not hold (code precondition_failed)")
 # The hub's own rules (accel.hub.paths) written as JSON Schema patterns: ids and versions
 # are what check_name accepts; a file path is what split_raw_path accepts, "/"-separated
 # segments without control characters or backslashes that are never "" or "." or "..".
@@ -128,6 +139,7 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"type": "string"},
                     },
                     _INM,
+                    _IM,
                 ],
                 "responses": {
                     "200": {
@@ -135,6 +147,7 @@ OPENAPI: dict[str, Any] = {
                         "headers": _ETAG,
                     },
                     "304": {"description": "not modified", "headers": _ETAG},
+                    "412": _412,
                     **_COMMON_ERRORS,
                 },
             }
@@ -142,10 +155,11 @@ OPENAPI: dict[str, Any] = {
         "/api/models/{model_id}": {
             "get": {
                 "summary": "one model",
-                "parameters": [_MODEL_ID, _INM],
+                "parameters": [_MODEL_ID, _INM, _IM],
                 "responses": {
                     "200": {**_json(_ref("ModelInfo"), "the model"), "headers": _ETAG},
                     "304": {"description": "not modified", "headers": _ETAG},
+                    "412": _412,
                     "404": _error("no such model (code model_not_found)"),
                     **_COMMON_ERRORS,
                 },
@@ -156,10 +170,11 @@ OPENAPI: dict[str, Any] = {
                 "summary": "a version's files with sha256 and blake3 block digests; "
                 "a 200 counts one install request for the ranking (a 304 does not: "
                 "the client was counted when it got the manifest)",
-                "parameters": [_MODEL_ID, _VERSION, _INM],
+                "parameters": [_MODEL_ID, _VERSION, _INM, _IM],
                 "responses": {
                     "200": {**_json(_ref("VersionManifest"), "the manifest"), "headers": _ETAG},
                     "304": {"description": "not modified", "headers": _ETAG},
+                    "412": _412,
                     "404": _error("model_not_found or version_not_found"),
                     **_COMMON_ERRORS,
                 },
@@ -227,24 +242,12 @@ OPENAPI: dict[str, Any] = {
                         "U+007F)",
                         "schema": {"type": "string", "pattern": FILE_PATH_PATTERN},
                     },
-                    {
-                        "name": "Range",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "If-Range",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "If-Match",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
+                    _header("Range", "bytes=first-last, first- or -suffix (ASCII digits)"),
+                    _header("If-Range", "an ETag (strong) or Last-Modified: else 200"),
+                    _IM,
+                    _IUS,
+                    _INM,
+                    _IMS,
                 ],
                 "responses": {
                     "200": {
@@ -255,13 +258,13 @@ OPENAPI: dict[str, Any] = {
                         "description": "the requested range, with Content-Range",
                         "content": {"application/octet-stream": {}},
                     },
-                    "304": {"description": "If-None-Match matched"},
+                    "304": {"description": "If-None-Match or If-Modified-Since: not modified"},
                     "400": _error(
                         "a segment is empty, '.', '..' or has a backslash or control "
                         "character (code bad_path)"
                     ),
                     "404": _error("well formed, but not a file of this version (code not_found)"),
-                    "412": _error("If-Match did not match (code precondition_failed)"),
+                    "412": _412,
                     "416": _error("range outside the file; Content-Range: bytes */size"),
                     **_COMMON_ERRORS,
                 },

@@ -7,8 +7,10 @@ range of it. The raw path is split and decoded once, segment by segment (aiohttp
 manifest are looked up; the resolved path must stay inside the version's ``files``
 directory and the final open refuses symlinks; the descriptor's real path is checked
 afterwards (``/proc/self/fd``), so a directory swapped for a symlink is refused too.
-Bytes go out with ``sendfile(2)`` through :mod:`accel.hub.sendfile`, the one place that
-touches the client's socket (and copes with it closing). ``web.FileResponse`` is not used:
+Conditional headers and Range are decided by :mod:`accel.hub.conditional` (RFC 9110,
+pure); bytes go out with ``sendfile(2)`` through :mod:`accel.hub.sendfile`, the one
+place that touches the client's socket (and copes with it closing). ``web.FileResponse``
+is not used:
 it mishandles ``bytes=-0``, ETags in ``If-Range`` and custom ETags.
 """
 
@@ -16,16 +18,16 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import formatdate
 
 from aiohttp import web
 
 from accel.errors import UnsafePathError
 from accel.hub.catalog import Catalog
+from accel.hub.conditional import Representation, Request, evaluate, format_http_date
 from accel.hub.paths import split_raw_path
-from accel.hub.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
 from accel.hub.sendfile import send_range
 
 __all__ = ["OpenedFile", "Problem", "StorageSender", "open_listed_file"]
@@ -54,7 +56,11 @@ class OpenedFile:
     fd: int
     size: int
     etag: str
-    last_modified: str
+    mtime: int  # whole seconds: what Last-Modified says and conditionals compare
+
+    @property
+    def last_modified(self) -> str:
+        return format_http_date(self.mtime)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -97,7 +103,7 @@ def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
         fd=fd,
         size=st.st_size,
         etag=f'"{entry.sha256[:40]}"',
-        last_modified=formatdate(st.st_mtime, usegmt=True),
+        mtime=int(st.st_mtime),
     )
 
 
@@ -129,11 +135,6 @@ def _is_regular(mode: int) -> bool:
     return stat.S_ISREG(mode)
 
 
-def _etag_listed(header: str, etag: str) -> bool:
-    values = [v.strip() for v in header.split(",")]
-    return "*" in values or etag in values
-
-
 class StorageSender:
     """The storage handler with its thread pool for blocking sendfile calls."""
 
@@ -163,22 +164,22 @@ class StorageSender:
             "Content-Type": "application/octet-stream",
             "Cache-Control": "no-cache",
         }
-        if_match = request.headers.get("If-Match")
-        if if_match is not None and not _etag_listed(if_match, f.etag):
-            raise Problem(412, "precondition_failed", "the file changed (If-Match)", headers)
-        if_none = request.headers.get("If-None-Match")
-        if if_none is not None and _etag_listed(if_none, f.etag):
+        decision = evaluate(
+            Request.from_headers(request.method, request.headers.items()),
+            Representation(etag=f.etag, last_modified=f.mtime, size=f.size),
+            now=time.time(),
+        )
+        if decision.status == 412:
+            raise Problem(
+                412, "precondition_failed", f"the file changed ({decision.field})", headers
+            )
+        if decision.status == 304:
             return web.Response(status=304, headers=headers)
-
-        wanted = parse_range(request.headers.get("Range"), f.size)
-        if wanted is not None and not if_range_allows(
-            request.headers.get("If-Range"), f.etag, f.last_modified
-        ):
-            wanted = None
-        if isinstance(wanted, Unsatisfiable):
-            headers["Content-Range"] = wanted.content_range
+        if decision.unsatisfiable is not None:
+            headers["Content-Range"] = decision.unsatisfiable.content_range
             raise Problem(416, "range_not_satisfiable", "the range lies outside the file", headers)
-        if isinstance(wanted, ByteRange):
+        if decision.byte_range is not None:
+            wanted = decision.byte_range
             status, offset, length = 206, wanted.start, wanted.length
             headers["Content-Range"] = wanted.content_range
         else:
