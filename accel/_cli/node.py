@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from accel._cli._limits import add_limit_options, limits_from
 from accel.errors import UsageError
 from accel.units import parse_rate
 
@@ -41,6 +42,7 @@ def register(subparsers: Any) -> None:
         "--hub", default=os.environ.get("ACCEL_HUB"), help="hub URL (default: $ACCEL_HUB)"
     )
     p.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT (port 0 picks a free one)")
+    add_limit_options(p)
     p.add_argument(
         "--scheduler", help="where MODEL_NOT_AVAILABLE reports go: http(s):// or ws(s)://"
     )
@@ -84,6 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.preseed_interval <= 0:
         raise UsageError("--preseed-interval must be > 0")
     host, port = _listen(args.listen)
+    limits = limits_from(args)
     if args.scheduler:
         from accel.node.transport import transport_for_url
 
@@ -102,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         install_missing=not args.no_install_missing,
         max_parallel_files=args.max_parallel_files,
         limit_rate=parse_rate(args.limit_rate) if args.limit_rate else None,
+        listen_limits=limits,
     )
     # The handler carries the level: library loggers (the manager's) set their own
     # levels for their log files and must not print below --log-level here.

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from accel._cli._limits import add_limit_options, limits_from
 from accel.errors import ConfigError, UsageError
 
 __all__ = ["register"]
@@ -30,6 +31,7 @@ def register(subparsers: Any) -> None:
         help="hub processes sharing the port (SO_REUSEPORT); one Python process uses one core",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    add_limit_options(p)
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--token", help="require Authorization: Bearer TOKEN on /api and /storage")
     auth.add_argument("--tokens-file", type=Path, help="file with one accepted token per line")
@@ -69,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 1 <= args.workers <= 64:
         raise UsageError(f"--workers {args.workers} must be between 1 and 64")
+    limits = limits_from(args)
 
     def ready(url: str) -> None:
         auth = " (bearer token required)" if tokens else ""
@@ -79,7 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
         from accel.hub.server import run_workers
 
         child = [sys.executable, "-m", "accel", "serve", "--root", str(root), "--host", args.host,
-                 "--reuse-port"]  # fmt: skip
+                 "--reuse-port", "--header-timeout", str(limits.header_timeout_s),
+                 "--max-connections", str(limits.max_connections)]  # fmt: skip
         if args.token is not None:
             child += ["--token", args.token]
         elif args.tokens_file is not None:
@@ -92,7 +96,15 @@ def _serve(args: argparse.Namespace) -> int:
                 hint="pick another --port (0 chooses a free one)",
             ) from exc
     try:
-        run(root, args.host, args.port, tokens=tokens, on_ready=ready, reuse_port=args.reuse_port)
+        run(
+            root,
+            args.host,
+            args.port,
+            tokens=tokens,
+            on_ready=ready,
+            reuse_port=args.reuse_port,
+            limits=limits,
+        )
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror}",

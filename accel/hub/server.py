@@ -1,7 +1,8 @@
 """Running the hub: bind, serve until SIGTERM/SIGINT, shut down cleanly.
 
 Owns the process-level part of ``accel serve`` (event loop choice, socket, signals) so
-the CLI stays a parser and tests can run the same code.
+the CLI stays a parser and tests can run the same code. Connections are accepted by
+:class:`accel.listener.LimitedSite` (request-head timeout, connection cap).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 
 from accel.hub.app import create_app
+from accel.listener import LimitedSite, Limits, bind_listening_socket, raise_open_files_limit
 
 __all__ = ["run", "run_workers", "serve"]
 
@@ -31,27 +34,30 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     reuse_port: bool = False,
+    limits: Limits = Limits(),  # frozen: one shared default is safe
 ) -> None:
     """Serve the store at ``root`` until ``stop`` is set (or SIGTERM/SIGINT arrive).
 
     ``reuse_port`` joins a ``SO_REUSEPORT`` group: several worker processes bound to one
-    port, the kernel spreading connections over them.
+    port, the kernel spreading connections over them. ``limits`` (per process) close a
+    connection whose request head is late and cap the open connections; the open files
+    limit is raised to what the cap needs.
     """
+    room = raise_open_files_limit(limits.max_connections)
+    limits = replace(limits, max_connections=room)
+    sock = bind_listening_socket(host, port, reuse_port=reuse_port)  # fails before any setup
     app = create_app(root, tokens=tokens)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    site = web.SockSite(runner, sock, backlog=1024)
-    await site.start()
+    runner = web.AppRunner(app, handle_signals=False)
+    try:
+        await runner.setup()
+        site = LimitedSite(runner, sock, limits, access_log=None)
+        await site.start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
     bound = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,6 +80,7 @@ def run(
     tokens: Sequence[str] = (),
     on_ready: Callable[[str], None] | None = None,
     reuse_port: bool = False,
+    limits: Limits = Limits(),  # frozen: one shared default is safe
 ) -> None:
     """Blocking entry point: uvloop when installed, else asyncio's default loop."""
     factory = None
@@ -85,7 +92,17 @@ def run(
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(root, host, port, tokens=tokens, on_ready=on_ready, reuse_port=reuse_port))
+        runner.run(
+            serve(
+                root,
+                host,
+                port,
+                tokens=tokens,
+                on_ready=on_ready,
+                reuse_port=reuse_port,
+                limits=limits,
+            )
+        )
 
 
 def run_workers(

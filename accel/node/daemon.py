@@ -20,13 +20,14 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from accel.errors import AccelError, NotFoundError, UsageError
+from accel.listener import LimitedSite, Limits, bind_listening_socket, raise_open_files_limit
 from accel.node.events import EventBroadcaster, event_name, to_jsonable
 from accel.node.guard import JobGuard
 from accel.node.hubinfo import HubInfo, preseed_candidates
@@ -60,6 +61,8 @@ class NodeConfig:
     install_missing: bool = True
     max_parallel_files: int = 3
     limit_rate: float | None = None
+    #: request-head timeout and connection cap of the daemon's HTTP listener
+    listen_limits: Limits = field(default_factory=Limits)
 
 
 async def call(obj: Any, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -155,14 +158,13 @@ class NodeDaemon:
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="node-refresh"))
         if self.config.preseed_top > 0:
             self._tasks.append(asyncio.create_task(self._preseed_loop(), name="node-preseed"))
+        limits = self.config.listen_limits
+        room = raise_open_files_limit(limits.max_connections)
         self._runner = web.AppRunner(make_app(self), shutdown_timeout=2.0, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        port = self.config.port
-        if server is not None and server.sockets:
-            port = server.sockets[0].getsockname()[1]
+        sock = bind_listening_socket(self.config.host, self.config.port)
+        await LimitedSite(self._runner, sock, replace(limits, max_connections=room)).start()
+        port = sock.getsockname()[1]
         self.url = f"http://{self.config.host}:{port}"
         log.info("node %s listening on %s", self.config.node_id, self.url)
 

@@ -8,6 +8,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.hub import REPO, running_hub
 
 
@@ -30,6 +32,26 @@ def test_token_and_tokens_file_are_exclusive(tmp_path: Path, accel_cmd: list[str
         capture_output=True, text=True, timeout=30, check=False, cwd=REPO,
     )  # fmt: skip
     assert out.returncode == 2 and "not allowed with" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--header-timeout", "0"],
+        ["--header-timeout", "-1"],
+        ["--header-timeout", "nan"],
+        ["--max-connections", "0"],
+    ],
+)
+def test_bad_listener_limits_are_one_line(
+    tmp_path: Path, accel_cmd: list[str], args: list[str]
+) -> None:
+    out = subprocess.run(
+        [*accel_cmd, "serve", "--root", str(tmp_path), *args],
+        capture_output=True, text=True, timeout=30, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 2 and args[0] in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_sigterm_stops_cleanly_and_empty_store_serves(tmp_path: Path) -> None:
