@@ -1,0 +1,402 @@
+"""Repair of a file whose SHA256 is wrong when no block digest says which bytes are.
+
+With a manifest, every block is checked by blake3 as it streams, so a corrupt answer
+costs one chunk. Without one (``accel get --sha256 H``), a flipped or shifted byte shows
+only at the end, as a wrong SHA256 over the whole file, and starting over fails the same
+way on an origin that corrupts a few answers in a hundred. Instead the file is cut into
+*pieces* (the chunks as they were written, each with the xxh3 recorded then) and
+pieces are fetched again until each has a *consensus*: the newest fetch agrees with an
+earlier one. The bytes on disk are always those of the newest complete fetch (each
+refetch writes over the piece in place), so a settled piece holds bytes that two
+independent answers agreed on. Pieces whose fetches disagree get the next fetch before
+unchecked pieces get their second; whenever a fetch changed bytes on disk, the whole
+file is hashed again (once the fetches in flight have landed), and the first match ends
+the repair: the SHA256 alone says "verified", consensus only finds the candidates.
+
+The repair spends at most a byte budget (``budget_factor`` times the file by default)
+and fetches one piece at most ``max_votes`` times. It ends in one of three ways:
+
+- the SHA256 matches: the file is verified;
+- every piece is settled and the SHA256 still differs: the origin consistently serves
+  other bytes (or the expected digest is wrong); refetching cannot help;
+- the budget ran out, or some piece never got two agreeing answers: the ``.part`` and
+  its checkpoint stay (``resumable``), so a rerun repairs again from there.
+
+:class:`RepairPlan` is the pure policy (values in, values out, property-tested like
+:mod:`accel.fetch.plan`); :func:`repair` drives it through the engine's worker pool.
+It never decides that bytes are good without the SHA256, and never reads a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import math
+import os
+from collections.abc import Callable, Collection, Iterable, MutableMapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from accel.errors import AccelError, DownloadError, IntegrityError
+from accel.fetch.checkpoint import DoneChunk, xxh3_of_range
+
+if TYPE_CHECKING:
+    from accel.fetch.messages import Task
+    from accel.fetch.pool import Outcome
+    from accel.fetch.slots import Shared
+
+__all__ = ["BUDGET_FACTOR", "MAX_VOTES", "Piece", "RepairPlan", "cover", "repair"]
+
+MiB = 1024 * 1024
+#: what a repair may fetch, as a multiple of the file's size: one full second pass, the
+#: third fetches of the pieces that disagree, and the faults of those requests
+BUDGET_FACTOR = 1.5
+#: complete fetches of one piece (the recorded one included) before it is undecidable
+MAX_VOTES = 5
+#: pieces without a recorded chunk (a file fetched in one request) are cut this small
+PIECE_SIZE = 1 * MiB
+#: refetches in flight at once: each one still running when a hash matches is wasted
+_PARALLEL = 4
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Bytes ``[start, end)`` and the xxh3 of every complete fetch of them, oldest first.
+
+    ``votes[0]`` is the fetch the download recorded; the bytes on disk are those of
+    ``votes[-1]``.
+    """
+
+    start: int
+    end: int
+    votes: tuple[str, ...]
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def settled(self) -> bool:
+        """The newest fetch agrees with an earlier one: two answers gave these bytes."""
+        return self.votes[-1] in self.votes[:-1]
+
+    @property
+    def suspect(self) -> bool:
+        """Fetched again, and the fetches disagree: one of them was corrupt."""
+        return len(self.votes) > 1 and not self.settled
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """Which pieces to fetch again, what that may cost, and when to hash the file.
+
+    ``spent`` counts every byte received by the repair, failed attempts included;
+    ``unhashed`` is True when some fetch changed bytes on disk since the last hash.
+    """
+
+    pieces: tuple[Piece, ...]
+    budget: int
+    spent: int = 0
+    max_votes: int = MAX_VOTES
+    unhashed: bool = False
+
+    @classmethod
+    def start(
+        cls,
+        pieces: Iterable[tuple[int, int, str]],
+        *,
+        budget: int,
+        max_votes: int = MAX_VOTES,
+    ) -> RepairPlan:
+        """A plan over ``(start, end, recorded xxh3)`` pieces, sorted by start."""
+        if max_votes < 2 or budget < 0:
+            raise ValueError("max_votes >= 2 and budget >= 0 are required")
+        ordered = tuple(Piece(s, e, (x,)) for s, e, x in sorted(pieces))
+        for a, b in itertools.pairwise(ordered):
+            if a.end > b.start:
+                raise ValueError(f"pieces {a.start}-{a.end} and {b.start}-{b.end} overlap")
+        if any(p.end <= p.start for p in ordered):
+            raise ValueError("every piece must hold at least one byte")
+        return cls(ordered, budget, max_votes=max_votes)
+
+    # --- queries ---------------------------------------------------------------
+    def piece_at(self, start: int) -> Piece:
+        for p in self.pieces:
+            if p.start == start:
+                return p
+        raise KeyError(start)
+
+    def wanted(self, piece: Piece) -> bool:
+        """Another fetch of ``piece`` could still tell something."""
+        return not piece.settled and len(piece.votes) < self.max_votes
+
+    def next_piece(self, busy: Collection[int] = (), reserved: int = 0) -> Piece | None:
+        """The piece to fetch next, or None: nothing wanted, the budget (less the
+        ``reserved`` bytes of the fetches in flight, keyed by start in ``busy``) does
+        not cover it, or a change on disk awaits its hash (no new fetch before it).
+
+        Suspects come first (a third answer settles them), then unchecked pieces in
+        file order.
+        """
+        if self.unhashed:
+            return None
+        left = self.budget - self.spent - reserved
+        candidates = [p for p in self.pieces if p.start not in busy and self.wanted(p)]
+        candidates.sort(key=lambda p: (not p.suspect, p.start))
+        for p in candidates:
+            if p.length <= left:
+                return p
+        return None
+
+    @property
+    def all_settled(self) -> bool:
+        return all(p.settled for p in self.pieces)
+
+    @property
+    def repaired(self) -> list[Piece]:
+        """Settled pieces whose agreed bytes are not the ones the download wrote."""
+        return [p for p in self.pieces if p.settled and p.votes[-1] != p.votes[0]]
+
+    @property
+    def open_pieces(self) -> list[Piece]:
+        return [p for p in self.pieces if not p.settled]
+
+    # --- transitions -------------------------------------------------------------
+    def fetched(self, start: int, xxh3: str, spent: int) -> RepairPlan:
+        """A fetch of the piece at ``start`` completed with ``xxh3``, costing ``spent``
+        bytes (its failed attempts included); its bytes are now the ones on disk."""
+        pieces = list(self.pieces)
+        for i, p in enumerate(pieces):
+            if p.start == start:
+                changed = xxh3 != p.votes[-1]
+                pieces[i] = replace(p, votes=(*p.votes, xxh3))
+                return replace(
+                    self,
+                    pieces=tuple(pieces),
+                    spent=self.spent + spent,
+                    unhashed=self.unhashed or changed,
+                )
+        raise KeyError(start)
+
+    def charge(self, spent: int) -> RepairPlan:
+        """Bytes received by attempts that completed nothing."""
+        return replace(self, spent=self.spent + spent)
+
+    def hashed(self) -> RepairPlan:
+        """The file was hashed again (and did not match)."""
+        return replace(self, unhashed=False)
+
+
+def cover(
+    total: int, recorded: Iterable[tuple[int, int]], piece_size: int = PIECE_SIZE
+) -> list[tuple[int, int, bool]]:
+    """Pieces partitioning ``[0, total)``: each recorded range as it is (``True``), the
+    gaps between them cut into pieces of at most ``piece_size`` (``False``)."""
+    out: list[tuple[int, int, bool]] = []
+    pos = 0
+    for start, end in sorted(recorded):
+        if start < pos or end > total or end <= start:
+            raise ValueError(f"recorded range {start}-{end} overlaps or leaves [0, {total})")
+        out += [(s, e, False) for s, e in _cut(pos, start, piece_size)]
+        out.append((start, end, True))
+        pos = end
+    out += [(s, e, False) for s, e in _cut(pos, total, piece_size)]
+    return out
+
+
+def _cut(start: int, end: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(end, s + size)) for s in range(start, end, size)]
+
+
+# --- the driver ----------------------------------------------------------------------
+async def repair(
+    shared: Shared,
+    *,
+    url: str,
+    part: Path,
+    total: int,
+    sha256: str,
+    actual: str,
+    records: MutableMapping[int, DoneChunk],
+    task_for: Callable[[int, int], Task],
+    on_progress: Callable[[int, int], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
+    budget_factor: float = BUDGET_FACTOR,
+    max_votes: int = MAX_VOTES,
+) -> str:
+    """Refetch pieces of ``part`` until its SHA256 is ``sha256``; return that digest.
+
+    ``actual`` is the SHA256 the download found (the mismatch that calls for a repair).
+
+    ``records`` (the download's finished chunks, by start) give the pieces and their
+    first vote; ranges they miss are read from disk. They are kept true to the disk:
+    after every complete refetch, the piece's record holds the new xxh3, so a checkpoint
+    saved after a failure (or a cancel) lets a rerun trust exactly the bytes it should.
+    ``task_for(start, end)`` makes the request of a piece (into ``part``, at its offset).
+
+    Raises :class:`IntegrityError` when the repair cannot verify the file (``resumable``
+    set when a rerun may still succeed), or the error of a piece whose requests keep
+    failing, as a chunk's would.
+    """
+    emit = on_event or (lambda message: None)
+    pieces = await asyncio.to_thread(_first_votes, part, total, records)
+    largest = max((e - s for s, e, _ in pieces), default=0)
+    plan = RepairPlan.start(
+        pieces, budget=max(math.ceil(budget_factor * total), 3 * largest), max_votes=max_votes
+    )
+    emit(
+        f"SHA256 mismatch and no block digests: refetching the file's {len(plan.pieces)} "
+        f"pieces to find the corrupt ones (budget {plan.budget} bytes)"
+    )
+    busy: dict[int, asyncio.Task[tuple[str, int]]] = {}
+    try:
+        while True:
+            while len(busy) < _PARALLEL:
+                reserved = sum(plan.piece_at(s).length for s in busy)
+                piece = plan.next_piece(busy, reserved)
+                if piece is None:
+                    break
+                if piece.suspect:
+                    emit(
+                        f"bytes {piece.start}-{piece.end - 1}: two answers disagree; "
+                        "fetching them again"
+                    )
+                busy[piece.start] = asyncio.ensure_future(
+                    _fetch_piece(shared, task_for(piece.start, piece.end), on_progress)
+                )
+            if not busy:
+                if not plan.unhashed:
+                    break
+                actual = await asyncio.to_thread(_sha256_of, part)
+                if actual == sha256:
+                    fixed = sum(1 for p in plan.pieces if p.votes[-1] != p.votes[0])
+                    emit(f"repaired: {plan.spent} bytes refetched, {fixed} piece(s) were corrupt")
+                    return actual
+                plan = plan.hashed()
+                continue
+            done, _ = await asyncio.wait(busy.values(), return_when=asyncio.FIRST_COMPLETED)
+            for start in [s for s, t in busy.items() if t in done]:
+                task = busy.pop(start)
+                try:
+                    xxh3, spent = task.result()
+                except _PieceFailed as failed:
+                    plan = plan.charge(failed.spent)
+                    raise failed.error from None
+                plan = plan.fetched(start, xxh3, spent)
+                p = plan.piece_at(start)
+                records[start] = DoneChunk(start=start, end=p.end, xxh3=xxh3)
+    finally:
+        for t in busy.values():
+            t.cancel()
+        if busy:
+            await asyncio.gather(*busy.values(), return_exceptions=True)
+    raise _give_up(plan, url=url, sha256=sha256, digest=actual)
+
+
+def _give_up(plan: RepairPlan, *, url: str, sha256: str, digest: str) -> IntegrityError:
+    """The error of a repair that ran out of things to try (``digest``: the file's
+    SHA256 after the last change on disk)."""
+    if plan.all_settled:
+        return IntegrityError(
+            f"{url}: SHA256 {digest} does not match the expected {sha256}, and every piece "
+            f"of the file was fetched twice with the same bytes ({len(plan.repaired)} "
+            "repaired): the server consistently sends other bytes",
+            url=url,
+            expected=sha256,
+            actual=digest,
+            hint="check the expected SHA256, or report the corrupt file to its owner",
+        )
+    first = plan.open_pieces[0]
+    return IntegrityError(
+        f"{url}: SHA256 {digest} does not match the expected {sha256}; the repair spent "
+        f"{plan.spent} of its {plan.budget} bytes and {len(plan.open_pieces)} piece(s) "
+        f"(first: bytes {first.start}-{first.end - 1}) never got two agreeing answers",
+        url=url,
+        expected=sha256,
+        actual=digest,
+        resumable=True,
+        hint="rerun: the .part is kept and the repair goes on from there",
+    )
+
+
+class _PieceFailed(Exception):
+    def __init__(self, error: AccelError, spent: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.spent = spent
+
+
+async def _fetch_piece(
+    shared: Shared, task: Task, on_progress: Callable[[int, int], None] | None
+) -> tuple[str, int]:
+    """One complete fetch of a piece: ``(xxh3, bytes received by every attempt)``.
+
+    Retryable failures back off and try again, as a chunk does (the engine's
+    :class:`~accel.fetch.slots.RetryPolicy`).
+    """
+    spent = 0
+    attempt = 0
+    while True:
+        attempt += 1
+        await shared.slots.acquire()
+        try:
+            handle = shared.pool.submit(task)
+        except BaseException:
+            shared.slots.release()
+            raise
+        handle.on_progress = on_progress
+        try:
+            outcome: Outcome = await asyncio.shield(handle.done)
+        except asyncio.CancelledError:
+            shared.pool.cancel(handle)
+            raise
+        finally:
+            shared.slots.release()
+        end = outcome.end if outcome.end is not None else handle.position
+        if on_progress is not None and end > handle.position:
+            on_progress(handle.position, end)
+        spent += max(0, end - task.start)
+        error: AccelError | None = outcome.error
+        if error is None and outcome.end != task.end:
+            error = DownloadError(
+                f"{task.url}: a worker finished bytes {task.start}-{outcome.end}, "
+                f"expected up to {task.end}",
+                url=task.url,
+            )
+        if error is None:
+            return outcome.xxh3, spent
+        if not outcome.retryable or not shared.retry.allows(attempt):
+            raise _PieceFailed(error, spent)
+        await asyncio.sleep(shared.retry.delay(attempt, outcome.retry_after))
+
+
+def _first_votes(
+    part: Path, total: int, records: MutableMapping[int, DoneChunk]
+) -> list[tuple[int, int, str]]:
+    """The pieces with their first vote: recorded chunks as recorded, the rest read
+    from disk (and recorded, since the disk holds exactly those bytes)."""
+    pieces = cover(total, [(c.start, c.end) for c in records.values()])
+    out: list[tuple[int, int, str]] = []
+    fd = -1
+    try:
+        for start, end, known in pieces:
+            if known:
+                out.append((start, end, records[start].xxh3))
+                continue
+            if fd < 0:
+                fd = os.open(part, os.O_RDONLY)
+            xxh3 = xxh3_of_range(fd, start, end)
+            records[start] = DoneChunk(start=start, end=end, xxh3=xxh3)
+            out.append((start, end, xxh3))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return out
+
+
+def _sha256_of(path: Path) -> str:
+    # Plain reads, not a mapping: a disk error is an OSError here, never a SIGBUS.
+    with open(path, "rb", buffering=0) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
