@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from accel.fetch.pool import Outcome
     from accel.fetch.slots import Shared
 
-__all__ = ["BUDGET_FACTOR", "MAX_VOTES", "Piece", "RepairPlan", "cover", "repair"]
+__all__ = ["BUDGET_FACTOR", "MAX_VOTES", "Piece", "RepairPlan", "cover", "piece_size_for", "repair"]
 
 MiB = 1024 * 1024
 #: what a repair may fetch, as a multiple of the file's size: one full second pass, the
@@ -55,8 +55,11 @@ MiB = 1024 * 1024
 BUDGET_FACTOR = 1.5
 #: complete fetches of one piece (the recorded one included) before it is undecidable
 MAX_VOTES = 5
-#: pieces without a recorded chunk (a file fetched in one request) are cut this small
-PIECE_SIZE = 1 * MiB
+#: pieces are about 1/64 of the file, within these bounds: small enough that a third
+#: fetch and the fetches in flight when a hash matches cost little, large enough that a
+#: pass over the file is not thousands of requests
+MIN_PIECE = 256 * 1024
+MAX_PIECE = 1 * MiB
 #: refetches in flight at once: each one still running when a hash matches is wasted
 _PARALLEL = 4
 
@@ -189,18 +192,28 @@ class RepairPlan:
         return replace(self, unhashed=False)
 
 
+def piece_size_for(total: int) -> int:
+    """About 1/64 of the file, in whole 64 KiB, between ``MIN_PIECE`` and ``MAX_PIECE``."""
+    step = 64 * 1024
+    return max(MIN_PIECE, min(MAX_PIECE, -(-total // 64 // step) * step))
+
+
 def cover(
-    total: int, recorded: Iterable[tuple[int, int]], piece_size: int = PIECE_SIZE
+    total: int, recorded: Iterable[tuple[int, int]], piece_size: int
 ) -> list[tuple[int, int, bool]]:
-    """Pieces partitioning ``[0, total)``: each recorded range as it is (``True``), the
-    gaps between them cut into pieces of at most ``piece_size`` (``False``)."""
+    """Pieces partitioning ``[0, total)``: a recorded range of at most ``piece_size`` as
+    it is (``True``: its recorded xxh3 is the first vote); longer recorded ranges and
+    the gaps between them cut into pieces of at most ``piece_size`` (``False``)."""
     out: list[tuple[int, int, bool]] = []
     pos = 0
     for start, end in sorted(recorded):
         if start < pos or end > total or end <= start:
             raise ValueError(f"recorded range {start}-{end} overlaps or leaves [0, {total})")
         out += [(s, e, False) for s, e in _cut(pos, start, piece_size)]
-        out.append((start, end, True))
+        if end - start <= piece_size:
+            out.append((start, end, True))
+        else:
+            out += [(s, e, False) for s, e in _cut(start, end, piece_size)]
         pos = end
     out += [(s, e, False) for s, e in _cut(pos, total, piece_size)]
     return out
@@ -231,9 +244,11 @@ async def repair(
     ``actual`` is the SHA256 the download found (the mismatch that calls for a repair).
 
     ``records`` (the download's finished chunks, by start) give the pieces and their
-    first vote; ranges they miss are read from disk. They are kept true to the disk:
-    after every complete refetch, the piece's record holds the new xxh3, so a checkpoint
-    saved after a failure (or a cancel) lets a rerun trust exactly the bytes it should.
+    first vote; a chunk longer than a piece, and any range no chunk covers (a file
+    fetched in one request), is cut into pieces whose first vote is read from disk, and
+    ``records`` then holds one entry per piece. They are kept true to the disk: after
+    every complete refetch, the piece's record holds the new xxh3, so a checkpoint saved
+    after a failure (or a cancel) lets a rerun trust exactly the bytes it should.
     ``task_for(start, end)`` makes the request of a piece (into ``part``, at its offset).
 
     Raises :class:`IntegrityError` when the repair cannot verify the file (``resumable``
@@ -376,8 +391,8 @@ def _first_votes(
     part: Path, total: int, records: MutableMapping[int, DoneChunk]
 ) -> list[tuple[int, int, str]]:
     """The pieces with their first vote: recorded chunks as recorded, the rest read
-    from disk (and recorded, since the disk holds exactly those bytes)."""
-    pieces = cover(total, [(c.start, c.end) for c in records.values()])
+    from disk; ``records`` becomes one entry per piece (the disk holds those bytes)."""
+    pieces = cover(total, [(c.start, c.end) for c in records.values()], piece_size_for(total))
     out: list[tuple[int, int, str]] = []
     fd = -1
     try:
@@ -387,12 +402,12 @@ def _first_votes(
                 continue
             if fd < 0:
                 fd = os.open(part, os.O_RDONLY)
-            xxh3 = xxh3_of_range(fd, start, end)
-            records[start] = DoneChunk(start=start, end=end, xxh3=xxh3)
-            out.append((start, end, xxh3))
+            out.append((start, end, xxh3_of_range(fd, start, end)))
     finally:
         if fd >= 0:
             os.close(fd)
+    records.clear()
+    records.update((s, DoneChunk(start=s, end=e, xxh3=x)) for s, e, x in out)
     return out
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from accel.errors import IntegrityError
 from accel.fetch import Engine, Expected, ProgressEvent
 from accel.fetch.checkpoint import checkpoint_path, load_checkpoint, part_path
-from accel.fetch.repair import RepairPlan, cover
+from accel.fetch.repair import MAX_PIECE, MIN_PIECE, RepairPlan, cover, piece_size_for
 from tests.support.faultproxy import FaultKind, FaultProxy, FaultRule
 from tests.support.nginx import Nginx
 
@@ -48,17 +48,27 @@ def test_cover_partitions_the_file_and_keeps_every_recorded_range(
     pieces = cover(total, recorded, piece_size)
     pos = 0
     for start, end, known in pieces:
-        assert start == pos and end > start
+        assert start == pos and 0 < end - start <= piece_size
         assert known == ((start, end) in recorded)
-        assert known or end - start <= piece_size
         pos = end
     assert pos == total
-    assert sum(1 for *_, known in pieces if known) == len(recorded)
+    short = [r for r in recorded if r[1] - r[0] <= piece_size]
+    assert sum(1 for *_, known in pieces if known) == len(short)
+    for a, b in recorded:  # a recorded range is never cut across by a piece
+        assert any(s == a for s, _, _ in pieces) and any(e == b for _, e, _ in pieces)
+
+
+@given(st.integers(0, 1 << 40))
+def test_pieces_are_about_a_64th_of_the_file_within_bounds(total: int) -> None:
+    size = piece_size_for(total)
+    assert MIN_PIECE <= size <= MAX_PIECE and size % 65536 == 0
+    if MIN_PIECE < size < MAX_PIECE:
+        assert 64 * (size - 65536) < total <= 64 * size
 
 
 def test_cover_refuses_overlapping_records() -> None:
     with pytest.raises(ValueError, match="overlaps"):
-        cover(100, [(0, 60), (50, 100)])
+        cover(100, [(0, 60), (50, 100)], 10)
 
 
 def plan_of(n: int, length: int = 10, budget: int = 10**9) -> RepairPlan:
