@@ -7,11 +7,13 @@ answers silently (status, headers and length stay right).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 
 from accel.errors import IntegrityError
 from accel.fetch import Engine, Expected, ProgressEvent
-from accel.fetch.checkpoint import checkpoint_path, load_checkpoint, part_path
+from accel.fetch.checkpoint import checkpoint_path, load_checkpoint, part_path, revalidate
 from accel.fetch.repair import MAX_PIECE, MIN_PIECE, RepairPlan, cover, piece_size_for
 from tests.support.faultproxy import FaultKind, FaultProxy, FaultRule
 from tests.support.nginx import Nginx
@@ -330,6 +332,50 @@ async def test_no_consensus_keeps_the_part_and_the_rerun_repairs_from_there(
     await fetch(proxy, dest, data)
     assert dest.read_bytes() == data
     assert proxy.client_body_bytes <= 1.5 * SIZE
+
+
+async def test_a_repair_cancelled_midway_leaves_what_a_rerun_can_trust(
+    proxied: Callable[..., FaultProxy], data_dir: Path, tmp_path: Path
+) -> None:
+    data = (data_dir / "f.bin").read_bytes()
+    dest = tmp_path / "f.bin"
+    proxy = proxied(
+        FaultRule(FaultKind.SHIFT, range_start=5 * BLOCK, after_bytes=50),
+        FaultRule(FaultKind.STALL_HEADERS, range_start=0, stall_s=0.0),  # the probe
+        FaultRule(FaultKind.STALL_HEADERS, range_start=0, stall_s=60.0),  # its refetch
+    )
+    repairing = asyncio.Event()
+
+    def progress(ev: ProgressEvent) -> None:
+        if ev.message.startswith("SHA256 mismatch"):
+            repairing.set()
+
+    async with Engine(workers=1, connections=3, backoff_base=0.05) as e:
+        run = asyncio.ensure_future(
+            e.download(
+                f"{proxy.url}/f.bin",
+                dest,
+                expected=sha_only(data),
+                chunk_size=BLOCK,
+                progress=progress,
+            )
+        )
+        await asyncio.wait_for(repairing.wait(), 20)
+        deadline = time.monotonic() + 20
+        while starts(proxy).count(0) < 2:  # the refetch of piece 0 is stalled
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    cp = load_checkpoint(dest)
+    assert cp is not None and part_path(dest).exists()
+    # The pieces in flight may be half rewritten; every other one is recorded as it is.
+    trusted = revalidate(dest, cp)
+    assert sum(c.end - c.start for c in trusted) >= SIZE - 4 * BLOCK
+    proxy.set_rules([])
+    await fetch(proxy, dest, data)
+    assert dest.read_bytes() == data
 
 
 def test_accel_get_with_sha256_through_a_corrupting_origin(
