@@ -4,9 +4,10 @@ With a manifest, every block is checked by blake3 as it streams, so a corrupt an
 costs one chunk. Without one (``accel get --sha256 H``), a flipped or shifted byte shows
 only at the end, as a wrong SHA256 over the whole file, and starting over fails the same
 way on an origin that corrupts a few answers in a hundred. Instead the file is cut into
-*pieces* (the chunks as they were written, each with the xxh3 recorded then) and
-pieces are fetched again until each has a *consensus*: the newest fetch agrees with an
-earlier one. The bytes on disk are always those of the newest complete fetch (each
+*pieces* of about 1/64 of it: a finished chunk that small is a piece with the xxh3 the
+download recorded for it, a longer one is cut and its pieces' first xxh3 read back from
+disk (the bytes that download wrote; 64 MiB in a few tens of ms). Pieces are fetched
+again until each has a *consensus*: the newest fetch agrees with an earlier one. The bytes on disk are always those of the newest complete fetch (each
 refetch writes over the piece in place), so a settled piece holds bytes that two
 independent answers agreed on. Pieces whose fetches disagree get the next fetch before
 unchecked pieces get their second; whenever a fetch changed bytes on disk, the whole
@@ -22,7 +23,7 @@ and fetches one piece at most ``max_votes`` times. It ends in one of three ways:
 - the budget ran out, or some piece never got two agreeing answers: the ``.part`` and
   its checkpoint stay (``resumable``), so a rerun repairs again from there.
 
-:class:`RepairPlan` is the pure policy (values in, values out, property-tested like
+:class:`~accel.fetch.consensus.RepairPlan` is the pure policy (property-tested like
 :mod:`accel.fetch.plan`); :func:`repair` drives it through the engine's worker pool.
 It never decides that bytes are good without the SHA256, and never reads a socket.
 """
@@ -31,199 +32,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import math
 import os
-from collections.abc import Callable, Collection, Iterable, MutableMapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from accel.errors import AccelError, DownloadError, IntegrityError
 from accel.fetch.checkpoint import DoneChunk, xxh3_of_range
+from accel.fetch.consensus import BUDGET_FACTOR, MAX_VOTES, RepairPlan, cover, piece_size_for
 
 if TYPE_CHECKING:
     from accel.fetch.messages import Task
     from accel.fetch.pool import Outcome
     from accel.fetch.slots import Shared
 
-__all__ = ["BUDGET_FACTOR", "MAX_VOTES", "Piece", "RepairPlan", "cover", "piece_size_for", "repair"]
+__all__ = ["repair"]
 
-MiB = 1024 * 1024
-#: what a repair may fetch, as a multiple of the file's size: one full second pass, the
-#: third fetches of the pieces that disagree, and the faults of those requests
-BUDGET_FACTOR = 1.5
-#: complete fetches of one piece (the recorded one included) before it is undecidable
-MAX_VOTES = 5
-#: pieces are about 1/64 of the file, within these bounds: small enough that a third
-#: fetch and the fetches in flight when a hash matches cost little, large enough that a
-#: pass over the file is not thousands of requests
-MIN_PIECE = 256 * 1024
-MAX_PIECE = 1 * MiB
 #: refetches in flight at once: each one still running when a hash matches is wasted
 _PARALLEL = 4
 
 
-@dataclass(frozen=True)
-class Piece:
-    """Bytes ``[start, end)`` and the xxh3 of every complete fetch of them, oldest first.
-
-    ``votes[0]`` is the fetch the download recorded; the bytes on disk are those of
-    ``votes[-1]``.
-    """
-
-    start: int
-    end: int
-    votes: tuple[str, ...]
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start
-
-    @property
-    def settled(self) -> bool:
-        """The newest fetch agrees with an earlier one: two answers gave these bytes."""
-        return self.votes[-1] in self.votes[:-1]
-
-    @property
-    def suspect(self) -> bool:
-        """Fetched again, and the fetches disagree: one of them was corrupt."""
-        return len(self.votes) > 1 and not self.settled
-
-
-@dataclass(frozen=True)
-class RepairPlan:
-    """Which pieces to fetch again, what that may cost, and when to hash the file.
-
-    ``spent`` counts every byte received by the repair, failed attempts included;
-    ``unhashed`` is True when some fetch changed bytes on disk since the last hash.
-    """
-
-    pieces: tuple[Piece, ...]
-    budget: int
-    spent: int = 0
-    max_votes: int = MAX_VOTES
-    unhashed: bool = False
-
-    @classmethod
-    def start(
-        cls,
-        pieces: Iterable[tuple[int, int, str]],
-        *,
-        budget: int,
-        max_votes: int = MAX_VOTES,
-    ) -> RepairPlan:
-        """A plan over ``(start, end, recorded xxh3)`` pieces, sorted by start."""
-        if max_votes < 2 or budget < 0:
-            raise ValueError("max_votes >= 2 and budget >= 0 are required")
-        ordered = tuple(Piece(s, e, (x,)) for s, e, x in sorted(pieces))
-        for a, b in itertools.pairwise(ordered):
-            if a.end > b.start:
-                raise ValueError(f"pieces {a.start}-{a.end} and {b.start}-{b.end} overlap")
-        if any(p.end <= p.start for p in ordered):
-            raise ValueError("every piece must hold at least one byte")
-        return cls(ordered, budget, max_votes=max_votes)
-
-    # --- queries ---------------------------------------------------------------
-    def piece_at(self, start: int) -> Piece:
-        for p in self.pieces:
-            if p.start == start:
-                return p
-        raise KeyError(start)
-
-    def wanted(self, piece: Piece) -> bool:
-        """Another fetch of ``piece`` could still tell something."""
-        return not piece.settled and len(piece.votes) < self.max_votes
-
-    def next_piece(self, busy: Collection[int] = (), reserved: int = 0) -> Piece | None:
-        """The piece to fetch next, or None: nothing wanted, the budget (less the
-        ``reserved`` bytes of the fetches in flight, keyed by start in ``busy``) does
-        not cover it, or a change on disk awaits its hash (no new fetch before it).
-
-        Suspects come first (a third answer settles them), then unchecked pieces in
-        file order.
-        """
-        if self.unhashed:
-            return None
-        left = self.budget - self.spent - reserved
-        candidates = [p for p in self.pieces if p.start not in busy and self.wanted(p)]
-        candidates.sort(key=lambda p: (not p.suspect, p.start))
-        for p in candidates:
-            if p.length <= left:
-                return p
-        return None
-
-    @property
-    def all_settled(self) -> bool:
-        return all(p.settled for p in self.pieces)
-
-    @property
-    def repaired(self) -> list[Piece]:
-        """Settled pieces whose agreed bytes are not the ones the download wrote."""
-        return [p for p in self.pieces if p.settled and p.votes[-1] != p.votes[0]]
-
-    @property
-    def open_pieces(self) -> list[Piece]:
-        return [p for p in self.pieces if not p.settled]
-
-    # --- transitions -------------------------------------------------------------
-    def fetched(self, start: int, xxh3: str, spent: int) -> RepairPlan:
-        """A fetch of the piece at ``start`` completed with ``xxh3``, costing ``spent``
-        bytes (its failed attempts included); its bytes are now the ones on disk."""
-        pieces = list(self.pieces)
-        for i, p in enumerate(pieces):
-            if p.start == start:
-                changed = xxh3 != p.votes[-1]
-                pieces[i] = replace(p, votes=(*p.votes, xxh3))
-                return replace(
-                    self,
-                    pieces=tuple(pieces),
-                    spent=self.spent + spent,
-                    unhashed=self.unhashed or changed,
-                )
-        raise KeyError(start)
-
-    def charge(self, spent: int) -> RepairPlan:
-        """Bytes received by attempts that completed nothing."""
-        return replace(self, spent=self.spent + spent)
-
-    def hashed(self) -> RepairPlan:
-        """The file was hashed again (and did not match)."""
-        return replace(self, unhashed=False)
-
-
-def piece_size_for(total: int) -> int:
-    """About 1/64 of the file, in whole 64 KiB, between ``MIN_PIECE`` and ``MAX_PIECE``."""
-    step = 64 * 1024
-    return max(MIN_PIECE, min(MAX_PIECE, -(-total // 64 // step) * step))
-
-
-def cover(
-    total: int, recorded: Iterable[tuple[int, int]], piece_size: int
-) -> list[tuple[int, int, bool]]:
-    """Pieces partitioning ``[0, total)``: a recorded range of at most ``piece_size`` as
-    it is (``True``: its recorded xxh3 is the first vote); longer recorded ranges and
-    the gaps between them cut into pieces of at most ``piece_size`` (``False``)."""
-    out: list[tuple[int, int, bool]] = []
-    pos = 0
-    for start, end in sorted(recorded):
-        if start < pos or end > total or end <= start:
-            raise ValueError(f"recorded range {start}-{end} overlaps or leaves [0, {total})")
-        out += [(s, e, False) for s, e in _cut(pos, start, piece_size)]
-        if end - start <= piece_size:
-            out.append((start, end, True))
-        else:
-            out += [(s, e, False) for s, e in _cut(start, end, piece_size)]
-        pos = end
-    out += [(s, e, False) for s, e in _cut(pos, total, piece_size)]
-    return out
-
-
-def _cut(start: int, end: int, size: int) -> list[tuple[int, int]]:
-    return [(s, min(end, s + size)) for s in range(start, end, size)]
-
-
-# --- the driver ----------------------------------------------------------------------
 async def repair(
     shared: Shared,
     *,
