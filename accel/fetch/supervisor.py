@@ -51,6 +51,7 @@ from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.probe import probe, probe_start
 from accel.fetch.recorder import ChunkRecorder
 from accel.fetch.redirects import strip_credentials
+from accel.fetch.repair import repair
 from accel.fetch.single import fetch_once, special_target
 from accel.fetch.slots import Shared
 from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
@@ -166,7 +167,12 @@ class FileDownload:
             raise
         except BaseException as exc:
             self._stop_everything()
-            if isinstance(exc, IntegrityError) and self.plan is not None and self.plan.finished:
+            if (
+                isinstance(exc, IntegrityError)
+                and self.plan is not None
+                and self.plan.finished
+                and not getattr(exc, "resumable", False)  # a repair that a rerun goes on with
+            ):
                 # The whole file is wrong and no block says which part: start over.
                 self._close()
                 with contextlib.suppress(OSError):
@@ -642,6 +648,9 @@ class FileDownload:
             self.hasher.adopt(outcome.sha256)
         self.hasher.wake.set()
 
+    def _emit_retry(self, message: str) -> None:
+        self._emit("chunk_retry", message)
+
     def _on_progress(self, old: int, new: int) -> None:
         self.received += new - old
 
@@ -707,6 +716,14 @@ class FileDownload:
     async def _finish(self) -> DownloadResult:
         assert self.total is not None and self.hasher is not None
         digest = self.hasher.hexdigest()
+        want = (self.expected.sha256 or "").lower()
+        if want and digest != want and not self.digests and self.ranged:
+            # No block digest says which bytes are wrong: find and refetch them.
+            digest = await repair(
+                self.shared, url=self.url, part=self.part, total=self.total, sha256=want,
+                actual=digest, records=self.recorder.chunks, task_for=self._task,
+                on_progress=self._on_progress, on_event=self._emit_retry,
+            )  # fmt: skip
         if self.expected.sha256 and digest != self.expected.sha256.lower():
             raise IntegrityError(
                 f"{self.url}: SHA256 {digest} does not match the expected {self.expected.sha256}",

@@ -1,6 +1,6 @@
 """The chaos run: many downloads through the fault proxy at a random per-request fault rate.
 
-Shared by the short test in the default suite and the long soak (``bench/soak_chaos.py``).
+Shared by the short tests in the default suite and the long soak (``ACCEL_SOAK=1``).
 It downloads files of several sizes from a real nginx through :class:`FaultProxy` with one
 :class:`accel.fetch.Engine`, and classifies every outcome:
 
@@ -9,6 +9,12 @@ It downloads files of several sizes from a real nginx through :class:`FaultProxy
 - ``failed``: the engine raised an :class:`AccelError` with a code and a message.
 
 Anything else (a foreign exception, a hang) fails the run.
+
+Two origins: the loud one (``CHAOS_KINDS``, with the manifest's blake3 blocks, so even a
+flipped byte costs one chunk) and the silent one (:func:`run_silent_chaos`): the same
+loud faults minus ``flip``, plus ``corrupt_rate`` of answers silently flipped or shifted,
+and the engine knows only the SHA256 (``accel get --sha256 H``), so a corrupt chunk
+shows only at the end and must be found by the repair (accel/fetch/repair.py).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +34,13 @@ from accel.errors import AccelError
 from accel.fetch import Engine, Expected, ProgressEvent
 from accel.schema import ChunkDigests
 from tests.reliability.origin import NginxOrigin
-from tests.support.faultproxy import ALL_KINDS, FaultKind, FaultProxy
+from tests.support.faultproxy import ALL_KINDS, SILENT_KINDS, FaultKind, FaultProxy
 
 # Every transient fault. A new file version is not transient: the right outcome is a
 # RemoteChangedError, tested on its own (test_chaos.py::test_file_changing_mid_download).
 CHAOS_KINDS = tuple(k for k in ALL_KINDS if k is not FaultKind.NEW_VERSION)
+# The loud faults of the silent origin: every transient fault that a client can see.
+LOUD_KINDS = tuple(k for k in CHAOS_KINDS if k not in SILENT_KINDS)
 
 BLOCK = 256 * 1024
 SIZES = (
@@ -58,10 +67,20 @@ class ChaosReport:
     requests: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
+    #: body bytes the origin (the proxy) sent, and the bytes of the files asked for
+    origin_bytes: int = 0
+    file_bytes: int = 0
+    #: downloads whose first SHA256 was wrong and that the repair then verified
+    repaired: int = 0
 
     @property
     def complete_ratio(self) -> float:
         return self.ok / self.downloads if self.downloads else 0.0
+
+    @property
+    def origin_ratio(self) -> float:
+        """Origin bytes per byte of file asked for (1.0: nothing fetched twice)."""
+        return self.origin_bytes / self.file_bytes if self.file_bytes else 0.0
 
     def line(self) -> str:
         return (
@@ -70,12 +89,19 @@ class ChaosReport:
             f"{sum(self.faults.values())} faults {dict(self.faults)}; {self.elapsed_s:.1f} s"
         )
 
+    def silent_line(self) -> str:
+        """The line of a silent-origin run: how many needed the repair, and its cost."""
+        return (
+            f"{self.line()}; {self.repaired} repaired after a wrong SHA256; origin sent "
+            f"{self.origin_ratio:.2f}x the file bytes on average"
+        )
 
-def make_sources(root: Path, seed: int) -> list[tuple[str, bytes]]:
-    """Files of every size in SIZES, random bytes, written under ``root``."""
+
+def make_sources(root: Path, seed: int, sizes: Sequence[int] = SIZES) -> list[tuple[str, bytes]]:
+    """Files of every size in ``sizes``, random bytes, written under ``root``."""
     rnd = __import__("random").Random(seed)
     out = []
-    for i, size in enumerate(SIZES):
+    for i, size in enumerate(sizes):
         data = rnd.randbytes(size)
         name = f"src{i}.bin"
         (root / name).write_bytes(data)
@@ -83,8 +109,11 @@ def make_sources(root: Path, seed: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def expected_for(data: bytes) -> Expected:
-    """Size, SHA256 and blake3 block digests: what a manifest would tell the engine."""
+def expected_for(data: bytes, *, blocks: bool = True) -> Expected:
+    """Size, SHA256 and blake3 block digests: what a manifest would tell the engine
+    (``blocks=False``: size and SHA256 only, as ``accel get --sha256 H`` knows)."""
+    if not blocks:
+        return Expected(size=len(data), sha256=hashlib.sha256(data).hexdigest())
     digests = [blake3.blake3(data[i : i + BLOCK]).hexdigest() for i in range(0, len(data), BLOCK)]
     return Expected(
         size=len(data),
@@ -103,18 +132,29 @@ async def run_chaos(
     stall_s: float = 1.5,
     kinds: tuple[FaultKind, ...] = CHAOS_KINDS,
     max_attempts: int = 6,
+    sizes: Sequence[int] = SIZES,
+    blocks: bool = True,
+    corrupt_rate: float = 0.0,
+    chunk_size: int | None = BLOCK,
+    timeout_s: float = 120,
 ) -> ChaosReport:
-    """Run ``downloads`` downloads through a proxy injecting faults at ``rate``."""
+    """Run ``downloads`` downloads through a proxy injecting faults at ``rate`` (and
+    silently corrupting ``corrupt_rate`` of the other answers)."""
     www = work / "www"
     www.mkdir(parents=True, exist_ok=True)
-    sources = make_sources(www, seed)
-    expected = {name: expected_for(data) for name, data in sources}
+    sources = make_sources(www, seed, sizes)
+    expected = {name: expected_for(data, blocks=blocks) for name, data in sources}
     report = ChaosReport()
     t0 = time.monotonic()
     with (
         NginxOrigin(www) as origin,
         FaultProxy(
-            origin.url, fault_rate=rate, seed=seed, random_stall_s=stall_s, kinds=kinds
+            origin.url,
+            fault_rate=rate,
+            seed=seed,
+            random_stall_s=stall_s,
+            kinds=kinds,
+            corrupt_rate=corrupt_rate,
         ) as proxy,
     ):
         async with Engine(
@@ -132,24 +172,28 @@ async def run_chaos(
                 dest = work / "out" / f"{i:04d}-{name}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 last = [0]
+                repairing = [False]
 
                 def progress(ev: ProgressEvent) -> None:
+                    if ev.kind == "chunk_retry" and ev.message.startswith("SHA256 mismatch"):
+                        repairing[0] = True
                     # Committed bytes only ever go up, whatever the faults (DESIGN.md).
                     if ev.committed < last[0]:
                         report.progress_went_back.append(f"{name}: {last[0]} -> {ev.committed}")
                     last[0] = max(last[0], ev.committed)
 
                 async with sem:
+                    report.file_bytes += len(data)
                     try:
                         await asyncio.wait_for(
                             engine.download(
                                 f"{proxy.url}/{name}",
                                 dest,
                                 expected=expected[name],
-                                chunk_size=BLOCK,
+                                chunk_size=chunk_size,
                                 progress=progress,
                             ),
-                            timeout=120,
+                            timeout=timeout_s,
                         )
                     except AccelError as exc:
                         report.failed += 1
@@ -163,6 +207,7 @@ async def run_chaos(
                         report.downloads += 1
                     if dest.read_bytes() == data:
                         report.ok += 1
+                        report.repaired += repairing[0]
                     else:
                         report.corrupt += 1
                     os.unlink(dest)
@@ -171,5 +216,34 @@ async def run_chaos(
         s = proxy.snapshot()
     report.requests = s.requests
     report.faults = s.faults
+    report.origin_bytes = s.client_body_bytes
     report.elapsed_s = time.monotonic() - t0
     return report
+
+
+async def run_silent_chaos(
+    work: Path,
+    *,
+    downloads: int,
+    size: int,
+    corrupt_rate: float = 0.02,
+    rate: float = 0.3,
+    seed: int = 11,
+    parallel: int = 4,
+) -> ChaosReport:
+    """``downloads`` downloads of one ``size``-byte file, SHA256 only, through an origin
+    that faults ``rate`` of requests loudly and silently corrupts ``corrupt_rate`` of
+    the other answers; chunks sized by the engine, as ``accel get`` does."""
+    return await run_chaos(
+        work,
+        downloads=downloads,
+        rate=rate,
+        seed=seed,
+        parallel=parallel,
+        kinds=LOUD_KINDS,
+        sizes=(size,),
+        blocks=False,
+        corrupt_rate=corrupt_rate,
+        chunk_size=None,
+        timeout_s=600,
+    )

@@ -4,6 +4,11 @@ The claim under test (DESIGN.md "Bad input gets a clear error and loses nothing"
 fault ever yields a "success" whose bytes differ from the source; nearly every download
 completes within its retry budget; the rest fail with an AccelError naming the cause.
 The default suite runs 20 downloads; ``ACCEL_SOAK=1`` (scripts/soak) runs 200.
+
+The silent origin (issue 12, item 4): no block digests, only the SHA256, and an origin
+that flips or shifts bytes of some answers besides the loud faults. A corrupt chunk
+must be repaired, not fail the download: the default suite runs 10 small downloads at a
+high corruption rate; the soak runs the figure, 100 downloads of 64 MiB at 2%.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ import pytest
 
 from accel.errors import RemoteChangedError
 from accel.fetch import Engine
-from tests.reliability.chaos import BLOCK, CHAOS_KINDS, expected_for, make_sources, run_chaos
+from tests.reliability.chaos import (
+    BLOCK,
+    CHAOS_KINDS,
+    expected_for,
+    make_sources,
+    run_chaos,
+    run_silent_chaos,
+)
 from tests.reliability.figures import record_figure
 from tests.reliability.origin import NginxOrigin
 from tests.support.faultproxy import FaultKind, FaultProxy, FaultRule
@@ -43,6 +55,33 @@ async def test_chaos_no_silent_corruption(tmp_path: Path) -> None:
     assert report.complete_ratio >= (0.98 if SOAK else 0.9), report.failure_messages
     for msg in report.failure_messages:
         assert "]" in msg and len(msg) > 20  # a code and a message naming the cause
+
+
+@pytest.mark.timeout(3600 if SOAK else 120)
+async def test_silent_corruption_without_block_digests_is_repaired(tmp_path: Path) -> None:
+    if SOAK:
+        n, size, corrupt = 100, 64 * 1024 * 1024, 0.02
+    else:
+        n, size, corrupt = 10, 4 * 1024 * 1024, 0.1
+    report = await run_silent_chaos(tmp_path, downloads=n, size=size, corrupt_rate=corrupt)
+    print(report.silent_line())
+    for msg in report.failure_messages:
+        print("  failed:", msg)
+    record_figure(
+        "chaos, silent corruption",
+        f"{n} downloads of {size >> 20} MiB, SHA256 only (no block digests), through "
+        f"FaultProxy(fault_rate=0.3 loud, corrupt_rate={corrupt} flip/shift, seed=11), "
+        "Engine(workers=2, connections=8)",
+        report.silent_line(),
+    )
+    assert report.foreign == [], report.foreign
+    assert report.downloads == n
+    assert report.corrupt == 0
+    assert report.progress_went_back == []
+    silent = report.faults["flip"] + report.faults["shift"]
+    assert silent > 0 and report.repaired > 0  # the repair was needed, and it worked
+    assert report.ok >= 0.95 * n, report.failure_messages
+    assert report.origin_ratio <= 2.5
 
 
 @pytest.mark.timeout(120)

@@ -149,6 +149,42 @@ def test_flip_changes_exactly_one_byte(origin: NginxOrigin, data: bytes, tmp_pat
         assert p.faults == {"flip": 1}
 
 
+def test_shift_moves_one_byte_to_the_end(origin: NginxOrigin, data: bytes, tmp_path: Path) -> None:
+    with FaultProxy(origin.url, [FaultRule(FaultKind.SHIFT, after_bytes=70_000)]) as p:
+        rc, body, _ = curl_get(p.url + "/f.bin", tmp_path)
+        assert rc == 0 and len(body) == SIZE  # length and status right: only bytes moved
+        assert body == data[:70_000] + data[70_001:] + data[70_000:70_001]
+        assert p.faults == {"shift": 1}
+
+
+def test_corrupt_rate_is_silent_and_leaves_the_fault_sequence_alone(
+    origin: NginxOrigin, data: bytes, tmp_path: Path
+) -> None:
+    kinds = [FaultKind.STATUS_503]
+
+    def run(corrupt: float) -> tuple[list[str | None], int]:
+        bad = 0
+        with FaultProxy(origin.url, fault_rate=0.3, seed=5, kinds=kinds, corrupt_rate=corrupt) as p:
+            for i in range(40):
+                lo = i * 1000
+                rc, body, _ = curl_get(p.url + "/f.bin", tmp_path, "-r", f"{lo}-{lo + 999}")
+                if rc == 0 and len(body) == 1000 and body != data[lo : lo + 1000]:
+                    bad += 1
+            records = p.snapshot().records
+        return [r.fault.value if r.fault else None for r in records], bad
+
+    plain, none_bad = run(0.0)
+    mixed, bad = run(0.5)
+    assert none_bad == 0
+    # Every 503 of the plain run is still there; the other answers got corrupted instead.
+    assert [f for f in mixed if f == "status_503"] == [f for f in plain if f]
+    assert [i for i, f in enumerate(mixed) if f == "status_503"] == [
+        i for i, f in enumerate(plain) if f
+    ]
+    silent = [f for f in mixed if f in ("flip", "shift")]
+    assert 5 <= len(silent) <= 25 and bad == len(silent)  # ~50 % of the other ~28
+
+
 def test_stall_before_headers_trips_a_client_timeout(origin: NginxOrigin, tmp_path: Path) -> None:
     with FaultProxy(origin.url, [FaultRule(FaultKind.STALL_HEADERS, stall_s=3)]) as p:
         t0 = time.monotonic()

@@ -12,6 +12,8 @@ Faults (``FaultKind``):
 - ``truncate_nolen``   no Content-Length, ``Connection: close``, close after N bytes:
                        a client that does not count bytes reads this as success
 - ``flip``             flip one byte of the body (at offset N)
+- ``shift``            drop the byte at offset N and send it last: every later byte
+                       arrives one place early; length and headers stay right
 - ``stall_headers``    sleep T seconds before the status line
 - ``stall_body``       send N body bytes, then sleep T seconds, then go on
 - ``status_503``       answer 503 with ``Retry-After`` (upstream not contacted)
@@ -24,7 +26,12 @@ Faults (``FaultKind``):
 The proxy runs its own asyncio loop in a background thread, so sync tests, async tests
 (on their own loop) and the multi-process downloader can all use it through its URL. It
 counts requests, faults by kind, and body bytes sent to clients and read from upstream,
-so a test can assert "the origin sent at most X". Keep-alive is supported: a client may
+so a test can assert "the origin sent at most X".
+
+``corrupt_rate`` is a second, independent draw (its own seeded stream, so the sequence
+of ``fault_rate`` faults is the same with or without it): an answer that no other fault
+hit is silently corrupted (``flip`` or ``shift``: status, headers and length are right,
+some bytes are not), as a bad NIC, a broken middlebox or a faulty cache does. Keep-alive is supported: a client may
 send many requests over one connection, as connection pools do.
 
 It is test infrastructure: it never validates what the upstream says and it must never
@@ -64,6 +71,7 @@ class FaultKind(enum.StrEnum):
     TRUNCATE = "truncate"
     TRUNCATE_NOLEN = "truncate_nolen"
     FLIP = "flip"
+    SHIFT = "shift"
     STALL_HEADERS = "stall_headers"
     STALL_BODY = "stall_body"
     STATUS_503 = "status_503"
@@ -82,9 +90,12 @@ BODY_FAULTS = frozenset(
         FaultKind.TRUNCATE,
         FaultKind.TRUNCATE_NOLEN,
         FaultKind.FLIP,
+        FaultKind.SHIFT,
         FaultKind.STALL_BODY,
     }
 )
+# Faults that change bytes and nothing else: only a digest of the bytes can tell.
+SILENT_KINDS: tuple[FaultKind, ...] = (FaultKind.FLIP, FaultKind.SHIFT)
 ALL_KINDS: tuple[FaultKind, ...] = tuple(FaultKind)
 
 _HOP_BY_HOP = frozenset(
@@ -201,7 +212,8 @@ class FaultProxy:
 
     ``p.url`` is its base URL (``http://127.0.0.1:PORT``); append the same paths as on
     the upstream. ``kinds`` limits the faults drawn at random; ``latency_s`` delays
-    every request; ``trickle_bps`` caps every body at that many bytes per second.
+    every request; ``trickle_bps`` caps every body at that many bytes per second;
+    ``corrupt_rate`` silently corrupts that share of the other answers (``corrupt_kinds``).
     """
 
     def __init__(
@@ -218,6 +230,8 @@ class FaultProxy:
         retry_after: str = "1",
         port: int = 0,
         only_path: str | None = None,
+        corrupt_rate: float = 0.0,
+        corrupt_kinds: Sequence[FaultKind] = SILENT_KINDS,
     ) -> None:
         self.upstream = URL(upstream.rstrip("/"))
         self.rules = list(rules)
@@ -230,6 +244,9 @@ class FaultProxy:
         self.retry_after = retry_after
         self.only_path = only_path
         self._rng = random.Random(seed)
+        self.corrupt_rate = corrupt_rate
+        self.corrupt_kinds = tuple(FaultKind(k) for k in corrupt_kinds)
+        self._corrupt_rng = random.Random(f"corrupt-{seed}")
         self._want_port = port
         self.port = 0
         self._lock = threading.Lock()
@@ -458,21 +475,37 @@ class FaultProxy:
                 if rule.matches(number, method, target, range_start):
                     self._fired[i] += 1
                     return Fault(rule.kind, rule.after_bytes, rule.stall_s, rule.retry_after)
-            if self.fault_rate <= 0 or (self.only_path and self.only_path not in target):
+            if self.only_path and self.only_path not in target:
                 return None
-            if self._rng.random() >= self.fault_rate:
-                return None
-            kinds = [k for k in self.kinds if range_hdr or k not in RANGE_ONLY]
-            if method == "HEAD":
-                kinds = [k for k in kinds if k not in BODY_FAULTS]
-            if not kinds:
-                return None
-            kind = self._rng.choice(kinds)
-            # A fraction of the body in [0, 1): turned into a byte offset once the length
-            # is known; drawn here so that the sequence depends on the seed alone.
-            frac = self._rng.random()
-            stall = self.random_stall_s * (0.5 + self._rng.random())
+            fault = self._draw_fault(method, range_hdr)
+            silent = self._draw_corruption(method)
+        return fault or silent
+
+    def _draw_fault(self, method: str, range_hdr: str | None) -> Fault | None:
+        """The random ``fault_rate`` draw (under the lock)."""
+        if self.fault_rate <= 0 or self._rng.random() >= self.fault_rate:
+            return None
+        kinds = [k for k in self.kinds if range_hdr or k not in RANGE_ONLY]
+        if method == "HEAD":
+            kinds = [k for k in kinds if k not in BODY_FAULTS]
+        if not kinds:
+            return None
+        kind = self._rng.choice(kinds)
+        # A fraction of the body in [0, 1): turned into a byte offset once the length
+        # is known; drawn here so that the sequence depends on the seed alone.
+        frac = self._rng.random()
+        stall = self.random_stall_s * (0.5 + self._rng.random())
         return Fault(kind, -1 - int(frac * 1_000_000), stall, self.retry_after)
+
+    def _draw_corruption(self, method: str) -> Fault | None:
+        """The ``corrupt_rate`` draw, from its own stream (under the lock)."""
+        if self.corrupt_rate <= 0 or method == "HEAD" or not self.corrupt_kinds:
+            return None
+        rng = self._corrupt_rng
+        if rng.random() >= self.corrupt_rate:
+            return None
+        kind = rng.choice(self.corrupt_kinds)
+        return Fault(kind, -1 - int(rng.random() * 1_000_000), 0.0, self.retry_after)
 
     @staticmethod
     def _offset(fault: Fault, body_len: int | None) -> int:
@@ -630,6 +663,7 @@ class FaultProxy:
         at = self._offset(fault, body_len) if fault is not None and kind in BODY_FAULTS else -1
         sent = 0
         stalled = False
+        dropped = b""  # the byte a shift moves to the end
         async for piece in resp.content.iter_chunked(_PIECE):
             with self._lock:
                 self._stats.upstream_body_bytes += len(piece)
@@ -640,6 +674,9 @@ class FaultProxy:
                 buf = bytearray(piece)
                 buf[at - sent] ^= 0xFF
                 piece = bytes(buf)
+            if kind is FaultKind.SHIFT and sent <= at < end:
+                dropped = piece[at - sent : at - sent + 1]
+                piece = piece[: at - sent] + piece[at - sent + 1 :]
             if kind in (FaultKind.RESET, FaultKind.TRUNCATE, FaultKind.TRUNCATE_NOLEN) and end > at:
                 await self._send(writer, piece[: max(at - sent, 0)], chunked, record)
                 if kind is FaultKind.RESET:
@@ -655,6 +692,8 @@ class FaultProxy:
             else:
                 await self._send(writer, piece, chunked, record)
             sent = end
+        if kind is FaultKind.SHIFT and dropped:
+            await self._send(writer, dropped, chunked, record)
         if kind in (FaultKind.RESET, FaultKind.TRUNCATE, FaultKind.TRUNCATE_NOLEN):
             # Body shorter than the cut point: still end the exchange abnormally.
             if kind is FaultKind.RESET:
@@ -735,6 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     p.add_argument("--trickle", type=int, default=None, help="body bytes per second")
     p.add_argument("--stall", type=float, default=2.0, help="typical random stall (s)")
+    p.add_argument("--corrupt-rate", type=float, default=0.0, help="silent flip/shift rate")
     args = p.parse_args(argv)
     kinds = [FaultKind(k.strip()) for k in args.kinds.split(",") if k.strip()]
     proxy = FaultProxy(
@@ -746,6 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trickle_bps=args.trickle,
         random_stall_s=args.stall,
         port=args.port,
+        corrupt_rate=args.corrupt_rate,
     )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
