@@ -5,37 +5,16 @@ checkpoint that does not parse is ignored, one recorded for another remote (size
 Last-Modified differ) is discarded, and each recorded chunk is re-read and kept only if
 its xxh3_128 still matches. It never talks to the network.
 
-Why two slots: a checkpoint written as temp file + rename needs new blocks every time,
-so on a full disk (ENOSPC) it failed and the progress since the last one was lost, the
-very moment a user most needs the resume. So the file (format 2) is preallocated once
-and then rewritten in place::
-
-    offset 0        header, 4 KiB: magic b"\x89ACCELCP", format u32 = 2, slot size u32,
-                    xxh3_64 of those 16 bytes; zeros to 4 KiB. Written only by the
-                    atomic temp + rename path, never in place.
-    4 KiB           slot 0, ``slot size`` bytes (a multiple of 4 KiB)
-    4 KiB + slot    slot 1
-    each slot:      seq u64, length u32, 4 zero bytes, xxh3_64 over (seq, length,
-                    payload) u64, payload (``length`` bytes), then stale bytes
-
-(all little-endian). A save writes the whole record into the slot that does *not* hold
-the newest valid record (pwrite, then fdatasync) with the next sequence number; a load
-takes the valid slot with the highest one. A crash mid-write can only tear the slot
-being written, whose checksum then fails, and the other slot still holds the record
-before it: DESIGN's "old or new, never a mix" holds per slot. Slots are page-aligned so
-a torn page never spans both. The blocks are written (zeros) at creation rather than
-``fallocate``d: overwriting written blocks needs no new space on ext4, xfs or tmpfs,
-where an unwritten extent may still need a metadata block when first written.
-
-A record too large for its slot grows the file: a new, larger file goes through the
-atomic temp + rename path (:func:`accel.durable.atomic_write_bytes`), the only step
-that can meet ENOSPC, and then the old file is left as it was. Slots are sized at
-creation for the chunk count the file will probably reach, so growth is rare.
+On disk (format 2) the checkpoint is a :mod:`accel.fetch.slotfile`: written whole once,
+then each save overwrites the spare one of two checksummed slots in place, so a save
+needs no new blocks and still succeeds on a full disk, and a torn save leaves the record
+before it. New files are sized for the chunk count the download will probably reach,
+so the file rarely has to grow (the only step that needs free space).
 
 The payload is packed with :mod:`struct`, not JSON: a save runs every second on the
 supervisor's thread, and 1,600 chunks (100 GB in 64 MiB chunks) cost ~6 ms through
-``asdict`` + ``json`` against well under 1 ms packed. A format-1 file (JSON, from an
-older accel) still loads, so a rerun after an upgrade resumes.
+``asdict`` + ``json`` against ~0.5 ms packed. A format-1 file (JSON, written by an older
+accel) still loads, so a rerun after an upgrade resumes; the next save replaces it.
 """
 
 from __future__ import annotations
@@ -44,15 +23,15 @@ import contextlib
 import json
 import os
 import struct
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
-from accel.durable import atomic_write_bytes, sweep_dead_temps
+from accel.durable import sweep_dead_temps
 from accel.errors import CheckpointError
+from accel.fetch import slotfile
 
 __all__ = [
     "Checkpoint",
@@ -85,6 +64,9 @@ class Checkpoint:
     A plain dataclass with explicit validation (``from_json``) rather than a pydantic
     model: the supervisor of ``accel get`` counts against the 150 MiB budget of the
     whole process tree, and pydantic alone costs about 10 MiB of it.
+
+    ``format`` is the version of these fields (1 since the first checkpoint); the file
+    that holds them has its own (:mod:`accel.fetch.slotfile`, format 2).
     """
 
     url: str
@@ -151,33 +133,11 @@ def checkpoint_path(dest: Path) -> Path:
 def save_checkpoint(dest: Path, checkpoint: Checkpoint) -> None:
     """Record ``checkpoint`` durably; OSError if it could not be made durable.
 
-    In place into the spare slot once the file exists (no new blocks: works on a full
-    disk). A failed save leaves the previous record loadable, whatever the failure.
+    In place once the file exists (no new blocks: works on a full disk). A failed save
+    leaves the previous checkpoint loadable, whatever the failure.
     """
-    path = checkpoint_path(dest)
     payload = _encode(checkpoint)
-    with _lock_for(path):
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            _create(path, checkpoint, payload, seq=1)
-            return
-        try:
-            found = _open_slots(fd)
-            if found is not None:
-                slot_size, newest = found
-                seq = newest[0] + 1 if newest is not None else 1
-                if _SLOT_HEAD.size + len(payload) <= slot_size:
-                    target = 0 if newest is None or newest[1] == 1 else 1
-                    record = _record(seq, payload)
-                    _pwrite_all(fd, record, _HEADER_SIZE + target * slot_size)
-                    os.fdatasync(fd)
-                    return
-            else:
-                seq = 1  # a format-1 (JSON) or foreign file: replaced whole
-        finally:
-            os.close(fd)
-        _create(path, checkpoint, payload, seq=seq)
+    slotfile.save(checkpoint_path(dest), payload, room=_room_for(checkpoint, len(payload)))
 
 
 def load_checkpoint(dest: Path) -> Checkpoint | None:
@@ -188,13 +148,41 @@ def load_checkpoint(dest: Path) -> Checkpoint | None:
     except FileNotFoundError:
         return None
     try:
-        cp = Checkpoint.from_json(raw) if raw[:1] == b"{" else _newest_in(raw)
-    except ValueError as exc:
+        cp = Checkpoint.from_json(raw) if raw[:1] == b"{" else _newest(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise CheckpointError(f"checkpoint {path} is torn or not ours", path=str(path)) from exc
     for c in cp.chunks:
         if c.end <= c.start or c.end > cp.size:
             raise CheckpointError(f"checkpoint {path} has a chunk outside the file", path=str(path))
     return cp
+
+
+def _newest(raw: bytes) -> Checkpoint:
+    for payload in slotfile.records(raw):
+        try:
+            return _decode(payload)
+        except ValueError:
+            continue  # its CRC holds yet it is no checkpoint: not ours, try the older one
+    raise ValueError("no slot holds a checkpoint")
+
+
+#: the most a new checkpoint file presizes for chunks it may reach (past it, growth
+#: doubles): 4 MiB per slot is ~80,000 chunks
+_MAX_ROOM = 4 * 1024 * 1024
+
+
+def _room_for(checkpoint: Checkpoint, payload_len: int) -> int:
+    """Payload bytes a new file's slots should hold: twice the record for the number of
+    chunks the file makes at the longest chunk seen so far (splits near the end add a
+    few shorter ones; the factor 2 covers them)."""
+    chunks = checkpoint.chunks
+    if not chunks or not checkpoint.size:
+        return 0
+    longest = max(c.end - c.start for c in chunks)
+    if longest <= 0:
+        return 0
+    per_chunk = -(-payload_len // len(chunks))
+    return min(2 * per_chunk * -(-checkpoint.size // longest), _MAX_ROOM)
 
 
 def remove_checkpoint(dest: Path, *, sweep: bool = True) -> None:
@@ -237,147 +225,6 @@ def revalidate(dest: Path, cp: Checkpoint) -> list[DoneChunk]:
         os.close(fd)
 
 
-# --- the two-slot file (format 2) ------------------------------------------------------
-
-_MAGIC = b"\x89ACCELCP"
-_FORMAT = 2
-_HEADER = struct.Struct("<8sII")  # magic, format, slot size; then its xxh3_64 (u64)
-_HEADER_SIZE = 4096  # the header's page: a slot write never touches it
-_PAGE = 4096
-_SLOT_HEAD = struct.Struct("<QI4xQ")  # seq, payload length, pad, xxh3_64
-_SEQ_LEN = struct.Struct("<QI")
-#: a new file's slots hold at least this much (~1,300 chunks)
-_MIN_SLOT = 64 * 1024
-#: the most a new file presizes for the chunks it may reach (past it, growth doubles)
-_MAX_PRESIZE = 4 * 1024 * 1024
-
-# Saves of one checkpoint are serialized within the process: the supervisor's final
-# save can run while a periodic one is still in its thread, and two writers picking the
-# same spare slot would tear it (never both slots, but the newer record would be lost).
-# Striped rather than one lock per path, so a long-lived engine keeps no lock per file.
-_LOCKS = tuple(threading.Lock() for _ in range(64))
-
-
-def _lock_for(path: Path) -> threading.Lock:
-    return _LOCKS[hash(str(path)) % len(_LOCKS)]
-
-
-def _record(seq: int, payload: bytes) -> bytes:
-    """One slot's bytes: its head (seq, length, checksum) and the payload."""
-    digest = xxhash.xxh3_64_intdigest(_SEQ_LEN.pack(seq, len(payload)) + payload)
-    return _SLOT_HEAD.pack(seq, len(payload), digest) + payload
-
-
-def _slot_record(slot: bytes | memoryview) -> tuple[int, bytes] | None:
-    """``(seq, payload)`` of a slot whose checksum holds, None for a torn or empty one."""
-    if len(slot) < _SLOT_HEAD.size:
-        return None
-    seq, length, digest = _SLOT_HEAD.unpack_from(slot)
-    end = _SLOT_HEAD.size + length
-    if seq == 0 or end > len(slot):
-        return None
-    payload = bytes(slot[_SLOT_HEAD.size : end])
-    if xxhash.xxh3_64_intdigest(_SEQ_LEN.pack(seq, length) + payload) != digest:
-        return None
-    return seq, payload
-
-
-def _header(slot_size: int) -> bytes:
-    head = _HEADER.pack(_MAGIC, _FORMAT, slot_size)
-    return head + struct.pack("<Q", xxhash.xxh3_64_intdigest(head))
-
-
-def _slot_size_of(header: bytes) -> int | None:
-    """The slot size a format-2 header declares, None if it is not one."""
-    if len(header) < _HEADER.size + 8:
-        return None
-    magic, fmt, slot_size = _HEADER.unpack_from(header)
-    (digest,) = struct.unpack_from("<Q", header, _HEADER.size)
-    if magic != _MAGIC or fmt != _FORMAT or digest != xxhash.xxh3_64_intdigest(header[:16]):
-        return None
-    if slot_size < _PAGE or slot_size % _PAGE:
-        return None
-    return int(slot_size)
-
-
-def _newest_in(raw: bytes) -> Checkpoint:
-    """The checkpoint in the newest valid slot of a whole format-2 file; ValueError if none."""
-    slot_size = _slot_size_of(raw[:_HEADER_SIZE])
-    if slot_size is None:
-        raise ValueError("not a checkpoint file")
-    if len(raw) != _HEADER_SIZE + 2 * slot_size:
-        # Never resized in place: a file of another length was cut or is not ours.
-        raise ValueError("checkpoint file of the wrong length")
-    view = memoryview(raw)
-    best: tuple[int, Checkpoint] | None = None
-    for i in (0, 1):
-        at = _HEADER_SIZE + i * slot_size
-        found = _slot_record(view[at : at + slot_size])
-        if found is None or (best is not None and found[0] <= best[0]):
-            continue
-        try:
-            best = (found[0], _decode(found[1]))
-        except ValueError:
-            continue  # checksummed yet not a checkpoint: not one of ours
-    if best is None:
-        raise ValueError("no valid slot")
-    return best[1]
-
-
-def _open_slots(fd: int) -> tuple[int, tuple[int, int] | None] | None:
-    """``(slot size, (seq, slot index) of the newest valid record or None)`` of an open
-    format-2 file, or None when the file is not one (a format-1 JSON file, say)."""
-    slot_size = _slot_size_of(os.pread(fd, _HEADER.size + 8, 0))
-    if slot_size is None or os.fstat(fd).st_size != _HEADER_SIZE + 2 * slot_size:
-        return None
-    newest: tuple[int, int] | None = None
-    for i in (0, 1):
-        at = _HEADER_SIZE + i * slot_size
-        (seq, length, _) = _SLOT_HEAD.unpack(os.pread(fd, _SLOT_HEAD.size, at))
-        if seq == 0 or _SLOT_HEAD.size + length > slot_size:
-            continue
-        if newest is not None and seq <= newest[0]:
-            continue
-        found = _slot_record(os.pread(fd, _SLOT_HEAD.size + length, at))
-        if found is not None:
-            newest = (found[0], i)
-    return slot_size, newest
-
-
-def _create(path: Path, checkpoint: Checkpoint, payload: bytes, *, seq: int) -> None:
-    """Write a new preallocated file holding ``payload`` in slot 0, atomically."""
-    record = _record(seq, payload)
-    slot_size = _slot_size_for(checkpoint, len(record))
-    image = bytearray(_HEADER_SIZE + 2 * slot_size)
-    head = _header(slot_size)
-    image[: len(head)] = head
-    image[_HEADER_SIZE : _HEADER_SIZE + len(record)] = record
-    atomic_write_bytes(path, bytes(image))
-
-
-def _slot_size_for(checkpoint: Checkpoint, record_len: int) -> int:
-    """Room for twice the record the file will probably hold at the end: the number of
-    chunks the file makes at the longest chunk seen so far (splits near the end add a
-    few shorter ones; the factor 2 covers them), at least 64 KiB."""
-    want = 2 * record_len
-    chunks = checkpoint.chunks
-    if chunks and checkpoint.size:
-        longest = max(c.end - c.start for c in chunks)
-        if longest > 0:
-            per_chunk = -(-(record_len - _SLOT_HEAD.size) // len(chunks))
-            projected = per_chunk * -(-checkpoint.size // longest)
-            want = max(want, min(2 * projected, _MAX_PRESIZE))
-    want = max(want, _MIN_SLOT)
-    return -(-want // _PAGE) * _PAGE
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
 # --- the payload: a Checkpoint packed with struct ---------------------------------------
 
 _FIXED = struct.Struct("<QI")  # size, number of chunks
@@ -409,6 +256,8 @@ def _decode(payload: bytes) -> Checkpoint:
     """The inverse of :func:`_encode`; ValueError for anything else."""
     try:
         size, n = _FIXED.unpack_from(payload)
+        if 20 * n > len(payload):  # 20 bytes per chunk at least: a count from garbage
+            raise ValueError("more chunks than bytes")
         at = _FIXED.size
         strings: list[str | None] = []
         for _ in range(3):
