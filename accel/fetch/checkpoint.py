@@ -9,7 +9,9 @@ On disk (format 2) the checkpoint is a :mod:`accel.fetch.slotfile`: written whol
 then each save overwrites the spare one of two checksummed slots in place, so a save
 needs no new blocks and still succeeds on a full disk, and a torn save leaves the record
 before it. New files are sized for the chunk count the download will probably reach,
-so the file rarely has to grow (the only step that needs free space).
+so the file rarely has to grow (the only step that needs free space). The name still
+ends in ``.json`` so every caller and cleanup that knows the checkpoint by name keeps
+finding it.
 
 The payload is packed with :mod:`struct`, not JSON: a save runs every second on the
 supervisor's thread, and 1,600 chunks (100 GB in 64 MiB chunks) cost ~6 ms through
@@ -23,7 +25,7 @@ import contextlib
 import json
 import os
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,7 @@ def save_checkpoint(dest: Path, checkpoint: Checkpoint) -> None:
     leaves the previous checkpoint loadable, whatever the failure.
     """
     payload = _encode(checkpoint)
-    slotfile.save(checkpoint_path(dest), payload, room=_room_for(checkpoint, len(payload)))
+    slotfile.save(checkpoint_path(dest), payload, room=lambda: _room_for(checkpoint, len(payload)))
 
 
 def load_checkpoint(dest: Path) -> Checkpoint | None:
@@ -172,17 +174,18 @@ _MAX_ROOM = 4 * 1024 * 1024
 
 
 def _room_for(checkpoint: Checkpoint, payload_len: int) -> int:
-    """Payload bytes a new file's slots should hold: twice the record for the number of
-    chunks the file makes at the longest chunk seen so far (splits near the end add a
-    few shorter ones; the factor 2 covers them)."""
+    """Payload bytes a new file's slots should hold: the fixed part and twice the chunks
+    the file makes at the longest chunk seen so far (splits near the end add a few
+    shorter ones; the factor 2 covers them)."""
     chunks = checkpoint.chunks
     if not chunks or not checkpoint.size:
         return 0
     longest = max(c.end - c.start for c in chunks)
     if longest <= 0:
         return 0
-    per_chunk = -(-payload_len // len(chunks))
-    return min(2 * per_chunk * -(-checkpoint.size // longest), _MAX_ROOM)
+    fixed = len(_encode(replace(checkpoint, chunks=[])))  # URL, validators: once, not per chunk
+    per_chunk = -(-(payload_len - fixed) // len(chunks))
+    return min(fixed + 2 * per_chunk * -(-checkpoint.size // longest), _MAX_ROOM)
 
 
 def remove_checkpoint(dest: Path, *, sweep: bool = True) -> None:

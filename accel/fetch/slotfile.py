@@ -38,6 +38,7 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from accel.durable import atomic_write_bytes
@@ -60,13 +61,13 @@ MIN_SLOT = 64 * 1024
 _LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
-def save(path: Path, payload: bytes, *, room: int = 0) -> None:
+def save(path: Path, payload: bytes, *, room: Callable[[], int] | None = None) -> None:
     """Make ``payload`` the newest record of ``path``; OSError if it is not durable.
 
     In place into the spare slot when the file exists and the record fits (no new
-    blocks: this works on a full disk); otherwise a new file whose slots hold at least
-    ``room`` payload bytes and twice this record. A failed save leaves the previous
-    record readable, whatever the failure.
+    blocks: this works on a full disk); otherwise a new file whose slots hold twice this
+    record and at least ``room()`` payload bytes (asked only then: most saves never
+    need it).
     """
     with _LOCKS[hash(str(path)) % len(_LOCKS)]:
         try:
@@ -174,12 +175,19 @@ def _open_slots(fd: int) -> tuple[int, tuple[int, int, bytes] | None] | None:
     return slot_size, newest
 
 
-def _create(path: Path, payload: bytes, *, room: int, seq: int, previous: bytes = b"") -> None:
+def _create(
+    path: Path,
+    payload: bytes,
+    *,
+    room: Callable[[], int] | None,
+    seq: int,
+    previous: bytes = b"",
+) -> None:
     """Write a new file atomically: ``payload`` in slot 0 and, when the file grows, the
     ``previous`` newest record in slot 1, so the record before the newest survives a
     growth as it survives any other save."""
     rec = record(seq, payload)
-    want = max(MIN_SLOT, 2 * len(rec), _SLOT_HEAD.size + room)
+    want = max(MIN_SLOT, 2 * len(rec), _SLOT_HEAD.size + (room() if room else 0))
     slot_size = -(-want // PAGE) * PAGE
     image = bytearray(HEADER_SIZE + 2 * slot_size)
     head = _header(slot_size)

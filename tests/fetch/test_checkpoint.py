@@ -164,18 +164,24 @@ def test_a_save_in_place_keeps_the_file_and_its_size(tmp_path: Path) -> None:
     assert (now.st_ino, now.st_size, now.st_blocks) == (st.st_ino, st.st_size, st.st_blocks)
 
 
-def test_new_files_are_sized_for_the_chunks_the_download_will_reach(tmp_path: Path) -> None:
+@pytest.mark.parametrize("url_len", [20, 2000], ids=["short-url", "presigned-url"])
+def test_new_files_are_sized_for_the_chunks_the_download_will_reach(
+    tmp_path: Path, url_len: int
+) -> None:
     """100 GB in 64 MiB chunks, first saved with 3 chunks done: 1,600 chunks later the
-    file has not had to grow (growth is the one step that needs free space)."""
+    file has not had to grow (growth is the one step that needs free space), and a long
+    URL is not counted once per chunk."""
     dest = tmp_path / "big.bin"
     c = 64 << 20
     done = [
         DoneChunk(i * c, (i + 1) * c, xxhash.xxh3_128(str(i).encode()).hexdigest())
         for i in range(1600)
     ]
-    cp = Checkpoint(url="http://x/big.bin", size=1600 * c, etag='"e"', chunks=done[:3])
+    url = "http://x/big.bin?" + "s" * url_len
+    cp = Checkpoint(url=url, size=1600 * c, etag='"e"', chunks=done[:3])
     save_checkpoint(dest, cp)
     inode = checkpoint_path(dest).stat().st_ino
+    assert checkpoint_path(dest).stat().st_size <= 512 * 1024
     cp.chunks = done
     save_checkpoint(dest, cp)
     assert checkpoint_path(dest).stat().st_ino == inode

@@ -96,7 +96,7 @@ def test_a_record_larger_than_its_slot_grows_the_file_and_keeps_the_one_before(
 
 
 def test_room_sizes_a_new_file(tmp_path: Path) -> None:
-    slotfile.save(tmp_path / "f", b"x", room=300_000)
+    slotfile.save(tmp_path / "f", b"x", room=lambda: 300_000)
     assert slot_size((tmp_path / "f").read_bytes()) >= 300_016
 
 
