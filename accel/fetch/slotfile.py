@@ -43,7 +43,7 @@ from pathlib import Path
 
 from accel.durable import atomic_write_bytes
 
-__all__ = ["is_slot_file", "records", "save"]
+__all__ = ["records", "save"]
 
 MAGIC = b"\x89ACCELSF"
 FORMAT = 2
@@ -58,6 +58,8 @@ MIN_SLOT = 64 * 1024
 # Saves of one file are serialized within the process: two writers picking the same
 # spare slot would tear it (never both slots, but the newer record would be lost).
 # Striped rather than one lock per path, so a long-lived process keeps no lock per file.
+# Across processes there is one writer per file: the engine's supervisor of that
+# download (the ModelManager's file lock keeps a second one away).
 _LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
@@ -85,7 +87,7 @@ def save(path: Path, payload: bytes, *, room: Callable[[], int] | None = None) -
                 seq = newest[0] + 1 if newest is not None else 1
                 if _SLOT_HEAD.size + len(payload) <= slot_size:
                     target = 0 if newest is None or newest[1] == 1 else 1
-                    _pwrite_all(fd, record(seq, payload), HEADER_SIZE + target * slot_size)
+                    _pwrite_all(fd, _record(seq, payload), HEADER_SIZE + target * slot_size)
                     os.fdatasync(fd)
                     return
                 if newest is not None:
@@ -93,11 +95,6 @@ def save(path: Path, payload: bytes, *, room: Callable[[], int] | None = None) -
         finally:
             os.close(fd)
         _create(path, payload, room=room, seq=seq, previous=previous)
-
-
-def is_slot_file(raw: bytes) -> bool:
-    """Does ``raw`` start with a slot file's magic (valid or not)?"""
-    return raw[: len(MAGIC)] == MAGIC
 
 
 def records(raw: bytes) -> list[bytes]:
@@ -112,19 +109,19 @@ def records(raw: bytes) -> list[bytes]:
     found = []
     for i in (0, 1):
         at = HEADER_SIZE + i * slot_size
-        got = slot_record(view[at : at + slot_size])
+        got = _slot_record(view[at : at + slot_size])
         if got is not None:
             found.append(got)
     return [payload for _, payload in sorted(found, key=lambda f: f[0], reverse=True)]
 
 
-def record(seq: int, payload: bytes) -> bytes:
+def _record(seq: int, payload: bytes) -> bytes:
     """One slot's bytes: its head (seq, length, CRC32) and the payload."""
     crc = zlib.crc32(payload, zlib.crc32(_SEQ_LEN.pack(seq, len(payload))))
     return _SLOT_HEAD.pack(seq, len(payload), crc) + payload
 
 
-def slot_record(slot: bytes | memoryview) -> tuple[int, bytes] | None:
+def _slot_record(slot: bytes | memoryview) -> tuple[int, bytes] | None:
     """``(seq, payload)`` of a slot whose CRC holds; None for a torn or empty one."""
     if len(slot) < _SLOT_HEAD.size:
         return None
@@ -170,7 +167,7 @@ def _open_slots(fd: int) -> tuple[int, tuple[int, int, bytes] | None] | None:
         if newest is not None and seq <= newest[0]:
             continue
         raw = os.pread(fd, _SLOT_HEAD.size + length, at)
-        if slot_record(raw) is not None:
+        if _slot_record(raw) is not None:
             newest = (seq, i, raw)
     return slot_size, newest
 
@@ -186,7 +183,7 @@ def _create(
     """Write a new file atomically: ``payload`` in slot 0 and, when the file grows, the
     ``previous`` newest record in slot 1, so the record before the newest survives a
     growth as it survives any other save."""
-    rec = record(seq, payload)
+    rec = _record(seq, payload)
     want = max(MIN_SLOT, 2 * len(rec), _SLOT_HEAD.size + (room() if room else 0))
     slot_size = -(-want // PAGE) * PAGE
     image = bytearray(HEADER_SIZE + 2 * slot_size)
