@@ -25,7 +25,7 @@ import contextlib
 import json
 import os
 import struct
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,9 @@ class DoneChunk:
 class Checkpoint:
     """What a rerun needs to trust the bytes already in ``<dest>.part``.
 
-    A plain dataclass with explicit validation (``from_json``) rather than a pydantic
-    model: the supervisor of ``accel get`` counts against the 150 MiB budget of the
-    whole process tree, and pydantic alone costs about 10 MiB of it.
+    A plain dataclass, packed with :mod:`struct` and checked by hand, rather than a
+    pydantic model: the supervisor of ``accel get`` counts against the 150 MiB budget of
+    the whole process tree, and pydantic alone costs about 10 MiB of it.
 
     ``format`` is the version of these fields (1 since the first checkpoint); the file
     that holds them has its own (:mod:`accel.fetch.slotfile`, format 2).
@@ -78,12 +78,10 @@ class Checkpoint:
     chunks: list[DoneChunk] = field(default_factory=list)
     format: int = 1
 
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
     @classmethod
     def from_json(cls, raw: bytes) -> Checkpoint:
-        """Parse and type-check; ValueError for anything that is not a checkpoint."""
+        """Parse and type-check a format-1 file (JSON, written before format 2);
+        ValueError for anything that is not one."""
         obj = json.loads(raw)
         if not isinstance(obj, dict) or obj.get("format") != 1:
             raise ValueError("not a version-1 checkpoint")
