@@ -36,6 +36,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from accel.fetch.checkpoint import load_checkpoint  # noqa: E402
 from tests.support.nginx import start_nginx  # noqa: E402
 
 GiB = 1 << 30
@@ -246,10 +247,8 @@ def kill_and_resume(src: Path, sha: str, limit: str | None) -> dict[str, Any]:
         proc.stdout.close()
         time.sleep(0.5)
         first = ng.bytes_sent()
-        cp_file = out.with_name(out.name + ".part.json")
-        recorded = 0
-        if cp_file.exists():
-            recorded = sum(c["end"] - c["start"] for c in json.loads(cp_file.read_text())["chunks"])
+        cp = load_checkpoint(out)
+        recorded = sum(c.end - c.start for c in cp.chunks) if cp is not None else 0
         r = run_measured(argv)
         done = json.loads(r["stdout"].strip().splitlines()[-1])
         total = ng.bytes_sent()

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from accel.errors import AccelError
+from accel.errors import AccelError, CheckpointError
+from accel.fetch.checkpoint import load_checkpoint
 from accel.manager import ModelManager
 from accel.manager.events import FailedEvent, ProgressEvent, ReadyEvent, StateEvent
 from accel.schema import Registry
@@ -210,12 +211,12 @@ async def test_sigkill_during_an_update_keeps_the_old_version_and_a_rerun_resume
         old = (path / "w.bin").read_bytes()
         new = os.urandom(40_000_000)
         republish_file(store, "m", "1", "w.bin", new)
-        checkpoint = models_dir / ".accel" / "staging" / "m@1" / "w.bin.part.json"
+        staged = models_dir / ".accel" / "staging" / "m@1" / "w.bin"
 
         def held() -> int:
-            with contextlib.suppress(OSError, ValueError):
-                chunks = json.loads(checkpoint.read_bytes())["chunks"]
-                return sum(c["end"] - c["start"] for c in chunks)
+            with contextlib.suppress(OSError, CheckpointError):
+                cp = load_checkpoint(staged)
+                return sum(c.end - c.start for c in cp.chunks) if cp is not None else 0
             return 0
 
         for _ in range(3):  # three kills at different depths of the download

@@ -2,6 +2,10 @@
 
 - before start: the engine refuses before fetching the body, with the needed and free
   byte counts, and succeeds once space is freed;
+- the disk fills up mid-download (another writer takes every free block): the ``.part``
+  is preallocated and the checkpoint saves in place, so the download goes on to a
+  verified file; interrupted on the full disk, it keeps every finished chunk and the
+  rerun fetches only the rest;
 - mid-download: ``strace`` injects ENOSPC into the workers' ``pwrite64`` (the tmpfs cannot
   run out under a preallocated file); the engine fails with InsufficientDiskSpaceError,
   leaves no final file, and a rerun completes from the kept chunks.
@@ -10,19 +14,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from accel.errors import InsufficientDiskSpaceError
-from accel.fetch import Engine
+from accel.errors import CheckpointError, InsufficientDiskSpaceError
+from accel.fetch import Engine, ProgressEvent
+from accel.fetch.checkpoint import load_checkpoint
 from tests.reliability.chaos import BLOCK, expected_for
 from tests.reliability.origin import NginxOrigin
-from tests.reliability.tmpfs import require_root, resize, tmpfs
+from tests.reliability.tmpfs import fill, require_root, resize, tmpfs
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.root
@@ -67,6 +76,110 @@ async def test_disk_full_before_start_then_freed(
             )
         assert result.size == SIZE and dest.read_bytes() == data
         assert [p.name for p in mnt.iterdir()] == ["big.bin"]  # no .part / checkpoint left
+
+
+def _recorded(dest: Path) -> int:
+    """Bytes the checkpoint on disk holds as done (0 while there is none)."""
+    with contextlib.suppress(CheckpointError):
+        cp = load_checkpoint(dest)
+        return sum(c.end - c.start for c in cp.chunks) if cp is not None else 0
+    return 0
+
+
+async def _until(ok: Callable[[], bool], running: asyncio.Future[Any], what: str) -> None:
+    """Poll for a state of the running download (never a fixed sleep)."""
+    deadline = time.monotonic() + 60
+    while not ok():
+        if running.done():
+            running.result()  # raises what the download raised
+            raise AssertionError(f"the download ended before {what}")
+        assert time.monotonic() < deadline, f"no {what} within 60 s"
+        await asyncio.sleep(0.01)
+
+
+# 6 MiB of data, the engine's 16 MiB margin, and room for the checkpoint: the space
+# check at the start passes, then a filler takes every block that is left.
+FILLS_UP = "24m"
+
+
+async def test_a_disk_filling_up_mid_download_does_not_stop_it(
+    tmp_path: Path, source: tuple[Path, bytes]
+) -> None:
+    """Failed on the temp + rename checkpoint: its next save met ENOSPC and ended the
+    download with disk_full, losing the progress since the save before."""
+    require_root()
+    www, data = source
+    with (
+        tmpfs(tmp_path / "mnt", FILLS_UP) as mnt,
+        NginxOrigin(www) as origin,
+        FaultProxy(origin.url, trickle_bps=1_000_000) as proxy,
+    ):
+        dest = mnt / "big.bin"
+        async with Engine(workers=1, connections=2, checkpoint_s=0.1) as engine:
+            running = asyncio.ensure_future(
+                engine.download(
+                    f"{proxy.url}/big.bin", dest, expected=expected_for(data), chunk_size=BLOCK
+                )
+            )
+            await _until(lambda: _recorded(dest) > 0, running, "a first checkpoint")
+            at_fill = _recorded(dest)
+            await asyncio.to_thread(fill, mnt)
+            assert os.statvfs(mnt).f_bavail == 0
+            # Checkpoints saved on the full disk record more than the one before the fill.
+            await _until(lambda: _recorded(dest) > at_fill, running, "a save on the full disk")
+            assert os.statvfs(mnt).f_bavail == 0
+            result = await running
+        assert result.size == SIZE and dest.read_bytes() == data
+
+
+async def test_a_download_stopped_on_a_full_disk_keeps_its_progress(
+    tmp_path: Path, source: tuple[Path, bytes]
+) -> None:
+    """Stopped (as Ctrl-C does) after the disk filled up, the download keeps every chunk
+    finished up to then, and the rerun after space is freed fetches only the rest. Failed
+    on the temp + rename checkpoint (disk_full at its first save on the full disk)."""
+    require_root()
+    www, data = source
+    with (
+        tmpfs(tmp_path / "mnt", FILLS_UP) as mnt,
+        NginxOrigin(www) as origin,
+        FaultProxy(origin.url, trickle_bps=1_000_000) as proxy,
+    ):
+        dest = mnt / "big.bin"
+        events: list[ProgressEvent] = []
+        async with Engine(workers=1, connections=2, checkpoint_s=0.1) as engine:
+            running = asyncio.ensure_future(
+                engine.download(
+                    f"{proxy.url}/big.bin",
+                    dest,
+                    expected=expected_for(data),
+                    chunk_size=BLOCK,
+                    progress=events.append,
+                )
+            )
+            await _until(lambda: _recorded(dest) > 0, running, "a first checkpoint")
+            filler = await asyncio.to_thread(fill, mnt)
+            assert os.statvfs(mnt).f_bavail == 0
+
+            def committed() -> int:
+                return max((e.committed for e in events), default=0)
+
+            await _until(lambda: committed() >= SIZE // 2, running, "half of the file")
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            stopped_at = committed()
+            assert _recorded(dest) >= stopped_at  # saved on the full disk
+            filler.unlink()  # space is back
+            sent = proxy.client_body_bytes
+            result = await engine.download(
+                f"{proxy.url}/big.bin", dest, expected=expected_for(data), chunk_size=BLOCK
+            )
+        assert dest.read_bytes() == data
+        assert result.resumed_bytes >= stopped_at
+        # Only what was missing: one block of slack for a raced last chunk.
+        rerun = proxy.client_body_bytes - sent
+        assert rerun <= SIZE - result.resumed_bytes + BLOCK <= SIZE - stopped_at + BLOCK
 
 
 def _worker_pids() -> list[int]:
