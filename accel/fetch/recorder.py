@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +43,11 @@ class ChunkRecorder:
         self.writing: asyncio.Task[None] | None = None
         #: set when a scheduled write failed: the download stops with it
         self.error: AccelError | None = None
+        # One write at a time, and never an older value over a newer one: a scheduled
+        # write still in its thread when save_now runs would otherwise land after it.
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._saved = 0
 
     def record(self, chunk: DoneChunk) -> None:
         self.chunks[chunk.start] = chunk
@@ -64,24 +71,35 @@ class ChunkRecorder:
         """Write ``value`` in a thread (the caller checked :meth:`due`)."""
         self.last_at = time.monotonic()
         self.written_bytes = done_bytes
-        self.writing = asyncio.ensure_future(self._write(value))
+        self.writing = asyncio.ensure_future(self._write(value, next(self._numbers)))
 
-    async def _write(self, value: Checkpoint) -> None:
+    async def _write(self, value: Checkpoint, number: int) -> None:
         # No fdatasync of the data first: a rerun re-hashes every recorded chunk (xxh3)
         # before trusting it, so a chunk whose bytes a power cut lost is refetched, and
         # a kill -9 loses nothing the page cache holds. Syncing here made the checkpoint
         # trail the download by whatever the disk had not flushed yet (up to 150 MiB).
         try:
-            await asyncio.to_thread(save_checkpoint, self.dest, value)
+            await asyncio.to_thread(self._save, value, number)
         except OSError as exc:
             self.error = disk_error(exc, self.dest)
 
+    def _save(self, value: Checkpoint, number: int) -> None:
+        with self._lock:
+            if number < self._saved:
+                return  # a newer value is on disk already
+            save_checkpoint(self.dest, value)
+            self._saved = number
+
     def save_now(self, value: Checkpoint) -> None:
-        """Write ``value`` now, on this thread (an interrupt, a failure): best effort."""
+        """Write ``value`` now, on this thread (an interrupt, a failure): best effort.
+
+        Waits for a scheduled write still in its thread, so this newer value is the
+        one that stays on disk.
+        """
         if self.writing is not None and not self.writing.done():
             self.writing.cancel()
         with contextlib.suppress(OSError):
-            save_checkpoint(self.dest, value)
+            self._save(value, next(self._numbers))
 
     async def drain(self) -> None:
         """Wait for a write still in its thread (it would land after a cleanup)."""
