@@ -14,6 +14,7 @@ Hierarchy::
     ├── HubError                    the hub answered, but not with what we asked for
     │   ├── NotFoundError           404: unknown model, version or file
     │   ├── AuthError               401/403: missing or wrong token
+    │   ├── BadManifestError        an answer that is not JSON or does not match the schema
     │   └── PublishConflictError    publishing a version that exists with other content
     ├── UnsafePathError             a path that would leave its root (traversal, symlink)
     ├── DownloadError               a transfer failed after its retry budget
@@ -27,7 +28,8 @@ Hierarchy::
     ├── LockTimeoutError            a lock holder stopped heartbeating
     ├── ModelNotAvailableError      get_model_path for a model that is not ready
     ├── CheckpointError             a resume checkpoint that cannot be used
-    └── DeliveryError               a report could not be delivered to the scheduler (retried)
+    ├── DeliveryError               a report could not be delivered to the scheduler (retried)
+    └── InternalError               a bug: an exception accel did not expect (kept as __cause__)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AccelError",
     "AuthError",
+    "BadManifestError",
     "CheckpointError",
     "ConfigError",
     "DeliveryError",
@@ -45,6 +48,7 @@ __all__ = [
     "HubError",
     "InsufficientDiskSpaceError",
     "IntegrityError",
+    "InternalError",
     "LockTimeoutError",
     "ModelNotAvailableError",
     "NotFoundError",
@@ -133,6 +137,17 @@ class AuthError(HubError):
 
     code = "unauthorized"
     default_hint = "pass the hub's token with --token or ACCEL_TOKEN"
+
+
+class BadManifestError(HubError):
+    """The hub's answer is not JSON, or does not match the API's schema (facts: model_id,
+    version, field: where it first goes wrong, e.g. ``files[0].size_bytes``)."""
+
+    code = "bad_manifest"
+    default_hint = (
+        "the hub serves a broken answer: republish the version on the hub, or ask its "
+        "owner; nothing of it was installed"
+    )
 
 
 class PublishConflictError(HubError):
@@ -295,3 +310,17 @@ class DeliveryError(AccelError):
 
     code = "scheduler_unreachable"
     default_hint = "the node keeps the report and retries; check the scheduler URL"
+
+
+class InternalError(AccelError):
+    """An exception accel did not expect (a bug); the original is chained as ``__cause__``.
+
+    The job runner turns whatever escapes an install into this, so the install still ends
+    in ``error`` with a ``failed`` event and its waiter wakes, instead of hanging.
+    """
+
+    code = "internal"
+    default_hint = (
+        "this is a bug in accel: rerun to resume, and report it with the output of "
+        "`accel logs export`"
+    )

@@ -41,11 +41,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=False)
 
 
+#: the largest size a file can have (``off_t``); a hub answer above it is malformed
+MAX_FILE_BYTES = 2**63 - 1
+
+
 class FileEntry(_Model):
     """One file of a version as listed in the catalog."""
 
     path: str
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = Field(ge=0, le=MAX_FILE_BYTES)
     sha256: str
 
 
@@ -53,7 +57,7 @@ class VersionInfo(_Model):
     """One version of a model as listed in the catalog."""
 
     version: str
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = Field(ge=0, le=MAX_FILE_BYTES)
     files: list[FileEntry]
     checksum_sha256: str
     updated_at: str
@@ -74,7 +78,7 @@ class ChunkDigests(_Model):
     """The blake3 digests of a file's fixed-size blocks (the last may be shorter)."""
 
     algo: Literal["blake3"] = "blake3"
-    size: int = Field(gt=0)
+    size: int = Field(gt=0, le=MAX_FILE_BYTES)
     digests: list[str]
 
 
@@ -89,7 +93,7 @@ class VersionManifest(_Model):
 
     model_id: str
     version: str
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = Field(ge=0, le=MAX_FILE_BYTES)
     files: list[ManifestFile]
     checksum_sha256: str
     updated_at: str

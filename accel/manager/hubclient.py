@@ -4,7 +4,9 @@ Owns GETs of ``/api/models/{id}``, ``.../versions/{v}/manifest`` and the usage r
 and their cache in ``<models_dir>/.accel/manifest_cache.json``: an answer younger than
 the TTL is used as is; an older one is revalidated with ``If-None-Match`` (a 304 costs no
 body); when the hub cannot be reached, a cached answer of any age is used with a warning.
-HTTP errors are translated to :mod:`accel.errors` here and nowhere else. Never
+HTTP errors are translated to :mod:`accel.errors` here and nowhere else, and every answer
+is parsed by ``hubanswers.py`` (a body that is not JSON or does not match the schema is a
+``BadManifestError`` naming the field, and is never cached). Never
 downloads model files (the fetch engine does).
 
 The requests go through the standard library's ``http.client`` in a thread, not
@@ -22,18 +24,20 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import portalocker
 
-from accel.errors import AuthError, HubError, NotFoundError
+from accel.errors import AuthError, BadManifestError, HubError, NotFoundError
 from accel.manager.fsutil import atomic_write_bytes
+from accel.manager.hubanswers import decode, parse_manifest, parse_model_info, parse_ranking
 from accel.schema import ModelInfo, RankingEntry, VersionManifest
 
 __all__ = ["HubClient"]
 
 log = logging.getLogger("accel.manager")
+T = TypeVar("T")
 
 
 class HubClient:
@@ -89,81 +93,123 @@ class HubClient:
         return entry.get("body") if isinstance(entry, dict) else None
 
     # -- requests ----------------------------------------------------------------------
-    async def get_json(self, path: str, *, cache: bool = True, revalidate: bool = False) -> Any:
-        """GET ``path`` from the hub, through the cache (see the module docstring).
+    def _usable(self, entry: Any, parse: Callable[[Any], T]) -> tuple[dict[str, Any], T] | None:
+        # A cached body is used only if it still parses: an answer cached by an older
+        # accel, or one a newer rule rejects, is asked for again instead.
+        if not isinstance(entry, dict) or "body" not in entry:
+            return None
+        try:
+            return entry, parse(entry["body"])
+        except BadManifestError:
+            return None
 
+    def _fall_back(self, path: str, cached: tuple[dict[str, Any], T], why: str, now: float) -> T:
+        entry, value = cached
+        self.offline_hits += 1
+        age = now - float(entry.get("fetched_at", 0))
+        message = f"{why}; using the cached answer for {path} from {age:.0f} s ago"
+        log.warning(message, extra={"path": path})
+        if self.on_warning is not None:
+            self.on_warning(message)
+        return value
+
+    async def get(
+        self,
+        path: str,
+        parse: Callable[[Any], T],
+        *,
+        what: str,
+        cache: bool = True,
+        revalidate: bool = False,
+        model_id: str | None = None,
+        version: str | None = None,
+    ) -> T:
+        """GET ``path`` from the hub, through the cache, as ``parse`` makes it.
+
+        ``parse`` turns the JSON body into a typed value or raises
+        :class:`~accel.errors.BadManifestError`; only answers that parse are cached.
         ``revalidate`` skips the TTL (a cached answer is still revalidated with
-        If-None-Match, so an unchanged answer costs a 304 without a body).
+        If-None-Match, so an unchanged answer costs a 304 without a body). A hub that
+        cannot be reached, or answers something unusable, is replaced by a cached answer
+        of any age, with a warning; without one, the error is raised.
         """
-        entry = self._read_cache().get(path) if cache else None
+        cached = self._usable(self._read_cache().get(path), parse) if cache else None
         now = time.time()
-        fresh = entry is not None and now - float(entry.get("fetched_at", 0)) < self.ttl_s
-        if entry is not None and fresh and not revalidate:
-            return entry["body"]
+        age = now - float(cached[0].get("fetched_at", 0)) if cached is not None else None
+        if cached is not None and age is not None and age < self.ttl_s and not revalidate:
+            return cached[1]
         if self.hub_url is None:
-            if entry is not None:
-                return entry["body"]
+            if cached is not None:
+                return cached[1]
             raise HubError(f"no hub URL given and nothing cached for {path}", path=path)
         headers: dict[str, str] = {}
-        if entry is not None and entry.get("etag"):
-            headers["If-None-Match"] = entry["etag"]
+        if cached is not None and cached[0].get("etag"):
+            headers["If-None-Match"] = cached[0]["etag"]
         url = self.hub_url + path
         self.requests += 1
         try:
             status, etag, raw = await asyncio.to_thread(
                 _http_get, url, {**self.headers, **headers}, self.timeout_s
             )
-            if status == 304 and entry is not None:
-                self.revalidated += 1
-                entry["fetched_at"] = now
-                self._store(path, entry)
-                return entry["body"]
-            if status == 404:
-                raise NotFoundError(f"the hub has no {path}", url=url, status=404)
-            if status in (401, 403):
-                raise AuthError(f"the hub refused {url} ({status})", status=status)
-            if status != 200:
-                text = raw[:200].decode("utf-8", "replace")
-                raise HubError(
-                    f"the hub answered {status} for {url}: {text}", url=url, status=status
-                )
-            body = json.loads(raw)
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            if entry is not None:
-                self.offline_hits += 1
-                age = now - float(entry.get("fetched_at", 0))
-                message = (
-                    f"hub unreachable ({type(exc).__name__}); using the cached answer for "
-                    f"{path} from {age:.0f} s ago"
-                )
-                log.warning(message, extra={"path": path})
-                if self.on_warning is not None:
-                    self.on_warning(message)
-                return entry["body"]
+            if cached is not None:
+                return self._fall_back(path, cached, f"hub unreachable ({type(exc).__name__})", now)
             raise HubError(
                 f"cannot reach the hub at {self.hub_url}: {exc or type(exc).__name__}",
                 url=url,
             ) from exc
+        if status == 304 and cached is not None:
+            self.revalidated += 1
+            cached[0]["fetched_at"] = now
+            self._store(path, cached[0])
+            return cached[1]
+        if status == 404:
+            raise NotFoundError(f"the hub has no {path}", url=url, status=404)
+        if status in (401, 403):
+            raise AuthError(f"the hub refused {url} ({status})", status=status)
+        if status != 200:
+            text = raw[:200].decode("utf-8", "replace")
+            raise HubError(f"the hub answered {status} for {url}: {text}", url=url, status=status)
+        try:
+            body = decode(raw, what, model_id=model_id, version=version)
+            value = parse(body)
+        except BadManifestError as err:
+            err.facts["url"] = err.url = url  # type: ignore[attr-defined]
+            if cached is not None:
+                return self._fall_back(path, cached, err.message, now)
+            raise
         if cache:
             self._store(path, {"etag": etag, "fetched_at": now, "body": body})
-        return body
+        return value
 
     async def model(self, model_id: str, *, revalidate: bool = False) -> ModelInfo:
         """``GET /api/models/{id}``."""
-        body = await self.get_json(f"/api/models/{quote(model_id)}", revalidate=revalidate)
-        return ModelInfo.model_validate(body)
+        return await self.get(
+            f"/api/models/{quote(model_id)}",
+            lambda body: parse_model_info(body, model_id),
+            what=f"catalog entry of {model_id}",
+            revalidate=revalidate,
+            model_id=model_id,
+        )
 
     async def manifest(self, model_id: str, version: str) -> VersionManifest:
-        """``GET /api/models/{id}/versions/{v}/manifest``."""
-        body = await self.get_json(
-            f"/api/models/{quote(model_id)}/versions/{quote(version)}/manifest"
+        """``GET /api/models/{id}/versions/{v}/manifest``, checked (see ``hubanswers.py``)."""
+        return await self.get(
+            f"/api/models/{quote(model_id)}/versions/{quote(version)}/manifest",
+            lambda body: parse_manifest(body, model_id, version),
+            what=f"manifest of {model_id}@{version}",
+            model_id=model_id,
+            version=version,
         )
-        return VersionManifest.model_validate(body)
 
     async def ranking(self, limit: int) -> list[RankingEntry]:
         """``GET /api/model-usage/ranking?limit=N`` (never cached: it is a live count)."""
-        body = await self.get_json(f"/api/model-usage/ranking?limit={limit}", cache=False)
-        return [RankingEntry.model_validate(item) for item in body]
+        return await self.get(
+            f"/api/model-usage/ranking?limit={limit}",
+            parse_ranking,
+            what="usage ranking",
+            cache=False,
+        )
 
     def expire(self, model_id: str, version: str) -> None:
         """Force the next manifest read of a version to revalidate with the hub."""

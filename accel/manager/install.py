@@ -295,9 +295,17 @@ class VersionInstall:
             self.on_change(self)
 
     async def _flush(self) -> None:
-        with contextlib.suppress(OSError, AccelError):  # the final sync() reports errors
+        try:
             await self.sync()
             self.save()
+        except Exception as exc:  # the final sync() and save() report errors; nobody awaits this
+            log.debug("background flush of %s failed: %s", self.key, exc)
+
+    async def quiesce(self) -> None:
+        """Wait for a background registry flush to end (before the job records its outcome)."""
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
+            self._flushing = None
 
     async def sync(self) -> None:
         """One ``syncfs`` for every file fetched without fsync; they count as done after."""
@@ -412,9 +420,16 @@ class VersionInstall:
             if self._flushing is not None:
                 self._flushing.cancel()  # a paused install records unsynced files as not done
             raise
-        for r in results:
-            if isinstance(r, BaseException) and not isinstance(r, AccelError | OSError):
-                raise r
+        for run, r in zip(todo, results, strict=True):
+            if not isinstance(r, BaseException) or run.status.state == "error":
+                continue
+            if not isinstance(r, AccelError | OSError):
+                raise r  # a bug: the job runner makes it the install's outcome
+            # Failed outside the transfer (a file lock, a link, a mkdir): so did this file.
+            err = self._translate(r, self.target / safe_relpath(run.status.path))
+            run.status.state = "error"
+            run.status.error = FileError(code=err.code, message=err.message)
+            self.errors[run.status.path] = err
         # Before anyone records these files done (kept on failure, or ready): one sync.
         await self.settle()
         return [r.status for r in todo if r.status.state != "done"]

@@ -2,8 +2,8 @@
 
 Owns the public node-side API. It resolves versions against the hub (through the
 manifest cache), serialises installs across processes with task locks, orders them with
-a priority queue, runs each through :class:`~accel.manager.install.VersionInstall` on one
-shared fetch engine, and publishes events. ``get_model_path`` answers from the registry
+a priority queue and runs each as a job of :class:`~accel.manager.jobs.JobRunner` (which
+owns a job's whole life and outcome) on one shared fetch engine, and publishes events. ``get_model_path`` answers from the registry
 alone, without the network. The async methods are the real API; each sync method is a
 one-line wrapper that runs its coroutine on a private event loop. Never prints.
 """
@@ -17,15 +17,14 @@ import os
 import re
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from accel.errors import (
     AccelError,
+    BadManifestError,
     HubError,
-    InsufficientDiskSpaceError,
     ModelNotAvailableError,
     NotFoundError,
 )
@@ -33,10 +32,6 @@ from accel.manager import logs as logs_mod
 from accel.manager.events import (
     Event,
     EventBus,
-    FailedEvent,
-    FailedFile,
-    ProgressEvent,
-    ReadyEvent,
     RemovedEvent,
     StateEvent,
     Subscription,
@@ -45,17 +40,16 @@ from accel.manager.events import (
 )
 from accel.manager.fsutil import safe_relpath, safe_segment
 from accel.manager.hubclient import HubClient
-from accel.manager.install import Downloader, VersionInstall, hash_file, summarize
+from accel.manager.install import Downloader, hash_file
+from accel.manager.jobs import JobRunner, JobSettings, job_key, task_lock_name
 from accel.manager.locks import (
     FILE_LOCK_TIMEOUT_S,
     TASK_LOCK_TIMEOUT_S,
-    HeldLock,
     LockBusy,
     LockSpace,
     describe_holder,
     process_start_time,
 )
-from accel.manager.queue import PrioritySlots
 from accel.manager.registry import RegistryStore, install_key
 from accel.manager.staging import StagedUpdates
 from accel.manager.states import effective_state, not_available
@@ -66,32 +60,11 @@ __all__ = ["ModelManager", "version_key"]
 log = logging.getLogger("accel.manager")
 T = TypeVar("T")
 
-_PROGRESS_EVERY_S = 0.25
-
-#: the ``_jobs`` key suffix of a staged update (its registry key is the version's own)
-_UPDATE = "#update"
-
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     """Natural order of version strings: ``1.10`` after ``1.9``, numbers before words."""
     parts = re.findall(r"\d+|[A-Za-z]+", version)
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
-
-
-@dataclass
-class _Job:
-    key: str
-    model_id: str
-    version: str
-    priority: int
-    done: asyncio.Future[Path]
-    lock: HeldLock | None = None
-    task: asyncio.Task[None] | None = None
-    inst: VersionInstall | None = None
-    force: bool = False
-    #: an update of a ready version, staged beside it (see :meth:`ModelManager.aupdate`)
-    staged: bool = False
-    last_emit: float = field(default=0.0)
 
 
 class ModelManager:
@@ -147,8 +120,24 @@ class ModelManager:
         self._engine: Downloader | None = engine
         self._engine_lock = asyncio.Lock()
         self._engine_start: asyncio.Future[Downloader] | None = None
-        self._jobs: dict[str, _Job] = {}
-        self._slots = PrioritySlots(max(1, max_parallel_installs))
+        self.jobs = JobRunner(
+            JobSettings(
+                models_dir=self.models_dir,
+                max_parallel_files=self.max_parallel_files,
+                file_retries=self.file_retries,
+                retry_backoff_s=retry_backoff_s,
+                file_lock_timeout_s=file_lock_timeout_s,
+                task_lock_timeout_s=task_lock_timeout_s,
+            ),
+            registry=self.registry,
+            locks=self.locks,
+            hub=self.hub,
+            staged=self.staged,
+            events=self.events,
+            engine=self._get_engine,
+            state_of=self._effective,
+            max_parallel_installs=max_parallel_installs,
+        )
         self._heartbeat: asyncio.Task[None] | None = None
         self._log_handler = logs_mod.JsonLinesHandler(self.state_dir / "logs" / "accel.log")
         log.addHandler(self._log_handler)
@@ -181,11 +170,7 @@ class ModelManager:
 
     async def _release_loop(self) -> None:
         # Everything bound to the running event loop: jobs, heartbeat, engine, session.
-        for job in list(self._jobs.values()):
-            if job.task is not None:
-                job.task.cancel()
-        tasks = [j.task for j in self._jobs.values() if j.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.jobs.cancel_all()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -242,44 +227,9 @@ class ModelManager:
     def _warn(self, message: str) -> None:
         self.events.publish(WarningEvent(message=message))
 
-    def _emit_progress(self, job: _Job, *, force: bool = False) -> None:
-        inst = job.inst
-        if inst is None:
-            return
-        now = time.monotonic()
-        if not force and now - job.last_emit < _PROGRESS_EVERY_S:
-            return
-        job.last_emit = now
-        speed = inst.speed_bps
-        remaining = inst.bytes_total - inst.bytes_done
-        self.events.publish(
-            ProgressEvent(
-                model_id=inst.model_id,
-                version=inst.version,
-                state=inst.state,
-                bytes_done=inst.bytes_done,
-                bytes_total=inst.bytes_total,
-                speed_bps=round(speed, 1),
-                eta_s=round(remaining / speed, 2) if speed > 0 else None,
-                files=[r.progress() for r in inst.files.values()],
-                total=self.total_progress(),
-                update=job.staged,
-            )
-        )
-
     def total_progress(self) -> TotalProgress:
         """All installs of this manager together."""
-        insts = [j.inst for j in self._jobs.values() if j.inst is not None]
-        done = sum(i.bytes_done for i in insts)
-        total = sum(i.bytes_total for i in insts)
-        speed = sum(i.speed_bps for i in insts)
-        return TotalProgress(
-            bytes_done=done,
-            bytes_total=total,
-            speed_bps=round(speed, 1),
-            eta_s=round((total - done) / speed, 2) if speed > 0 else None,
-            active=sum(1 for i in insts if i.state == "downloading"),
-        )
+        return self.jobs.total_progress()
 
     def _state(self, model_id: str, version: str, state: str, *, update: bool = False) -> None:
         self.events.publish(
@@ -296,8 +246,8 @@ class ModelManager:
         return start is None or started < 0 or abs(started - start) <= 1.0
 
     def _effective(self, rec: InstallRecord, *, update: bool = False) -> str:
-        job_key = install_key(rec.model_id, rec.version) + (_UPDATE if update else "")
-        if (rec.owner_pid == os.getpid() and job_key not in self._jobs) and rec.state in (
+        key = job_key(rec.model_id, rec.version, update=update)
+        if (rec.owner_pid == os.getpid() and key not in self.jobs) and rec.state in (
             "queued",
             "downloading",
             "verifying",
@@ -366,7 +316,7 @@ class ModelManager:
             staged = reg.updates.get(key)
             if staged is not None:
                 update["update"] = self._update_status(key, staged)
-            job = self._jobs.get(key)
+            job = self.jobs.get(key)
             if job is not None and job.inst is not None:
                 inst = job.inst
                 speed = inst.speed_bps
@@ -382,7 +332,7 @@ class ModelManager:
         return out
 
     def _update_status(self, key: str, staged: InstallRecord) -> UpdateStatus:
-        job = self._jobs.get(key + _UPDATE)
+        job = self.jobs.get(job_key(staged.model_id, staged.version, update=True))
         if job is not None and job.inst is not None:
             return UpdateStatus(
                 state=job.inst.state,  # type: ignore[arg-type]
@@ -416,8 +366,8 @@ class ModelManager:
         before = self.hub.offline_hits
         try:
             info = await self.hub.model(model_id)
-        except NotFoundError:
-            raise
+        except (NotFoundError, BadManifestError):
+            raise  # the hub answered: falling back to what is installed would hide it
         except HubError:
             newest = self._newest_ready(self.registry.read(), model_id)
             if newest is None:
@@ -436,10 +386,6 @@ class ModelManager:
         return safe_segment(chosen, "version")
 
     # -- install -----------------------------------------------------------------------
-    @staticmethod
-    def _task_lock_name(model_id: str, version: str) -> str:
-        return f"tasks/{model_id.replace('/', '--')}@{version}"
-
     async def ainstall(
         self,
         model_id: str,
@@ -462,208 +408,23 @@ class ModelManager:
             self._engine_start.add_done_callback(lambda f: f.cancelled() or f.exception())
         version = await self.resolve_version(model_id, version)
         key = install_key(model_id, version)
-        job = self._jobs.get(key)
+        job = self.jobs.get(key)
         if job is None:
             rec = self.registry.get(model_id, version)
             if not force and rec is not None and rec.state == "ready" and Path(rec.path).is_dir():
                 return Path(rec.path)
-            job = self._new_job(model_id, version, priority, wait=wait, force=force)
+            job = self.jobs.start(model_id, version, priority, wait=wait, force=force)
         elif priority != job.priority:
-            job.priority = priority
-            self._slots.set_priority(key, priority)
+            self.jobs.set_priority(key, priority)
         if not wait:
             return None
-        return await asyncio.shield(job.done)
+        return await self.jobs.wait(job)
 
     def install(
         self, model_id: str, version: str | None = None, *, priority: int = 0, wait: bool = True
     ) -> Path | None:
         """Blocking :meth:`ainstall` (a background install stops when it returns)."""
         return self._run(self.ainstall(model_id, version, priority=priority, wait=wait))
-
-    def _new_job(
-        self,
-        model_id: str,
-        version: str,
-        priority: int,
-        *,
-        wait: bool,
-        force: bool,
-        staged: bool = False,
-    ) -> _Job:
-        key = install_key(model_id, version) + (_UPDATE if staged else "")
-        name = self._task_lock_name(model_id, version)
-        held: HeldLock | None = None
-        try:
-            held = self.locks.try_acquire(
-                name,
-                kind="task",
-                model_id=model_id,
-                version=version,
-                timeout_s=self.task_lock_timeout_s,
-            )
-        except LockBusy as busy:
-            if not wait:
-                rec = self.registry.get(model_id, version)
-                state = self._effective(rec) if rec is not None else "downloading"
-                reason = state if state in ("queued", "verifying") else "downloading"
-                raise ModelNotAvailableError(
-                    model_id,
-                    version,
-                    reason,
-                    message=f"model {model_id}@{version} is being installed by "
-                    f"{describe_holder(busy.holder)}",
-                    holder=describe_holder(busy.holder),
-                ) from None
-        loop = asyncio.get_running_loop()
-        job = _Job(
-            key,
-            model_id,
-            version,
-            priority,
-            loop.create_future(),
-            lock=held,
-            force=force,
-            staged=staged,
-        )
-        job.done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._jobs[key] = job
-        job.task = loop.create_task(self._run_job(job))
-        return job
-
-    async def _run_job(self, job: _Job) -> None:
-        inst: VersionInstall | None = None
-        try:
-            if job.lock is None:
-                job.lock = await self.locks.acquire(
-                    self._task_lock_name(job.model_id, job.version),
-                    kind="task",
-                    model_id=job.model_id,
-                    version=job.version,
-                    timeout_s=self.task_lock_timeout_s,
-                )
-            staging: Path | None = None
-            if job.staged:
-                manifest = await self.hub.manifest(job.model_id, job.version)
-                plan = await asyncio.to_thread(
-                    self.staged.begin, job.model_id, job.version, manifest.checksum_sha256
-                )
-                if plan == "up_to_date":
-                    job.done.set_result(self.staged.final_dir(job.model_id, job.version))
-                    return
-                if plan == "in_place":  # not ready: nothing to keep usable
-                    job.staged, job.force = False, True
-                else:
-                    staging = plan
-            else:
-                rec = self.registry.get(job.model_id, job.version)
-                if (
-                    not job.force
-                    and rec is not None
-                    and rec.state == "ready"
-                    and Path(rec.path).is_dir()
-                ):
-                    job.done.set_result(Path(rec.path))  # installed by the process we waited for
-                    return
-                manifest = await self.hub.manifest(job.model_id, job.version)
-            inst = VersionInstall(
-                models_dir=self.models_dir,
-                registry=self.registry,
-                locks=self.locks,
-                engine=await self._get_engine(),
-                url_of=lambda p: self.hub.storage_url(job.model_id, job.version, p),
-                manifest=manifest,
-                priority=job.priority,
-                max_parallel_files=self.max_parallel_files,
-                file_retries=self.file_retries,
-                on_change=lambda _i: self._emit_progress(job),
-                retry_backoff_s=self.retry_backoff_s,
-                file_lock_timeout_s=self.file_lock_timeout_s,
-                owner_start=self.locks.start_time,
-                staging=staging,
-            )
-            job.inst = inst
-            inst.prepare()
-            inst.save("queued")
-            self._state(job.model_id, job.version, "queued", update=job.staged)
-            await self._slots.acquire(job.key, job.priority)
-            try:
-                await self._install(job, inst)
-            finally:
-                self._slots.release()
-        except asyncio.CancelledError:
-            if inst is not None and inst.state not in ("ready", "error"):
-                with contextlib.suppress(AccelError, OSError):
-                    inst.save("paused")
-                self._state(job.model_id, job.version, "paused", update=job.staged)
-            if not job.done.done():
-                job.done.set_exception(ModelNotAvailableError(job.model_id, job.version, "paused"))
-            raise
-        except (AccelError, OSError) as exc:
-            err = exc if isinstance(exc, AccelError) else HubError(str(exc))
-            if inst is not None and inst.state != "error":
-                with contextlib.suppress(AccelError, OSError):
-                    inst.save("error", FileError(code=err.code, message=err.message))
-            self._failed(job, inst, err)
-            if not job.done.done():
-                job.done.set_exception(err)
-        finally:
-            if job.lock is not None:
-                job.lock.release()
-            self._jobs.pop(job.key, None)
-
-    async def _install(self, job: _Job, inst: VersionInstall) -> None:
-        inst.save("downloading")
-        self._state(job.model_id, job.version, "downloading", update=job.staged)
-        log.info("installing %s (%d files)", job.key, len(inst.files), extra={"key": job.key})
-        inst.adopt_finished()
-        inst.reuse_identical()
-        try:
-            inst.check_space()
-        except InsufficientDiskSpaceError as exc:
-            inst.save("error", FileError(code=exc.code, message=exc.message))
-            raise
-        failed = await inst.fetch_missing()
-        if failed:
-            inst.save("error", inst.failure(failed))
-            raise inst.errors[failed[0].path]
-        inst.save("verifying")
-        self._state(job.model_id, job.version, "verifying", update=job.staged)
-        bad = inst.verify_all()
-        if bad:
-            inst.save("error", inst.failure(bad))
-            raise ModelNotAvailableError(job.model_id, job.version, "error")
-        cancelled: asyncio.CancelledError | None = None
-        if inst.staging is not None:
-            # The ready version was usable all along; now the new content takes its
-            # place in one step and the old one is deleted (open files stay readable).
-            # A pause arriving now waits for these few milliseconds: a swap is never
-            # left half-recorded by a live process.
-            swap = asyncio.ensure_future(asyncio.to_thread(self.staged.swap_in, inst))
-            try:
-                await asyncio.shield(swap)
-            except asyncio.CancelledError as exc:
-                await swap
-                cancelled = exc
-            inst.state = "ready"
-        else:
-            inst.save("ready")
-        self._emit_progress(job, force=True)
-        facts = summarize(inst)
-        path = inst.final_dir
-        log.info("ready %s at %s", job.key, path, extra={"key": job.key, **facts})
-        self.events.publish(
-            ReadyEvent(
-                model_id=job.model_id,
-                version=job.version,
-                path=str(path),
-                update=job.staged,
-                **facts,
-            )
-        )
-        job.done.set_result(path)
-        if cancelled is not None:
-            raise cancelled
 
     # -- staged updates ----------------------------------------------------------------
     def _recover_updates(self) -> None:
@@ -675,7 +436,7 @@ class ModelManager:
                 staged.owner_pid, staged.owner_start
             ):
                 continue
-            name = self._task_lock_name(staged.model_id, staged.version)
+            name = task_lock_name(staged.model_id, staged.version)
             try:
                 held = self.locks.try_acquire(
                     name,
@@ -692,34 +453,13 @@ class ModelManager:
             finally:
                 held.release()
 
-    def _failed(self, job: _Job, inst: VersionInstall | None, err: AccelError) -> None:
-        files = []
-        if inst is not None:
-            files = [
-                FailedFile(path=r.status.path, error=r.status.error)
-                for r in inst.files.values()
-                if r.status.state == "error" and r.status.error is not None
-            ]
-        log.warning("install of %s failed: %s", job.key, err.message, extra={"code": err.code})
-        self.events.publish(
-            FailedEvent(
-                model_id=job.model_id,
-                version=job.version,
-                error=FileError(code=err.code, message=err.message),
-                failed_files=files,
-                update=job.staged,
-            )
-        )
-
     # -- control -----------------------------------------------------------------------
     async def apause(self, model_id: str, version: str | None = None) -> None:
         """Stop an install, keeping every byte fetched; :meth:`aresume` continues it."""
         for key, rec in self._matching(model_id, version):
-            job = self._jobs.get(key)
-            if job is not None and job.task is not None:
-                job.task.cancel()
-                await asyncio.gather(job.task, return_exceptions=True)
-            elif rec is not None and rec.state in ("queued", "error"):
+            if await self.jobs.cancel(key):
+                continue
+            if rec is not None and rec.state in ("queued", "error"):
 
                 def change(reg: Registry, key: str = key) -> None:
                     if key in reg.installs:
@@ -745,7 +485,7 @@ class ModelManager:
             for k, r in self.registry.read().updates.items()
             if r.model_id == model_id
             and (version is None or r.version == version)
-            and k + _UPDATE not in self._jobs
+            and job_key(r.model_id, r.version, update=True) not in self.jobs
             and self._effective(r, update=True) in ("paused", "error")
         ]
 
@@ -762,12 +502,7 @@ class ModelManager:
             if rec is not None and rec.state == "ready":
                 continue
             keys.add(key)
-            job = self._jobs.get(key)
-            if job is not None:
-                job.priority = priority
-                self._slots.set_priority(key, priority)
-                if job.inst is not None:
-                    job.inst.priority = priority
+            self.jobs.set_priority(key, priority)
 
         def change(reg: Registry) -> None:
             for key in keys:
@@ -787,9 +522,9 @@ class ModelManager:
             for k, r in reg.installs.items()
             if r.model_id == model_id and (version is None or r.version == version)
         }
-        for key, job in self._jobs.items():
+        for job in self.jobs:
             if job.model_id == model_id and (version is None or job.version == version):
-                keys.setdefault(key, None)  # type: ignore[arg-type]
+                keys.setdefault(job.key, None)  # type: ignore[arg-type]
         return list(keys.items())  # type: ignore[arg-type]
 
     def pause(self, model_id: str, version: str | None = None) -> None:
@@ -814,14 +549,11 @@ class ModelManager:
         removed = []
         matching = self._matching(model_id, version)
         for key, _rec in matching:  # installs and staged updates of this process stop first
-            job = self._jobs.get(key)
-            if job is not None and job.task is not None:
-                job.task.cancel()
-                await asyncio.gather(job.task, return_exceptions=True)
+            await self.jobs.cancel(key)
         for key, rec in matching:
             if rec is None:
                 continue
-            name = self._task_lock_name(rec.model_id, rec.version)
+            name = task_lock_name(rec.model_id, rec.version)
             try:
                 held = self.locks.try_acquire(
                     name, kind="task", model_id=rec.model_id, version=rec.version, timeout_s=60
@@ -951,13 +683,12 @@ class ModelManager:
         """
         self._ensure_started()
         version = safe_segment(version, "version")
-        key = install_key(model_id, version) + _UPDATE
-        job = self._jobs.get(key)
+        job = self.jobs.get(job_key(model_id, version, update=True))
         if job is None:
-            job = self._new_job(model_id, version, priority, wait=wait, force=False, staged=True)
+            job = self.jobs.start(model_id, version, priority, wait=wait, staged=True)
         if not wait:
             return None
-        return await asyncio.shield(job.done)
+        return await self.jobs.wait(job)
 
     def update(self) -> list[str]:
         """Blocking :meth:`aupdate`."""
@@ -1004,13 +735,11 @@ class ModelManager:
     # -- queue introspection -----------------------------------------------------------
     def queued(self) -> list[str]:
         """Keys waiting for an install slot, in the order they will start."""
-        return self._slots.waiting()
+        return self.jobs.queued()
 
     async def wait_idle(self) -> None:
         """Wait until no install of this manager is running or queued."""
-        while self._jobs:
-            tasks = [j.task for j in self._jobs.values() if j.task is not None]
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.jobs.wait_idle()
 
 
 def _find_bad(checks: list[tuple[str, Path, str, int]]) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.manager.hubstub import StubHub, running_stub
+from tests.support.lostexc import failing_on_lost_task_exceptions
 
 
 @pytest.fixture
@@ -28,3 +29,10 @@ def models_dir(tmp_path: Path) -> Path:
     d = tmp_path / "models"
     d.mkdir()
     return d
+
+
+@pytest.fixture(autouse=True)
+def no_lost_task_exceptions() -> Iterator[list[str]]:
+    """Every manager test fails if an exception was left in a task nobody awaited."""
+    with failing_on_lost_task_exceptions() as lost:
+        yield lost
