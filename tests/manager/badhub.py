@@ -27,8 +27,7 @@ from aiohttp import web
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from accel.manager.hubanswers import field_name
-from accel.schema import MAX_FILE_BYTES, ModelInfo, VersionManifest, version_checksum
+from accel.schema import ModelInfo, VersionManifest, version_checksum
 from tests.support.webapp import serve_app
 
 MODEL, VERSION = "m", "1.0"
@@ -37,6 +36,9 @@ FILES = {"a.bin": bytes(range(256)) * 12, "sub/b.bin": b"accel" * 300}
 
 #: stands for an absolute path outside the models dir; the test puts a real one in
 ABSOLUTE = "<absolute>"
+
+#: the largest file size there is (``off_t``); above it a size is malformed
+MAX_FILE_BYTES = 2**63 - 1
 
 
 def _entry(rel: str, data: bytes) -> dict[str, Any]:
@@ -49,24 +51,24 @@ def _entry(rel: str, data: bytes) -> dict[str, Any]:
     }
 
 
-def good_manifest() -> dict[str, Any]:
-    """The manifest of ``m@1.0`` as the real hub would answer it."""
+def good_manifest(content: dict[str, bytes] = FILES) -> dict[str, Any]:
+    """The manifest of ``m@1.0`` (with ``content``) as the real hub would answer it."""
     from accel.schema import ManifestFile
 
-    files = [_entry(rel, data) for rel, data in sorted(FILES.items())]
+    files = [_entry(rel, data) for rel, data in sorted(content.items())]
     return {
         "model_id": MODEL,
         "version": VERSION,
-        "size_bytes": sum(len(d) for d in FILES.values()),
+        "size_bytes": sum(len(d) for d in content.values()),
         "files": files,
         "checksum_sha256": version_checksum([ManifestFile.model_validate(f) for f in files]),
         "updated_at": "2026-12-01T00:00:00Z",
     }
 
 
-def good_catalog() -> dict[str, Any]:
+def good_catalog(content: dict[str, bytes] = FILES) -> dict[str, Any]:
     """The catalog entry of ``m`` (``GET /api/models/m``)."""
-    m = good_manifest()
+    m = good_manifest(content)
     return {
         "id": MODEL,
         "name": "M",
@@ -89,7 +91,9 @@ def good_catalog() -> dict[str, Any]:
 class BadHub:
     """The hub's routes over answers a test sets (``manifest``/``catalog``: raw bodies)."""
 
+    store: Path
     url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
     manifest: bytes = b""
     catalog: bytes = b""
     content_type: str = "application/json"
@@ -103,16 +107,21 @@ class BadHub:
         else:
             self.manifest = raw
 
+    def publish(self, content: dict[str, bytes]) -> None:
+        """Serve ``content`` as ``m@1.0`` (files, manifest and catalog), as a hub edit would."""
+        for rel, data in content.items():
+            (self.store / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.store / rel).write_bytes(data)
+        self.files = dict(content)
+        self.answer(good_manifest(content))
+        self.answer(good_catalog(content), catalog=True)
+
 
 @contextlib.asynccontextmanager
 async def running_bad_hub(store: Path) -> AsyncIterator[BadHub]:
     """Serve a :class:`BadHub` (files written under ``store``) until the generator ends."""
-    hub = BadHub()
-    hub.answer(good_manifest())
-    hub.answer(good_catalog(), catalog=True)
-    for rel, data in FILES.items():
-        (store / rel).parent.mkdir(parents=True, exist_ok=True)
-        (store / rel).write_bytes(data)
+    hub = BadHub(store)
+    hub.publish(FILES)
 
     def body(raw: bytes) -> web.Response:
         return web.Response(body=raw, headers={"Content-Type": hub.content_type})
@@ -128,7 +137,7 @@ async def running_bad_hub(store: Path) -> AsyncIterator[BadHub]:
     async def storage(request: web.Request) -> web.StreamResponse:
         hub.requests.append(request.path)
         rel = request.match_info["path"]
-        if rel not in FILES:
+        if rel not in hub.files:
             return web.json_response(
                 {"error": {"code": "not_found", "message": "no such file", "status": 404}},
                 status=404,
@@ -157,6 +166,14 @@ class Case:
 
 
 Loc = tuple[str | int, ...]
+
+
+def field_name(loc: Loc) -> str:
+    """How the error names a location: ``("files", 0, "path")`` -> ``files[0].path``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def schema_fields(model: type[BaseModel], prefix: Loc = ()) -> Iterator[tuple[Loc, Any, bool]]:

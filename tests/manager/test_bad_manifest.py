@@ -23,11 +23,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from accel.errors import AccelError, BadManifestError
+from accel.errors import AccelError
 from accel.fetch import Engine
 from accel.manager import ModelManager
 from accel.manager.events import Event
-from accel.manager.hubanswers import parse_manifest
 from tests.manager.badhub import (
     ABSOLUTE,
     MODEL,
@@ -120,7 +119,7 @@ async def test_a_manifest_without_model_id_fails_at_once_instead_of_hanging(
     err, events, models, elapsed = await _install(
         bad_hub, engine, tmp_path, Case("missing", body, "model_id")
     )
-    assert isinstance(err, BadManifestError) and err.code == "bad_manifest"
+    assert err.code == "bad_manifest"
     assert err.facts["field"] == "model_id" and err.facts["version"] == VERSION
     assert "model_id" in str(err) and f"{MODEL}@{VERSION}" in str(err) and err.hint
     assert elapsed < DEADLINE_S
@@ -167,21 +166,11 @@ async def test_a_bad_answer_is_not_cached_and_a_fixed_hub_installs(
     body["files"][0]["size_bytes"] = -1
     bad_hub.answer(body)
     async with ModelManager(tmp_path / "models", bad_hub.url, engine=engine) as mm:
-        with pytest.raises(BadManifestError):
+        with pytest.raises(AccelError, match="size_bytes"):
             await mm.ainstall(MODEL, VERSION)
         bad_hub.answer(good_manifest())
         path = await mm.ainstall(MODEL, VERSION)
         assert path is not None and mm.status(MODEL)[0].state == "ready"
-
-
-def test_rules_beyond_the_schema_accept_what_the_real_hub_publishes() -> None:
-    """An empty file has no block digests; a file may also come with none at all."""
-    body = good_manifest()
-    body["files"].append({**body["files"][0], "path": "empty", "size_bytes": 0})
-    body["files"][-1]["chunks"] = {"algo": "blake3", "size": 1024, "digests": []}
-    body["files"][0]["chunks"]["digests"] = []
-    manifest = parse_manifest(body, MODEL, VERSION)
-    assert [f.path for f in manifest.files] == ["a.bin", "sub/b.bin", "empty"]
 
 
 async def test_cli_install_against_a_malformed_hub_prints_one_error_line(
