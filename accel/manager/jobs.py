@@ -1,10 +1,10 @@
 """The job runner: one install (or staged update) of one model version, whole life.
 
-Owns :class:`Job` and :class:`JobRunner`: a job's creation (the task lock taken at once,
-or waited for), its place in the priority queue, its steps (the manifest from the hub,
-planning, fetching, verifying, the swap of a staged update, the registry writes between
-them), its cancellation (pause, remove, close: the bytes stay, the version reads
-``paused``) and its outcome.
+Owns :class:`Job` and :class:`JobRunner`: a job's creation (the task lock taken at once
+if free), its place in the priority queue, the run of its steps (``steps.py``: the
+manifest from the hub, planning, fetching, verifying, the swap of a staged update, the
+registry writes between them), its cancellation (pause, remove, close: the bytes stay,
+the version reads ``paused``), its progress events and its outcome.
 
 The outcome is decided in one place, :meth:`JobRunner._run`, whatever a step raises:
 an :class:`~accel.errors.AccelError` as it is, ENOSPC as disk full, any other
@@ -13,8 +13,7 @@ else (a bug) as an :class:`~accel.errors.InternalError` chained to it. Then the 
 is recorded ``error`` with that code (even when no manifest was ever read), a ``failed``
 event goes out, and the waiter's future raises the error. The job's task itself never
 ends with an exception, so none is ever left in a task nobody awaits; an install can
-fail, but never hang. Never prints; the steps' work lives in ``install.py`` (files) and
-``staging.py`` (the swap).
+fail, but never hang. Never prints.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from pathlib import Path
 from accel.errors import (
     AccelError,
     ConfigError,
-    InsufficientDiskSpaceError,
     InternalError,
     ModelNotAvailableError,
 )
@@ -39,24 +37,22 @@ from accel.manager.events import (
     EventBus,
     FailedEvent,
     FailedFile,
-    ProgressEvent,
-    ReadyEvent,
     StateEvent,
     TotalProgress,
 )
 from accel.manager.hubclient import HubClient
-from accel.manager.install import Downloader, VersionInstall, summarize
-from accel.manager.locks import HeldLock, LockBusy, LockSpace, describe_holder
+from accel.manager.install import Downloader, VersionInstall
+from accel.manager.locks import HeldLock, LockBusy, LockSpace, describe_holder, task_lock_name
+from accel.manager.progress import PROGRESS_EVERY_S, progress_event, total_progress
 from accel.manager.queue import PrioritySlots
 from accel.manager.registry import RegistryStore, install_key
 from accel.manager.staging import StagedUpdates
+from accel.manager.steps import run_steps
 from accel.schema import FileError, InstallRecord, Registry
 
-__all__ = ["Job", "JobRunner", "JobSettings", "as_job_error", "job_key", "task_lock_name"]
+__all__ = ["Job", "JobRunner", "JobSettings", "as_job_error", "job_key"]
 
 log = logging.getLogger("accel.manager")
-
-_PROGRESS_EVERY_S = 0.25
 
 #: the key suffix of a staged update's job (its registry key is the version's own)
 _UPDATE = "#update"
@@ -65,11 +61,6 @@ _UPDATE = "#update"
 def job_key(model_id: str, version: str, *, update: bool = False) -> str:
     """The key of a version's job: its registry key, ``#update`` for a staged update."""
     return install_key(model_id, version) + (_UPDATE if update else "")
-
-
-def task_lock_name(model_id: str, version: str) -> str:
-    """The task lock every process takes to install or update ``model_id@version``."""
-    return f"tasks/{model_id.replace('/', '--')}@{version}"
 
 
 def as_job_error(exc: BaseException, key: str, models_dir: Path) -> AccelError:
@@ -146,10 +137,10 @@ class JobRunner:
         self.hub = hub
         self.staged = staged
         self.events = events
-        self._engine = engine
+        self.engine = engine
         self._state_of = state_of
         self._jobs: dict[str, Job] = {}
-        self._slots = PrioritySlots(max(1, max_parallel_installs))
+        self.slots = PrioritySlots(max(1, max_parallel_installs))
 
     # -- the table -----------------------------------------------------------------------
     def get(self, key: str) -> Job | None:
@@ -166,7 +157,7 @@ class JobRunner:
 
     def queued(self) -> list[str]:
         """Keys waiting for an install slot, in the order they will start."""
-        return self._slots.waiting()
+        return self.slots.waiting()
 
     def set_priority(self, key: str, priority: int) -> None:
         """A queued job moves in the queue; a running one keeps it in its registry writes."""
@@ -174,7 +165,7 @@ class JobRunner:
         if job is None:
             return
         job.priority = priority
-        self._slots.set_priority(key, priority)
+        self.slots.set_priority(key, priority)
         if job.inst is not None:
             job.inst.priority = priority
 
@@ -254,7 +245,7 @@ class JobRunner:
     async def _run(self, job: Job) -> None:
         # The one place a job's outcome is decided; see the module docstring.
         try:
-            path = await self._steps(job)
+            path = await run_steps(self, job)
         except asyncio.CancelledError:
             self._paused(job)
             raise
@@ -272,116 +263,6 @@ class JobRunner:
                 job.lock.release()
             self._jobs.pop(job.key, None)
 
-    async def _steps(self, job: Job) -> Path:
-        if job.lock is None:
-            job.lock = await self.locks.acquire(
-                task_lock_name(job.model_id, job.version),
-                kind="task",
-                model_id=job.model_id,
-                version=job.version,
-                timeout_s=self.settings.task_lock_timeout_s,
-            )
-        staging: Path | None = None
-        if job.staged:
-            manifest = await self.hub.manifest(job.model_id, job.version)
-            plan = await asyncio.to_thread(
-                self.staged.begin, job.model_id, job.version, manifest.checksum_sha256
-            )
-            if plan == "up_to_date":
-                return self.staged.final_dir(job.model_id, job.version)
-            if plan == "in_place":  # not ready: nothing to keep usable
-                job.staged, job.force = False, True
-            else:
-                staging = plan
-        else:
-            rec = self.registry.get(job.model_id, job.version)
-            ready = rec is not None and rec.state == "ready" and Path(rec.path).is_dir()
-            if ready and not job.force:
-                assert rec is not None
-                return Path(rec.path)  # installed by the process we waited for
-            manifest = await self.hub.manifest(job.model_id, job.version)
-        s = self.settings
-        inst = VersionInstall(
-            models_dir=s.models_dir,
-            registry=self.registry,
-            locks=self.locks,
-            engine=await self._engine(),
-            url_of=lambda p: self.hub.storage_url(job.model_id, job.version, p),
-            manifest=manifest,
-            priority=job.priority,
-            max_parallel_files=s.max_parallel_files,
-            file_retries=s.file_retries,
-            on_change=lambda _i: self.emit_progress(job),
-            retry_backoff_s=s.retry_backoff_s,
-            file_lock_timeout_s=s.file_lock_timeout_s,
-            owner_start=self.locks.start_time,
-            staging=staging,
-        )
-        job.inst = inst
-        inst.prepare()
-        inst.save("queued")
-        self._state(job, "queued")
-        await self._slots.acquire(job.key, job.priority)
-        try:
-            return await self._install(job, inst)
-        finally:
-            self._slots.release()
-
-    async def _install(self, job: Job, inst: VersionInstall) -> Path:
-        inst.save("downloading")
-        self._state(job, "downloading")
-        log.info("installing %s (%d files)", job.key, len(inst.files), extra={"key": job.key})
-        inst.adopt_finished()
-        inst.reuse_identical()
-        try:
-            inst.check_space()
-        except InsufficientDiskSpaceError as exc:
-            inst.save("error", FileError(code=exc.code, message=exc.message))
-            raise
-        failed = await inst.fetch_missing()
-        if failed:
-            inst.save("error", inst.failure(failed))
-            first = inst.errors.get(failed[0].path)
-            raise first or ModelNotAvailableError(job.model_id, job.version, "error")
-        inst.save("verifying")
-        self._state(job, "verifying")
-        bad = inst.verify_all()
-        if bad:
-            inst.save("error", inst.failure(bad))
-            raise ModelNotAvailableError(job.model_id, job.version, "error")
-        cancelled: asyncio.CancelledError | None = None
-        if inst.staging is not None:
-            # The ready version was usable all along; now the new content takes its
-            # place in one step and the old one is deleted (open files stay readable).
-            # A pause arriving now waits for these few milliseconds: a swap is never
-            # left half-recorded by a live process.
-            swap = asyncio.ensure_future(asyncio.to_thread(self.staged.swap_in, inst))
-            try:
-                await asyncio.shield(swap)
-            except asyncio.CancelledError as exc:
-                await swap
-                cancelled = exc
-            inst.state = "ready"
-        else:
-            inst.save("ready")
-        self.emit_progress(job, force=True)
-        facts = summarize(inst)
-        path = inst.final_dir
-        log.info("ready %s at %s", job.key, path, extra={"key": job.key, **facts})
-        self.events.publish(
-            ReadyEvent(
-                model_id=job.model_id,
-                version=job.version,
-                path=str(path),
-                update=job.staged,
-                **facts,
-            )
-        )
-        if cancelled is not None:
-            job.done.set_result(path)  # it is ready: the pause came too late to stop it
-            raise cancelled
-        return path
-
     # -- outcomes ----------------------------------------------------------------------
     def _paused(self, job: Job) -> None:
         inst = job.inst
@@ -391,7 +272,7 @@ class JobRunner:
                     inst.save("paused")
                 except Exception as exc:  # the bytes are on disk; a rerun finds them
                     log.warning("cannot record %s as paused: %s", job.key, exc)
-            self._state(job, "paused")
+            self.publish_state(job, "paused")
         if not job.done.done():
             job.done.set_exception(ModelNotAvailableError(job.model_id, job.version, "paused"))
 
@@ -472,47 +353,22 @@ class JobRunner:
         self.registry.update(change)
 
     # -- events ------------------------------------------------------------------------
-    def _state(self, job: Job, state: str) -> None:
+    def publish_state(self, job: Job, state: str) -> None:
+        """A ``state`` event for ``job``."""
         self.events.publish(
             StateEvent(model_id=job.model_id, version=job.version, state=state, update=job.staged)
         )
 
     def emit_progress(self, job: Job, *, force: bool = False) -> None:
         """A progress event for ``job`` (at most every 0.25 s unless ``force``)."""
-        inst = job.inst
-        if inst is None:
-            return
         now = time.monotonic()
-        if not force and now - job.last_emit < _PROGRESS_EVERY_S:
+        if job.inst is None or (not force and now - job.last_emit < PROGRESS_EVERY_S):
             return
         job.last_emit = now
-        speed = inst.speed_bps
-        remaining = inst.bytes_total - inst.bytes_done
         self.events.publish(
-            ProgressEvent(
-                model_id=inst.model_id,
-                version=inst.version,
-                state=inst.state,
-                bytes_done=inst.bytes_done,
-                bytes_total=inst.bytes_total,
-                speed_bps=round(speed, 1),
-                eta_s=round(remaining / speed, 2) if speed > 0 else None,
-                files=[r.progress() for r in inst.files.values()],
-                total=self.total_progress(),
-                update=job.staged,
-            )
+            progress_event(job.inst, total=self.total_progress(), update=job.staged)
         )
 
     def total_progress(self) -> TotalProgress:
         """All jobs together."""
-        insts = [j.inst for j in self._jobs.values() if j.inst is not None]
-        done = sum(i.bytes_done for i in insts)
-        total = sum(i.bytes_total for i in insts)
-        speed = sum(i.speed_bps for i in insts)
-        return TotalProgress(
-            bytes_done=done,
-            bytes_total=total,
-            speed_bps=round(speed, 1),
-            eta_s=round((total - done) / speed, 2) if speed > 0 else None,
-            active=sum(1 for i in insts if i.state == "downloading"),
-        )
+        return total_progress(j.inst for j in self._jobs.values() if j.inst is not None)

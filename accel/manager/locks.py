@@ -50,6 +50,7 @@ __all__ = [
     "LockSpace",
     "holder_status",
     "process_start_time",
+    "task_lock_name",
 ]
 
 TASK_LOCK_TIMEOUT_S = 30 * 60.0
@@ -59,6 +60,11 @@ RECORD_MAX_AGE_S = 60 * 60.0
 _START_TOLERANCE_S = 1.0
 
 HolderStatus = Literal["alive", "dead", "reused", "old", "unknown"]
+
+
+def task_lock_name(model_id: str, version: str) -> str:
+    """The task lock every process takes to install, update or remove ``model_id@version``."""
+    return f"tasks/{model_id.replace('/', '--')}@{version}"
 
 
 def process_start_time(pid: int) -> float | None:

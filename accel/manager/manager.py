@@ -41,7 +41,7 @@ from accel.manager.events import (
 from accel.manager.fsutil import safe_relpath, safe_segment
 from accel.manager.hubclient import HubClient
 from accel.manager.install import Downloader, hash_file
-from accel.manager.jobs import JobRunner, JobSettings, job_key, task_lock_name
+from accel.manager.jobs import JobRunner, JobSettings, job_key
 from accel.manager.locks import (
     FILE_LOCK_TIMEOUT_S,
     TASK_LOCK_TIMEOUT_S,
@@ -49,7 +49,9 @@ from accel.manager.locks import (
     LockSpace,
     describe_holder,
     process_start_time,
+    task_lock_name,
 )
+from accel.manager.progress import live_fields
 from accel.manager.registry import RegistryStore, install_key
 from accel.manager.staging import StagedUpdates
 from accel.manager.states import effective_state, not_available
@@ -318,16 +320,7 @@ class ModelManager:
                 update["update"] = self._update_status(key, staged)
             job = self.jobs.get(key)
             if job is not None and job.inst is not None:
-                inst = job.inst
-                speed = inst.speed_bps
-                update.update(
-                    state=inst.state,
-                    bytes_done=inst.bytes_done,
-                    files=[r.status.model_copy() for r in inst.files.values()],
-                    speed_bps=round(speed, 1),
-                    eta_s=round((inst.bytes_total - inst.bytes_done) / speed, 2) if speed else None,
-                    priority=job.priority,
-                )
+                update.update(live_fields(job.inst, job.priority))
             out.append(rec.model_copy(update=update))
         return out
 

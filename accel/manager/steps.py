@@ -1,0 +1,142 @@
+"""The steps of one install job, in order, as the job runner runs them.
+
+The task lock (held at once, or waited for), the manifest from the hub (for a staged
+update: whether there is anything to update, and where to build it), the plan merged
+with what the registry records, the queue slot, then the install itself: reuse, space
+check, fetch, verify, the swap of a staged update, ``ready``. Each step raises whatever
+stops it; what that means for the job (its state, its event, its waiter) is decided
+by :meth:`~accel.manager.jobs.JobRunner._run` alone, never here. Never prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from accel.errors import InsufficientDiskSpaceError, ModelNotAvailableError
+from accel.manager.events import ReadyEvent
+from accel.manager.install import VersionInstall, summarize
+from accel.manager.locks import task_lock_name
+from accel.schema import FileError
+
+if TYPE_CHECKING:
+    from accel.manager.jobs import Job, JobRunner
+
+__all__ = ["run_steps"]
+
+log = logging.getLogger("accel.manager")
+
+
+async def run_steps(runner: JobRunner, job: Job) -> Path:
+    """Every step of ``job``, in order; returns the ready path (see the module docstring)."""
+    if job.lock is None:
+        job.lock = await runner.locks.acquire(
+            task_lock_name(job.model_id, job.version),
+            kind="task",
+            model_id=job.model_id,
+            version=job.version,
+            timeout_s=runner.settings.task_lock_timeout_s,
+        )
+    staging: Path | None = None
+    if job.staged:
+        manifest = await runner.hub.manifest(job.model_id, job.version)
+        plan = await asyncio.to_thread(
+            runner.staged.begin, job.model_id, job.version, manifest.checksum_sha256
+        )
+        if plan == "up_to_date":
+            return runner.staged.final_dir(job.model_id, job.version)
+        if plan == "in_place":  # not ready: nothing to keep usable
+            job.staged, job.force = False, True
+        else:
+            staging = plan
+    else:
+        rec = runner.registry.get(job.model_id, job.version)
+        ready = rec is not None and rec.state == "ready" and Path(rec.path).is_dir()
+        if ready and not job.force:
+            assert rec is not None
+            return Path(rec.path)  # installed by the process we waited for
+        manifest = await runner.hub.manifest(job.model_id, job.version)
+    s = runner.settings
+    inst = VersionInstall(
+        models_dir=s.models_dir,
+        registry=runner.registry,
+        locks=runner.locks,
+        engine=await runner.engine(),
+        url_of=lambda p: runner.hub.storage_url(job.model_id, job.version, p),
+        manifest=manifest,
+        priority=job.priority,
+        max_parallel_files=s.max_parallel_files,
+        file_retries=s.file_retries,
+        on_change=lambda _i: runner.emit_progress(job),
+        retry_backoff_s=s.retry_backoff_s,
+        file_lock_timeout_s=s.file_lock_timeout_s,
+        owner_start=runner.locks.start_time,
+        staging=staging,
+    )
+    job.inst = inst
+    inst.prepare()
+    inst.save("queued")
+    runner.publish_state(job, "queued")
+    await runner.slots.acquire(job.key, job.priority)
+    try:
+        return await _install(runner, job, inst)
+    finally:
+        runner.slots.release()
+
+
+async def _install(runner: JobRunner, job: Job, inst: VersionInstall) -> Path:
+    inst.save("downloading")
+    runner.publish_state(job, "downloading")
+    log.info("installing %s (%d files)", job.key, len(inst.files), extra={"key": job.key})
+    inst.adopt_finished()
+    inst.reuse_identical()
+    try:
+        inst.check_space()
+    except InsufficientDiskSpaceError as exc:
+        inst.save("error", FileError(code=exc.code, message=exc.message))
+        raise
+    failed = await inst.fetch_missing()
+    if failed:
+        inst.save("error", inst.failure(failed))
+        first = inst.errors.get(failed[0].path)
+        raise first or ModelNotAvailableError(job.model_id, job.version, "error")
+    inst.save("verifying")
+    runner.publish_state(job, "verifying")
+    bad = inst.verify_all()
+    if bad:
+        inst.save("error", inst.failure(bad))
+        raise ModelNotAvailableError(job.model_id, job.version, "error")
+    cancelled: asyncio.CancelledError | None = None
+    if inst.staging is not None:
+        # The ready version was usable all along; now the new content takes its
+        # place in one step and the old one is deleted (open files stay readable).
+        # A pause arriving now waits for these few milliseconds: a swap is never
+        # left half-recorded by a live process.
+        swap = asyncio.ensure_future(asyncio.to_thread(runner.staged.swap_in, inst))
+        try:
+            await asyncio.shield(swap)
+        except asyncio.CancelledError as exc:
+            await swap
+            cancelled = exc
+        inst.state = "ready"
+    else:
+        inst.save("ready")
+    runner.emit_progress(job, force=True)
+    facts = summarize(inst)
+    path = inst.final_dir
+    log.info("ready %s at %s", job.key, path, extra={"key": job.key, **facts})
+    runner.events.publish(
+        ReadyEvent(
+            model_id=job.model_id,
+            version=job.version,
+            path=str(path),
+            update=job.staged,
+            **facts,
+        )
+    )
+    if cancelled is not None:
+        job.done.set_result(path)  # it is ready: the pause came too late to stop it
+        raise cancelled
+    return path
