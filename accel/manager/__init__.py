@@ -3,7 +3,9 @@
 ``ModelManager`` is the public entry point; the modules below it each own one concept:
 ``registry`` (registry.json), ``locks`` (task/file locks and their records), ``states``
 (the pure state machine), ``queue`` (priority slots), ``hubclient`` (hub API + manifest
-cache), ``install`` (one version's install), ``disk``, ``events`` and ``logs``.
+cache), ``hubanswers`` (what a hub answer must be, pure), ``jobs`` (the job runner: a
+job's life and outcome), ``steps`` (an install job's steps), ``install`` (one version's
+files), ``staging`` (staged updates), ``progress``, ``disk``, ``events`` and ``logs``.
 """
 
 from accel.manager.events import Event, Subscription

@@ -1,11 +1,12 @@
 """``ModelManager``: install, locate, verify and remove model versions in a models dir.
 
 Owns the public node-side API. It resolves versions against the hub (through the
-manifest cache), serialises installs across processes with task locks, orders them with
-a priority queue and runs each as a job of :class:`~accel.manager.jobs.JobRunner` (which
-owns a job's whole life and outcome) on one shared fetch engine, and publishes events. ``get_model_path`` answers from the registry
-alone, without the network. The async methods are the real API; each sync method is a
-one-line wrapper that runs its coroutine on a private event loop. Never prints.
+manifest cache) and hands each install or update to the
+:class:`~accel.manager.jobs.JobRunner`, which serialises it across processes with a task
+lock, queues it by priority, runs it on one shared fetch engine and owns its outcome.
+``get_model_path`` answers from the registry alone, without the network. The async
+methods are the real API; each sync method is a one-line wrapper that runs its coroutine
+on a private event loop. Never prints.
 """
 
 from __future__ import annotations

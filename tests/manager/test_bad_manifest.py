@@ -202,3 +202,19 @@ async def test_cli_install_against_a_malformed_hub_prints_one_error_line(
     errors = [line for line in err.decode().splitlines() if line.startswith("accel: error")]
     assert len(errors) == 1 and errors[0].startswith("accel: error [bad_manifest]: "), err
     assert "model_id" in errors[0] and "Traceback" not in err.decode()
+
+
+async def test_the_blocking_install_raises_too(bad_hub: BadHub, tmp_path: Path) -> None:
+    """``install(wait=True)``, the sync wrapper (in a thread: the hub runs on this loop)."""
+    body = good_manifest()
+    body["files"][1]["path"] = "../../escape"
+    bad_hub.answer(body)
+    mm = ModelManager(tmp_path / "models", bad_hub.url, workers=1)
+    try:
+        with pytest.raises(AccelError) as info:
+            async with asyncio.timeout(DEADLINE_S):
+                await asyncio.to_thread(mm.install, MODEL, VERSION)
+    finally:
+        await asyncio.to_thread(mm.close)
+    assert info.value.code == "bad_manifest" and info.value.facts["field"] == "files[1].path"
+    assert not (tmp_path / "escape").exists()
