@@ -250,9 +250,12 @@ class JobRunner:
             self._paused(job)
             raise
         except BaseException as exc:
-            if job.inst is not None:
-                await job.inst.quiesce()  # a late background flush must not undo the record
-            self._fail(job, as_job_error(exc, job.key, self.settings.models_dir))
+            err = as_job_error(exc, job.key, self.settings.models_dir)
+            try:
+                if job.inst is not None:  # a late background flush must not undo the record
+                    await job.inst.quiesce()
+            finally:  # even if cancelled meanwhile: the waiter must hear of it
+                self._fail(job, err)
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit: the job failed, the process still stops
         else:

@@ -82,7 +82,7 @@ async def test_unsafe_manifest_path_is_refused(tmp_path: Path, path: str) -> Non
     before = snapshot(tmp_path, tmp_path / "models" / MODEL / VERSION)
     err, models = await attempt(tmp_path, [FakeFile("ok.bin", b"ok" * 100), FakeFile(path, b"x")])
     assert err is not None, f"manifest path {path!r} was accepted"
-    assert err.code in ("unsafe_path", "hub_error"), err
+    assert err.code == "bad_manifest" and err.facts["field"] == "files[1].path", err
     assert outside_changes(tmp_path, before, models) == {}
     assert not Path("/tmp/accel-hostile-abs.bin").exists()
     await assert_not_ready(models)
@@ -149,5 +149,5 @@ async def test_unsafe_version_from_hub_is_refused(tmp_path: Path) -> None:
     ):
         with pytest.raises(AccelError) as info:
             await mm.ainstall(MODEL)  # the hub's default_version is "../../evil"
-    assert info.value.code == "unsafe_path"
+    assert info.value.code == "bad_manifest" and info.value.facts["field"] == "default_version"
     assert outside_changes(tmp_path, before, models) == {}
