@@ -28,7 +28,6 @@ import dataclasses
 import errno
 import hashlib
 import os
-import re
 import ssl
 import threading
 import time
@@ -37,16 +36,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin
 
 from accel.errors import (
-    AccelError,
     DownloadError,
-    HTTPStatusError,
     InsufficientDiskSpaceError,
     IntegrityError,
     ProtocolViolationError,
-    RangeNotSupportedError,
-    RemoteChangedError,
     StallError,
 )
+from accel.fetch.answers import Fail, check_response, strong_etag
 from accel.fetch.http1 import (
     ConnectionPool,
     NoResponse,
@@ -65,7 +61,6 @@ from accel.fetch.messages import (
     FromWorker,
     Get,
     Go,
-    Head,
     HeadSeen,
     Progress,
     Ready,
@@ -85,9 +80,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main_from_argv"]
 
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_UNSATISFIED = re.compile(r"^bytes \*/(\d+)$")
-_FATAL_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
 _PROGRESS_BYTES = 1 << 20
@@ -120,14 +112,6 @@ class _Abort(Exception):
 
 class _Cancelled(Exception):
     """The supervisor cancelled the task (or the worker is stopping)."""
-
-
-class _Fail(Exception):
-    def __init__(self, error: AccelError, *, retryable: bool, retry_after: float | None = None):
-        super().__init__(error)
-        self.error = error
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 def main_from_argv() -> None:
@@ -283,7 +267,7 @@ class _Worker:
             return
         except _Abort:
             self._send(Done(tid, None))
-        except _Fail as f:
+        except Fail as f:
             if not run.cancelled:
                 self._send(Failed(tid, f.error, f.retryable, f.retry_after))
         except Exception as exc:  # one seam: every foreign error is translated here
@@ -336,7 +320,7 @@ class _Worker:
         headers.append(("Accept-Encoding", "identity"))
         if task.ranged and task.end is not None:
             headers.append(("Range", f"bytes={task.start}-{task.end - 1}"))
-        if _strong(task.etag):
+        if strong_etag(task.etag):
             headers.append(("If-Match", task.etag or ""))
         elif task.last_modified and not task.probe:
             # No strong ETag: the date the server gave is the validator. A file replaced
@@ -347,7 +331,7 @@ class _Worker:
                 headers.append(("If-Range", task.last_modified))
         for k, v in headers:
             if any(c in k or c in v for c in "\r\n\0"):
-                raise _Fail(DownloadError(f"header {k!r} contains a line break"), retryable=False)
+                raise Fail(DownloadError(f"header {k!r} contains a line break"), retryable=False)
         url = task.url
         for _ in range(_MAX_REDIRECTS + 1):
             resp = self._request(run, url, headers)
@@ -363,11 +347,11 @@ class _Worker:
                 headers = strip_credentials(headers, task.secret_headers)
             url = nxt
         else:
-            raise _Fail(
+            raise Fail(
                 DownloadError(f"{task.url}: more than {_MAX_REDIRECTS} redirects", url=task.url),
                 retryable=False,
             )
-        head = _check_response(resp, task)
+        head = check_response(resp.status, resp.reason, resp.headers, resp.content_length, task)
         if url != task.url:
             run.final_url = url
             head = dataclasses.replace(head, url=url)
@@ -426,7 +410,7 @@ class _Worker:
                 end = run.end  # a split may have moved it while we read
                 if end is not None and pos + n > end:
                     if end == task.end and not task.probe:
-                        raise _Fail(
+                        raise Fail(
                             ProtocolViolationError(
                                 f"{task.url}: the server sent more bytes than the range asked for",
                                 url=task.url,
@@ -467,7 +451,7 @@ class _Worker:
             now = time.monotonic()
             if now - window_start >= task.stall_timeout:
                 if window_bytes < task.min_rate * (now - window_start):
-                    raise _Fail(
+                    raise Fail(
                         StallError(
                             f"{task.url}: less than {task.min_rate:.0f} B/s for "
                             f"{task.stall_timeout:.0f} s",
@@ -481,7 +465,7 @@ class _Worker:
                 reported, last_report = pos, now
         end = run.end
         if end is not None and pos != end:
-            raise _Fail(
+            raise Fail(
                 ProtocolViolationError(
                     f"{task.url}: body ended after {pos - start} of {end - start} bytes",
                     url=task.url,
@@ -533,7 +517,7 @@ def _finish_block(hasher: Any, digests: tuple[str, ...], index: int, task: Task,
     got = hasher.hexdigest()
     hasher.reset()
     if index < len(digests) and got != digests[index]:
-        raise _Fail(
+        raise Fail(
             IntegrityError(
                 f"{task.url}: block ending at byte {pos} does not match its blake3 digest",
                 url=task.url,
@@ -541,139 +525,6 @@ def _finish_block(hasher: Any, digests: tuple[str, ...], index: int, task: Task,
             ),
             retryable=True,
         )
-
-
-def _check_response(resp: Response, task: Task) -> Head:
-    """Accept the status and headers of a chunk answer, or raise ``_Fail``."""
-    status = resp.status
-    url = task.url
-    h = resp.headers
-    etag = h.get("etag")
-    last_modified = h.get("last-modified")
-    encoding = h.get("content-encoding", "identity").lower()
-    if status in (200, 206) and encoding not in ("identity", ""):
-        raise _Fail(
-            ProtocolViolationError(f"{url}: answered with Content-Encoding {encoding}", url=url),
-            retryable=True,
-        )
-    length = resp.content_length
-    if status == 206:
-        m = _CONTENT_RANGE.match(h.get("content-range", ""))
-        if m is None:
-            raise _Fail(
-                ProtocolViolationError(f"{url}: 206 without a usable Content-Range", url=url),
-                retryable=True,
-            )
-        first, last = int(m.group(1)), int(m.group(2))
-        total = None if m.group(3) == "*" else int(m.group(3))
-        want_last = (task.end - 1) if task.end is not None else None
-        if first != task.start or (
-            not task.probe
-            and (last != want_last or (task.total is not None and total != task.total))
-        ):
-            raise _Fail(
-                ProtocolViolationError(
-                    f"{url}: asked for bytes {task.start}-{want_last}, got "
-                    f"{h.get('content-range')}",
-                    url=url,
-                ),
-                retryable=True,
-            )
-        if length is not None and length != last - first + 1:
-            raise _Fail(
-                ProtocolViolationError(
-                    f"{url}: Content-Length {length} disagrees with Content-Range", url=url
-                ),
-                retryable=True,
-            )
-        if task.etag and etag and etag != task.etag:
-            raise _Fail(
-                RemoteChangedError(f"{url}: ETag changed from {task.etag} to {etag}", url=url),
-                retryable=False,
-            )
-        _check_last_modified(task, last_modified)
-        return Head(206, total, etag, last_modified, True, last + 1)
-    if status == 200:
-        if task.probe:
-            return Head(200, length, etag, last_modified, False, length)
-        if task.ranged:
-            _check_last_modified(task, last_modified)  # an If-Range that failed
-            if _strong(task.etag) and etag and etag != task.etag:
-                raise _Fail(
-                    RemoteChangedError(f"{url}: ETag changed from {task.etag} to {etag}", url=url),
-                    retryable=False,
-                )
-            # One node of a fleet may ignore Range once; the retry asks again.
-            raise _Fail(
-                RangeNotSupportedError(f"{url}: the server ignored Range (200)", url=url),
-                retryable=True,
-            )
-        if task.total is not None and length is not None and length != task.total:
-            raise _Fail(
-                RemoteChangedError(f"{url}: size changed to {length}", url=url), retryable=False
-            )
-        _check_last_modified(task, last_modified)
-        return Head(200, length, etag, last_modified, False, length)
-    if status == 416 and task.probe:
-        m = _UNSATISFIED.match(h.get("content-range", ""))
-        if m is not None and int(m.group(1)) == 0:
-            return Head(206, 0, etag, last_modified, True, 0)
-    if status in (412, 416):
-        raise _Fail(
-            RemoteChangedError(
-                f"{url}: the remote file changed (HTTP {status})", url=url, status=status
-            ),
-            retryable=False,
-        )
-    retry_after = _retry_after(h.get("retry-after"))
-    err = HTTPStatusError(
-        f"{url}: HTTP {status} {resp.reason or ''}".rstrip(),
-        url=url,
-        status=status,
-        hint=_status_hint(status),
-    )
-    raise _Fail(err, retryable=status not in _FATAL_STATUS, retry_after=retry_after)
-
-
-def _strong(etag: str | None) -> bool:
-    return bool(etag) and not (etag or "").startswith("W/")
-
-
-def _check_last_modified(task: Task, last_modified: str | None) -> None:
-    """Without a strong ETag, every answer must carry the Last-Modified the probe saw."""
-    if task.probe or _strong(task.etag) or not task.last_modified:
-        return
-    if last_modified != task.last_modified:
-        raise _Fail(
-            RemoteChangedError(
-                f"{task.url}: Last-Modified changed from {task.last_modified} to {last_modified}",
-                url=task.url,
-            ),
-            retryable=False,
-        )
-
-
-def _status_hint(status: int) -> str:
-    if status in (401, 403):
-        return "the server refused access: pass a token with --header 'Authorization: Bearer T'"
-    if status in (404, 410):
-        return "check the URL: the server has no such file"
-    return "the server is failing; rerun later: finished chunks are kept"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
 
 
 def _open_target(task: Task) -> int:
@@ -685,7 +536,7 @@ def _open_target(task: Task) -> int:
         fd = os.open(task.path, flags)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise _Fail(
+            raise Fail(
                 DownloadError(
                     f"{task.path}: no process is reading this FIFO",
                     path=task.path,
@@ -699,32 +550,32 @@ def _open_target(task: Task) -> int:
     return fd
 
 
-def _file_error(exc: OSError, task: Task) -> _Fail:
+def _file_error(exc: OSError, task: Task) -> Fail:
     """An error of the local file (open, pwrite): never retried by the supervisor."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return _Fail(
+        return Fail(
             InsufficientDiskSpaceError(
                 f"no space left while writing {task.path}", path=task.path, needed=None, free=0
             ),
             retryable=False,
         )
-    return _Fail(
+    return Fail(
         DownloadError(f"{task.path}: {exc.strerror or exc}", path=task.path), retryable=False
     )
 
 
-def _translate(exc: BaseException, task: Task) -> _Fail:
+def _translate(exc: BaseException, task: Task) -> Fail:
     """The one place where socket, TLS and parser errors become accel errors."""
     url = task.url
     if isinstance(exc, StallTimeout | TimeoutError):
-        return _Fail(
+        return Fail(
             StallError(f"{url}: no bytes for {task.stall_timeout:.0f} s", url=url),
             retryable=True,
         )
     if isinstance(exc, ProtocolError):
-        return _Fail(ProtocolViolationError(f"{url}: {exc}", url=url), retryable=True)
+        return Fail(ProtocolViolationError(f"{url}: {exc}", url=url), retryable=True)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return _Fail(
+        return Fail(
             DownloadError(
                 f"{url}: TLS certificate not trusted: {exc.verify_message}",
                 url=url,
@@ -733,9 +584,9 @@ def _translate(exc: BaseException, task: Task) -> _Fail:
             retryable=False,
         )
     if isinstance(exc, ValueError):
-        return _Fail(DownloadError(f"{url}: {exc}", url=url), retryable=False)
+        return Fail(DownloadError(f"{url}: {exc}", url=url), retryable=False)
     if isinstance(exc, OSError):
         # Connect, reset, refused, DNS, TLS: the network's, so worth a retry.
         what = exc.strerror or str(exc) or type(exc).__name__
-        return _Fail(DownloadError(f"{url}: {what}", url=url), retryable=True)
-    return _Fail(DownloadError(f"{url}: {type(exc).__name__}: {exc}", url=url), retryable=False)
+        return Fail(DownloadError(f"{url}: {what}", url=url), retryable=True)
+    return Fail(DownloadError(f"{url}: {type(exc).__name__}: {exc}", url=url), retryable=False)
