@@ -469,13 +469,18 @@ _NO_SPACE = frozenset({_errno.ENOSPC, _errno.EDQUOT})
 
 
 def from_os_error(
-    exc: OSError, *, action: str, path: str | os.PathLike[str] | None = None
+    exc: OSError,
+    *,
+    action: str,
+    path: str | os.PathLike[str] | None = None,
+    hint: str | None = None,
 ) -> AccelError:
     """The accel error for ``exc``, raised by an attempt to ``action`` ``path``.
 
     ``action`` is a verb phrase that reads after "cannot": ``"write"``, ``"create the
     directory"``, ``"read the registry"``. ``path`` defaults to the OSError's own
-    ``filename``. The caller chains: ``raise from_os_error(exc, action="write", path=p)
+    ``filename``; ``hint`` replaces the class's default when the caller knows better
+    (``"name a file inside it"``). The caller chains: ``raise from_os_error(exc, action="write", path=p)
     from exc``. ENOSPC and EDQUOT become :class:`InsufficientDiskSpaceError` (needed and
     free unknown here: measuring them is I/O, and this module does none). Pure: looks
     only at ``exc.errno``, so a fake OSError in a unit test maps like a real one.
@@ -489,10 +494,9 @@ def from_os_error(
     name = _errno.errorcode.get(code, "") if code is not None else ""
     if code in _NO_SPACE:
         return InsufficientDiskSpaceError(
-            message, path=shown, needed=None, free=None, action=action, errno=code
+            message, hint=hint, path=shown, needed=None, free=None, action=action, errno=code
         )
     cls = _BY_ERRNO.get(code, FilesystemError) if code is not None else FilesystemError
-    hint = None
-    if cls is FilesystemError and name:
+    if hint is None and cls is FilesystemError and name:
         hint = f"{name}: {FilesystemError.default_hint}"
     return cls(message, hint=hint, path=shown, action=action, errno=code, errno_name=name)

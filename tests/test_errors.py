@@ -104,6 +104,8 @@ def test_os_error_path_given_wins_and_missing_path_reads_well() -> None:
     assert type(odd) is errors.FilesystemError and odd.message.startswith("cannot read /x: ")
 
 
-def test_unknown_errno_names_it_in_the_hint() -> None:
+def test_unknown_errno_names_it_in_the_hint_and_a_given_hint_wins() -> None:
     err = errors.from_os_error(OSError(errno.EXDEV, "Invalid cross-device link"), action="move")
     assert err.hint.startswith("EXDEV: ")
+    mine = errors.from_os_error(IsADirectoryError(errno.EISDIR, "x"), action="write", hint="h")
+    assert mine.hint == "h" and mine.code == "is_a_directory"
