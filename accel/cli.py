@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         debug = debug or bool(getattr(args, "debug", False))
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone (EPIPE) is handled below
         return code
     except UsageError as exc:
         print(f"accel: {exc}", file=sys.stderr)
