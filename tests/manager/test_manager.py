@@ -14,7 +14,14 @@ import pytest
 
 from accel.errors import HubError, IntegrityError, ModelNotAvailableError
 from accel.manager import ModelManager
-from accel.manager.events import FailedEvent, ProgressEvent, ReadyEvent, RemovedEvent, WarningEvent
+from accel.manager.events import (
+    FailedEvent,
+    ProgressEvent,
+    ReadyEvent,
+    RemovedEvent,
+    StateEvent,
+    WarningEvent,
+)
 from accel.schema import Registry
 from tests.manager.hubstub import StubHub, publish, republish_file, running_stub
 
@@ -257,12 +264,28 @@ async def test_priority_queue_starts_the_highest_priority_first(
     # a holds the only slot for ~0.5 s (2 MB/s): b, c and d are all queued before it ends
     async with _mm(models_dir, hub, max_parallel_installs=1, limit_rate="2M") as mm:
         order: list[str] = []
-        mm.subscribe(lambda ev: order.append(ev.model_id) if isinstance(ev, ReadyEvent) else None)
+        a_has_the_slot = asyncio.Event()
+
+        def on_event(ev: object) -> None:
+            if isinstance(ev, ReadyEvent):
+                order.append(ev.model_id)
+            elif isinstance(ev, StateEvent) and (ev.model_id, ev.state) == ("a", "downloading"):
+                a_has_the_slot.set()  # published once the slot is taken
+
+        mm.subscribe(on_event)
         await mm.ainstall("a", "1", wait=False)
-        await asyncio.sleep(0)  # a takes the only slot
+        # Waited for, not assumed: a's job fetches its manifest and waits for the worker
+        # processes first, so one loop turn is not enough (on a cold machine b could win).
+        await asyncio.wait_for(a_has_the_slot.wait(), 30)
         await mm.ainstall("b", "1", wait=False, priority=0)
         await mm.ainstall("c", "1", wait=False, priority=5)
         await mm.ainstall("d", "1", wait=False, priority=1)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(mm.queued()) < 3 and not order:
+            assert asyncio.get_running_loop().time() < deadline, mm.queued()
+            await asyncio.sleep(0.01)
+        assert not order, "a finished before b, c and d were queued behind it"
+        assert mm.queued() == ["c@1", "d@1", "b@1"]
         await mm.wait_idle()
     assert order[0] == "a" and order[1:] == ["c", "d", "b"]
 
