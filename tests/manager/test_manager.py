@@ -22,7 +22,7 @@ from accel.manager.events import (
     StateEvent,
     WarningEvent,
 )
-from accel.schema import Registry
+from accel.schema import InstallRecord, Registry
 from tests.manager.hubstub import StubHub, publish, republish_file, running_stub
 
 FILES = {"weights.bin": 2_500_000, "config.json": b'{"a": 1}', "tok/vocab.txt": 300_000}
@@ -366,10 +366,13 @@ async def test_task_and_file_lock_records_heartbeat_during_an_install(
         while not task_rec.exists():
             await asyncio.sleep(0.02)
         first = json.loads(task_rec.read_text())
-        await asyncio.sleep(0.5)
-        later = json.loads(task_rec.read_text())
+        deadline = asyncio.get_running_loop().time() + 10
+        later = first
+        while later["heartbeat_at"] <= first["heartbeat_at"]:  # the next heartbeat, waited for
+            assert asyncio.get_running_loop().time() < deadline, "no heartbeat in 10 s"
+            await asyncio.sleep(0.02)
+            later = json.loads(task_rec.read_text())
         assert later["pid"] == os.getpid() and later["model_id"] == "slow"
-        assert later["heartbeat_at"] > first["heartbeat_at"]
         files: list[dict[str, object]] = []
         while not files:
             files = [r for r in mm.lock_records() if r.get("kind") == "file"]
@@ -402,7 +405,22 @@ async def test_priority_of_a_running_install_sticks(store: Path, models_dir: Pat
                 await asyncio.sleep(0.05)
             await mm.aset_priority("run", "1", 7)
             assert mm.status("run", "1")[0].priority == 7
-            await asyncio.sleep(2.5)  # past the install's periodic registry flush
+
+            def on_disk() -> InstallRecord:
+                reg = Registry.model_validate_json((models_dir / "registry.json").read_bytes())
+                return reg.installs["run@1"]
+
+            def b_done(rec: InstallRecord) -> bool:
+                return any(f.path == "b.bin" and f.state == "done" for f in rec.files)
+
+            # The install's next registry write (its batched flush when b.bin completes,
+            # ~3 s in), waited for: that write must keep the priority given meanwhile.
+            assert not b_done(on_disk())
+            deadline = asyncio.get_running_loop().time() + 30
+            while not b_done(written := on_disk()):
+                assert asyncio.get_running_loop().time() < deadline, "b.bin never flushed"
+                await asyncio.sleep(0.05)
+            assert written.priority == 7
             rec = mm.status("run", "1")[0]
             assert rec.state == "downloading" and rec.priority == 7
             await mm.apause("run", "1")
