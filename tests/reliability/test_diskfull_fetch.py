@@ -187,6 +187,26 @@ def _worker_pids() -> list[int]:
     return [c.pid for c in me.children(recursive=True) if "python" in c.name().lower()]
 
 
+def _traced_by(pid: int) -> set[int]:
+    """The TracerPid of every thread of ``pid`` (0: a thread nobody traces yet)."""
+    out = set()
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):  # a thread that just ended
+            for line in status.read_text().splitlines():
+                if line.startswith("TracerPid:"):
+                    out.add(int(line.split()[1]))
+    return out
+
+
+async def _until_attached(tracer: subprocess.Popen[bytes], pids: list[int]) -> None:
+    """Wait (20 s deadline) until ``tracer`` traces every thread of every pid."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while any(_traced_by(pid) != {tracer.pid} for pid in pids):
+        assert tracer.poll() is None, tracer.stderr.read() if tracer.stderr else tracer.returncode
+        assert asyncio.get_running_loop().time() < deadline, "strace did not attach in 20 s"
+        await asyncio.sleep(0.02)
+
+
 async def test_enospc_mid_download_then_resume(tmp_path: Path, source: tuple[Path, bytes]) -> None:
     require_root()
     if shutil.which("strace") is None:
@@ -209,7 +229,7 @@ async def test_enospc_mid_download_then_resume(tmp_path: Path, source: tuple[Pat
                 args += ["-p", str(pid)]
             tracer = subprocess.Popen(args, stderr=subprocess.PIPE)
             try:
-                await asyncio.sleep(1.0)  # let strace attach
+                await _until_attached(tracer, pids)
                 with pytest.raises(InsufficientDiskSpaceError) as info:
                     await engine.download(
                         f"{proxy.url}/big.bin", dest, expected=expected_for(data), chunk_size=BLOCK
