@@ -205,12 +205,13 @@ async def test_a_killed_worker_process_costs_only_its_chunks(
         task = asyncio.ensure_future(
             engine.download(slow.file_url("big.bin"), tmp_path / "b.bin", chunk_size=1 << 20)
         )
-        victim = engine.pool.pids[0]
         deadline = asyncio.get_running_loop().time() + 30
-        # kill it while it holds chunks (the pool's own per-worker count), not after a guess
-        while not any(w.load for w in engine.pool._workers if w.proc.pid == victim):
+        # Kill one once both workers hold chunks (the pool's own per-worker count), not
+        # after a guessed 0.7 s: the download is under way on every worker.
+        while sum(1 for w in engine.pool._workers if w.alive and w.load) < 2:
             assert asyncio.get_running_loop().time() < deadline and not task.done()
             await asyncio.sleep(0.005)
+        victim = engine.pool.pids[0]
         os.kill(victim, signal.SIGKILL)
         result = await task
         assert victim not in engine.pool.pids
