@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from accel.errors import CheckpointError, InsufficientDiskSpaceError
@@ -182,11 +181,6 @@ async def test_a_download_stopped_on_a_full_disk_keeps_its_progress(
         assert rerun <= SIZE - result.resumed_bytes + BLOCK <= SIZE - stopped_at + BLOCK
 
 
-def _worker_pids() -> list[int]:
-    me = psutil.Process()
-    return [c.pid for c in me.children(recursive=True) if "python" in c.name().lower()]
-
-
 def _traced_by(pid: int) -> set[int]:
     """The TracerPid of every thread of ``pid`` (0: a thread nobody traces yet)."""
     out = set()
@@ -220,7 +214,7 @@ async def test_enospc_mid_download_then_resume(tmp_path: Path, source: tuple[Pat
     ):
         async with Engine(workers=2, connections=4, backoff_base=0.05) as engine:
             await engine.start()
-            pids = _worker_pids()
+            pids = engine.pool.pids  # this engine's workers (not an earlier test's leftovers)
             assert pids, "no worker processes found"
             args = ["strace", "-qq", "-f", "-e", "trace=pwrite64"]
             # Counted per thread (a worker reuses its threads across tasks): a third write fails.
