@@ -60,7 +60,7 @@ def _env_debug() -> bool:
 # that is a bug to report, not a file problem to describe with a path.
 _NETWORK = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
 
-_REPORT_HINT = "this is a bug in accel: rerun with --debug (or ACCEL_DEBUG=1) to see the traceback, and report it"
+_REPORT_HINT = "this is a bug in accel: rerun with --debug or ACCEL_DEBUG=1 to see the traceback, and report it"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -221,7 +221,7 @@ class PermissionDeniedError(FilesystemError):
     """EACCES or EPERM: mode bits, an immutable (``chattr +i``) directory, a sandbox."""
 
     code = "permission_denied"
-    default_hint = "check the owner, mode and attributes (`ls -ld`, `lsattr -d`)"
+    default_hint = "check the owner, mode and attributes with `ls -ld` and `lsattr -d`"
 
 
 class ReadOnlyError(FilesystemError):
@@ -263,7 +263,7 @@ class SymlinkLoopError(FilesystemError):
     """ELOOP: resolving the path met too many symbolic links (a link pointing at itself)."""
 
     code = "symlink_loop"
-    default_hint = "a symbolic link in the path loops: fix or remove it (`ls -l`)"
+    default_hint = "a symbolic link in the path loops: fix or remove it, see `ls -l`"
 
 
 class NameTooLongError(FilesystemError):
@@ -277,14 +277,14 @@ class TooManyOpenFilesError(FilesystemError):
     """EMFILE or ENFILE: the process's (or the system's) open-file limit is reached."""
 
     code = "too_many_open_files"
-    default_hint = "raise the limit (`ulimit -n`) or run fewer downloads at once"
+    default_hint = "raise the limit with `ulimit -n` or run fewer downloads at once"
 
 
 class DeviceIOError(FilesystemError):
     """EIO: the device failed the read or write (a bad disk, a lost network mount)."""
 
     code = "io_error"
-    default_hint = "the device reported an I/O error: check it (`dmesg`), then rerun"
+    default_hint = "the device reported an I/O error: check it with `dmesg`, then rerun"
 
 
 class DownloadError(AccelError):

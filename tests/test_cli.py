@@ -36,7 +36,7 @@ def test_an_unexpected_exception_is_one_internal_line(
     err = capsys.readouterr().err
     assert err.splitlines() == [
         "accel: error [internal]: RuntimeError: boom on two lines (this is a bug in accel: "
-        "rerun with --debug (or ACCEL_DEBUG=1) to see the traceback, and report it)"
+        "rerun with --debug or ACCEL_DEBUG=1 to see the traceback, and report it)"
     ]
 
 
