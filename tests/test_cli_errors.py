@@ -3,8 +3,10 @@
 Each command that writes (get, install, status, logs export, publish) is run against each
 bad destination, each produced the real way:
 
-- ``eacces``: a directory the user may not enter or write (the CLI runs as ``nobody``
-  through ``setpriv`` when the suite runs as root, since root ignores mode bits);
+- ``eacces``: another user's directory (``nobody``'s, mode 0700) the CLI may not enter
+  or write; as root the CLI runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+  (``setpriv``), the capabilities that let root ignore mode bits, so the kernel checks
+  them as for any user (and the checkout stays readable wherever it was cloned);
 - ``eperm``: a directory made immutable with ``chattr +i`` (EPERM even for root);
 - ``erofs``: a tmpfs mounted read-only;
 - ``enotdir``: a path below a regular file (``-o FILE/sub``).
@@ -20,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ import pytest
 from tests.support.hub import RunningHub, publish_model, running_hub
 
 ACCEL = [sys.executable, "-m", "accel"]
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+_NO_DAC = "-dac_override,-dac_read_search"
+WITHOUT_DAC_OVERRIDE = ["setpriv", f"--inh-caps={_NO_DAC}", f"--bounding-set={_NO_DAC}", "--"]
 MODEL, VERSION, FILE = "tiny", "1.0", "a.bin"
 
 
@@ -75,37 +77,25 @@ def _tree(area: Path) -> set[str]:
     return {n for n in names if not n.startswith("models/.accel")}
 
 
-def _readable_area(tmp_path: Path) -> Path:
-    """``tmp_path`` when the runner is us; a world-readable dir when it is ``nobody``."""
-    if os.geteuid() != 0:
-        return tmp_path
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to run the CLI as an unprivileged user")
-    area = Path(tempfile.mkdtemp(prefix="accel-eacces-"))
-    area.chmod(0o755)
-    return area
-
-
 @pytest.fixture
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
     kind: str = request.param
     undo: list[Callable[[], None]] = []
-    area = _readable_area(tmp_path) if kind == "eacces" else tmp_path
-    if area != tmp_path:
-        undo.append(lambda: shutil.rmtree(area, ignore_errors=True))
+    area = tmp_path
     models = area / "models"
     models.mkdir()
     src = area / "src.bin"
     src.write_bytes(b"x" * 1000)
-    src.chmod(0o644)
     prefix: list[str] = []
     bad = area / kind
     if kind == "eacces":
         bad.mkdir()
         if os.geteuid() == 0:
-            os.chown(models, 65534, 65534)  # nobody's own models dir works
-            prefix = AS_NOBODY
-            bad.chmod(0o700)  # root's: nobody can neither list nor write it
+            if shutil.which("setpriv") is None:
+                pytest.skip("setpriv (util-linux) is needed to drop root's DAC override")
+            os.chown(bad, 65534, 65534)  # nobody's; we are "other" once the override is gone
+            bad.chmod(0o700)
+            prefix = WITHOUT_DAC_OVERRIDE
         else:
             bad.chmod(0o000)
             undo.append(lambda: bad.chmod(0o700))
