@@ -160,7 +160,9 @@ COMMANDS = {
 # A directory that can be read but not written is a fine models dir for `status` (it only
 # reads); `status` is held to an error where it cannot read or where no directory can be.
 CASES = [
-    pytest.param(kind, name, id=f"{name}-{kind}")
+    pytest.param(
+        kind, name, id=f"{name}-{kind}", marks=[pytest.mark.root] if kind != "enotdir" else []
+    )
     for kind in ("eacces", "eperm", "erofs", "enotdir")
     for name in COMMANDS
     if not (name == "status" and kind in ("eperm", "erofs"))
