@@ -55,7 +55,7 @@ class Place:
     area: Path  # the test's whole tree: must look the same after the run
     models: Path  # a models dir the runner can use (for `logs export`)
     src: Path  # a file the runner can read (for `publish`)
-    prefix: list[str] = field(default_factory=list)  # argv prefix: the user who runs the CLI
+    prefix: list[str] = field(default_factory=list)  # argv prefix: how the CLI is run
 
     def run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
@@ -109,6 +109,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
         code = "permission_denied"
     elif kind == "erofs":
         bad.mkdir()
+        # Roomy enough for the engine's free-space check (a 16 MiB margin): the write fails.
         r = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "ro,size=256m", "tmpfs", str(bad)],
             capture_output=True,
