@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accel.errors import AccelError, from_os_error
+from accel.errors import from_os_error
 
 __all__ = ["JsonLinesHandler", "export_logs"]
 
@@ -64,22 +64,21 @@ def export_logs(models_dir: Path, dest: Path) -> Path:
     """
     dest = Path(dest)
     action = "write the log archive"
-    if dest.is_dir():
-        raise from_os_error(
-            IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)),
-            action=action,
-            path=dest,
-            hint=f"name a file to create, e.g. {dest / 'accel-report.tar.gz'}",
-        )
     try:
-        return _export(models_dir, dest)
-    except AccelError:
-        raise
+        if not dest.is_dir():  # checked first: a directory would be found only at the end
+            return _export(models_dir, dest)
     except OSError as exc:
         raise from_os_error(exc, action=action, path=dest) from exc
+    raise from_os_error(
+        IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)),
+        action=action,
+        path=dest,
+        hint=f"name a file to create, e.g. {dest / 'accel-report.tar.gz'}",
+    )
 
 
 def _export(models_dir: Path, dest: Path) -> Path:
+    """Pack into a temp file beside ``dest``, then rename; the temp never outlives a failure."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError as exc:
