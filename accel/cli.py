@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Sequence
 
 from accel import _cli
-from accel.errors import AccelError, UsageError, from_os_error
+from accel.errors import AccelError, InternalError, UsageError, from_os_error
 
 __all__ = ["build_parser", "main"]
 
@@ -104,13 +104,10 @@ def _fail(exc: AccelError, debug: bool) -> int:
 
 
 def _internal(exc: Exception, debug: bool) -> int:
-    if debug:
-        traceback.print_exception(exc)
     what = " ".join(str(exc).split()) or "(no message)"
-    print(
-        f"accel: error [internal]: {type(exc).__name__}: {what} ({_REPORT_HINT})", file=sys.stderr
-    )
-    return 1
+    err = InternalError(f"{type(exc).__name__}: {what}", hint=_REPORT_HINT)
+    err.__cause__ = exc
+    return _fail(err, debug)
 
 
 if __name__ == "__main__":
