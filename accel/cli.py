@@ -4,18 +4,26 @@ Each subcommand lives in ``accel/_cli/<name>.py`` with ``register(subparsers)`` 
 its parser and sets ``func`` to a handler returning an exit code. Expected failures
 (:class:`~accel.errors.AccelError`) print one line (message and hint) on stderr without a
 traceback: exit 2 for usage errors, 1 for any other failure.
+
+:func:`main` is the CLI's one translation seam for what a library layer let through: an
+``OSError`` becomes its :func:`~accel.errors.from_os_error` error (``permission_denied``,
+``not_a_directory``, ...), anything else one ``[internal]`` line that says how to see the
+traceback (``--debug`` or ``ACCEL_DEBUG=1``): a user never gets a traceback by default.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import socket
 import sys
+import traceback
 from collections.abc import Sequence
 
 from accel import _cli
-from accel.errors import AccelError, UsageError
+from accel.errors import AccelError, InternalError, UsageError, from_os_error
 
 __all__ = ["build_parser", "main"]
 
@@ -28,6 +36,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every subcommand module found in ``accel._cli``."""
     parser = _Parser(prog="accel", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=_env_debug(),
+        help="print the traceback of a failure (also: ACCEL_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for info in sorted(pkgutil.iter_modules(_cli.__path__), key=lambda m: m.name):
@@ -38,21 +52,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _env_debug() -> bool:
+    return os.environ.get("ACCEL_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# OSErrors of the network: a library seam should have named the host; if one did not,
+# that is a bug to report, not a file problem to describe with a path.
+_NETWORK = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
+
+_REPORT_HINT = "this is a bug in accel: rerun with --debug or ACCEL_DEBUG=1 to see the traceback, and report it"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``accel`` console script; returns the exit code."""
+    debug = _env_debug()
     try:
         args = build_parser().parse_args(argv)
+        debug = debug or bool(getattr(args, "debug", False))
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone (EPIPE) is handled below
         return code
     except UsageError as exc:
         print(f"accel: {exc}", file=sys.stderr)
         return 2
     except AccelError as exc:
-        print(f"accel: error [{exc.code}]: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, debug)
     except KeyboardInterrupt:
         print("accel: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `accel list | head`: the reader left; say nothing, and let no flush at exit fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        if isinstance(exc, _NETWORK):
+            return _internal(exc, debug)
+        try:
+            raise from_os_error(exc, action="access") from exc
+        except AccelError as err:
+            return _fail(err, debug)
+    except Exception as exc:
+        return _internal(exc, debug)
+
+
+def _fail(exc: AccelError, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    print(f"accel: error [{exc.code}]: {exc}", file=sys.stderr)
+    return 1
+
+
+def _internal(exc: Exception, debug: bool) -> int:
+    what = " ".join(str(exc).split()) or "(no message)"
+    err = InternalError(f"{type(exc).__name__}: {what}", hint=_REPORT_HINT)
+    err.__cause__ = exc
+    return _fail(err, debug)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ to do. Foreign exceptions (aiohttp, OSError) are translated in exactly one place
 and chained with ``raise ... from``. Errors cross process boundaries (worker ->
 supervisor), so every class pickles: ``__reduce__`` rebuilds it from its keyword facts.
 
+An :class:`OSError` becomes one of these through :func:`from_os_error` (the errno table
+lives there, once): the caller names the path and what it was doing, and raises the
+result ``from`` the OSError.
+
 Hierarchy::
 
     AccelError
@@ -17,6 +21,18 @@ Hierarchy::
     │   ├── BadManifestError        an answer that is not JSON or does not match the schema
     │   └── PublishConflictError    publishing a version that exists with other content
     ├── UnsafePathError             a path that would leave its root (traversal, symlink)
+    ├── UnsupportedSchemeError      a root or path given as ``scheme://...`` with no backend yet
+    ├── FilesystemError             a local file operation failed (facts: path, action, errno)
+    │   ├── PermissionDeniedError   EACCES, EPERM (mode bits, an immutable dir, a sandbox)
+    │   ├── ReadOnlyError           EROFS: the filesystem is mounted read-only
+    │   ├── NotADirectoryPathError  ENOTDIR: a parent in the path is a regular file
+    │   ├── IsADirectoryPathError   EISDIR: a file was expected, a directory is there
+    │   ├── PathExistsError         EEXIST, ENOTEMPTY: something is in the way
+    │   ├── PathNotFoundError       ENOENT: the path or one of its parents does not exist
+    │   ├── SymlinkLoopError        ELOOP: too many levels of symbolic links
+    │   ├── NameTooLongError        ENAMETOOLONG: a name or the whole path is too long
+    │   ├── TooManyOpenFilesError   EMFILE, ENFILE: the open-file limit is reached
+    │   └── DeviceIOError           EIO: the device failed the read or write
     ├── DownloadError               a transfer failed after its retry budget
     │   ├── HTTPStatusError         an unexpected status (carries status, url)
     │   ├── RangeNotSupportedError  the origin ignores Range (informational fallback)
@@ -24,7 +40,7 @@ Hierarchy::
     │   ├── ProtocolViolationError  wrong Content-Range, short body, length mismatch
     │   ├── StallError              no bytes (or too few) for the stall timeout
     │   └── IntegrityError          bytes do not match the expected digest or size
-    ├── InsufficientDiskSpaceError  not enough free space (needed vs free), or ENOSPC
+    ├── InsufficientDiskSpaceError  not enough free space (needed vs free), or ENOSPC/EDQUOT
     ├── LockTimeoutError            a lock holder stopped heartbeating
     ├── ModelNotAvailableError      get_model_path for a model that is not ready
     ├── CheckpointError             a resume checkpoint that cannot be used
@@ -34,6 +50,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+import errno as _errno
+import os
 from typing import Any, ClassVar
 
 __all__ = [
@@ -43,22 +61,35 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DeliveryError",
+    "DeviceIOError",
     "DownloadError",
+    "FilesystemError",
     "HTTPStatusError",
     "HubError",
     "InsufficientDiskSpaceError",
     "IntegrityError",
     "InternalError",
+    "IsADirectoryPathError",
     "LockTimeoutError",
     "ModelNotAvailableError",
+    "NameTooLongError",
+    "NotADirectoryPathError",
     "NotFoundError",
+    "PathExistsError",
+    "PathNotFoundError",
+    "PermissionDeniedError",
     "ProtocolViolationError",
     "PublishConflictError",
     "RangeNotSupportedError",
+    "ReadOnlyError",
     "RemoteChangedError",
     "StallError",
+    "SymlinkLoopError",
+    "TooManyOpenFilesError",
     "UnsafePathError",
+    "UnsupportedSchemeError",
     "UsageError",
+    "from_os_error",
 ]
 
 
@@ -162,6 +193,98 @@ class UnsafePathError(AccelError):
 
     code = "unsafe_path"
     default_hint = "file paths must be relative, without '..', backslashes or NUL"
+
+
+class UnsupportedSchemeError(AccelError):
+    """A root or path given as ``scheme://...`` (facts: value, scheme) that no backend serves.
+
+    Without this check ``Path("s3://bucket/x")`` is the local folder ``s3:/bucket/x``:
+    a user who meant an object store would get a silent local copy instead.
+    """
+
+    code = "unsupported_scheme"
+    default_hint = "give a local directory path; object-store roots are not supported yet"
+
+
+class FilesystemError(AccelError):
+    """A local file operation failed (facts: path, action, errno, errno_name).
+
+    The subclasses name the common causes; this class itself is the fallback for an
+    errno without one. Built by :func:`from_os_error`, never from a bare OSError message.
+    """
+
+    code = "filesystem_error"
+    default_hint = "check the path and its parent directory, then rerun"
+
+
+class PermissionDeniedError(FilesystemError):
+    """EACCES or EPERM: mode bits, an immutable (``chattr +i``) directory, a sandbox."""
+
+    code = "permission_denied"
+    default_hint = "check the owner, mode and attributes with `ls -ld` and `lsattr -d`"
+
+
+class ReadOnlyError(FilesystemError):
+    """EROFS: the filesystem holding the path is mounted read-only."""
+
+    code = "read_only"
+    default_hint = "the filesystem is mounted read-only: choose a path on a writable one"
+
+
+class NotADirectoryPathError(FilesystemError):
+    """ENOTDIR: a component of the path that should be a directory is a regular file."""
+
+    code = "not_a_directory"
+    default_hint = "a parent in the path is a file, not a directory: choose another path"
+
+
+class IsADirectoryPathError(FilesystemError):
+    """EISDIR: a file was to be read or written where a directory is."""
+
+    code = "is_a_directory"
+    default_hint = "a directory is in the way: name a file path, or remove the directory"
+
+
+class PathExistsError(FilesystemError):
+    """EEXIST or ENOTEMPTY: something is already where the operation would create one."""
+
+    code = "file_exists"
+    default_hint = "remove it or choose another name"
+
+
+class PathNotFoundError(FilesystemError):
+    """ENOENT: the path, or one of its parent directories, does not exist."""
+
+    code = "file_not_found"
+    default_hint = "check that the path and its parent directories exist"
+
+
+class SymlinkLoopError(FilesystemError):
+    """ELOOP: resolving the path met too many symbolic links (a link pointing at itself)."""
+
+    code = "symlink_loop"
+    default_hint = "a symbolic link in the path loops: fix or remove it, see `ls -l`"
+
+
+class NameTooLongError(FilesystemError):
+    """ENAMETOOLONG: a name (255 bytes on most filesystems) or the whole path is too long."""
+
+    code = "name_too_long"
+    default_hint = "choose a shorter file name or a shallower directory"
+
+
+class TooManyOpenFilesError(FilesystemError):
+    """EMFILE or ENFILE: the process's (or the system's) open-file limit is reached."""
+
+    code = "too_many_open_files"
+    default_hint = "raise the limit with `ulimit -n` or run fewer downloads at once"
+
+
+class DeviceIOError(FilesystemError):
+    """EIO: the device failed the read or write (a bad disk, a lost network mount)."""
+
+    code = "io_error"
+    default_hint = "the device reported an I/O error: check it with `dmesg`, then rerun"
 
 
 class DownloadError(AccelError):
@@ -324,3 +447,56 @@ class InternalError(AccelError):
         "this is a bug in accel: rerun to resume, and report it with the output of "
         "`accel logs export`"
     )
+
+
+# One errno -> one class. Anything not listed is a plain FilesystemError naming its errno.
+_BY_ERRNO: dict[int, type[FilesystemError]] = {
+    _errno.EACCES: PermissionDeniedError,
+    _errno.EPERM: PermissionDeniedError,
+    _errno.EROFS: ReadOnlyError,
+    _errno.ENOTDIR: NotADirectoryPathError,
+    _errno.EISDIR: IsADirectoryPathError,
+    _errno.EEXIST: PathExistsError,
+    _errno.ENOTEMPTY: PathExistsError,
+    _errno.ENOENT: PathNotFoundError,
+    _errno.ELOOP: SymlinkLoopError,
+    _errno.ENAMETOOLONG: NameTooLongError,
+    _errno.EMFILE: TooManyOpenFilesError,
+    _errno.ENFILE: TooManyOpenFilesError,
+    _errno.EIO: DeviceIOError,
+}
+_NO_SPACE = frozenset({_errno.ENOSPC, _errno.EDQUOT})
+
+
+def from_os_error(
+    exc: OSError,
+    *,
+    action: str,
+    path: str | os.PathLike[str] | None = None,
+    hint: str | None = None,
+) -> AccelError:
+    """The accel error for ``exc``, raised by an attempt to ``action`` ``path``.
+
+    ``action`` is a verb phrase that reads after "cannot": ``"write"``, ``"create the
+    directory"``, ``"read the registry"``. ``path`` defaults to the OSError's own
+    ``filename``; ``hint`` replaces the class's default when the caller knows better
+    (``"name a file inside it"``). The caller chains: ``raise from_os_error(exc, action="write", path=p)
+    from exc``. ENOSPC and EDQUOT become :class:`InsufficientDiskSpaceError` (needed and
+    free unknown here: measuring them is I/O, and this module does none). Pure: looks
+    only at ``exc.errno``, so a fake OSError in a unit test maps like a real one.
+    """
+    where = path if path is not None else exc.filename
+    shown = os.fsdecode(where) if where is not None else None
+    code = exc.errno
+    reason = (exc.strerror or (os.strerror(code) if code else type(exc).__name__)).lower()
+    target = f" {shown}" if shown else ""
+    message = f"cannot {action}{target}: {reason}"
+    name = _errno.errorcode.get(code, "") if code is not None else ""
+    if code in _NO_SPACE:
+        return InsufficientDiskSpaceError(
+            message, hint=hint, path=shown, needed=None, free=None, action=action, errno=code
+        )
+    cls = _BY_ERRNO.get(code, FilesystemError) if code is not None else FilesystemError
+    if hint is None and cls is FilesystemError and name:
+        hint = f"{name}: {FilesystemError.default_hint}"
+    return cls(message, hint=hint, path=shown, action=action, errno=code, errno_name=name)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from accel._cli._paths import local_path_str
 from accel.errors import UsageError
 from accel.units import format_bytes, format_rate
 
@@ -26,6 +27,7 @@ def add_common(p: argparse.ArgumentParser, *, hub: bool = True, json_flag: bool 
     p.add_argument(
         "--models-dir",
         default=os.environ.get("ACCEL_MODELS_DIR"),
+        type=local_path_str,
         help="models dir (default: $ACCEL_MODELS_DIR)",
     )
     if hub:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from accel._cli._paths import local_path
 from accel.errors import UsageError
 from accel.units import format_bytes, parse_size
 
@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
         description="Deterministic pseudo-random content: the same options always give the "
         "same bytes and checksums. Version 1.1.0 of each model shares files with 1.0.0.",
     )
-    p.add_argument("root", type=Path, help="the hub store directory to publish into")
+    p.add_argument("root", type=local_path, help="the hub store directory to publish into")
     p.add_argument(
         "--size-scale",
         type=float,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import re
 import signal
@@ -19,7 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from accel.errors import AccelError, UsageError
+from accel._cli._paths import local_path_str
+from accel.errors import AccelError, NotADirectoryPathError, UsageError
 from accel.units import format_bytes, format_rate, parse_rate, parse_size
 
 __all__ = ["register"]
@@ -35,7 +37,9 @@ def register(subparsers: Any) -> None:
         "interruption: finished chunks are kept and only the rest is fetched.",
     )
     p.add_argument("url", metavar="URL")
-    p.add_argument("-o", "--output", metavar="PATH", help="file or directory to write")
+    p.add_argument(
+        "-o", "--output", metavar="PATH", type=local_path_str, help="file or directory to write"
+    )
     p.add_argument("--sha256", metavar="HEX", help="expected SHA256 of the file")
     p.add_argument("--size", metavar="BYTES", help="expected size (e.g. 1GiB)")
     p.add_argument("--manifest", metavar="URL_OR_FILE", help="a hub version manifest")
@@ -123,6 +127,7 @@ def _destination(url: str, output: str | None) -> Path:
     if output is not None:
         out = Path(output)
         if not out.is_dir():
+            _check_parents(out)
             return out
     else:
         out = Path(".")
@@ -131,6 +136,26 @@ def _destination(url: str, output: str | None) -> Path:
             f"-o: cannot take a file name from {url!r}", hint="pass -o PATH to name the file"
         )
     return out / name
+
+
+def _check_parents(dest: Path) -> None:
+    """Refuse ``-o FILE/sub`` before anything starts, naming the file in the way.
+
+    Found later, the same mistake surfaces as ``mkdir``'s EEXIST on FILE ("file exists"),
+    which names the wrong problem.
+    """
+    for parent in dest.parents:  # nearest first; exists() is False below a regular file
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryPathError(
+                    f"cannot write {dest}: {parent} is a file, not a directory",
+                    hint=f"-o names a path inside {parent}, which is a file: choose another path",
+                    path=str(dest),
+                    action="write",
+                    errno=errno.ENOTDIR,
+                    errno_name="ENOTDIR",
+                )
+            return
 
 
 def _expected(args: argparse.Namespace, size: int | None, headers: dict[str, str]) -> Any:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from accel._cli._models import add_common, manager_from
+from accel._cli._paths import local_path
 
 __all__ = ["register"]
 
@@ -15,7 +16,7 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="logs_command", metavar="ACTION")
     sub.required = True
     e = sub.add_parser("export", help="write logs, registry and lock records to FILE (tar.gz)")
-    e.add_argument("file")
+    e.add_argument("file", type=local_path)
     add_common(e, hub=False, json_flag=False)
     e.set_defaults(func=handler)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from accel._cli._paths import local_path
 from accel.units import format_bytes, parse_size
 
 __all__ = ["register"]
@@ -19,8 +19,8 @@ def register(subparsers: Any) -> None:
         "write manifest.json and model.json atomically. Re-publishing the same content is a "
         "no-op; different content for an existing version is refused.",
     )
-    p.add_argument("src", type=Path, help="a file, or a directory (subfolders are kept)")
-    p.add_argument("--root", required=True, type=Path, help="the hub store directory")
+    p.add_argument("src", type=local_path, help="a file, or a directory (subfolders are kept)")
+    p.add_argument("--root", required=True, type=local_path, help="the hub store directory")
     p.add_argument("--model", required=True, help="model id, e.g. whisper-large-v3-zh")
     p.add_argument("--version", required=True, help="version, e.g. 1.0.0")
     p.add_argument("--name", help="human-readable model name")

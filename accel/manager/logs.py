@@ -4,10 +4,17 @@ Owns the JSON-lines log file ``<models_dir>/.accel/logs/accel.log`` (stdlib logg
 object per line: time, level, logger, message, pid and any ``extra`` facts) and
 :func:`export_logs`, which packs the logs, ``registry.json``, the manifest cache and
 every lock record into one ``tar.gz``. Never prints.
+
+:func:`export_logs` is this module's one OSError seam: whatever fails (a destination that
+is a directory, an unwritable or read-only directory, a file where a parent directory
+should be) is raised as the :func:`~accel.errors.from_os_error` error naming the archive,
+and the temporary file is removed: a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import logging
@@ -16,6 +23,8 @@ import tarfile
 import time
 from pathlib import Path
 from typing import Any
+
+from accel.errors import from_os_error
 
 __all__ = ["JsonLinesHandler", "export_logs"]
 
@@ -48,9 +57,34 @@ class JsonLinesHandler(logging.FileHandler):
 
 
 def export_logs(models_dir: Path, dest: Path) -> Path:
-    """Write one ``tar.gz`` with logs, registry, manifest cache and lock records."""
+    """Write one ``tar.gz`` with logs, registry, manifest cache and lock records.
+
+    Raises an :class:`~accel.errors.AccelError` (``is_a_directory``,
+    ``permission_denied``, ``read_only``, ``not_a_directory``, ...) naming ``dest``.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    action = "write the log archive"
+    try:
+        if not dest.is_dir():  # checked first: a directory would be found only at the end
+            return _export(models_dir, dest)
+    except OSError as exc:
+        raise from_os_error(exc, action=action, path=dest) from exc
+    raise from_os_error(
+        IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)),
+        action=action,
+        path=dest,
+        hint=f"name a file to create, e.g. {dest / 'accel-report.tar.gz'}",
+    )
+
+
+def _export(models_dir: Path, dest: Path) -> Path:
+    """Pack into a temp file beside ``dest``, then rename; the temp never outlives a failure."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        # mkdir's exist_ok still raises EEXIST when the name is a file: the real problem is
+        # that a parent of dest is not a directory.
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename) from exc
     members: list[tuple[Path, str]] = []
     state = models_dir / ".accel"
     for path in sorted((state / "logs").glob("*.log*")):
@@ -63,19 +97,24 @@ def export_logs(models_dir: Path, dest: Path) -> Path:
     for path in sorted((state / "locks").rglob("*.json")):
         members.append((path, f"locks/{path.relative_to(state / 'locks')}"))
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for path, arcname in members:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue  # a lock record removed while we packed: not an error
-            info = tarfile.TarInfo(f"accel-report/{arcname}")
-            info.size = len(data)
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        about = json.dumps({"models_dir": str(models_dir), "created_at": time.time()}).encode()
-        info = tarfile.TarInfo("accel-report/about.json")
-        info.size = len(about)
-        tar.addfile(info, io.BytesIO(about))
-    os.replace(tmp, dest)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for path, arcname in members:
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    continue  # a lock record removed while we packed: not an error
+                info = tarfile.TarInfo(f"accel-report/{arcname}")
+                info.size = len(data)
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+            about = json.dumps({"models_dir": str(models_dir), "created_at": time.time()})
+            info = tarfile.TarInfo("accel-report/about.json")
+            info.size = len(about.encode())
+            tar.addfile(info, io.BytesIO(about.encode()))
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return dest

@@ -141,10 +141,18 @@ async def test_cancel_leaves_a_resumable_checkpoint(
     slow = nginx(www, limit_rate="2m")
     dest = tmp_path / "b.bin"
     async with Engine(workers=1, connections=4) as engine:
+        a_chunk_done = asyncio.Event()
+
+        def on_progress(ev: ProgressEvent) -> None:
+            if ev.committed > 0:
+                a_chunk_done.set()
+
         task = asyncio.ensure_future(
-            engine.download(slow.file_url("big.bin"), dest, chunk_size=1 << 20)
+            engine.download(
+                slow.file_url("big.bin"), dest, chunk_size=1 << 20, progress=on_progress
+            )
         )
-        await asyncio.sleep(1.5)
+        await asyncio.wait_for(a_chunk_done.wait(), 30)  # a chunk to keep, then cancel
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -197,7 +205,12 @@ async def test_a_killed_worker_process_costs_only_its_chunks(
         task = asyncio.ensure_future(
             engine.download(slow.file_url("big.bin"), tmp_path / "b.bin", chunk_size=1 << 20)
         )
-        await asyncio.sleep(0.7)
+        deadline = asyncio.get_running_loop().time() + 30
+        # Kill one once both workers hold chunks (the pool's own per-worker count), not
+        # after a guessed 0.7 s: the download is under way on every worker.
+        while sum(1 for w in engine.pool._workers if w.alive and w.load) < 2:
+            assert asyncio.get_running_loop().time() < deadline and not task.done()
+            await asyncio.sleep(0.005)
         victim = engine.pool.pids[0]
         os.kill(victim, signal.SIGKILL)
         result = await task

@@ -14,7 +14,14 @@ import pytest
 
 from accel.errors import HubError, IntegrityError, ModelNotAvailableError
 from accel.manager import ModelManager
-from accel.manager.events import FailedEvent, ProgressEvent, ReadyEvent, RemovedEvent, WarningEvent
+from accel.manager.events import (
+    FailedEvent,
+    ProgressEvent,
+    ReadyEvent,
+    RemovedEvent,
+    StateEvent,
+    WarningEvent,
+)
 from accel.schema import Registry
 from tests.manager.hubstub import StubHub, publish, republish_file, running_stub
 
@@ -257,12 +264,28 @@ async def test_priority_queue_starts_the_highest_priority_first(
     # a holds the only slot for ~0.5 s (2 MB/s): b, c and d are all queued before it ends
     async with _mm(models_dir, hub, max_parallel_installs=1, limit_rate="2M") as mm:
         order: list[str] = []
-        mm.subscribe(lambda ev: order.append(ev.model_id) if isinstance(ev, ReadyEvent) else None)
+        a_has_the_slot = asyncio.Event()
+
+        def on_event(ev: object) -> None:
+            if isinstance(ev, ReadyEvent):
+                order.append(ev.model_id)
+            elif isinstance(ev, StateEvent) and (ev.model_id, ev.state) == ("a", "downloading"):
+                a_has_the_slot.set()  # published once the slot is taken
+
+        mm.subscribe(on_event)
         await mm.ainstall("a", "1", wait=False)
-        await asyncio.sleep(0)  # a takes the only slot
+        # Waited for, not assumed: a's job fetches its manifest and waits for the worker
+        # processes first, so one loop turn is not enough (on a cold machine b could win).
+        await asyncio.wait_for(a_has_the_slot.wait(), 30)
         await mm.ainstall("b", "1", wait=False, priority=0)
         await mm.ainstall("c", "1", wait=False, priority=5)
         await mm.ainstall("d", "1", wait=False, priority=1)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(mm.queued()) < 3 and not order:
+            assert asyncio.get_running_loop().time() < deadline, mm.queued()
+            await asyncio.sleep(0.01)
+        assert not order, "a finished before b, c and d were queued behind it"
+        assert mm.queued() == ["c@1", "d@1", "b@1"]
         await mm.wait_idle()
     assert order[0] == "a" and order[1:] == ["c", "d", "b"]
 
@@ -343,10 +366,13 @@ async def test_task_and_file_lock_records_heartbeat_during_an_install(
         while not task_rec.exists():
             await asyncio.sleep(0.02)
         first = json.loads(task_rec.read_text())
-        await asyncio.sleep(0.5)
-        later = json.loads(task_rec.read_text())
+        deadline = asyncio.get_running_loop().time() + 10
+        later = first
+        while later["heartbeat_at"] <= first["heartbeat_at"]:  # the next heartbeat, waited for
+            assert asyncio.get_running_loop().time() < deadline, "no heartbeat in 10 s"
+            await asyncio.sleep(0.02)
+            later = json.loads(task_rec.read_text())
         assert later["pid"] == os.getpid() and later["model_id"] == "slow"
-        assert later["heartbeat_at"] > first["heartbeat_at"]
         files: list[dict[str, object]] = []
         while not files:
             files = [r for r in mm.lock_records() if r.get("kind") == "file"]
@@ -379,7 +405,10 @@ async def test_priority_of_a_running_install_sticks(store: Path, models_dir: Pat
                 await asyncio.sleep(0.05)
             await mm.aset_priority("run", "1", 7)
             assert mm.status("run", "1")[0].priority == 7
-            await asyncio.sleep(2.5)  # past the install's periodic registry flush
+
+            # No wait for a "periodic flush": the install writes its record when a file
+            # completes (batched) and when it stops, not on a clock (a 2.5 s sleep here
+            # ended before any such write). The pause below is the install's own write.
             rec = mm.status("run", "1")[0]
             assert rec.state == "downloading" and rec.priority == 7
             await mm.apause("run", "1")

@@ -7,6 +7,15 @@ import asyncio
 from accel.manager.queue import PrioritySlots
 
 
+async def _until_waiting(slots: PrioritySlots, n: int) -> None:
+    """Let the loop run until ``n`` tasks wait on ``slots`` (bounded: 1,000 turns)."""
+    for _ in range(1000):
+        if len(slots.waiting()) == n:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{n} waiters expected, {slots.waiting()} after 1,000 loop turns")
+
+
 async def test_order_priority_then_arrival_and_reprioritize() -> None:
     slots = PrioritySlots(1)
     await slots.acquire("first", 0)
@@ -19,7 +28,7 @@ async def test_order_priority_then_arrival_and_reprioritize() -> None:
         slots.release()
 
     tasks = [asyncio.create_task(want(k, p)) for k, p in [("a", 0), ("b", 3), ("c", 3), ("d", 1)]]
-    await asyncio.sleep(0)
+    await _until_waiting(slots, 4)
     assert slots.waiting() == ["b", "c", "d", "a"]
     assert slots.set_priority("a", 9) and not slots.set_priority("zzz", 1)
     slots.release()
@@ -32,7 +41,7 @@ async def test_cancelled_waiter_leaves_no_hole() -> None:
     slots = PrioritySlots(1)
     await slots.acquire("x", 0)
     t = asyncio.create_task(slots.acquire("y", 0))
-    await asyncio.sleep(0)
+    await _until_waiting(slots, 1)
     t.cancel()
     await asyncio.gather(t, return_exceptions=True)
     assert slots.waiting() == []

@@ -99,13 +99,19 @@ def _writer_loop(models_dir: Path, seed: int) -> None:
 
 
 def test_registry_is_never_torn_under_a_kill_loop(tmp_path: Path) -> None:
-    """SIGKILL a real writer process 120 times at random moments: after each kill the
-    registry parses, validates, and every record is internally consistent."""
+    """SIGKILL a real writer process at random moments (120 times, and on until the
+    writers committed more than 50 updates): after each kill the registry parses,
+    validates, and every record is internally consistent."""
     store = RegistryStore(tmp_path)
     rng = random.Random(7)
     last_seq = -1
     kills = 0
-    for i in range(120):
+    deadline = time.monotonic() + 120
+    # The writes are counted, not assumed from the windows: on a loaded disk each fsync'd
+    # write is slower, and 120 windows of 0-30 ms held only 36 of them.
+    while kills < 120 or last_seq <= 50:
+        assert time.monotonic() < deadline, f"{kills} kills, {last_seq + 1} writes in 120 s"
+        i = kills
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             try:
@@ -127,7 +133,7 @@ def test_registry_is_never_torn_under_a_kill_loop(tmp_path: Path) -> None:
         seq = reg.installs["counter@1"].priority
         assert seq >= last_seq  # no committed update is ever lost
         last_seq = seq
-    assert kills == 120
+    assert kills >= 120
     assert last_seq > 50  # the writers really wrote many times
     # temp files of killed writers are cleaned up at start-up
     store.cleanup_temp()

@@ -52,9 +52,21 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[webdriver.Chrome
         shutil.rmtree(profile, ignore_errors=True)
 
 
+_RUNNING_ANIMATIONS = (
+    "return document.getAnimations().filter(a => a.playState === 'running').length"
+)
+
+
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:
+    """Save a picture once the page's CSS transitions (the bars' 0.3 s) have finished.
+
+    A live page may start a new transition at any time, so the wait is bounded (3 s);
+    the picture is an artifact, never an assertion.
+    """
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    time.sleep(0.4)  # let the bars' 0.3 s CSS transition finish
+    deadline = time.monotonic() + 3
+    while driver.execute_script(_RUNNING_ANIMATIONS) and time.monotonic() < deadline:
+        time.sleep(0.02)
     driver.save_screenshot(str(path))
     return path

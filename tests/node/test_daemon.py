@@ -126,7 +126,9 @@ async def test_pause_resume_retry_remove_and_errors(tmp_path: Path, mini_hub: st
         async with aiohttp.ClientSession() as s:
             await s.post(d.url + "/api/install", json={"model_id": "asr-big"})
             await s.post(d.url + "/api/install", json={"model_id": "mt-small"})
-            await asyncio.sleep(0.12)
+            async with asyncio.timeout(10):  # pause an install that is under way
+                while fake.records[("mt-small", "1.0")]["bytes_done"] == 0:
+                    await asyncio.sleep(0.01)
             r = await s.post(d.url + "/api/pause", json={"model_id": "mt-small"})
             assert r.status == 200
             cards = {

@@ -38,15 +38,16 @@ async def test_reload_on_ready_and_unload_on_removed(tmp_path: Path) -> None:
             sub_cb = mm.subscribe(service.on_event)
             iterated: list[Any] = []
 
+            events = mm.subscribe()  # subscribed now, before the first install can publish
+
             async def follow() -> None:
-                async for ev in mm.subscribe():
+                async for ev in events:
                     if ev.type in ("ready", "removed"):
                         iterated.append(ev)
                     if len(iterated) == 3:
                         return
 
             follower = asyncio.create_task(follow())
-            await asyncio.sleep(0)
             p1 = await mm.ainstall("asr", "1.0")
             p2 = await mm.ainstall("asr", "2.0")
             assert service.loaded["asr"] == p2 and p1 != p2

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from accel.errors import CheckpointError, InsufficientDiskSpaceError
@@ -182,9 +181,24 @@ async def test_a_download_stopped_on_a_full_disk_keeps_its_progress(
         assert rerun <= SIZE - result.resumed_bytes + BLOCK <= SIZE - stopped_at + BLOCK
 
 
-def _worker_pids() -> list[int]:
-    me = psutil.Process()
-    return [c.pid for c in me.children(recursive=True) if "python" in c.name().lower()]
+def _traced_by(pid: int) -> set[int]:
+    """The TracerPid of every thread of ``pid`` (0: a thread nobody traces yet)."""
+    out = set()
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):  # a thread that just ended
+            for line in status.read_text().splitlines():
+                if line.startswith("TracerPid:"):
+                    out.add(int(line.split()[1]))
+    return out
+
+
+async def _until_attached(tracer: subprocess.Popen[bytes], pids: list[int]) -> None:
+    """Wait (20 s deadline) until ``tracer`` traces every thread of every pid."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while any(_traced_by(pid) != {tracer.pid} for pid in pids):
+        assert tracer.poll() is None, tracer.stderr.read() if tracer.stderr else tracer.returncode
+        assert asyncio.get_running_loop().time() < deadline, "strace did not attach in 20 s"
+        await asyncio.sleep(0.02)
 
 
 async def test_enospc_mid_download_then_resume(tmp_path: Path, source: tuple[Path, bytes]) -> None:
@@ -200,7 +214,7 @@ async def test_enospc_mid_download_then_resume(tmp_path: Path, source: tuple[Pat
     ):
         async with Engine(workers=2, connections=4, backoff_base=0.05) as engine:
             await engine.start()
-            pids = _worker_pids()
+            pids = engine.pool.pids  # this engine's workers (not an earlier test's leftovers)
             assert pids, "no worker processes found"
             args = ["strace", "-qq", "-f", "-e", "trace=pwrite64"]
             # Counted per thread (a worker reuses its threads across tasks): a third write fails.
@@ -209,7 +223,7 @@ async def test_enospc_mid_download_then_resume(tmp_path: Path, source: tuple[Pat
                 args += ["-p", str(pid)]
             tracer = subprocess.Popen(args, stderr=subprocess.PIPE)
             try:
-                await asyncio.sleep(1.0)  # let strace attach
+                await _until_attached(tracer, pids)
                 with pytest.raises(InsufficientDiskSpaceError) as info:
                     await engine.download(
                         f"{proxy.url}/big.bin", dest, expected=expected_for(data), chunk_size=BLOCK
