@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from accel.errors import AccelError, DownloadError, InsufficientDiskSpaceError
+from accel.errors import AccelError, DownloadError, from_os_error
 from accel.fetch.checkpoint import remove_checkpoint
 
 __all__ = ["PrefixHasher", "disk_error", "publish"]
@@ -155,9 +155,5 @@ def publish(fd: int, part: Path, dest: Path, durable: bool = True, *, sweep: boo
 
 
 def disk_error(exc: OSError, dest: Path) -> AccelError:
-    """The local file's OSError as the error a user reads."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientDiskSpaceError(
-            f"no space left while writing {dest}", path=str(dest), needed=None, free=0
-        )
-    return DownloadError(f"cannot write {dest}: {exc.strerror or exc}", path=str(dest))
+    """The local file's OSError as the error a user reads (the fetch layer's seam)."""
+    return from_os_error(exc, action="write", path=exc.filename or dest)

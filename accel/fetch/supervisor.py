@@ -158,7 +158,7 @@ class FileDownload:
     async def run(self) -> DownloadResult:
         self._emit("started")
         try:
-            result = await self._run()
+            result = await self._run_translated()
         except asyncio.CancelledError:
             self._keep_written_prefixes()
             self._stop_everything()
@@ -187,6 +187,12 @@ class FileDownload:
             raise
         self._close()
         return result
+
+    async def _run_translated(self) -> DownloadResult:
+        try:
+            return await self._run()
+        except OSError as exc:  # the local file's (mkdir, open, fallocate): one seam
+            raise disk_error(exc, self.dest) from exc
 
     async def _run(self) -> DownloadResult:
         pool, slots = self.shared.pool, self.shared.slots

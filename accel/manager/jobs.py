@@ -8,7 +8,7 @@ the version reads ``paused``), its progress events and its outcome.
 
 The outcome is decided in one place, :meth:`JobRunner._run`, whatever a step raises:
 an :class:`~accel.errors.AccelError` as it is, ENOSPC as disk full, any other
-``OSError`` as a :class:`~accel.errors.ConfigError` of the models dir, and anything
+``OSError`` as the filesystem error of :func:`~accel.errors.from_os_error`, and anything
 else (a bug) as an :class:`~accel.errors.InternalError` chained to it. Then the version
 is recorded ``error`` with that code (even when no manifest was ever read), a ``failed``
 event goes out, and the waiter's future raises the error. The job's task itself never
@@ -28,9 +28,9 @@ from pathlib import Path
 
 from accel.errors import (
     AccelError,
-    ConfigError,
     InternalError,
     ModelNotAvailableError,
+    from_os_error,
 )
 from accel.manager.disk import disk_error, is_enospc
 from accel.manager.events import (
@@ -70,13 +70,10 @@ def as_job_error(exc: BaseException, key: str, models_dir: Path) -> AccelError:
     if is_enospc(exc):
         return disk_error(exc, models_dir)  # type: ignore[arg-type]
     if isinstance(exc, OSError):
-        where = exc.filename or models_dir
-        err: AccelError = ConfigError(
-            f"{key}: cannot write {where}: {exc.strerror or exc}",
-            hint="check the models dir (permissions, mount, free space), then rerun: "
-            "fetched bytes are kept",
-            path=str(where),
-            errno=exc.errno,
+        err: AccelError = from_os_error(
+            exc,
+            action=f"write {key} into",
+            path=exc.filename or models_dir,
         )
     else:
         err = InternalError(f"{key}: {type(exc).__name__}: {exc}".replace("\n", " "))

@@ -121,3 +121,21 @@ async def test_a_socket_is_refused_with_a_clear_error(origin: Nginx, tmp_path: P
             with pytest.raises(DownloadError, match="socket"):
                 await engine.download(origin.file_url("small.bin"), path)
     assert stat.S_ISSOCK(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("where", ["below-a-file", "proc"])
+async def test_a_local_file_error_is_an_accel_error_of_the_fetch_layer(
+    origin: Nginx, tmp_path: Path, where: str
+) -> None:
+    """The library's own seam: a caller of Engine.download never sees a bare OSError."""
+    from accel.errors import FilesystemError
+
+    if where == "below-a-file":
+        (tmp_path / "file").write_bytes(b"x")
+        dest = tmp_path / "file" / "sub" / "f.bin"
+    else:
+        dest = Path("/proc/self/no-such-dir/f.bin")
+    async with Engine(workers=1, connections=2) as engine:
+        with pytest.raises(FilesystemError) as info:
+            await engine.download(origin.file_url("small.bin"), dest)
+    assert isinstance(info.value.__cause__, OSError)

@@ -34,7 +34,7 @@ DEADLINE_S = 10.0
 KEY = f"{MODEL}@{VERSION}"
 
 #: what each raised exception becomes: a bug is ``internal``; an OSError in the models
-#: dir a ``config_error``; the hub seam and a file's fetch translate their own
+#: dir the filesystem error of its errno (EACCES here: ``permission_denied``); the hub seam and a file's fetch translate their own
 EXCEPTIONS: dict[str, Callable[[], BaseException]] = {
     "RuntimeError": lambda: RuntimeError("injected"),
     "ValueError": lambda: ValueError("injected"),
@@ -136,7 +136,7 @@ async def test_an_exception_at_any_stage_ends_the_job_in_error(
         assert time.monotonic() - started < DEADLINE_S
         err = info.value
         assert err.code == CODES.get(
-            (stage, exc_name), "internal" if exc_name != "OSError" else "config_error"
+            (stage, exc_name), "internal" if exc_name != "OSError" else "permission_denied"
         ), err
         if err.code == "internal":
             assert "injected" in err.message and "injected" in str(err.__cause__)
