@@ -66,6 +66,11 @@ def register(subparsers: Any) -> None:
         "Authorization, Proxy-Authorization, Cookie, X-Api-Key, X-Auth-Token, "
         "Private-Token and X-Amz-Security-Token always are",
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="re-hash a file already there even when its record says it is verified",
+    )
     p.add_argument("--json", action="store_true", help="print NDJSON events on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(func=handler)
@@ -106,6 +111,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             headers[name.strip()] = value.strip()
             if option == "--header-secret":
                 secret.add(name.strip().lower())
+    if args.check and args.sha256 is None and args.manifest is None:
+        raise UsageError("--check: nothing to check against", hint="pass --sha256 or --manifest")
     if (args.manifest is None) != (args.file is None):
         raise UsageError("--manifest and --file go together: name the file inside the manifest")
     return {
@@ -118,6 +125,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "connections": connections,
         "headers": headers,
         "secret_headers": frozenset(secret),
+        "check": args.check,
     }
 
 
@@ -242,6 +250,7 @@ async def _main(opts: dict[str, Any], expected: Any, renderer: _Renderer) -> Any
             headers=opts["headers"],
             secret_headers=opts["secret_headers"],
             progress=renderer.event,
+            check=opts["check"],
         )
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
@@ -310,7 +319,7 @@ class _LineRenderer(_Renderer):
         if ev.kind == "progress" and not ev.message and now - self.last < 1.0:
             return
         self.last = now
-        if ev.kind in ("started", "verified", "done", "error"):
+        if ev.kind in ("started", "verified", "already_complete", "done", "error"):
             return  # the result or the error gets its own line
         done = ev.committed + ev.inflight
         pct = f"{100 * done / ev.total:5.1f}%" if ev.total else "   ?%"
@@ -324,9 +333,11 @@ class _LineRenderer(_Renderer):
     def finished(self, r: Any) -> None:
         speed = format_rate(r.size / r.elapsed_s) if r.elapsed_s > 0 else ""
         state = "verified" if r.verified else "complete, not verified"
+        if r.already_complete:
+            speed = "nothing fetched"
         print(
-            f"saved {r.path} ({format_bytes(r.size)}, sha256 {r.sha256}, {state}) "
-            f"in {r.elapsed_s:.2f} s, {speed}"
+            f"{'already complete, verified:' if r.already_complete else 'saved'} {r.path} "
+            f"({format_bytes(r.size)}, sha256 {r.sha256}, {state}) in {r.elapsed_s:.2f} s, {speed}"
         )
         if not r.verified:
             print(

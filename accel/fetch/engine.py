@@ -152,6 +152,7 @@ class Engine:
         headers: Mapping[str, str] | None = None,
         durable: bool = True,
         secret_headers: Iterable[str] = (),
+        check: bool = False,
     ) -> DownloadResult:
         """Fetch ``url`` into ``dest``, verified, resumable; see the package docstring.
 
@@ -163,6 +164,11 @@ class Engine:
         shows a half file under its final name; after a power cut it may hold unsynced
         bytes. For callers that sync many files at once (the ModelManager: one
         ``syncfs`` per version) and re-verify any file they did not sync.
+
+        A verified file already at ``dest`` is not fetched again: its record (size,
+        mtime, inode, digest: see :mod:`~accel.fetch.complete`) is trusted, or the file
+        is re-hashed (always, with ``check=True``) and only blocks that differ are
+        fetched.
         """
         await self.start()
         merged = {**self.headers, **(headers or {})}
@@ -176,6 +182,7 @@ class Engine:
             headers=merged,
             durable=durable,
             secret_headers=self.secret_headers | {h.lower() for h in secret_headers},
+            check=check,
         )
         self._downloads.add(fd)
         try:
@@ -239,6 +246,7 @@ async def adownload(
     headers: Mapping[str, str] | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     secret_headers: Iterable[str] = (),
+    check: bool = False,
 ) -> DownloadResult:
     """Download one URL into ``dest`` with a private Engine; verified and resumable.
 
@@ -253,7 +261,7 @@ async def adownload(
         secret_headers=secret_headers,
     ) as engine:
         return await engine.download(
-            url, dest, expected=expected, progress=progress, chunk_size=chunk_size
+            url, dest, expected=expected, progress=progress, chunk_size=chunk_size, check=check
         )
 
 
@@ -269,6 +277,7 @@ def download(
     headers: Mapping[str, str] | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     secret_headers: Iterable[str] = (),
+    check: bool = False,
 ) -> DownloadResult:
     """The blocking form of :func:`adownload`."""
     return asyncio.run(
@@ -283,5 +292,6 @@ def download(
             headers=headers,
             progress=progress,
             secret_headers=secret_headers,
+            check=check,
         )
     )

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from accel.errors import AccelError, DownloadError, from_os_error
 from accel.fetch.checkpoint import remove_checkpoint
+from accel.fetch.complete import stamp, stamp_sidecar
+from accel.fetch.types import Expected
 
 __all__ = ["PrefixHasher", "disk_error", "publish"]
 
@@ -134,17 +136,36 @@ def _load_sync_file_range() -> Callable[[int, int, int], None]:
 _start_writeback = _load_sync_file_range()
 
 
-def publish(fd: int, part: Path, dest: Path, durable: bool = True, *, sweep: bool = True) -> None:
+def publish(
+    fd: int,
+    part: Path,
+    dest: Path,
+    durable: bool = True,
+    *,
+    sweep: bool = True,
+    verified: tuple[str, Expected] | None = None,
+) -> None:
     """fsync the data, rename ``.part`` to its final name, fsync the directory, and
     remove the checkpoint (its cleanup scans the directory: kept off the event loop).
 
     ``durable=False`` skips both fsyncs. The rename still comes only after the SHA256
     check, so a killed process never leaves a half file under the final name; only a
     power cut can, and a caller that asks for this must sync before trusting the file.
+
+    ``verified`` (the SHA256 and the expectation that checked the bytes) stamps the
+    file with :func:`accel.fetch.complete.stamp`, so a rerun trusts it without a
+    request. Only when ``durable``: the record must never outlive bytes a power cut
+    lost, and the one fsync of the data carries the attribute too.
     """
+    stamped = True
+    if verified is not None and durable:
+        stamped = stamp(fd, dest, *verified)
     if durable:
         os.fsync(fd)
     os.replace(part, dest)
+    if not stamped:
+        assert verified is not None
+        stamp_sidecar(fd, dest, *verified)
     if durable:
         dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -43,6 +43,7 @@ from accel.fetch.checkpoint import (
     remove_checkpoint,
     revalidate,
 )
+from accel.fetch.complete import reuse_existing
 from accel.fetch.finish import PrefixHasher, disk_error, publish
 from accel.fetch.http1 import origin_of
 from accel.fetch.messages import Head, Task
@@ -80,6 +81,7 @@ class FileDownload:
         headers: dict[str, str],
         durable: bool = True,
         secret_headers: frozenset[str] = frozenset(),
+        check: bool = False,
     ) -> None:
         self.shared = shared
         self.url = url
@@ -97,6 +99,10 @@ class FileDownload:
         #: fsync the data before the rename and the directory after it (``False``: the
         #: caller syncs, see ``Engine.download``)
         self.durable = durable
+        #: re-hash a file already at ``dest`` even when its record vouches for it
+        self.check = check
+        #: the good blocks of a file already at ``dest``, now our ``.part`` (complete.py)
+        self.adopted: Checkpoint | None = None
         digests = self.expected.chunks
         self.block_size = digests.size if digests is not None else 0
         self.digests: tuple[str, ...] = tuple(digests.digests) if digests is not None else ()
@@ -202,12 +208,16 @@ class FileDownload:
         if special_target(self.dest):
             return await self._run_stream()
         self.had_part = self.part.exists()
+        if not self.had_part:
+            already = await self._reuse_existing()
+            if already is not None:
+                return already
         if not self.had_part and self._fits_one_request():
             small = await self._run_whole()
             if small is not None:
                 return small
         try:
-            cp = load_checkpoint(self.dest)
+            cp = self.adopted or load_checkpoint(self.dest)
         except CheckpointError:
             cp = None
             remove_checkpoint(self.dest)
@@ -255,6 +265,26 @@ class FileDownload:
                 hashing.cancel()
                 await asyncio.gather(hashing, return_exceptions=True)
         return await self._finish()
+
+    async def _reuse_existing(self) -> DownloadResult | None:
+        """A file already at ``dest``: complete (no request), or the ``.part`` of a
+        repair that fetches only the blocks that differ (see complete.py)."""
+        try:
+            reuse = await asyncio.to_thread(
+                reuse_existing, self.url, self.dest, self.expected, self.check, self.durable
+            )
+        except OSError as exc:
+            raise disk_error(exc, self.dest) from exc
+        if reuse is None or not reuse.complete:
+            self.adopted = reuse.checkpoint if reuse is not None else None
+            self.had_part = reuse is not None
+            if reuse is not None:
+                self._emit("progress", f"{reuse.bad_blocks} block(s) differ: fetching only those")
+            return None
+        self.total = size = reuse.size
+        self.plan = ChunkPlan(size, max(1, size), done=[(0, size)] if size else None)
+        self._emit("already_complete", f"already complete, verified (sha256 {reuse.sha256})")
+        return reuse.result(self.dest, time.monotonic() - self.t0)
 
     def _fits_one_request(self) -> bool:
         """A fresh file of known size that the first request would fetch whole anyway."""
@@ -445,7 +475,11 @@ class FileDownload:
         self.last_modified = head.last_modified
         self.ranged = head.ranged
         done: list[DoneChunk] = []
-        if cp is not None and self.ranged and cp.same_remote(total, head.etag, head.last_modified):
+        if cp is not None and self.ranged and cp is self.adopted:
+            done = list(cp.chunks)  # checked against the expected blocks just now
+        elif (
+            cp is not None and self.ranged and cp.same_remote(total, head.etag, head.last_modified)
+        ):
             done = await asyncio.to_thread(revalidate, self.dest, cp)
         elif cp is not None:
             remove_checkpoint(self.dest)
@@ -748,9 +782,16 @@ class FileDownload:
         await self.recorder.drain()
         try:
             sweep = self.had_part or self.recorder.ever_wrote
+            stamp_as = (digest, self.expected) if verified else None
             if self.durable or sweep:
                 await asyncio.to_thread(
-                    publish, self.fd, self.part, self.dest, self.durable, sweep=sweep
+                    publish,
+                    self.fd,
+                    self.part,
+                    self.dest,
+                    self.durable,
+                    sweep=sweep,
+                    verified=stamp_as,
                 )
             else:  # a rename and an unlink: cheaper than a hop to a thread and back
                 publish(self.fd, self.part, self.dest, False, sweep=False)

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DownloadResult", "EventKind", "Expected", "ProgressEvent"]
 
-EventKind = Literal["started", "progress", "chunk_retry", "verified", "done", "error"]
+EventKind = Literal[
+    "started", "progress", "chunk_retry", "verified", "already_complete", "done", "error"
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class DownloadResult:
     retries: int = 0
     verify_tail_s: float = 0.0
     verified: bool = True
+    #: the file was there already and verified (by its record or a re-hash): nothing fetched
+    already_complete: bool = False
 
 
 @dataclass(frozen=True)
