@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from accel._cli._models import Renderer, add_common, emit_json, manager_from, split_ref
@@ -33,7 +35,23 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     refs = [split_ref(r) for r in args.models]
-    return asyncio.run(run_installs(args, refs))
+    return asyncio.run(_cancel_on_sigterm(run_installs(args, refs)))
+
+
+async def _cancel_on_sigterm(installs: Coroutine[Any, Any, int]) -> int:
+    """SIGTERM (``kill``, systemd's stop) like Ctrl-C: cancel, so every download records
+    the bytes its running chunks wrote and the versions are left ``paused``. The default
+    action would end the process at once, keeping only the last periodic checkpoint."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await installs
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None  # `accel: interrupted`, exit 130
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | None]]) -> int:

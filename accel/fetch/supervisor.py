@@ -599,6 +599,9 @@ class FileDownload:
                 self._tick()
                 self._maybe_checkpoint()
         finally:
+            # Before the cancels below: each chunk's task drops its handle as it ends,
+            # and with it the position its worker reported (the bytes an interrupt keeps).
+            self._keep_written_prefixes()
             for t in tasks:
                 t.cancel()
             if tasks:

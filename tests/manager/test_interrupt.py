@@ -1,0 +1,130 @@
+"""Ctrl-C (SIGINT) or SIGTERM of ``accel install`` half way keeps what was fetched.
+
+A real hub behind the fault proxy (its counter is what the origin sent), a real
+``accel install`` process capped by ``--limit-rate`` so half way is reachable; the
+signal goes to the process group, as a terminal's Ctrl-C and systemd's stop do, so the
+worker processes get it too. Then the rerun (no cap) must fetch at most 55% of the
+version: the bytes every running chunk had written were kept, not only finished chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.faultproxy import FaultProxy
+from tests.support.hub import expected_bytes, publish_model, running_hub
+
+MiB = 1024 * 1024
+MODEL, VERSION = "big-model", "1.0"
+SPEC = {"weights.bin": 64 * MiB, "tokenizer.bin": 8 * MiB + 4321}
+TOTAL = sum(SPEC.values())
+
+
+def install(hub_url: str, models: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "accel",
+        "install",
+        f"{MODEL}@{VERSION}",
+        "--hub",
+        hub_url,
+        "--models-dir",
+        str(models),
+        "--quiet",
+        *args,
+    ]
+
+
+def storage_bytes(proxy: FaultProxy) -> int:
+    """File body bytes the origin sent through the proxy (manifests not counted)."""
+    return sum(r.body_bytes for r in proxy.snapshot().records if "/storage/" in r.target)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 9 not met yet: measured 56-61% with 64 KiB blocks (the bytes since "
+    "each worker's last progress report, x up to 64 connections, are lost) and 100% with the "
+    "hub's default 16 MiB blocks (an unfinished block is never kept)",
+)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("block", [64 * 1024, 16 * MiB], ids=["64KiB-blocks", "16MiB-blocks"])
+def test_interrupt_half_way_then_rerun_fetches_the_rest(
+    tmp_path: Path, sig: signal.Signals, block: int
+) -> None:
+    publish_model(tmp_path / "store", MODEL, VERSION, SPEC, block_size=block)
+    models = tmp_path / "models"
+    with (
+        running_hub(tmp_path / "store") as hub,
+        FaultProxy(hub.url, trickle_bps=2_000_000) as proxy,
+    ):
+        proc = subprocess.Popen(install(proxy.url, models), start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while storage_bytes(proxy) < TOTAL // 2 and time.monotonic() < deadline:
+                assert proc.poll() is None, "the install ended before half way"
+                time.sleep(0.02)
+            at_signal = storage_bytes(proxy)
+            assert at_signal >= TOTAL // 2, "the install never got half way"
+            os.killpg(proc.pid, sig)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        first = storage_bytes(proxy)
+        proxy.trickle_bps = None
+        assert first < TOTAL, "the install finished before the signal"
+        rerun = subprocess.run(
+            install(proxy.url, models), capture_output=True, text=True, timeout=120
+        )
+        assert rerun.returncode == 0, rerun.stderr
+        again = storage_bytes(proxy) - first
+    print(
+        f"\n{sig.name} {block // 1024} KiB blocks: signal at {at_signal / MiB:.1f} MiB of "
+        f"{TOTAL / MiB:.1f} MiB, first run {first / MiB:.1f} MiB, rerun fetched "
+        f"{again / MiB:.1f} MiB = {100 * again / TOTAL:.0f}% of the version"
+    )
+    for rel, size in SPEC.items():
+        assert (models / MODEL / VERSION / rel).read_bytes() == expected_bytes(rel, size)
+    assert again <= 0.55 * TOTAL
+
+
+def test_sigterm_stops_an_install_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM (kill, systemd) cancels: exit 130, the version left paused and resumable,
+    the running chunks' written bytes in the checkpoint (the default action kept none)."""
+    from accel.fetch.checkpoint import load_checkpoint
+    from accel.manager.registry import RegistryStore
+
+    publish_model(tmp_path / "store", MODEL, VERSION, SPEC, block_size=64 * 1024)
+    models = tmp_path / "models"
+    with (
+        running_hub(tmp_path / "store") as hub,
+        FaultProxy(hub.url, trickle_bps=1_000_000) as proxy,
+    ):
+        proc = subprocess.Popen(
+            install(proxy.url, models), start_new_session=True, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while storage_bytes(proxy) < 4 * MiB and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    rec = RegistryStore(models).read().installs[f"{MODEL}@{VERSION}"]
+    assert rec.state == "paused"
+    cp = load_checkpoint(models / MODEL / VERSION / "weights.bin")
+    assert cp is not None and any(c.end % MiB for c in cp.chunks), "no written prefix was kept"
