@@ -26,6 +26,9 @@ __all__ = ["ChunkRecorder"]
 
 MiB = 1024 * 1024
 _CHECKPOINT_BYTES = 8 * MiB
+#: the most a worker writes before it reports it (accel.fetch.worker: a Progress every
+#: 1 MiB or 0.1 s, plus one read buffer of up to 256 KiB)
+_UNREPORTED = MiB + 256 * 1024
 
 
 class ChunkRecorder:
@@ -110,13 +113,23 @@ class ChunkRecorder:
     def ever_wrote(self) -> bool:
         return self.written_bytes > 0 or self.writing is not None
 
-    def partial(self, part: Path, spans: Iterable[tuple[int, int]]) -> list[DoneChunk]:
+    def partial(
+        self,
+        part: Path,
+        spans: Iterable[tuple[int, int, int]],
+        digests: tuple[str, ...] = (),
+        block_size: int = 0,
+    ) -> list[DoneChunk]:
         """The written prefixes ``[start, pos)`` of running chunks, with their xxh3.
 
-        Each was written before its worker reported ``pos``, so the bytes are in the
-        page cache (or on disk); hashing them here records what a resume can trust.
+        ``spans`` are ``(start, reported, end)``: each worker wrote every byte before
+        ``reported`` before saying so, so those bytes are in the page cache (or on
+        disk). With block digests, ``reported`` is rounded down to a block, and the
+        blocks after it that the worker wrote but had not reported yet (up to
+        ``_UNREPORTED`` bytes) are found by their digest: a block that matches holds
+        the right bytes, whoever wrote them and whenever.
         """
-        spans = [(s, e) for s, e in spans if e > s]
+        spans = [(s, r, e) for s, r, e in spans if e > s]
         if not spans:
             return []
         try:
@@ -125,10 +138,33 @@ class ChunkRecorder:
             return []
         try:
             out = []
-            for s, e in spans:
-                digest = xxh3_of_range(fd, s, e)
+            for s, reported, end in spans:
+                pos = reported
+                if digests and block_size:
+                    pos -= (pos - s) % block_size
+                    limit = min(end, reported + _UNREPORTED)
+                    pos = _blocks_written(fd, pos, limit, digests, block_size)
+                if pos <= s:
+                    continue
+                digest = xxh3_of_range(fd, s, pos)
                 if digest:
-                    out.append(DoneChunk(start=s, end=e, xxh3=digest))
+                    out.append(DoneChunk(start=s, end=pos, xxh3=digest))
             return out
         finally:
             os.close(fd)
+
+
+def _blocks_written(fd: int, pos: int, limit: int, digests: tuple[str, ...], bs: int) -> int:
+    """``pos`` (a block boundary) moved past every following block, ending by
+    ``limit``, whose bytes match its digest."""
+    import blake3
+
+    while pos < limit and pos // bs < len(digests):
+        end = min(pos + bs, limit)
+        if end - pos < bs and pos // bs < len(digests) - 1:
+            break  # cut short by the limit: only the file's last block may be short
+        data = os.pread(fd, end - pos, pos)
+        if len(data) != end - pos or blake3.blake3(data).hexdigest() != digests[pos // bs]:
+            break
+        pos = end
+    return pos

@@ -743,17 +743,16 @@ class FileDownload:
         self.recorder.save_now(self._checkpoint_value())
 
     def _keep_written_prefixes(self) -> None:
-        """Record the bytes each running chunk has written (and its worker reported),
-        so an interrupt keeps them: whole blocks only when blocks are checked, since
-        a block's digest is checked when its last byte arrives."""
+        """Record the bytes each running chunk has written, so an interrupt keeps them:
+        whole blocks when blocks are checked (a block's digest is checked when its last
+        byte arrives), found past the last report by their digests (recorder.py)."""
         if not self.ranged or self.fd < 0 or self.plan is None:
             return
-        align = self.block_size or 1
-        spans = []
-        for h in self.handles.values():
-            end = h.position - (h.position - h.task.start) % align
-            spans.append((h.task.start, end))
-        for c in self.recorder.partial(self.part, spans):
+        ends = {c.id: c.end for c in self.plan.active()}
+        spans = [
+            (h.task.start, h.position, ends.get(cid, h.position)) for cid, h in self.handles.items()
+        ]
+        for c in self.recorder.partial(self.part, spans, self.digests, self.block_size):
             self.recorder.record(c)
 
     async def _finish(self) -> DownloadResult:

@@ -116,6 +116,7 @@ class _Cancelled(Exception):
 
 def main_from_argv() -> None:
     """Entry point of a worker process: ``python -c ... PIPE_FD BUCKET_FD RATE BURST NICE``."""
+    import signal
     import sys
     from multiprocessing.connection import Connection
 
@@ -124,6 +125,11 @@ def main_from_argv() -> None:
     if len(sys.argv) > 5 and int(sys.argv[5]):
         with contextlib.suppress(OSError):
             os.nice(int(sys.argv[5]))
+    # Ctrl-C and systemd's stop signal the whole process group: the supervisor decides
+    # (it records what each task wrote, then says Stop); a worker dying first would take
+    # its tasks' positions with it. A supervisor that dies closes the pipe: we end then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(pipe_fd)
     shared = _SharedTat(bucket_fd) if bucket_fd >= 0 and rate > 0 else None
     bucket = TokenBucket(rate, burst) if shared is not None else None
