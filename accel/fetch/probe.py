@@ -16,7 +16,7 @@ from accel.fetch.messages import Head, Task
 from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.slots import Shared
 
-__all__ = ["probe", "probe_start"]
+__all__ = ["probe", "probe_length", "probe_start"]
 
 
 def probe_start(cp: Checkpoint | None, expected_size: int | None, block_size: int) -> int:
@@ -32,6 +32,17 @@ def probe_start(cp: Checkpoint | None, expected_size: int | None, block_size: in
     align = block_size or 1
     pos -= pos % align
     return pos if pos < cp.size else 0
+
+
+def probe_length(cp: Checkpoint | None, start: int, length: int) -> int:
+    """A resumed probe asks only for the gap at ``start``: the server keeps sending while
+    the probe's worker waits for the supervisor's decision, and whatever it sent past
+    the gap (up to the socket buffers' megabytes) would be thrown away. Interrupts
+    record running chunks' prefixes, so such gaps are often small."""
+    if cp is None:
+        return length
+    after = [c.start for c in cp.chunks if c.start > start]
+    return min(length, min(after) - start) if after else length
 
 
 async def probe(

@@ -49,7 +49,7 @@ from accel.fetch.http1 import origin_of
 from accel.fetch.messages import Head, Task
 from accel.fetch.plan import Chunk, ChunkPlan, choose_chunk_size
 from accel.fetch.pool import Outcome, TaskHandle
-from accel.fetch.probe import probe, probe_start
+from accel.fetch.probe import probe, probe_length, probe_start
 from accel.fetch.recorder import ChunkRecorder
 from accel.fetch.redirects import strip_credentials
 from accel.fetch.repair import repair
@@ -223,7 +223,9 @@ class FileDownload:
             remove_checkpoint(self.dest)
         start = probe_start(cp, self.expected.size, self.block_size)
         try:
-            head, first_req = await self._probe(start, self._probe_length())
+            head, first_req = await self._probe(
+                start, probe_length(cp, start, self._probe_length())
+            )
         except RemoteChangedError:
             if start == 0:
                 raise
