@@ -41,6 +41,7 @@ __all__ = [
     "Trimmed",
 ]
 
+
 @dataclass(frozen=True)
 class Task:
     """One request: the bytes ``[start, end)`` of ``url`` into ``path`` at ``start``.
@@ -65,6 +66,9 @@ class Task:
     ranged: bool = True
     block_size: int = 0
     digests: tuple[str, ...] = ()
+    #: bytes of the first block before ``start`` already in the file (kept from an
+    #: interrupted run): read back into the block's hash, so the block is checked whole
+    block_head: int = 0
     stall_timeout: float = 30.0
     min_rate: float = 1024.0
     #: also SHA256 the bytes as they stream (a request from byte 0 that may cover the

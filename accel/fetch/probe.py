@@ -41,6 +41,8 @@ def probe_length(cp: Checkpoint | None, start: int, length: int) -> int:
     record running chunks' prefixes, so such gaps are often small."""
     if cp is None:
         return length
+    # Up to the plan's first chunk end too: the plan cuts at multiples of the chunk size.
+    length = min(length, length - start % length)
     after = [c.start for c in cp.chunks if c.start > start]
     return min(length, min(after) - start) if after else length
 

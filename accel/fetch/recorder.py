@@ -56,12 +56,15 @@ class ChunkRecorder:
         self.chunks[chunk.start] = chunk
 
     def value(self, size: int, etag: str | None, last_modified: str | None) -> Checkpoint:
+        # Never two records over the same bytes (a resume refuses them): a kept head of
+        # an unfinished block that a chunk starting earlier fetched again goes.
+        chunks: list[DoneChunk] = []
+        for c in sorted(self.chunks.values(), key=lambda c: (c.start, -c.end)):
+            if chunks and c.start < chunks[-1].end:
+                continue
+            chunks.append(c)
         return Checkpoint(
-            url=self.url,
-            size=size,
-            etag=etag,
-            last_modified=last_modified,
-            chunks=sorted(self.chunks.values(), key=lambda c: c.start),
+            url=self.url, size=size, etag=etag, last_modified=last_modified, chunks=chunks
         )
 
     def due(self, done_bytes: int) -> bool:
@@ -141,9 +144,11 @@ class ChunkRecorder:
             for s, reported, end in spans:
                 pos = reported
                 if digests and block_size:
-                    pos -= (pos - s) % block_size
+                    # An unfinished block's bytes are kept too: a resume hashes them
+                    # into the block's check (unfinished_blocks, Task.block_head).
                     limit = min(end, reported + _UNREPORTED)
-                    pos = _blocks_written(fd, pos, limit, digests, block_size)
+                    aligned = reported - reported % block_size
+                    pos = max(reported, _blocks_written(fd, aligned, limit, digests, block_size))
                 if pos <= s:
                     continue
                 digest = xxh3_of_range(fd, s, pos)
@@ -152,6 +157,53 @@ class ChunkRecorder:
             return out
         finally:
             os.close(fd)
+
+
+def block_pieces(start: int, end: int, bs: int, size: int) -> list[tuple[int, int]]:
+    """What a resume keeps of a recorded chunk ``[start, end)`` when blocks are checked:
+    its whole blocks, and the head of the block it ends in (fetched from ``end`` on,
+    checked whole: ``Task.block_head``). Bytes before the first block boundary of a
+    chunk that starts inside a block (a head's own continuation) are fetched again."""
+    if start % bs:
+        start += bs - start % bs
+    if start >= end:
+        return []
+    floor = end - end % bs if end != size else end
+    pieces = [(start, floor)] if floor > start else []
+    if floor < end:
+        pieces.append((max(floor, start), end))
+    return pieces
+
+
+def unfinished_blocks(cp: Checkpoint | None, block_size: int) -> dict[int, int]:
+    """``{block start: end}``: the kept heads of unfinished blocks in ``cp``, which a
+    resume asks the server for no more (unvalidated: the resume checks them)."""
+    if cp is None or not block_size:
+        return {}
+    heads = {}
+    for c in cp.chunks:
+        for s, e in block_pieces(c.start, c.end, block_size, cp.size):
+            if e % block_size and e != cp.size:
+                heads[s] = e
+    return heads
+
+
+def split_at_blocks(
+    part: Path, done: list[DoneChunk], block_size: int, size: int
+) -> list[DoneChunk]:
+    """``done`` cut into :func:`block_pieces`, each piece with its own xxh3."""
+    out = []
+    fd = os.open(part, os.O_RDONLY)
+    try:
+        for c in done:
+            pieces = block_pieces(c.start, c.end, block_size, size)
+            if pieces == [(c.start, c.end)]:
+                out.append(c)
+                continue
+            out += [DoneChunk(s, e, xxh3_of_range(fd, s, e)) for s, e in pieces]
+    finally:
+        os.close(fd)
+    return sorted(out, key=lambda c: c.start)
 
 
 def _blocks_written(fd: int, pos: int, limit: int, digests: tuple[str, ...], bs: int) -> int:

@@ -50,7 +50,7 @@ from accel.fetch.messages import Head, Task
 from accel.fetch.plan import Chunk, ChunkPlan, choose_chunk_size
 from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.probe import probe, probe_length, probe_start
-from accel.fetch.recorder import ChunkRecorder
+from accel.fetch.recorder import ChunkRecorder, split_at_blocks, unfinished_blocks
 from accel.fetch.redirects import strip_credentials
 from accel.fetch.repair import repair
 from accel.fetch.single import fetch_once, special_target
@@ -101,6 +101,9 @@ class FileDownload:
         self.durable = durable
         #: re-hash a file already at ``dest`` even when its record vouches for it
         self.check = check
+        #: ``{block start: end}``: an unfinished block's bytes kept by an interrupt, which
+        #: the chunk starting at that block asks for no more (recorder.unfinished_blocks)
+        self.heads: dict[int, int] = {}
         #: the good blocks of a file already at ``dest``, now our ``.part`` (complete.py)
         self.adopted: Checkpoint | None = None
         digests = self.expected.chunks
@@ -222,6 +225,8 @@ class FileDownload:
             cp = None
             remove_checkpoint(self.dest)
         start = probe_start(cp, self.expected.size, self.block_size)
+        if self.digests:
+            self.heads = unfinished_blocks(cp, self.block_size)
         try:
             head, first_req = await self._probe(
                 start, probe_length(cp, start, self._probe_length())
@@ -504,12 +509,26 @@ class FileDownload:
                         free=shutil.disk_usage(self.part.parent).free,
                     ) from exc
                 os.ftruncate(self.fd, total)
+        if self.digests and done:
+            done = await asyncio.to_thread(split_at_blocks, self.part, done, self.block_size, total)
+            # The kept heads whose bytes passed the check: their blocks stay pending
+            # (the chunk there starts at the block), and those the probe did not take
+            # yet are asked for no more.
+            pieces = {(c.start, c.end) for c in done}
+            heads = {(f, e) for f, e in unfinished_blocks(cp, self.block_size).items()}
+            kept_heads = heads & pieces
+            self.heads = {f: e for f, e in self.heads.items() if (f, e) in kept_heads}
+        else:
+            kept_heads = set()
         for c in done:
             self.recorder.record(c)
         self.hasher = PrefixHasher(self.part, total)
         size = (self.chunk_size or self._auto_chunk_size()) if self.ranged else max(1, total)
         self.plan = ChunkPlan(
-            total, size, align=self.block_size or 1, done=[(c.start, c.end) for c in done]
+            total,
+            size,
+            align=self.block_size or 1,
+            done=[(c.start, c.end) for c in done if (c.start, c.end) not in kept_heads],
         )
         if not self.ranged:
             self._emit("progress", "the server ignores Range: falling back to one stream")
@@ -539,6 +558,7 @@ class FileDownload:
         sha256: bool = False,
         blocks: bool = True,
     ) -> Task:
+        head = self.heads.pop(start, start) if blocks and end is not None else start
         digests: tuple[str, ...] = ()
         if self.digests and blocks:
             bs = self.block_size
@@ -553,8 +573,9 @@ class FileDownload:
         return Task(
             url=url,
             path=str(self.part),
-            start=start,
+            start=head,
             end=end,
+            block_head=head - start,
             headers=headers,
             secret_headers=self.secret_headers,
             etag=self.etag,
@@ -635,7 +656,7 @@ class FileDownload:
             self.resolved = outcome.url  # the original URL was asked again: a new target
         if outcome.error is None:
             self._refusals = 0  # the budget is for refusals in a row: signatures expire
-            self._complete(chunk, outcome)
+            self._complete(chunk, outcome, handle.task.start)
             return
         if self._target_refused(handle.task, outcome):
             # An expired signed URL (or a mirror that lost the file): the URL the user
@@ -677,7 +698,7 @@ class FileDownload:
         self.resolved = None
         return True
 
-    def _complete(self, chunk: Chunk, outcome: Outcome) -> None:
+    def _complete(self, chunk: Chunk, outcome: Outcome, task_start: int) -> None:
         assert self.plan is not None
         if outcome.end != chunk.end:
             raise DownloadError(
@@ -686,7 +707,8 @@ class FileDownload:
             )
         assert self.hasher is not None
         self.plan.complete(chunk)
-        self.recorder.record(DoneChunk(start=chunk.start, end=chunk.end, xxh3=outcome.xxh3))
+        # A task that began past an unfinished block's kept bytes hashed only its own.
+        self.recorder.record(DoneChunk(start=task_start, end=chunk.end, xxh3=outcome.xxh3))
         if outcome.sha256 is not None and chunk.start == 0 and chunk.end == self.total:
             # One task streamed the whole file and hashed it on the way: nothing to read
             # back. (The hash loop has hashed nothing yet: no prefix was done before.)

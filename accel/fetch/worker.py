@@ -394,7 +394,7 @@ class _Worker:
         digests = task.digests
         block_hasher = blake3.blake3() if digests else None
         block_index = 0
-        block_fill = 0
+        block_fill = _seed_block(block_hasher, task) if block_hasher is not None else 0
         sha = hashlib.sha256() if task.sha256 and task.start == 0 else None
         pwrite = os.pwrite
         stream_only = task.stream_only
@@ -531,6 +531,26 @@ def _finish_block(hasher: Any, digests: tuple[str, ...], index: int, task: Task,
             ),
             retryable=True,
         )
+
+
+def _seed_block(hasher: Any, task: Task) -> int:
+    """Hash the first block's bytes before ``task.start`` (``task.block_head`` of them,
+    kept from an interrupted run); returns how many are in the block already."""
+    n = task.block_head
+    if n <= 0:
+        return 0
+    try:
+        fd = os.open(task.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, n, task.start - n)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _file_error(exc, task) from exc
+    if len(data) != n:
+        raise Fail(DownloadError(f"{task.path} is shorter than expected"), retryable=True)
+    hasher.update(data)
+    return n
 
 
 def _open_target(task: Task) -> int:
