@@ -81,6 +81,9 @@ class Task:
     #: ``path`` is not a regular file (a device, a FIFO): written in order with
     #: ``write``, never ``pwrite`` (a pipe has no offsets)
     stream_only: bool = False
+    #: send the answer's head (:class:`HeadSeen`) without waiting for a decision: the
+    #: validators a whole-file request needs to leave a resumable ``.part`` if stopped
+    report_head: bool = False
 
 
 @dataclass(frozen=True)

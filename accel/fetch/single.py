@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from accel.errors import DownloadError
-from accel.fetch.messages import Task
+from accel.fetch.messages import Head, Task
 from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.slots import Shared
 
@@ -59,7 +59,8 @@ async def fetch_once(
     *,
     on_progress: Callable[[int, int], None],
     handles: dict[int, TaskHandle],
-    on_cancel: Callable[[], None] = lambda: None,
+    on_head: Callable[[Head], None] | None = None,
+    on_cancel: Callable[[TaskHandle], None] = lambda h: None,
 ) -> tuple[Outcome, TaskHandle]:
     """Run ``task`` once (no retry); the handle is in ``handles[-1]`` while it runs."""
     pool, slots = shared.pool, shared.slots
@@ -70,12 +71,13 @@ async def fetch_once(
         slots.release()
         raise
     handle.on_progress = on_progress
+    handle.on_head = on_head
     handles[-1] = handle
     try:
         outcome = await asyncio.shield(handle.done)
     except asyncio.CancelledError:
+        on_cancel(handle)  # before the cancel: the handle still says how far it got
         pool.cancel(handle)
-        on_cancel()
         raise
     finally:
         handles.pop(-1, None)

@@ -320,11 +320,20 @@ class FileDownload:
         # request, so the worker skips the blake3 blocks (one hash per byte, not two).
         # A mismatch then goes to the ranged path, where the blocks find the bad bytes.
         verify_by_sha = bool(self.expected.sha256)
-        task = self._task(0, size, sha256=True, blocks=not verify_by_sha)
+        task = dataclasses.replace(
+            self._task(0, size, sha256=True, blocks=not verify_by_sha), report_head=True
+        )
         try:
             outcome, handle = await fetch_once(
-                self.shared, task, on_progress=self._on_progress, handles=self.handles
+                self.shared,
+                task,
+                on_progress=self._on_progress,
+                handles=self.handles,
+                on_head=self._whole_head,
+                on_cancel=self._keep_whole_prefix,
             )
+        except asyncio.CancelledError:
+            raise  # _keep_whole_prefix decided what stays
         except BaseException:
             self._drop_part()  # a few bytes at most: the rerun fetches them again
             raise
@@ -358,6 +367,30 @@ class FileDownload:
             why = "incomplete answer"
         self._emit("chunk_retry", f"whole-file request: {why}; trying again by ranges")
         return None
+
+    def _whole_head(self, head: Head) -> None:
+        self.etag, self.last_modified = head.etag, head.last_modified
+
+    def _keep_whole_prefix(self, handle: TaskHandle) -> None:
+        """An interrupted whole-file request keeps what it wrote, as a chunk would, when
+        its answer gave validators to resume against; else the ``.part`` goes."""
+        size = self.expected.size
+        if size is None or not (self.etag or self.last_modified) or handle.position <= 0:
+            self._drop_part()
+            return
+        spans = [(0, handle.position, size)]
+        kept = self.recorder.partial(self.part, spans, self.digests, self.block_size)
+        if not kept:
+            self._drop_part()
+            return
+        try:
+            os.ftruncate(self.fd, size)  # a resume trusts a .part of the file's size only
+        except OSError:
+            self._drop_part()
+            return
+        for c in kept:
+            self.recorder.record(c)
+        self.total = size  # run() saves the checkpoint, then closes the file
 
     async def _run_stream(self) -> DownloadResult:
         """Into a device or a FIFO: one stream, in order, no ``.part``, no resume.

@@ -370,6 +370,8 @@ class _Worker:
                 raise _Abort()
             with self.lock:
                 run.end = decided.end if head.end is not None else None
+        elif task.report_head:
+            self._send(HeadSeen(run.tid, head))  # the validators, for a resume; no wait
         fd = _open_target(task)
         try:
             total = head.total if head.total is not None else task.total
