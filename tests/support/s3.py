@@ -30,6 +30,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +41,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["S3Bucket", "S3Server", "s3_bucket", "s3_server"]
+__all__ = ["S3Bucket", "S3Hub", "S3Server", "run_accel", "running_s3_hub", "s3_bucket", "s3_server"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -266,3 +267,71 @@ def s3_bucket(s3_server: S3Server) -> Iterator[S3Bucket]:
             for up in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
                 client.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])
             client.delete_bucket(Bucket=name)
+
+
+@dataclass
+class S3Hub:
+    """``accel serve --store s3://...`` as a subprocess."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def file_url(self, model_id: str, version: str, path: str) -> str:
+        return f"{self.url}/storage/models/{model_id}/{version}/{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def running_s3_hub(
+    bucket: S3Bucket, state_dir: Path, *args: str, store: str | None = None
+) -> Iterator[S3Hub]:
+    """Start the real hub over ``bucket`` (or ``store``), wait for /healthz, stop it."""
+    from tests.support.hub import _stop, _wait_healthy
+
+    log_path = state_dir / "hub.log"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cmd = ["python", "-m", "accel", "serve", "--store", store or bucket.url, "--port", "0",
+           "--state-dir", str(state_dir), *args]  # fmt: skip
+    env = bucket.env
+    env["PYTHONPATH"] = str(REPO)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *cmd[1:]],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if " at http://" not in line:
+        _stop(proc)
+        raise RuntimeError(f"hub did not start: {line!r} {log_path.read_text()[-2000:]}")
+    url = line.split(" at ", 1)[1].split()[0]
+    try:
+        _wait_healthy(url, proc, time.monotonic() + 20)
+        yield S3Hub(url, proc, log_path)
+    finally:
+        _stop(proc)
+
+
+def run_accel(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m accel ARGS`` with ``env``; text output."""
+    import sys
+
+    env = dict(env)
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "accel", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
