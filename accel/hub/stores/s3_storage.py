@@ -3,9 +3,11 @@
 Owns the two ways a hub over a bucket answers for a file. Both look the file up in the
 catalog exactly as the directory store does (:func:`accel.hub.storage.find_listed_file`:
 same path rules, same 404) and decide conditionals and Range themselves with
-:mod:`accel.hub.conditional` against the hub's own validators (the manifest's SHA256 as
-a strong ETag, its ``updated_at`` as Last-Modified), so a client sees the same
-validators from every kind of hub; an S3 ETag is never shown as a checksum.
+:mod:`accel.hub.conditional`, against the object's own validators (its S3 ETag and
+Last-Modified, from one HEAD per object): a client that learned them from the store
+and comes back to the hub for a fresh URL (its presigned URL expired) must be judged
+by the same ones. The ETag is a validator only; the checksum is ``X-Accel-Sha256``,
+the manifest's.
 
 - redirect (default): ``GET`` answers ``307`` to a presigned GET of the object, valid
   ``presign_ttl`` seconds, with ``X-Accel-Size`` and ``X-Accel-Sha256``; no file byte
@@ -17,14 +19,17 @@ validators from every kind of hub; an S3 ETag is never shown as a checksum.
 
 from __future__ import annotations
 
-import calendar
+import asyncio
+import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from accel.errors import StoreError
 from accel.hub.catalog import Catalog
 from accel.hub.conditional import Decision, Representation, Request, evaluate, format_http_date
 from accel.hub.storage import ListedFile, Problem, find_listed_file
@@ -34,39 +39,74 @@ if TYPE_CHECKING:
 
 __all__ = ["ProxySender", "RedirectSender"]
 
+log = logging.getLogger("accel.hub")
+
 _STREAM = 256 * 1024
 
 
-def _epoch(updated_at: str) -> int | None:
-    try:
-        return calendar.timegm(time.strptime(updated_at, "%Y-%m-%dT%H:%M:%SZ"))
-    except ValueError:
-        return None
+@dataclass(frozen=True)
+class _Object:
+    """What the store says of an object: its validators (never a checksum)."""
+
+    etag: str
+    last_modified: int
+    size: int
 
 
 class _S3Sender:
     def __init__(self, catalog: Catalog, store: S3Store) -> None:
         self.catalog = catalog
         self.store = store
+        self._objects: dict[str, _Object] = {}
 
-    def _decide(self, request: web.Request) -> tuple[ListedFile, Decision, dict[str, str]]:
+    async def _object(self, listed: ListedFile) -> _Object:
+        """The object's ETag and Last-Modified, from one HEAD per object and hub (the
+        object of a committed version never changes; if it is replaced anyway, the
+        store's own If-Match check on the chunk requests tells the client)."""
+        key = self.store.file_key(listed.model_id, listed.version, listed.relpath)
+        known = self._objects.get(key)
+        if known is None:
+            try:
+                head = await asyncio.to_thread(self.store.call, "head_object", Key=key)
+            except StoreError as exc:
+                log.warning("/storage %s: %s", key, exc)
+                raise Problem(
+                    502, "store_error", "the object store did not serve this file"
+                ) from None
+            known = _Object(
+                etag=str(head.get("ETag", "")),
+                last_modified=int(head["LastModified"].timestamp()),
+                size=int(head["ContentLength"]),
+            )
+            if known.size != listed.entry.size_bytes:
+                log.warning("/storage %s: %d bytes in the store, manifest says %d", key,
+                            known.size, listed.entry.size_bytes)  # fmt: skip
+                raise Problem(502, "store_error", "the stored object does not match the manifest")
+            if len(self._objects) > 65536:
+                self._objects.clear()
+            self._objects[key] = known
+        return known
+
+    async def _decide(
+        self, request: web.Request
+    ) -> tuple[ListedFile, _Object, Decision, dict[str, str]]:
         listed = find_listed_file(self.catalog, request.raw_path)
-        manifest = self.catalog.manifest(listed.model_id, listed.version)
-        modified = _epoch(manifest.updated_at) if manifest is not None else None
+        obj = await self._object(listed)
         size = listed.entry.size_bytes
         headers = {
             "Accept-Ranges": "bytes",
-            "ETag": listed.etag,
+            "ETag": obj.etag,
+            "Last-Modified": format_http_date(obj.last_modified),
             "Content-Type": "application/octet-stream",
             "Cache-Control": "no-store",
             "X-Accel-Size": str(size),
             "X-Accel-Sha256": listed.entry.sha256,
         }
-        if modified is not None:
-            headers["Last-Modified"] = format_http_date(modified)
+        # The store's validators, so that a client's If-Match / If-Range mean the same
+        # here as at the store its chunks go to (it learned them from either).
         decision = evaluate(
             Request.from_headers(request.method, request.headers.items()),
-            Representation(etag=listed.etag, last_modified=modified, size=size),
+            Representation(etag=obj.etag, last_modified=obj.last_modified, size=size),
             now=time.time(),
         )
         if decision.status == 412:
@@ -76,20 +116,28 @@ class _S3Sender:
         if decision.unsatisfiable is not None:
             headers["Content-Range"] = decision.unsatisfiable.content_range
             raise Problem(416, "range_not_satisfiable", "the range lies outside the file", headers)
-        return listed, decision, headers
+        return listed, obj, decision, headers
 
     def _url(self, listed: ListedFile) -> str:
         key = self.store.file_key(listed.model_id, listed.version, listed.relpath)
         return self.store.presign(key)
 
     @staticmethod
-    def _head(decision: Decision, size: int, headers: dict[str, str]) -> web.Response:
-        status, length = 200, size
+    def _status(decision: Decision, size: int, headers: dict[str, str]) -> tuple[int, int]:
+        """Status and length of a 200/206 answer (Content-Range added for a 206)."""
         if decision.byte_range is not None:
-            status, length = 206, decision.byte_range.length
             headers["Content-Range"] = decision.byte_range.content_range
-        resp = web.Response(status=status, headers=headers)
+            return 206, decision.byte_range.length
+        return 200, size
+
+    async def _head(
+        self, request: web.Request, decision: Decision, size: int, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        status, length = self._status(decision, size, headers)
+        resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = length
+        await resp.prepare(request)
+        await resp.write_eof()
         return resp
 
 
@@ -97,11 +145,11 @@ class RedirectSender(_S3Sender):
     """307 to a presigned URL: the store serves the bytes."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        listed, decision, headers = self._decide(request)
+        listed, _, decision, headers = await self._decide(request)
         if decision.status == 304:
             return web.Response(status=304, headers=headers)
         if request.method == "HEAD":
-            return self._head(decision, listed.entry.size_bytes, headers)
+            return await self._head(request, decision, listed.entry.size_bytes, headers)
         headers["Location"] = self._url(listed)
         headers.pop("Content-Type")
         return web.Response(status=307, headers=headers)
@@ -118,16 +166,18 @@ class ProxySender(_S3Sender):
         self._session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        listed, decision, headers = self._decide(request)
+        listed, obj, decision, headers = await self._decide(request)
         if decision.status == 304:
             return web.Response(status=304, headers=headers)
         size = listed.entry.size_bytes
         if request.method == "HEAD" or size == 0:
-            return self._head(decision, size, headers)
+            return await self._head(request, decision, size, headers)
         wanted = decision.byte_range
-        upstream_headers = (
-            {"Range": f"bytes={wanted.start}-{wanted.start + wanted.length - 1}"} if wanted else {}
-        )
+        # Only the range decided here goes to the store, guarded by the object's ETag: a
+        # store that replaced the object answers 412, passed on.
+        upstream_headers = {"If-Match": obj.etag}
+        if wanted is not None:
+            upstream_headers["Range"] = f"bytes={wanted.start}-{wanted.start + wanted.length - 1}"
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
@@ -147,11 +197,13 @@ class ProxySender(_S3Sender):
                 raise Problem(
                     416, "range_not_satisfiable", "the range lies outside the file", headers
                 )
+            if upstream.status == 412:
+                raise Problem(412, "precondition_failed", "the stored object changed", headers)
             if upstream.status != expected:
                 raise Problem(502, "store_error", f"the object store answered {upstream.status}")
-            resp = self._head(decision, size, headers)
-            stream = web.StreamResponse(status=resp.status, headers=resp.headers)
-            stream.content_length = resp.content_length
+            status, length = self._status(decision, size, headers)
+            stream = web.StreamResponse(status=status, headers=headers)
+            stream.content_length = length
             await stream.prepare(request)
             try:
                 async for block in upstream.content.iter_chunked(_STREAM):
