@@ -1,6 +1,6 @@
 """The hub on S3-compatible object storage vs the directory hub, and accel vs boto3.
 
-One run each (issue 17 asks for ratios of one run), on loopback, with the test S3 server
+``--runs`` runs of each (default 3; the order rotated every run; medians), on loopback, with the test S3 server
 of ``tests/support/s3.py`` (SeaweedFS when ``weed`` is on PATH, else s3rver; or any S3
 via ``ACCEL_TEST_S3_ENDPOINT``):
 
@@ -11,7 +11,8 @@ via ``ACCEL_TEST_S3_ENDPOINT``):
   ``openssl dgst -sha256`` of the same object;
 - ``accel install`` of 1 GiB + 20 files (1-8 MiB) from the S3 hub vs the directory hub.
 
-Usage: ``./scripts/bench s3`` or ``python bench/bench_s3.py [--quick]`` (128 MiB).
+Usage: ``./scripts/bench s3`` or ``python bench/bench_s3.py [--quick] [--runs N]``
+(``--quick``: 128 MiB).
 Writes ``bench/out/s3.json`` and prints a markdown section for bench/RESULTS.md.
 """
 
@@ -25,6 +26,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,6 +114,7 @@ c.download_file(sys.argv[1], sys.argv[2], sys.argv[3])
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each tool, order rotated")
     args = ap.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
     src = DATA / ("src-quick" if args.quick else "src")
@@ -148,47 +151,52 @@ def main() -> int:
         dir_proc = psutil.Process(dir_hub.proc.pid)
         s3_proc = psutil.Process(s3_hub.proc.pid)
         out = work / "out.bin"
-        results["get_dir_hub"] = accel_get(
-            dir_hub.file_url("big", "1", "model.bin"), out, big_sha, env, dir_proc
-        )
-        results["get_s3_redirect"] = accel_get(
-            s3_hub.file_url("big", "1", "model.bin"), out, big_sha, env, s3_proc
-        )
         presigned = server.client().generate_presigned_url(
             "get_object",
             Params={"Bucket": name, "Key": "models/big/1/files/model.bin"},
             ExpiresIn=3600,
         )
-        results["get_presigned"] = accel_get(presigned, out, big_sha, env, None)
-        boto = timed([PY, "-c", BOTO, name, "models/big/1/files/model.bin", str(out)], env)
-        dgst = timed(["openssl", "dgst", "-sha256", str(out)], env)
-        assert big_sha in str(dgst["stdout"]), dgst
-        out.unlink(missing_ok=True)
-        results["boto3_download_file"] = boto
-        results["openssl_dgst"] = dgst
-        results["install_dir_hub"] = accel_install(dir_hub.url, work, env, dir_proc)
-        results["install_s3_hub"] = accel_install(s3_hub.url, work, env, s3_proc)
-    r_ = results
-    cpu_dir = r_["get_dir_hub"]["hub_cpu_s"] / gib
-    cpu_s3 = r_["get_s3_redirect"]["hub_cpu_s"] / gib
-    ratios = {
+        runs: dict[str, list[dict[str, float]]] = {}
+        gets = {
+            "get_dir_hub": (dir_hub.file_url("big", "1", "model.bin"), dir_proc),
+            "get_s3_redirect": (s3_hub.file_url("big", "1", "model.bin"), s3_proc),
+            "get_presigned": (presigned, None),
+        }
+        installs = {
+            "install_dir_hub": (dir_hub.url, dir_proc),
+            "install_s3_hub": (s3_hub.url, s3_proc),
+        }
+        for i in range(args.runs):
+            order = list(gets)
+            order = order[i % len(order) :] + order[: i % len(order)]  # rotated every run
+            for tool in order:
+                url, proc = gets[tool]
+                runs.setdefault(tool, []).append(accel_get(url, out, big_sha, env, proc))
+            boto = timed([PY, "-c", BOTO, name, "models/big/1/files/model.bin", str(out)], env)
+            dgst = timed(["openssl", "dgst", "-sha256", str(out)], env)
+            assert big_sha in str(dgst["stdout"]), dgst
+            out.unlink(missing_ok=True)
+            runs.setdefault("boto3_download_file", []).append(boto)
+            runs.setdefault("openssl_dgst", []).append(dgst)
+            for tool in list(installs)[:: 1 if i % 2 == 0 else -1]:
+                url, proc = installs[tool]
+                runs.setdefault(tool, []).append(accel_install(url, work, env, proc))
+        results["runs"] = {k: [{kk: vv for kk, vv in r.items() if kk != "stdout"} for r in v]
+                           for k, v in runs.items()}  # fmt: skip
+    med = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+    hub_cpu = {k: sum(r["hub_cpu_s"] for r in v) / (len(v) * gib) for k, v in runs.items()}
+    cpu_dir, cpu_s3 = hub_cpu["get_dir_hub"], hub_cpu["get_s3_redirect"]
+    results["median_wall_s"] = {k: round(v, 3) for k, v in med.items()}
+    results["ratios"] = {
         "hub_cpu_per_gib_redirect_vs_dir": round(cpu_s3 / cpu_dir, 4) if cpu_dir else None,
-        "get_redirect_vs_presigned": round(
-            r_["get_s3_redirect"]["wall_s"] / r_["get_presigned"]["wall_s"], 3
-        ),
+        "get_redirect_vs_presigned": round(med["get_s3_redirect"] / med["get_presigned"], 3),
         "get_redirect_vs_boto3_plus_openssl": round(
-            r_["get_s3_redirect"]["wall_s"] / (boto["wall_s"] + dgst["wall_s"]), 3
+            med["get_s3_redirect"] / (med["boto3_download_file"] + med["openssl_dgst"]), 3
         ),
-        "install_s3_vs_dir": round(
-            r_["install_s3_hub"]["wall_s"] / r_["install_dir_hub"]["wall_s"], 3
-        ),
+        "install_s3_vs_dir": round(med["install_s3_hub"] / med["install_dir_hub"], 3),
     }
-    results["ratios"] = ratios
     results["hub_cpu_s_per_gib"] = {"dir": round(cpu_dir, 3), "s3_redirect": round(cpu_s3, 4)}
-    results["load_avg"] = os.getloadavg()[0]
-    for v in results.values():
-        if isinstance(v, dict):
-            v.pop("stdout", None)
+    results["load_avg"] = os.getloadavg()
     (REPO / "bench" / "out").mkdir(exist_ok=True)
     (REPO / "bench" / "out" / "s3.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
