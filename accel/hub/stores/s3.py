@@ -240,7 +240,9 @@ class S3Store:
             return
         models = self._scan()
         self._models = models  # the list first: whoever sees the new stamp sees it too
-        self._sig = stamp if stamp is not None else ("unstamped", time.monotonic_ns())
+        # No stamp (nothing published yet, or objects copied in by hand): listed again
+        # every poll, and the catalog reloads only when what was listed changed.
+        self._sig = stamp if stamp is not None else _listed(models)
 
     def _scan(self) -> list[StoredModel]:
         out: list[StoredModel] = []
@@ -284,6 +286,13 @@ class S3Store:
         for up in page.get("Uploads", []):
             if up["Initiated"].timestamp() <= cutoff:
                 self.call("abort_multipart_upload", Key=up["Key"], UploadId=up["UploadId"])
+
+
+def _listed(models: list[StoredModel]) -> tuple[object, ...]:
+    return tuple(
+        (m.model_id, m.meta.model_dump_json(), tuple(v.version for v in m.manifests))
+        for m in models
+    )
 
 
 def _no_such_key(exc: StoreError) -> bool:
