@@ -21,7 +21,10 @@ def register(subparsers: Any) -> None:
         "younger than --min-age are left alone: a publish may still be writing them.",
     )
     p.add_argument(
-        "--root", required=True, type=store_root, help="the store: a directory or s3://BUCKET[/PREFIX]"
+        "--root",
+        required=True,
+        type=store_root,
+        help="the store: a directory or s3://BUCKET[/PREFIX]",
     )
     add_s3_options(p)
     p.add_argument("--delete", action="store_true", help="remove them (default: only list)")

@@ -256,10 +256,9 @@ def test_error_lines(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     r = run_accel("serve", "--store", s3_bucket.url, "--s3-endpoint", dead, "--port", "0",
                   "--state-dir", str(tmp_path / "state"), env=env)  # fmt: skip
     assert "[store_unreachable]" in _error_line(r)
-    r = run_accel(
-        "publish", str(src), "--root", "gs://x", "--model", "m", "--version", "1", env=env
-    )
-    assert r.returncode == 2 and "gs:// scheme is not supported" in r.stderr
+    for cmd in (["publish", str(src), "--model", "m", "--version", "1"], ["gc"], ["serve"]):
+        line = _error_line(run_accel(*cmd, "--root", "gs://x/y", env=env))
+        assert "[unsupported_scheme]" in line and "gs:// scheme is not supported" in line
 
 
 def _closed_port() -> int:

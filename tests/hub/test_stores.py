@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.errors import UsageError
+from accel.errors import UnsupportedSchemeError, UsageError
 from accel.hub.publish import hash_file
 from accel.hub.stores import DirectoryStore, open_store
 from accel.hub.stores.s3_publish import HashingReader
@@ -34,7 +34,7 @@ def test_s3_urls() -> None:
 def test_open_store_picks_by_scheme(tmp_path: Path) -> None:
     assert isinstance(open_store(tmp_path), DirectoryStore)
     assert open_store("s3://bucket/p", state_dir=tmp_path).description == "s3://bucket/p"
-    with pytest.raises(UsageError, match="gs:// scheme is not supported"):
+    with pytest.raises(UnsupportedSchemeError, match="gs:// scheme is not supported"):
         open_store("gs://bucket")
     with pytest.raises(UsageError, match="storage-mode"):
         open_store("s3://bucket", storage_mode="sideways")
