@@ -134,6 +134,7 @@ def test_redirect_answers_and_conditionals(s3_bucket: S3Bucket, tmp_path: Path) 
             assert _open(hub.file_url("m", "1.0", missing), follow=False).status in (400, 404)
 
 
+@pytest.mark.slow
 def test_a_presigned_url_expiring_mid_download_costs_at_most_a_chunk_per_expiry(
     s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
