@@ -20,6 +20,10 @@ Hierarchy::
     │   ├── AuthError               401/403: missing or wrong token
     │   ├── BadManifestError        an answer that is not JSON or does not match the schema
     │   └── PublishConflictError    publishing a version that exists with other content
+    ├── StoreError                  the hub's object store cannot be used
+    │   ├── StoreCredentialsError   missing, wrong or refused S3 credentials
+    │   ├── StoreBucketError        the bucket does not exist
+    │   └── StoreUnreachableError   the S3 endpoint does not answer
     ├── UnsafePathError             a path that would leave its root (traversal, symlink)
     ├── UnsupportedSchemeError      a root or path given as ``scheme://...`` with no backend yet
     ├── FilesystemError             a local file operation failed (facts: path, action, errno)
@@ -84,6 +88,10 @@ __all__ = [
     "ReadOnlyError",
     "RemoteChangedError",
     "StallError",
+    "StoreBucketError",
+    "StoreCredentialsError",
+    "StoreError",
+    "StoreUnreachableError",
     "SymlinkLoopError",
     "TooManyOpenFilesError",
     "UnsafePathError",
@@ -186,6 +194,36 @@ class PublishConflictError(HubError):
 
     code = "publish_conflict"
     default_hint = "publish under a new version number"
+
+
+class StoreError(AccelError):
+    """The hub's object store (an S3 bucket) refused or failed a request."""
+
+    code = "store_error"
+    default_hint = "check the bucket, the endpoint and the credentials"
+
+
+class StoreCredentialsError(StoreError):
+    """No S3 credentials were found, or the store refused them."""
+
+    code = "store_credentials"
+    default_hint = (
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to a key the store knows"
+    )
+
+
+class StoreBucketError(StoreError):
+    """The bucket named by ``s3://BUCKET`` does not exist on that endpoint."""
+
+    code = "store_no_bucket"
+    default_hint = "create the bucket first (aws s3 mb s3://BUCKET) or fix the name"
+
+
+class StoreUnreachableError(StoreError):
+    """Nothing answers at the S3 endpoint."""
+
+    code = "store_unreachable"
+    default_hint = "check --s3-endpoint / AWS_ENDPOINT_URL and that the store is running"
 
 
 class UnsafePathError(AccelError):

@@ -1,4 +1,5 @@
-"""``accel publish``: hash a file or directory and add it to a hub store as one version."""
+"""``accel publish``: hash a file or directory and add it to a hub store (a directory or
+an S3 bucket) as one version."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from typing import Any
 
 from accel._cli._paths import local_path
+from accel._cli._store import add_s3_options, store_root
 from accel.units import format_bytes, parse_size
 
 __all__ = ["register"]
@@ -20,7 +22,13 @@ def register(subparsers: Any) -> None:
         "no-op; different content for an existing version is refused.",
     )
     p.add_argument("src", type=local_path, help="a file, or a directory (subfolders are kept)")
-    p.add_argument("--root", required=True, type=local_path, help="the hub store directory")
+    p.add_argument(
+        "--root",
+        required=True,
+        type=store_root,
+        help="the hub store: a directory, or s3://BUCKET[/PREFIX]",
+    )
+    add_s3_options(p)
     p.add_argument("--model", required=True, help="model id, e.g. whisper-large-v3-zh")
     p.add_argument("--version", required=True, help="version, e.g. 1.0.0")
     p.add_argument("--name", help="human-readable model name")
@@ -34,19 +42,22 @@ def register(subparsers: Any) -> None:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from accel.hub.publish import publish
+    from accel.hub.stores import PublishRequest, open_store
 
     block = parse_size(args.block_size, option="--block-size")
-    manifest = publish(
-        args.src,
-        args.root,
-        args.model,
-        args.version,
-        name=args.name,
-        task=args.task,
-        languages=args.language,
-        default=args.default,
-        block_size=block,
+    store = open_store(args.root, s3_endpoint=args.s3_endpoint)
+    manifest = store.publish(
+        PublishRequest(
+            src=args.src,
+            model_id=args.model,
+            version=args.version,
+            name=args.name,
+            task=args.task,
+            languages=args.language,
+            default=args.default,
+            block_size=block,
+            progress=lambda line: print(line, flush=True),
+        )
     )
     print(
         f"published {manifest.model_id}@{manifest.version}: {len(manifest.files)} files, "

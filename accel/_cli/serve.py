@@ -1,4 +1,4 @@
-"""``accel serve``: run the model hub over a store directory."""
+"""``accel serve``: run the model hub over a store (a directory or an S3 bucket)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from accel._cli._limits import add_limit_options, limits_from
+from accel._cli._store import add_s3_options, store_root
 from accel.errors import ConfigError, UsageError
 
 __all__ = ["register"]
@@ -21,7 +22,29 @@ def register(subparsers: Any) -> None:
         description="Serve a hub store: /api/models, manifests, usage ranking, /storage "
         "files with Range, an HTML catalog at /. Stops on SIGTERM/SIGINT.",
     )
-    p.add_argument("--root", required=True, type=Path, help="the store directory")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--root", type=store_root, help="the store: a directory, or s3://BUCKET[/PREFIX]"
+    )
+    where.add_argument("--store", dest="root", type=store_root, help="the same as --root")
+    add_s3_options(p)
+    p.add_argument(
+        "--presign-ttl",
+        type=int,
+        default=3600,
+        help="S3 store: seconds a presigned /storage URL stays valid (default 3600)",
+    )
+    p.add_argument(
+        "--storage-mode",
+        choices=("redirect", "proxy"),
+        default="redirect",
+        help="S3 store: 307 to a presigned URL (default), or stream through the hub",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="S3 store: where usage counts live (default $XDG_STATE_HOME/accel/hub)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8600, help="port (0 picks a free one)")
     p.add_argument(
@@ -61,11 +84,19 @@ def _tokens(args: argparse.Namespace) -> list[str]:
 
 def _serve(args: argparse.Namespace) -> int:
     from accel.hub.server import run
+    from accel.hub.stores import DirectoryStore, open_store
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is out of range")
-    root: Path = args.root
-    if root.exists() and not root.is_dir():
+    store = open_store(
+        args.root,
+        s3_endpoint=args.s3_endpoint,
+        state_dir=args.state_dir,
+        presign_ttl=args.presign_ttl,
+        storage_mode=args.storage_mode,
+    )
+    root = store.description
+    if isinstance(store, DirectoryStore) and store.root.exists() and not store.root.is_dir():
         raise ConfigError(f"--root {root} is not a directory")
     tokens = _tokens(args)
 
@@ -83,7 +114,12 @@ def _serve(args: argparse.Namespace) -> int:
 
         child = [sys.executable, "-m", "accel", "serve", "--root", str(root), "--host", args.host,
                  "--reuse-port", "--header-timeout", str(limits.header_timeout_s),
-                 "--max-connections", str(limits.max_connections)]  # fmt: skip
+                 "--max-connections", str(limits.max_connections),
+                 "--presign-ttl", str(args.presign_ttl), "--storage-mode", args.storage_mode]  # fmt: skip
+        if args.s3_endpoint:
+            child += ["--s3-endpoint", args.s3_endpoint]
+        if args.state_dir is not None:
+            child += ["--state-dir", str(args.state_dir)]
         if args.token is not None:
             child += ["--token", args.token]
         elif args.tokens_file is not None:
@@ -97,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
             ) from exc
     try:
         run(
-            root,
+            store,
             args.host,
             args.port,
             tokens=tokens,

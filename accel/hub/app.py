@@ -25,7 +25,8 @@ from accel.hub.catalog import Answer, Catalog
 from accel.hub.conditional import Representation, Request, evaluate
 from accel.hub.openapi import OPENAPI_JSON
 from accel.hub.page import render_page
-from accel.hub.storage import Problem, StorageSender
+from accel.hub.storage import Problem
+from accel.hub.stores import DirectoryStore, ModelStore, Sender
 from accel.hub.usage import UsageCounter
 from accel.schema import UsageReport
 
@@ -35,7 +36,7 @@ log = logging.getLogger("accel.hub")
 
 CATALOG = web.AppKey("catalog", Catalog)
 USAGE = web.AppKey("usage", UsageCounter)
-_SENDER = web.AppKey("sender", StorageSender)
+_SENDER = web.AppKey("sender", Sender)
 _TOKENS = web.AppKey("tokens", tuple)
 
 _OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
@@ -193,22 +194,29 @@ async def _page(request: web.Request) -> web.Response:
     return web.Response(text=render_page(catalog, ranking), content_type="text/html")
 
 
-def create_app(root: Path, *, tokens: Sequence[str] = ()) -> web.Application:
-    """The hub over the store at ``root``; ``tokens`` non-empty turns bearer auth on."""
-    catalog = Catalog(Path(root))
+def create_app(store: Path | ModelStore, *, tokens: Sequence[str] = ()) -> web.Application:
+    """The hub over ``store`` (a directory or a :class:`ModelStore`); ``tokens`` non-empty
+    turns bearer auth on."""
+    backend = DirectoryStore(store) if isinstance(store, str | Path) else store
+    backend.prepare()  # a store that cannot be used fails here, before anything listens
+    catalog = Catalog(backend)
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CATALOG] = catalog
-    app[USAGE] = UsageCounter(catalog.store.usage_db)
-    app[_SENDER] = StorageSender(catalog)
+    app[USAGE] = UsageCounter(backend.usage_db)
+    app[_SENDER] = backend.sender(catalog)
     app[_TOKENS] = tuple(t.encode() for t in tokens if t)
 
     async def _start(app: web.Application) -> None:
-        catalog.store.root.mkdir(parents=True, exist_ok=True)
         await app[USAGE].start()
 
     async def _stop(app: web.Application) -> None:
         await app[USAGE].close()
-        app[_SENDER].close()
+        sender = app[_SENDER]
+        sender.close()
+        aclose = getattr(sender, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        backend.close()
 
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)

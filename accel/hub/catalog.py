@@ -1,10 +1,11 @@
 """The hub's view of its store: models, versions, manifests, and their serialized answers.
 
-Owns loading the store into memory and the bytes of every catalog answer. Answers are
-serialized once per catalog change (not per request) together with a strong ETag, so
-a request costs a dict lookup. A change is noticed by comparing the mtimes of
-``catalog.stamp`` (rewritten by every publish) and of the models directory, one
-``stat`` pair per request. Never touches the files of a version nor the network.
+Owns holding the store's models in memory and the bytes of every catalog answer.
+Answers are serialized once per catalog change (not per request) together with a
+strong ETag, so a request costs a dict lookup. The store (a
+:class:`~accel.hub.stores.base.ModelStore`: directory or S3) says cheaply whether it
+changed (``signature()``) and loads its models; the catalog never knows which kind it
+is, and never touches the files of a version.
 """
 
 from __future__ import annotations
@@ -12,17 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from accel.errors import UnsafePathError
-from accel.hub.paths import check_name
-from accel.hub.store import ModelMeta, Store
+from accel.hub.store import Store
+from accel.hub.stores.base import ModelStore
+from accel.hub.stores.directory import DirectoryStore
 from accel.schema import FileEntry, ManifestFile, ModelInfo, VersionInfo, VersionManifest
 
 __all__ = ["Answer", "Catalog", "version_key"]
@@ -62,37 +59,25 @@ class _Snapshot:
 class Catalog:
     """Everything the hub knows about its store, reloaded when the store changes."""
 
-    def __init__(self, root: Path) -> None:
-        self.store = Store(Path(root))
-        self._signature: tuple[int, int] | None = None
-        self._stamp = str(self.store.stamp_path)
-        self._models = str(self.store.models_dir)
-        self._models_checked = -1e9
-        self._models_mtime = 0
+    def __init__(self, store: Path | ModelStore) -> None:
+        if isinstance(store, str | Path):
+            store = DirectoryStore(Path(store))
+        self.backend: ModelStore = store
+        self._signature: object = None
         self._snap = _Snapshot()
         self.generation = 0
         self.refresh()
 
-    # -- change detection ----------------------------------------------------------------
-    def _current_signature(self) -> tuple[int, int]:
-        try:
-            stamp = os.stat(self._stamp).st_mtime_ns
-        except OSError:
-            stamp = 0
-        now = time.monotonic()
-        # The models dir only changes when a model is added or removed by hand (publish
-        # always rewrites the stamp), so it is looked at once a second, not per request.
-        if now - self._models_checked >= 1.0:
-            self._models_checked = now
-            try:
-                self._models_mtime = os.stat(self._models).st_mtime_ns
-            except OSError:
-                self._models_mtime = 0
-        return stamp, self._models_mtime
+    @property
+    def store(self) -> Store:
+        """The directory layout (only for a directory store: its sendfile route needs it)."""
+        if not isinstance(self.backend, DirectoryStore):
+            raise TypeError(f"{self.backend.description} is not a directory store")
+        return self.backend.layout
 
     def refresh(self) -> None:
-        """Reload the store if it changed since the last load (one ``stat`` when it did not)."""
-        sig = self._current_signature()
+        """Reload the store if it changed since the last load (cheap when it did not)."""
+        sig = self.backend.signature()
         if sig != self._signature:
             self._snap = self._load()
             self._signature = sig
@@ -101,33 +86,9 @@ class Catalog:
     # -- loading -------------------------------------------------------------------------
     def _load(self) -> _Snapshot:
         snap = _Snapshot()
-        try:
-            model_dirs = sorted(self.store.models_dir.iterdir())
-        except OSError:
-            return snap
-        for model_dir in model_dirs:
-            try:
-                check_name(model_dir.name)
-                meta = ModelMeta.model_validate_json((model_dir / "model.json").read_bytes())
-            except (OSError, ValueError, ValidationError, UnsafePathError) as exc:
-                if not model_dir.name.startswith("."):
-                    log.warning("skipping %s: %s", model_dir.name, exc)
-                continue
-            versions: list[VersionManifest] = []
-            for vdir in model_dir.iterdir():
-                if vdir.name.startswith(".") or not vdir.is_dir():
-                    continue
-                try:
-                    check_name(vdir.name, what="version")
-                    manifest = VersionManifest.model_validate_json(
-                        (vdir / "manifest.json").read_bytes()
-                    )
-                except (OSError, ValueError, ValidationError, UnsafePathError) as exc:
-                    log.warning("skipping %s/%s: %s", model_dir.name, vdir.name, exc)
-                    continue
-                versions.append(manifest)
-            versions.sort(key=lambda m: version_key(m.version))
-            model_id = model_dir.name
+        for stored in self.backend.load():
+            versions = sorted(stored.manifests, key=lambda m: version_key(m.version))
+            model_id, meta = stored.model_id, stored.meta
             for m in versions:
                 snap.manifests[(model_id, m.version)] = m
                 snap.files[(model_id, m.version)] = {f.path: f for f in m.files}
@@ -178,6 +139,9 @@ class Catalog:
 
     def manifest_answer(self, model_id: str, version: str) -> Answer | None:
         return self._snap.manifest_answers.get((model_id, version))
+
+    def manifest(self, model_id: str, version: str) -> VersionManifest | None:
+        return self._snap.manifests.get((model_id, version))
 
     def file_entry(self, model_id: str, version: str, relpath: str) -> ManifestFile | None:
         """The manifest entry of a file, or None when that version does not list it."""

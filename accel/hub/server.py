@@ -20,13 +20,14 @@ from pathlib import Path
 from aiohttp import web
 
 from accel.hub.app import create_app
+from accel.hub.stores import ModelStore
 from accel.listener import LimitedSite, Limits, bind_listening_socket, raise_open_files_limit
 
 __all__ = ["run", "run_workers", "serve"]
 
 
 async def serve(
-    root: Path,
+    root: Path | ModelStore,
     host: str = "127.0.0.1",
     port: int = 8600,
     *,
@@ -36,7 +37,7 @@ async def serve(
     reuse_port: bool = False,
     limits: Limits = Limits(),  # frozen: one shared default is safe
 ) -> None:
-    """Serve the store at ``root`` until ``stop`` is set (or SIGTERM/SIGINT arrive).
+    """Serve the store ``root`` (a directory or a :class:`ModelStore`) until ``stop`` is set (or SIGTERM/SIGINT arrive).
 
     ``reuse_port`` joins a ``SO_REUSEPORT`` group: several worker processes bound to one
     port, the kernel spreading connections over them. ``limits`` (per process) close a
@@ -73,7 +74,7 @@ async def serve(
 
 
 def run(
-    root: Path,
+    root: Path | ModelStore,
     host: str,
     port: int,
     *,

@@ -29,8 +29,16 @@ from accel.hub.catalog import Catalog
 from accel.hub.conditional import Representation, Request, evaluate, format_http_date
 from accel.hub.paths import split_raw_path
 from accel.hub.sendfile import send_range
+from accel.schema import ManifestFile
 
-__all__ = ["OpenedFile", "Problem", "StorageSender", "open_listed_file"]
+__all__ = [
+    "ListedFile",
+    "OpenedFile",
+    "Problem",
+    "StorageSender",
+    "find_listed_file",
+    "open_listed_file",
+]
 
 _PREFIX = "/storage/models/"
 
@@ -66,8 +74,27 @@ class OpenedFile:
         os.close(self.fd)
 
 
-def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
-    """Open the file a raw ``/storage/models/...`` path names, or raise Problem (400/404)."""
+@dataclass(frozen=True)
+class ListedFile:
+    """A file a raw ``/storage`` path names that its version's manifest lists."""
+
+    model_id: str
+    version: str
+    segments: tuple[str, ...]  # the file path's segments, each checked
+    entry: ManifestFile
+
+    @property
+    def relpath(self) -> str:
+        return "/".join(self.segments)
+
+    @property
+    def etag(self) -> str:
+        """The hub's strong ETag of this file, whatever store holds it."""
+        return f'"{self.entry.sha256[:40]}"'
+
+
+def find_listed_file(catalog: Catalog, raw_path: str) -> ListedFile:
+    """The listed file a raw ``/storage/models/...`` path names, or raise Problem (400/404)."""
     if not raw_path.startswith(_PREFIX):
         raise Problem(404, "not_found", NOT_FOUND_FILE)
     try:
@@ -81,9 +108,15 @@ def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
     entry = catalog.file_entry(model_id, version, relpath)
     if entry is None:
         raise Problem(404, "not_found", NOT_FOUND_FILE)
+    return ListedFile(model_id, version, segments[2:], entry)
+
+
+def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
+    """Open the file a raw ``/storage/models/...`` path names, or raise Problem (400/404)."""
+    listed = find_listed_file(catalog, raw_path)
     try:
-        base = _real_base(catalog, model_id, version)
-        path = os.path.join(base, *segments[2:])
+        base = _real_base(catalog, listed.model_id, listed.version)
+        path = os.path.join(base, *listed.segments)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         raise Problem(404, "not_found", NOT_FOUND_FILE) from None
@@ -102,7 +135,7 @@ def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:
     return OpenedFile(
         fd=fd,
         size=st.st_size,
-        etag=f'"{entry.sha256[:40]}"',
+        etag=listed.etag,
         mtime=int(st.st_mtime),
     )
 

@@ -59,6 +59,6 @@ def test_model_added_by_hand_is_noticed(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path)
     publish_model(tmp_path / "other", "b", "1.0", {"y": 10})
     os.rename(tmp_path / "other/models/b", tmp_path / "models/b")
-    catalog._models_checked = -1e9  # the once-a-second check is due
+    catalog.backend._models_checked = -1e9  # type: ignore[attr-defined]  # the once-a-second check is due
     catalog.refresh()
     assert sorted(catalog.models) == ["a", "b"]
