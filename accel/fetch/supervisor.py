@@ -7,6 +7,9 @@ go idle near the end, checkpoint the chunk map, hash the verified prefix while t
 still downloads, and finally check size and SHA256 and rename atomically.
 
 Its parts live beside it: the first request in :mod:`~accel.fetch.probe`, the chunk
+loop (slots, retries, splits) in :mod:`~accel.fetch.drive`, one-request downloads in
+:mod:`~accel.fetch.single`, the rerun of a finished file in :mod:`~accel.fetch.complete`,
+the repair of a wrong SHA256 in :mod:`~accel.fetch.repair`, the chunk
 records and their checkpoint schedule in :mod:`~accel.fetch.recorder`, the prefix hash
 and the final rename in :mod:`~accel.fetch.finish`; the engine's shared parts (pool,
 slots, retry policy) come in as one :class:`~accel.fetch.slots.Shared`. It never reads
@@ -29,7 +32,6 @@ from accel.errors import (
     AccelError,
     CheckpointError,
     DownloadError,
-    HTTPStatusError,
     InsufficientDiskSpaceError,
     IntegrityError,
     RemoteChangedError,
@@ -44,11 +46,12 @@ from accel.fetch.checkpoint import (
     revalidate,
 )
 from accel.fetch.complete import reuse_existing
+from accel.fetch.drive import ChunkDriver
 from accel.fetch.finish import PrefixHasher, disk_error, publish
 from accel.fetch.http1 import origin_of
 from accel.fetch.messages import Head, Task
 from accel.fetch.plan import Chunk, ChunkPlan, choose_chunk_size
-from accel.fetch.pool import Outcome, TaskHandle
+from accel.fetch.pool import TaskHandle
 from accel.fetch.probe import probe, probe_length, probe_start
 from accel.fetch.recorder import ChunkRecorder, split_at_blocks, unfinished_blocks
 from accel.fetch.redirects import strip_credentials
@@ -62,11 +65,9 @@ __all__ = ["FileDownload"]
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
-#: answers from a redirect target that send the next request back to the original URL
-_TARGET_GONE = frozenset({401, 403, 404, 410})
 
 
-class FileDownload:
+class FileDownload(ChunkDriver):
     """State of one file's download inside an :class:`~accel.fetch.engine.Engine`."""
 
     def __init__(
@@ -428,16 +429,7 @@ class FileDownload:
                 actual=size,
             )
         digest = outcome.sha256 or ""
-        if self.expected.sha256 and digest != self.expected.sha256.lower():
-            raise IntegrityError(
-                f"{self.url}: SHA256 {digest} does not match the expected {self.expected.sha256}",
-                url=self.url,
-                expected=self.expected.sha256,
-                actual=digest,
-            )
-        verified = bool(self.expected.sha256 or self.digests)
-        if verified:
-            self._emit("verified", f"sha256 {digest}")
+        verified = self._check_digest(digest)
         now = time.monotonic()
         self._emit("done", f"{size} bytes in {now - self.t0:.2f} s")
         return DownloadResult(
@@ -623,163 +615,11 @@ class FileDownload:
             sha256=sha256,
         )
 
-    async def _drive(self, tasks: set[asyncio.Task[None]]) -> None:
-        plan = self.plan
-        slots = self.shared.slots
-        assert plan is not None
-        try:
-            while not plan.finished:
-                if self.recorder.error is not None:
-                    raise self.recorder.error
-                # Sized by the connections there are now: when the tuner adds some,
-                # later chunks get shorter, and what all of them hold unfinished
-                # stays near 64 MiB (a kill -9 loses no more).
-                limit = None if self.chunk_size or not self.ranged else self._auto_chunk_size()
-                while plan.pending_count and slots.try_acquire():
-                    chunk = plan.take(limit)
-                    if chunk is None:
-                        slots.release()
-                        break
-                    tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None)))
-                if not plan.pending_count and slots.free() > 0:
-                    self._maybe_split()
-                if not tasks:
-                    await asyncio.sleep(0.05)
-                    continue
-                done, _ = await asyncio.wait(
-                    tasks, timeout=0.1, return_when=asyncio.FIRST_COMPLETED
-                )
-                for t in done:
-                    tasks.discard(t)
-                    t.result()
-                self._tick()
-                self._maybe_checkpoint()
-        finally:
-            # Before the cancels below: each chunk's task drops its handle as it ends,
-            # and with it the position its worker reported (the bytes an interrupt keeps).
-            self._keep_written_prefixes()
-            for t in tasks:
-                t.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _run_chunk(self, chunk: Chunk, handle: TaskHandle | None) -> None:
-        """Fetch one chunk once; on a retryable failure, back off and give it back."""
-        pool, slots, retry = self.shared.pool, self.shared.slots, self.shared.retry
-        assert self.plan is not None
-        if handle is None:
-            try:
-                handle = pool.submit(self._task(chunk.start, chunk.end))
-            except BaseException:
-                slots.release()
-                raise
-        handle.on_progress = self._on_progress
-        handle.on_trim = lambda new_end: self._on_trim(chunk, new_end)
-        self.handles[chunk.id] = handle
-        try:
-            outcome = await asyncio.shield(handle.done)
-        except asyncio.CancelledError:
-            pool.cancel(handle)
-            raise
-        finally:
-            self.handles.pop(chunk.id, None)
-            slots.release()
-        self.received += max(0, (outcome.end or handle.position) - handle.position)
-        if outcome.url is not None:
-            self.resolved = outcome.url  # the original URL was asked again: a new target
-        if outcome.error is None:
-            self._refusals = 0  # the budget is for refusals in a row: signatures expire
-            self._complete(chunk, outcome, handle.task.start)
-            return
-        if self._target_refused(handle.task, outcome):
-            # An expired signed URL (or a mirror that lost the file): the URL the user
-            # gave decides again where the bytes are; finished chunks are kept.
-            self._count_retry(
-                f"bytes {chunk.start}-{chunk.end - 1}: {outcome.error}; resolving the URL again"
-            )
-            self.plan.fail(chunk)
-            return
-        if not outcome.retryable or not retry.allows(chunk.attempts):
-            raise outcome.error
-        self.retries += 1
-        delay = retry.delay(chunk.attempts, outcome.retry_after)
-        self._emit(
-            "chunk_retry",
-            f"bytes {chunk.start}-{chunk.end - 1}: {outcome.error.message}; "
-            f"retry {chunk.attempts} in {delay:.1f} s",
-        )
-        await asyncio.sleep(delay)
-        self.plan.fail(chunk)
-
-    def _target_refused(self, task: Task, outcome: Outcome) -> bool:
-        """A redirect target that now refuses (401/403/404/410) while the URL it came
-        from may still answer: worth another resolution, within the attempt budget
-        (refusals in a row of the current target; one of a target already dropped is
-        free, since chunks running at once all meet the same expiry)."""
-        err = outcome.error
-        if not (
-            isinstance(err, HTTPStatusError)
-            and err.facts.get("status") in _TARGET_GONE
-            and task.url != self.url
-        ):
-            return False
-        if task.url != self.resolved:
-            return True
-        if not self.shared.retry.allows(self._refusals + 1):
-            return False
-        self._refusals += 1
-        self.resolved = None
-        return True
-
-    def _complete(self, chunk: Chunk, outcome: Outcome, task_start: int) -> None:
-        assert self.plan is not None
-        if outcome.end != chunk.end:
-            raise DownloadError(
-                f"{self.url}: a worker finished bytes {chunk.start}-{outcome.end}, "
-                f"expected up to {chunk.end}"
-            )
-        assert self.hasher is not None
-        self.plan.complete(chunk)
-        # A task that began past an unfinished block's kept bytes hashed only its own.
-        self.recorder.record(DoneChunk(start=task_start, end=chunk.end, xxh3=outcome.xxh3))
-        if outcome.sha256 is not None and chunk.start == 0 and chunk.end == self.total:
-            # One task streamed the whole file and hashed it on the way: nothing to read
-            # back. (The hash loop has hashed nothing yet: no prefix was done before.)
-            self.hasher.adopt(outcome.sha256)
-        self.hasher.wake.set()
-
     def _emit_retry(self, message: str) -> None:
         self._emit("chunk_retry", message)
 
     def _on_progress(self, old: int, new: int) -> None:
         self.received += new - old
-
-    def _on_trim(self, chunk: Chunk, new_end: int | None) -> None:
-        # Runs inside the message dispatch, before any later "done" of the same task.
-        self.splitting = False
-        if new_end is not None and self.plan is not None:
-            self.plan.split(chunk, new_end)
-
-    def _maybe_split(self) -> None:
-        """Halve the chunk with the most bytes left, so an idle connection can help."""
-        if self.splitting or self.plan is None or not self.ranged:
-            return
-        best: tuple[int, Chunk, TaskHandle] | None = None
-        for chunk in self.plan.active():
-            h = self.handles.get(chunk.id)
-            if h is None:
-                continue
-            left = chunk.end - h.position
-            if best is None or left > best[0]:
-                best = (left, chunk, h)
-        if best is None:
-            return
-        _, chunk, h = best
-        at = self.plan.split_point(chunk, h.position, max(MiB, self.block_size))
-        if at is None:
-            return
-        self.splitting = True
-        self.shared.pool.trim(h, at)
 
     # --- checkpoint -----------------------------------------------------------------
     def _checkpoint_value(self) -> Checkpoint:
@@ -812,6 +652,25 @@ class FileDownload:
         for c in self.recorder.partial(self.part, spans, self.digests, self.block_size):
             self.recorder.record(c)
 
+    def _check_digest(self, digest: str) -> bool:
+        """Raise on a SHA256 that is not the expected one; True when "verified".
+
+        "Verified" only when an expected digest checked the bytes (the manifest's blocks,
+        as they arrived, or the SHA256): else the file is complete, held to the server's
+        validators, and the user is told so.
+        """
+        if self.expected.sha256 and digest != self.expected.sha256.lower():
+            raise IntegrityError(
+                f"{self.url}: SHA256 {digest} does not match the expected {self.expected.sha256}",
+                url=self.url,
+                expected=self.expected.sha256,
+                actual=digest,
+            )
+        verified = bool(self.expected.sha256 or self.digests)
+        if verified:
+            self._emit("verified", f"sha256 {digest}")
+        return verified
+
     async def _finish(self) -> DownloadResult:
         assert self.total is not None and self.hasher is not None
         digest = self.hasher.hexdigest()
@@ -823,19 +682,7 @@ class FileDownload:
                 actual=digest, records=self.recorder.chunks, task_for=self._task,
                 on_progress=self._on_progress, on_event=self._emit_retry,
             )  # fmt: skip
-        if self.expected.sha256 and digest != self.expected.sha256.lower():
-            raise IntegrityError(
-                f"{self.url}: SHA256 {digest} does not match the expected {self.expected.sha256}",
-                url=self.url,
-                expected=self.expected.sha256,
-                actual=digest,
-            )
-        # "Verified" only when an expected digest checked the bytes (the manifest's
-        # blocks, as they arrived, or the SHA256): else the file is complete, held to
-        # the server's validators, and the user is told so.
-        verified = bool(self.expected.sha256 or self.digests)
-        if verified:
-            self._emit("verified", f"sha256 {digest}")
+        verified = self._check_digest(digest)
         # A checkpoint write still in its thread would land after the cleanup below and
         # leave a stale <name>.part.json beside the finished file.
         await self.recorder.drain()
