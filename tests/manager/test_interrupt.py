@@ -64,6 +64,21 @@ def _kept(models: Path) -> int:
     return kept
 
 
+def _start_interruptible(cmd: list[str]) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own process group with SIGINT at its default action.
+
+    A shell without job control starts its background commands with SIGINT ignored,
+    and an ignored signal stays ignored across exec (as it must, for ``cmd &``): under
+    such a runner, a child started from here would never see the Ctrl-C this test
+    sends. A handler set here is reset to the default in the child by exec.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def storage_bytes(proxy: FaultProxy) -> int:
     """File body bytes the origin sent through the proxy (manifests not counted)."""
     return sum(r.body_bytes for r in proxy.snapshot().records if "/storage/" in r.target)
@@ -89,7 +104,7 @@ def test_interrupt_half_way_keeps_what_was_written(
         # 1 MB/s per response (as a CDN caps each connection); a rate cap that never
         # binds keeps the engine at 4-16 connections instead of 64.
         cmd = install(proxy.url, models, "--limit-rate", "1G")
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        proc = _start_interruptible(cmd)
         try:
             deadline = time.monotonic() + 60
             while storage_bytes(proxy) < TOTAL // 2 and time.monotonic() < deadline:
