@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from accel.hub.catalog import Answer, Catalog
 from accel.hub.conditional import Representation, Request, evaluate
+from accel.hub.hfapi import register as register_hf_api
 from accel.hub.openapi import OPENAPI_JSON
 from accel.hub.page import render_page
 from accel.hub.storage import Problem
@@ -124,14 +125,6 @@ async def _list_models(request: web.Request) -> web.Response:
     return _answer(request, _catalog(request).list_answer(q.get("task"), q.get("language")))
 
 
-async def _get_model(request: web.Request) -> web.Response:
-    model_id = request.match_info["model_id"]
-    answer = _catalog(request).model_answer(model_id)
-    if answer is None:
-        raise Problem(404, "model_not_found", f"no model {model_id!r} on this hub")
-    return _answer(request, answer)
-
-
 async def _get_manifest(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
     version = request.match_info["version"]
@@ -225,9 +218,10 @@ def create_app(store: Path | ModelStore, *, tokens: Sequence[str] = ()) -> web.A
     r.add_get("/healthz", _healthz)
     r.add_get("/openapi.json", _openapi)
     r.add_get("/api/models", _list_models)
-    r.add_get("/api/models/{model_id}", _get_model)
     r.add_get("/api/models/{model_id}/versions/{version}/manifest", _get_manifest)
     r.add_get("/api/model-usage/ranking", _ranking)
     r.add_post("/api/model-usage", _report_usage)
     r.add_get("/storage/{tail:.*}", _storage)  # add_get also answers HEAD
+    # /api/models/{repo} (the seed's fields and HF's), HF's revision/tree/resolve routes
+    register_hf_api(app, catalog, app[USAGE])
     return app

@@ -274,6 +274,97 @@ OPENAPI: dict[str, Any] = {
 }
 
 
+# The Hugging Face Hub API (accel.hub.hfapi): repo id = model id, revision = version,
+# ``main`` = the default version, a version's commit sha (40 hex) = that version.
+_REVISION = {
+    "name": "revision",
+    "in": "path",
+    "required": True,
+    "description": "a version, main (= default_version) or a version's 40-hex commit sha",
+    "schema": {"type": "string", "pattern": NAME_PATTERN},
+}
+_HF_PATH = {
+    "name": "file_path",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": FILE_PATH_PATTERN},
+}
+_HF_404 = _error(
+    "X-Error-Code: RepoNotFound, RevisionNotFound or EntryNotFound (as huggingface_hub reads)"
+)
+_HF_400 = _error("a path segment is not clean (code bad_path)")
+_HF_INFO = {
+    "200": {
+        **_json({"type": "object"}, "the seed's ModelInfo fields plus HF's id, sha, siblings"),
+        "headers": _ETAG,
+    },
+    "304": {"description": "not modified", "headers": _ETAG},
+    "400": _HF_400,
+    "404": _HF_404,
+    "412": _412,
+    **_COMMON_ERRORS,
+}
+_TREE_QUERY = [
+    {"name": "recursive", "in": "query", "required": False, "schema": {"type": "boolean"}},
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "where the page starts (from the Link: rel=next of the previous page)",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+]
+_HF_TREE = {
+    "200": _json({"type": "array", "items": {"type": "object"}}, "a page; Link: rel=next"),
+    "400": _error("a bad path segment (bad_path) or cursor (bad_request)"),
+    "404": _HF_404,
+    **_COMMON_ERRORS,
+}
+_MODEL_INFO = OPENAPI["paths"]["/api/models/{model_id}"]["get"]
+_MODEL_INFO["summary"] = "one model: the seed's fields and HF's (id, sha, siblings of main)"
+_MODEL_INFO["responses"]["404"] = _error(
+    "no such model (code model_not_found, X-Error-Code: RepoNotFound)"
+)
+OPENAPI["paths"].update(
+    {
+        "/api/models/{model_id}/revision/{revision}": {
+            "get": {
+                "summary": "HF revision info; a 200 counts one install request",
+                "parameters": [_MODEL_ID, _REVISION, _INM, _IM],
+                "responses": _HF_INFO,
+            }
+        },
+        "/api/models/{model_id}/tree/{revision}": {
+            "get": {
+                "summary": "HF tree listing of the version's root, paginated",
+                "parameters": [_MODEL_ID, _REVISION, *_TREE_QUERY],
+                "responses": _HF_TREE,
+            }
+        },
+        "/api/models/{model_id}/tree/{revision}/{file_path}": {
+            "get": {
+                "summary": "HF tree listing under a directory, paginated",
+                "parameters": [_MODEL_ID, _REVISION, _HF_PATH, *_TREE_QUERY],
+                "responses": _HF_TREE,
+            }
+        },
+        "/{model_id}/resolve/{revision}/{file_path}": {
+            "get": {
+                "summary": "HF file resolve: a 302 to /storage with X-Repo-Commit, "
+                "X-Linked-Etag (sha256) and X-Linked-Size; counts nothing",
+                "parameters": [_MODEL_ID, _REVISION, _HF_PATH],
+                "responses": {
+                    "302": {"description": "Location: the file's /storage URL"},
+                    "400": _HF_400,
+                    "404": _HF_404,
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+    }
+)
+_resolve = OPENAPI["paths"]["/{model_id}/resolve/{revision}/{file_path}"]
+_resolve["head"] = {**_resolve["get"], "summary": "headers of GET"}
 _storage = OPENAPI["paths"]["/storage/models/{model_id}/{version}/{file_path}"]
 _storage["head"] = {**_storage["get"], "summary": "headers of GET, no body"}
 OPENAPI_JSON = json.dumps(OPENAPI, indent=1).encode()

@@ -24,8 +24,20 @@ def test_every_route_is_described(tmp_path: Path) -> None:
     for route in app.router.routes():
         path = route.resource.canonical if route.resource is not None else ""
         path = path.replace("/storage/{tail}", "/storage/models/{model_id}/{version}/{file_path}")
-        if route.method != "HEAD" or path.startswith("/storage"):  # HEAD is documented for files
-            routes.add((route.method.lower(), path))
+        # The HF routes are catch-alls split by accel.hub.hfapi; one- and two-segment ids.
+        hf = {
+            "/api/models/{tail}": [
+                "/api/models/{model_id}",
+                "/api/models/{model_id}/revision/{revision}",
+                "/api/models/{model_id}/tree/{revision}",
+                "/api/models/{model_id}/tree/{revision}/{file_path}",
+            ],
+            "/{repo}/resolve/{tail}": ["/{model_id}/resolve/{revision}/{file_path}"],
+            "/{org}/{name}/resolve/{tail}": ["/{model_id}/resolve/{revision}/{file_path}"],
+        }
+        for one in hf.get(path, [path]):
+            if route.method != "HEAD" or one.startswith(("/storage", "/{model_id}/resolve")):
+                routes.add((route.method.lower(), one))  # HEAD is documented for files
     described = {(m, p) for p, ops in OPENAPI["paths"].items() for m in ops}
     assert routes == described
 
