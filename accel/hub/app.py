@@ -126,7 +126,8 @@ async def _list_models(request: web.Request) -> web.Response:
 
 
 async def _get_manifest(request: web.Request) -> web.Response:
-    model_id = request.match_info["model_id"]
+    m = request.match_info
+    model_id = f"{m['org']}/{m['name']}" if "org" in m else m["model_id"]
     version = request.match_info["version"]
     catalog = _catalog(request)
     answer = catalog.manifest_answer(model_id, version)
@@ -219,6 +220,7 @@ def create_app(store: Path | ModelStore, *, tokens: Sequence[str] = ()) -> web.A
     r.add_get("/openapi.json", _openapi)
     r.add_get("/api/models", _list_models)
     r.add_get("/api/models/{model_id}/versions/{version}/manifest", _get_manifest)
+    r.add_get("/api/models/{org}/{name}/versions/{version}/manifest", _get_manifest)
     r.add_get("/api/model-usage/ranking", _ranking)
     r.add_post("/api/model-usage", _report_usage)
     r.add_get("/storage/{tail:.*}", _storage)  # add_get also answers HEAD

@@ -26,6 +26,7 @@ import portalocker
 from accel.errors import PublishConflictError, UsageError
 from accel.hub.paths import check_name, check_relpath
 from accel.hub.store import ModelMeta, Store, atomic_write_bytes, fsync_dir
+from accel.modelid import check_model_id
 from accel.schema import ChunkDigests, ManifestFile, VersionManifest, version_checksum
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "hash_file", "publish"]
@@ -157,7 +158,7 @@ def publish(
     this version the model's ``default_version``. ``name``/``task``/``languages`` update
     ``model.json`` when given.
     """
-    check_name(model_id, what="model id")
+    check_model_id(model_id)
     check_name(version, what="version")
     store = Store(Path(root))
     sources = _sources(Path(src))
@@ -188,7 +189,7 @@ def _same_or_conflict(
         known = have[s.relpath]
         if s.path.stat().st_size != known.size_bytes:
             raise _conflict(model_id, version)
-        _, sha, _ = hash_file(s.path, known.chunks.size)
+        _, sha, _ = hash_file(s.path, known.chunks.size if known.chunks else block_size)
         if sha != known.sha256:
             raise _conflict(model_id, version)
     return existing

@@ -101,14 +101,18 @@ def find_listed_file(catalog: Catalog, raw_path: str) -> ListedFile:
         segments = split_raw_path(raw_path[len(_PREFIX) :])
     except UnsafePathError:
         raise Problem(400, "bad_path", "the file path is not a clean relative path") from None
-    if len(segments) < 3:
-        raise Problem(404, "not_found", NOT_FOUND_FILE)
-    model_id, version, relpath = segments[0], segments[1], "/".join(segments[2:])
     catalog.refresh()
+    # A model id is one segment (``whisper``) or two (``org/whisper``): a known one-segment
+    # id wins, as in accel.hub.hfapi.split_repo.
+    n = 1 if segments[0] in catalog.models else 2
+    if len(segments) < n + 2:
+        raise Problem(404, "not_found", NOT_FOUND_FILE)
+    model_id, version = "/".join(segments[:n]), segments[n]
+    relpath = "/".join(segments[n + 1 :])
     entry = catalog.file_entry(model_id, version, relpath)
     if entry is None:
         raise Problem(404, "not_found", NOT_FOUND_FILE)
-    return ListedFile(model_id, version, segments[2:], entry)
+    return ListedFile(model_id, version, segments[n + 1 :], entry)
 
 
 def open_listed_file(catalog: Catalog, raw_path: str) -> OpenedFile:

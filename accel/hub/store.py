@@ -2,7 +2,7 @@
 
 ::
 
-    <root>/models/<id>/model.json                     name, task, languages, default_version
+    <root>/models/<id>/model.json (org/name: org--name)                    name, task, languages, default_version
     <root>/models/<id>/<version>/manifest.json        the VersionManifest
     <root>/models/<id>/<version>/files/<path>         the files themselves
     <root>/catalog.stamp                              rewritten by every publish
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from accel.durable import atomic_write_bytes, fsync_dir
 from accel.hub.paths import check_name, check_relpath
+from accel.modelid import model_dir_name
 
 __all__ = ["ModelMeta", "Store", "atomic_write_bytes", "fsync_dir"]
 
@@ -57,7 +58,7 @@ class Store:
         return self.root / "usage.sqlite3"
 
     def model_dir(self, model_id: str) -> Path:
-        return self.models_dir / check_name(model_id, what="model id")
+        return self.models_dir / model_dir_name(model_id)  # org/name -> org--name
 
     def model_json(self, model_id: str) -> Path:
         return self.model_dir(model_id) / "model.json"

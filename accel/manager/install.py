@@ -32,7 +32,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,6 +50,7 @@ from accel.manager.events import FileProgress
 from accel.manager.fsutil import refuse_symlinks, safe_relpath, sync_filesystem
 from accel.manager.locks import FILE_LOCK_TIMEOUT_S, LockSpace
 from accel.manager.registry import RegistryStore, install_key
+from accel.modelid import model_dir_name
 from accel.schema import (
     FileError,
     FileStatus,
@@ -98,6 +99,7 @@ class Downloader(Protocol):
         expected: Expected | None = ...,
         progress: Callable[[ProgressEvent], None] | None = ...,
         durable: bool = ...,
+        headers: Mapping[str, str] | None = ...,
     ) -> DownloadResult: ...
 
 
@@ -195,6 +197,8 @@ class VersionInstall:
     #: a staged update: files go to this directory (beside the ready version, which
     #: stays usable) and the record lives in ``Registry.updates`` until the swap
     staging: Path | None = None
+    #: headers of this version's downloads beyond the engine's (an hf:// token)
+    headers: Mapping[str, str] | None = None
     files: dict[str, FileRun] = field(default_factory=dict)
     state: str = "queued"
     started: float = field(default_factory=time.monotonic)
@@ -222,7 +226,9 @@ class VersionInstall:
     @functools.cached_property
     def final_dir(self) -> Path:
         """Where the ready version lives (the path ``get_model_path`` returns)."""
-        return self.models_dir / safe_relpath(self.model_id, "model id") / self.version
+        return (
+            self.models_dir / model_dir_name(self.model_id) / self.version
+        )  # org/name -> org--name
 
     @property
     def target(self) -> Path:
@@ -495,12 +501,14 @@ class VersionInstall:
             while True:
                 attempt += 1
                 try:
+                    extra = {"headers": self.headers} if self.headers else {}
                     result = await self.engine.download(
                         self.url_of(st.path),
                         dest,
                         expected=expected,
                         progress=lambda ev: self._on_progress(run, ev),
                         durable=False,
+                        **extra,
                     )
                 except Exception as exc:
                     err = self._translate(exc, dest)

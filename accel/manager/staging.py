@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from accel.manager.fsutil import exchange_dirs, fsync_dir, safe_relpath
+from accel.manager.fsutil import exchange_dirs, fsync_dir
 from accel.manager.registry import RegistryStore, install_key
+from accel.modelid import model_dir_name
 from accel.schema import InstallRecord, Registry
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class StagedUpdates:
 
     def final_dir(self, model_id: str, version: str) -> Path:
         """Where the ready version lives."""
-        return self.models_dir / safe_relpath(model_id, "model id") / version
+        return self.models_dir / model_dir_name(model_id) / version  # org/name -> org--name
 
     def staging_dir(self, model_id: str, version: str) -> Path:
         """Where its update is built."""

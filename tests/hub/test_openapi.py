@@ -33,6 +33,10 @@ def test_every_route_is_described(tmp_path: Path) -> None:
                 "/api/models/{model_id}/tree/{revision}/{file_path}",
             ],
             "/{repo}/resolve/{tail}": ["/{model_id}/resolve/{revision}/{file_path}"],
+            # org/name ids: the same manifest route with the id in two segments
+            "/api/models/{org}/{name}/versions/{version}/manifest": [
+                "/api/models/{model_id}/versions/{version}/manifest"
+            ],
             "/{org}/{name}/resolve/{tail}": ["/{model_id}/resolve/{revision}/{file_path}"],
         }
         for one in hf.get(path, [path]):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from accel.errors import ConfigError, UnsafePathError
 from accel.hub.paths import check_name
+from accel.modelid import model_id_from_dir
 from accel.hub.store import ModelMeta, Store
 from accel.hub.stores.base import GcReport, PublishRequest, Sender, StoredModel
 from accel.schema import VersionManifest
@@ -82,7 +83,7 @@ class DirectoryStore:
             return out
         for model_dir in model_dirs:
             try:
-                check_name(model_dir.name)
+                model_id = model_id_from_dir(model_dir.name)  # org--name -> org/name
                 meta = ModelMeta.model_validate_json((model_dir / "model.json").read_bytes())
             except (OSError, ValueError, ValidationError, UnsafePathError) as exc:
                 if not model_dir.name.startswith("."):
@@ -101,7 +102,7 @@ class DirectoryStore:
                     log.warning("skipping %s/%s: %s", model_dir.name, vdir.name, exc)
                     continue
                 versions.append(manifest)
-            out.append(StoredModel(model_dir.name, meta, versions))
+            out.append(StoredModel(model_id, meta, versions))
         return out
 
     def sender(self, catalog: Catalog) -> Sender:
