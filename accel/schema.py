@@ -83,9 +83,13 @@ class ChunkDigests(_Model):
 
 
 class ManifestFile(FileEntry):
-    """A file in a version manifest: its catalog entry plus block digests."""
+    """A file in a version manifest: its catalog entry plus block digests.
 
-    chunks: ChunkDigests
+    ``chunks`` is None only for a version from a Hugging Face endpoint (which has no
+    block digests): the whole-file sha256 is then all there is to check.
+    """
+
+    chunks: ChunkDigests | None = None
 
 
 class VersionManifest(_Model):
@@ -230,6 +234,12 @@ class InstallRecord(_Model):
     #: a staged update only: the staging directory's inode, recorded just before it is
     #: swapped into place, so a rerun after a crash can tell whether the swap happened
     swap_ino: int | None = None
+    #: an ``hf://`` install only: ``hf://REPO`` (the version is the commit sha), the
+    #: revision names asked that resolved to it (its aliases: ``main`` moving on is seen
+    #: by ``update``) and the endpoint it came from
+    source: str | None = None
+    revisions: list[str] = Field(default_factory=list)
+    source_endpoint: str | None = None
     #: in ``status()`` answers only: the update running beside this ready version
     update: UpdateStatus | None = None
 

@@ -37,6 +37,12 @@ def add_common(p: argparse.ArgumentParser, *, hub: bool = True, json_flag: bool 
         p.add_argument(
             "--token", default=os.environ.get("ACCEL_TOKEN"), help="hub token ($ACCEL_TOKEN)"
         )
+        p.add_argument(
+            "--hf-endpoint",
+            default=os.environ.get("HF_ENDPOINT"),
+            help="Hugging Face compatible endpoint for hf://REPO[@REV] ($HF_ENDPOINT; "
+            "no default); its token is $HF_TOKEN",
+        )
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output (NDJSON)")
 
@@ -62,7 +68,14 @@ def manager_from(args: argparse.Namespace, *, need_hub: bool = False, **kw: Any)
     hub = getattr(args, "hub", None)
     if need_hub and not hub:
         raise UsageError("no hub given", hint="pass --hub URL or set ACCEL_HUB")
-    return ModelManager(Path(args.models_dir), hub, token=getattr(args, "token", None), **kw)
+    return ModelManager(
+        Path(args.models_dir),
+        hub,
+        token=getattr(args, "token", None),
+        hf_endpoint=getattr(args, "hf_endpoint", None),
+        hf_token=os.environ.get("HF_TOKEN") or None,
+        **kw,
+    )
 
 
 def emit_json(obj: Any) -> None:

@@ -171,6 +171,12 @@ def _expected(args: argparse.Namespace, size: int | None, headers: dict[str, str
 
     sha = args.sha256.lower() if args.sha256 else None
     if args.manifest is None:
+        if sha is None and "/resolve/" in urllib.parse.urlsplit(args.url).path:
+            # A Hugging Face resolve URL announces its file's sha256: hold the bytes to it.
+            from accel.manager.hfsource import linked_digest
+
+            sha, linked_size = linked_digest(args.url, headers)
+            size = size if size is not None else linked_size
         return Expected(size=size, sha256=sha)
     from pydantic import ValidationError
 

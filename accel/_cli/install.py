@@ -58,7 +58,7 @@ async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | Non
     """Install every ref concurrently with one display; exit 0 only if all are ready."""
     mm = manager_from(
         args,
-        need_hub=True,
+        need_hub=not all(m.startswith("hf://") for m, _ in refs),
         limit_rate=getattr(args, "limit_rate", None),
         max_parallel_files=getattr(args, "max_parallel_files", 3),
         workers=getattr(args, "workers", None),

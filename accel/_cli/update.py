@@ -26,7 +26,7 @@ def handler(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    async with manager_from(args, need_hub=True) as mm:
+    async with manager_from(args, need_hub=not getattr(args, "hf_endpoint", None)) as mm:
         with Renderer(as_json=args.json, quiet=args.quiet) as render:
             mm.subscribe(render)
             updated = await mm.aupdate()

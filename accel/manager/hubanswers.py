@@ -94,8 +94,14 @@ def _validate(
         ) from exc
 
 
-def parse_manifest(body: Any, model_id: str, version: str) -> VersionManifest:
-    """``GET .../versions/{version}/manifest`` as a manifest that is safe to install."""
+def parse_manifest(
+    body: Any, model_id: str, version: str, *, need_blocks: bool = True
+) -> VersionManifest:
+    """``GET .../versions/{version}/manifest`` as a manifest that is safe to install.
+
+    ``need_blocks=False``: a manifest built from an HF endpoint's siblings (no blake3 blocks),
+    held to every other rule.
+    """
     what = f"manifest of {model_id}@{version}"
 
     def bad(field: str, problem: str) -> BadManifestError:
@@ -124,6 +130,10 @@ def parse_manifest(body: Any, model_id: str, version: str) -> VersionManifest:
         seen[f.path] = i
         if not _HEX64.fullmatch(f.sha256):
             raise bad(f"{field}.sha256", "not a SHA256 (64 lowercase hex digits)")
+        if f.chunks is None:
+            if need_blocks:
+                raise bad(f"{field}.chunks", "missing (a hub manifest has block digests)")
+            continue
         digests = f.chunks.digests
         for j, d in enumerate(digests):
             if not _HEX64.fullmatch(d):

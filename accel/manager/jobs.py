@@ -40,6 +40,7 @@ from accel.manager.events import (
     StateEvent,
     TotalProgress,
 )
+from accel.manager.hfsource import HfInstalls
 from accel.manager.hubclient import HubClient
 from accel.manager.install import Downloader, VersionInstall
 from accel.manager.locks import HeldLock, LockBusy, LockSpace, describe_holder, task_lock_name
@@ -122,6 +123,7 @@ class JobRunner:
         registry: RegistryStore,
         locks: LockSpace,
         hub: HubClient,
+        hf: HfInstalls | None = None,
         staged: StagedUpdates,
         events: EventBus,
         engine: Callable[[], Awaitable[Downloader]],
@@ -132,6 +134,8 @@ class JobRunner:
         self.registry = registry
         self.locks = locks
         self.hub = hub
+        #: hf:// versions: their manifests, file URLs and token come from there
+        self.hf = hf
         self.staged = staged
         self.events = events
         self.engine = engine

@@ -40,6 +40,7 @@ from accel.manager.events import (
     WarningEvent,
 )
 from accel.manager.fsutil import safe_relpath, safe_segment
+from accel.manager.hfsource import HfInstalls, HfRef, is_hf_ref
 from accel.manager.hubclient import HubClient
 from accel.manager.install import Downloader, hash_file
 from accel.manager.jobs import JobRunner, JobSettings, job_key
@@ -96,6 +97,8 @@ class ModelManager:
         file_lock_timeout_s: float = FILE_LOCK_TIMEOUT_S,
         heartbeat_s: float | None = None,
         retry_backoff_s: float = 0.5,
+        hf_endpoint: str | None = None,
+        hf_token: str | None = None,
     ) -> None:
         self.models_dir = Path(models_dir).resolve()
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +122,8 @@ class ModelManager:
         self.hub = HubClient(
             hub_url, self.state_dir, token=token, ttl_s=manifest_ttl_s, on_warning=self._warn
         )
+        # hf://REPO[@REV] installs (HF_ENDPOINT / HF_TOKEN when not given)
+        self.hf = HfInstalls(hf_endpoint, hf_token)
         self._own_engine = engine is None
         self._engine: Downloader | None = engine
         self._engine_lock = asyncio.Lock()
@@ -135,6 +140,7 @@ class ModelManager:
             registry=self.registry,
             locks=self.locks,
             hub=self.hub,
+            hf=self.hf,
             staged=self.staged,
             events=self.events,
             engine=self._get_engine,
@@ -273,6 +279,12 @@ class ModelManager:
         made), or the newest ready installed version when the hub was never asked.
         """
         reg = self.registry.read()
+        if is_hf_ref(model_id):
+            ref = HfRef.parse(model_id)
+            model_id, version = ref.repo, version or ref.revision
+        alias = HfInstalls.alias(reg, model_id, version)  # an hf:// revision name -> its sha
+        if alias is not None and install_key(model_id, version or "") not in reg.installs:
+            version = alias
         if version is None:
             version = self.hub.cached_default_version(model_id) or self._newest_ready(reg, model_id)
             if version is None:
@@ -395,6 +407,8 @@ class ModelManager:
         process is installing it already, :class:`ModelNotAvailableError` ('downloading').
         Raises the install's error (with the version left ``error`` or resumable).
         """
+        if is_hf_ref(model_id):
+            return await self._ainstall_hf(model_id, version, priority, wait, force)
         self._ensure_started()
         if self._engine is None and self._engine_start is None:
             # Worker processes start while we talk to the hub, not after.
@@ -413,6 +427,24 @@ class ModelManager:
         if not wait:
             return None
         return await self.jobs.wait(job)
+
+    async def _ainstall_hf(
+        self, ref: str, revision: str | None, priority: int, wait: bool, force: bool
+    ) -> Path | None:
+        """``hf://REPO[@REV]``: version = the revision's commit sha, the name kept as alias."""
+        rev = await self.hf.resolve(ref, revision)
+        path = await self.ainstall(rev.repo, rev.sha, priority=priority, wait=wait, force=force)
+        job = self.jobs.get(install_key(rev.repo, rev.sha))
+        if job is not None and not job.done.done():
+
+            def recorded(f: asyncio.Future[Path]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    self.hf.record(self.registry, rev)
+
+            job.done.add_done_callback(recorded)
+        else:
+            self.hf.record(self.registry, rev)
+        return path
 
     def install(
         self, model_id: str, version: str | None = None, *, priority: int = 0, wait: bool = True
@@ -646,7 +678,16 @@ class ModelManager:
         """
         done: list[str] = []
         reg = self.registry.read()
-        models = sorted({r.model_id for r in reg.installs.values() if r.state == "ready"})
+        for source, revision, endpoint in HfInstalls.installed_refs(reg):
+            # An hf:// install follows its revision name: a new commit is a new version.
+            rev = await self.hf.resolve(source, revision, recorded_endpoint=endpoint)
+            if install_key(rev.repo, rev.sha) not in reg.installs:
+                await self._ainstall_hf(source, revision, 0, True, False)
+                done.append(install_key(rev.repo, rev.sha))
+        hf_models = {r.model_id for r in reg.installs.values() if r.source}
+        models = sorted(
+            {r.model_id for r in reg.installs.values() if r.state == "ready"} - hf_models
+        )
         for model_id in models:
             info = await self.hub.model(model_id, revalidate=True)  # a 304 when unchanged
             ready = {

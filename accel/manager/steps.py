@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from accel.errors import InsufficientDiskSpaceError, ModelNotAvailableError
 from accel.manager.events import ReadyEvent
 from accel.manager.install import VersionInstall, summarize
 from accel.manager.locks import task_lock_name
-from accel.schema import FileError
+from accel.schema import FileError, VersionManifest
 
 if TYPE_CHECKING:
     from accel.manager.jobs import Job, JobRunner
@@ -41,7 +42,7 @@ async def run_steps(runner: JobRunner, job: Job) -> Path:
         )
     staging: Path | None = None
     if job.staged:
-        manifest = await runner.hub.manifest(job.model_id, job.version)
+        manifest = await _manifest(runner, job)
         plan = await asyncio.to_thread(
             runner.staged.begin, job.model_id, job.version, manifest.checksum_sha256
         )
@@ -57,14 +58,15 @@ async def run_steps(runner: JobRunner, job: Job) -> Path:
         if ready and not job.force:
             assert rec is not None
             return Path(rec.path)  # installed by the process we waited for
-        manifest = await runner.hub.manifest(job.model_id, job.version)
+        manifest = await _manifest(runner, job)
     s = runner.settings
     inst = VersionInstall(
         models_dir=s.models_dir,
         registry=runner.registry,
         locks=runner.locks,
         engine=await runner.engine(),
-        url_of=lambda p: runner.hub.storage_url(job.model_id, job.version, p),
+        url_of=_url_of(runner, job),
+        headers=runner.hf.headers(job.model_id, job.version) if runner.hf else None,
         manifest=manifest,
         priority=job.priority,
         max_parallel_files=s.max_parallel_files,
@@ -84,6 +86,17 @@ async def run_steps(runner: JobRunner, job: Job) -> Path:
         return await _install(runner, job, inst)
     finally:
         runner.slots.release()
+
+
+async def _manifest(runner: JobRunner, job: Job) -> VersionManifest:
+    """The version's manifest: from its HF endpoint for an ``hf://`` version, else the hub."""
+    hf = runner.hf.manifest(job.model_id, job.version) if runner.hf else None
+    return hf if hf is not None else await runner.hub.manifest(job.model_id, job.version)
+
+
+def _url_of(runner: JobRunner, job: Job) -> Callable[[str], str]:
+    hf = runner.hf.url_of(job.model_id, job.version) if runner.hf else None
+    return hf or (lambda p: runner.hub.storage_url(job.model_id, job.version, p))
 
 
 async def _install(runner: JobRunner, job: Job, inst: VersionInstall) -> Path:
