@@ -120,7 +120,8 @@ def test_nothing_half_published_on_failure(tmp_path: Path, monkeypatch: pytest.M
     assert [f.path for f in publish(tmp_path / "src", root, "m", "1.0").files] == ["a", "b"]
 
 
-@pytest.mark.parametrize("bad", ["../x", ".hidden", "a/b", ""])
+# "a/b" is a model id since org/name ids (HF's shape); three segments and "--" are not.
+@pytest.mark.parametrize("bad", ["../x", ".hidden", "a/b/c", "a--b", "a/../b", ""])
 def test_bad_model_id_refused(tmp_path: Path, bad: str) -> None:
     (tmp_path / "f").write_bytes(b"1")
     with pytest.raises(UnsafePathError):
