@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from accel.errors import AuthError, IntegrityError, NotFoundError, UsageError
+from accel.errors import AuthError, BadManifestError, IntegrityError, NotFoundError, UsageError
 from accel.manager import ModelManager
 from accel.manager.hfsource import HfRef, git_blob_id
 from tests.support.hub import REPO, expected_bytes, publish_model, running_hub
@@ -224,3 +224,22 @@ async def test_a_git_file_is_checked_by_size_and_blob_id(tmp_path: Path) -> None
         with pytest.raises(IntegrityError):
             await mm.ainstall("hf://org/g")
     assert not (tmp_path / "m2" / "org--g").exists()
+
+
+@pytest.mark.parametrize("name", ["../evil.bin", "/etc/x", "a/../../b", "ok/.."])
+async def test_an_endpoint_naming_a_file_outside_is_refused(tmp_path: Path, name: str) -> None:
+    sha256 = hashlib.sha256(b"x").hexdigest()
+
+    async def revision(request: web.Request) -> web.Response:
+        sibling = {"rfilename": name, "size": 1, "lfs": {"sha256": sha256, "size": 1}}
+        return web.json_response({"id": "org/e", "sha": "d" * 40, "siblings": [sibling]})
+
+    app = web.Application()
+    app.router.add_get("/api/models/org/e/revision/{rev}", revision)
+    async with (
+        serve_app(app) as url,
+        ModelManager(tmp_path / "m", None, hf_endpoint=url, workers=1) as mm,
+    ):
+        with pytest.raises(BadManifestError):
+            await mm.ainstall("hf://org/e")
+    assert not (tmp_path / "evil.bin").exists() and not (tmp_path / "m" / "org--e").exists()
