@@ -78,7 +78,12 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;
-            proxy_buffering off;
+            # Buffered in memory only (no temp files): nginx reads the hub as fast as
+            # the client drains, and limit_rate paces what it writes to the client
+            # (with proxy_buffering off nginx does not apply limit_rate).
+            proxy_buffering on;
+            proxy_max_temp_file_size 0;
+            proxy_buffers 8 64k;
             proxy_request_buffering off;
             {limits}
         }}
@@ -161,7 +166,7 @@ def kill_half_way(tool: str, endpoint: str, origin: Nginx, model: str, size: int
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)  # fmt: skip
     # nginx logs a request only when it ends: half way is read live from what its
-    # worker has written to sockets so far (proxy_buffering off: write(2), not sendfile).
+    # worker has written to sockets so far (proxied bytes go out with write(2)).
     w0 = nginx_written(origin)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
