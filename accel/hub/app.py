@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from accel.hub.catalog import Answer, Catalog
 from accel.hub.conditional import Representation, Request, evaluate
+from accel.hub.hfapi import HF_LIST_PARAMS, hf_list_answer
 from accel.hub.hfapi import register as register_hf_api
 from accel.hub.openapi import OPENAPI_JSON
 from accel.hub.page import render_page
@@ -122,7 +123,10 @@ def _catalog(request: web.Request) -> Catalog:
 
 async def _list_models(request: web.Request) -> web.Response:
     q = request.query
-    return _answer(request, _catalog(request).list_answer(q.get("task"), q.get("language")))
+    answer = _catalog(request).list_answer(q.get("task"), q.get("language"))
+    if any(k in q for k in HF_LIST_PARAMS):  # HfApi().list_models(search=, author=, limit=)
+        answer = hf_list_answer(answer, q)
+    return _answer(request, answer)
 
 
 async def _get_manifest(request: web.Request) -> web.Response:

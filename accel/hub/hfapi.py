@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
@@ -40,7 +42,7 @@ from accel.hub.storage import Problem
 from accel.hub.usage import UsageCounter
 from accel.schema import ModelInfo, VersionInfo
 
-__all__ = ["register", "split_repo"]
+__all__ = ["HF_LIST_PARAMS", "hf_list_answer", "register", "split_repo"]
 
 _JSON = "application/json"
 _STORAGE = "/storage/models/"
@@ -260,6 +262,28 @@ async def _storage_headers(request: web.Request, response: web.StreamResponse) -
     response.headers["X-Repo-Commit"] = commit_sha(version)
     response.headers["X-Linked-Etag"] = f'"{entry.sha256}"'
     response.headers["X-Linked-Size"] = str(entry.size_bytes)
+
+
+#: ``GET /api/models`` parameters of HF's ``list_models`` that the seed's list does not have
+HF_LIST_PARAMS = frozenset({"search", "author", "limit"})
+
+
+def hf_list_answer(listed: Answer, query: Mapping[str, str]) -> Answer:
+    """The seed's list (already filtered by task/language) narrowed as HF's list is:
+    ``search`` (in the id, case-insensitive), ``author`` (the org of ``org/name``) and
+    ``limit`` (at most that many; a bad one is a 400)."""
+    items: list[dict[str, Any]] = json.loads(listed.body)
+    search = query.get("search", "").lower()
+    author = query.get("author")
+    raw = query.get("limit")
+    if raw is not None and not (raw.isascii() and raw.isdigit()):
+        raise Problem(400, "bad_request", "limit must be a non-negative integer")
+    chosen = [
+        m
+        for m in items
+        if search in m["id"].lower() and (author is None or m["id"].startswith(author + "/"))
+    ]
+    return Answer.of(chosen if raw is None else chosen[: int(raw)])
 
 
 def register(app: web.Application, catalog: Catalog, usage: UsageCounter) -> None:

@@ -320,6 +320,31 @@ _HF_TREE = {
     "404": _HF_404,
     **_COMMON_ERRORS,
 }
+_LIST = OPENAPI["paths"]["/api/models"]["get"]
+_LIST["parameters"] += [
+    {
+        "name": "search",
+        "in": "query",
+        "required": False,
+        "description": "HF list_models: a part of the id (case-insensitive)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "author",
+        "in": "query",
+        "required": False,
+        "description": "HF list_models: the org of org/name ids",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "HF list_models: at most this many",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+]
+_LIST["responses"]["400"] = _error("limit is not a non-negative integer (code bad_request)")
 _MODEL_INFO = OPENAPI["paths"]["/api/models/{model_id}"]["get"]
 _MODEL_INFO["summary"] = "one model: the seed's fields and HF's (id, sha, siblings of main)"
 _MODEL_INFO["responses"]["404"] = _error(

@@ -59,6 +59,14 @@ async def test_org_name_end_to_end(tmp_path: Path) -> None:
         ):
             assert _get(h.url + bad)[0] in (400, 404), bad
         env = hf_env(h.url, tmp_path / "home")
+        listed = run_hf(
+            "api = HfApi()\n"
+            "print(json.dumps([[m.id for m in api.list_models(author='openai')],\n"
+            "  [m.id for m in api.list_models(search='OLO')],\n"
+            "  [m.id for m in api.list_models(limit=1)]]))",
+            env,
+        )
+        assert listed == [["openai/whisper-tiny"], ["solo"], ["openai/whisper-tiny"]]
         out = tmp_path / "hf"
         run_hf(f"snapshot_download('openai/whisper-tiny', local_dir={str(out)!r}); print(1)", env)
         assert (out / "w.bin").read_bytes() == expected_bytes("w.bin", 300_000)
