@@ -128,9 +128,13 @@ def _env(endpoint: str, home: Path) -> dict[str, str]:
     return env
 
 
+#: extra ``accel install`` options (``--max-parallel-files N``), set from the command line
+ACCEL_EXTRA: list[str] = []
+
+
 def accel_argv(endpoint: str, model: str, models: Path) -> list[str]:
     return [PY, "-m", "accel", "install", f"hf://{model}@1", "--hf-endpoint", endpoint,
-            "--models-dir", str(models), "--quiet"]  # fmt: skip
+            "--models-dir", str(models), "--quiet", *ACCEL_EXTRA]  # fmt: skip
 
 
 def hf_argv(model: str, out: Path) -> list[str]:
@@ -199,8 +203,17 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smaller files, for a smoke run")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill -9 scenario")
+    ap.add_argument("--only", choices=("big", "many"), action="append", help="scenarios")
+    ap.add_argument("--origin", choices=("capped", "uncapped"), action="append")
+    ap.add_argument(
+        "--max-parallel-files",
+        type=int,
+        help="accel's files in flight (default: accel's own, 3); hf's max_workers is 8",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "hf.json"))
     args = ap.parse_args()
+    if args.max_parallel_files:
+        ACCEL_EXTRA.extend(["--max-parallel-files", str(args.max_parallel_files)])
     DATA.mkdir(parents=True, exist_ok=True)
     root = DATA / "store"
     specs = ensure_store(root, args.quick)
@@ -216,13 +229,15 @@ def main() -> int:
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_before": [round(x, 1) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
+        "accel_extra_args": ACCEL_EXTRA,
     }
     with running_hub(root) as hub, tempfile.TemporaryDirectory(dir=DATA) as tmp:
         work = Path(tmp)
         results["disk_MBps_before"] = disk_probe(work)
-        for origin_name, limit in (("capped_25MBps_per_conn", "25m"), ("uncapped", None)):
+        origins = {"capped": ("capped_25MBps_per_conn", "25m"), "uncapped": ("uncapped", None)}
+        for origin_name, limit in [origins[o] for o in args.origin or origins]:
             with proxy(hub.url, limit) as origin:
-                for model in ("big", "many"):
+                for model in args.only or ("big", "many"):
                     walls: dict[str, list[float]] = {"accel": [], "huggingface_hub": []}
                     order = list(walls)
                     for i in range(args.runs):
