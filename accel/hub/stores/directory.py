@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 from accel.errors import ConfigError, UnsafePathError
 from accel.hub.paths import check_name
-from accel.modelid import model_id_from_dir
 from accel.hub.store import ModelMeta, Store
 from accel.hub.stores.base import GcReport, PublishRequest, Sender, StoredModel
+from accel.modelid import model_id_from_dir
 from accel.schema import VersionManifest
 
 if TYPE_CHECKING:

@@ -193,7 +193,7 @@ def _same_or_conflict(raw: bytes, sources: list[_Source], req: PublishRequest) -
         known = have[s.relpath]
         if s.path.stat().st_size != known.size_bytes:
             raise _conflict(req.model_id, req.version)
-        _, sha, _ = hash_file(s.path, known.chunks.size)
+        _, sha, _ = hash_file(s.path, known.chunks.size if known.chunks else req.block_size)
         if sha != known.sha256:
             raise _conflict(req.model_id, req.version)
     return existing
