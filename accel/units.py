@@ -11,7 +11,14 @@ import re
 
 from accel.errors import UsageError
 
-__all__ = ["format_bytes", "format_rate", "parse_rate", "parse_size"]
+__all__ = [
+    "format_bytes",
+    "format_eta",
+    "format_progress",
+    "format_rate",
+    "parse_rate",
+    "parse_size",
+]
 
 _UNITS = {
     "": 1,
@@ -73,5 +80,24 @@ def format_bytes(n: float) -> str:
 
 
 def format_rate(bytes_per_s: float) -> str:
-    """Human rate in MB/s (SI, as link speeds are quoted)."""
-    return f"{bytes_per_s / 1e6:.1f} MB/s"
+    """Human rate in binary units, as aria2c and curl print it: ``5.0 MiB/s``.
+
+    The same units as ``--limit-rate 5M`` (5 MiB/s), so a capped download reads as its cap.
+    """
+    return format_bytes(bytes_per_s) + "/s"
+
+
+def format_eta(seconds: float | None) -> str:
+    """Time left as ``m:ss`` (``h:mm:ss`` past an hour); ``-`` while unknown."""
+    if seconds is None:
+        return "-"
+    s = int(seconds + 0.5)
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def format_progress(done: float, total: float | None, speed_bps: float, eta_s: float | None) -> str:
+    """The progress figures every text view prints: ``12.0 MiB / 24.0 MiB 5.0 MiB/s ETA 0:02``."""
+    size = format_bytes(total) if total is not None else "?"
+    return f"{format_bytes(done)} / {size} {format_rate(speed_bps)} ETA {format_eta(eta_s)}"

@@ -17,7 +17,8 @@ from typing import Any
 
 from accel._cli._paths import local_path_str
 from accel.errors import UsageError
-from accel.units import format_bytes, format_rate
+from accel.meter import eta
+from accel.units import format_bytes, format_progress
 
 __all__ = ["Renderer", "add_common", "emit_json", "manager_from", "split_ref"]
 
@@ -88,31 +89,42 @@ def emit_json(obj: Any) -> None:
 
 class Renderer:
     """Renders manager events: rich on a tty (a line per version, one per file being
-    fetched, a total line), lines otherwise, NDJSON with --json."""
+    fetched, a "N files done" line, a total line), lines otherwise, NDJSON with --json.
 
-    def __init__(self, *, as_json: bool, quiet: bool) -> None:
+    Every text view prints the same figures with :func:`accel.units.format_progress`:
+    the events carry bytes received (in flight included), a windowed speed and its ETA
+    (:mod:`accel.meter`), so the total line is the sum of the lines above it.
+    """
+
+    def __init__(self, *, as_json: bool, quiet: bool, failures: bool = True) -> None:
+        """``failures``: print a ``failed`` line per failed install (``accel update``,
+        whose failures are not raised); ``accel install`` prints the error line itself."""
         self.as_json = as_json
         self.quiet = quiet
+        self.failures = failures
         self.tty = sys.stderr.isatty() and not as_json and not quiet
         self._last_line = 0.0
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._file_tasks: dict[tuple[str, str], Any] = {}
+        self._done_tasks: dict[str, Any] = {}
         self._total: Any = None
+        #: per version: (bytes done, bytes total, speed) as last shown
+        self._shown: dict[str, tuple[int, int, float]] = {}
+        #: per version and file: the last figures (events carry only changed files)
+        self._files: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> Renderer:
         if self.tty:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+            from rich.progress import BarColumn, Progress, TextColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                DownloadColumn(),
-                TextColumn("{task.fields[speed]:>10}"),
-                TextColumn("ETA {task.fields[eta]:>6}"),
+                TextColumn("{task.fields[figures]}"),
             )
             self._progress.start()
-            self._total = self._progress.add_task("[bold]total", total=None, speed="", eta="-")
+            self._total = self._progress.add_task("[bold]total", total=None, figures="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -123,108 +135,130 @@ class Renderer:
         if self.as_json:
             emit_json(event)
             return
+        if event.type == "failed" and self.failures:
+            line = f"failed {_key(event)}: [{event.error.code}] {event.error.message}"
+            if self._progress is not None:
+                self._progress.console.print(line, markup=False, highlight=False)
+            else:
+                print(line, file=sys.stderr, flush=True)
+            return
         if self.quiet:
-            if event.type == "failed":
-                print(
-                    f"failed {event.model_id}@{event.version}: {event.error.message}",
-                    file=sys.stderr,
-                )
             return
         if self._progress is not None:
             self._rich(event)
         else:
             self._lines(event)
 
+    def _see(self, key: str, event: Any) -> tuple[int, int, float, list[Any]]:
+        """Fold a progress event into what is shown: never decreasing, every file."""
+        files = self._files.setdefault(key, {})
+        for f in event.files:
+            files[f.path] = f
+        old = self._shown.get(key, (0, 0, 0.0))
+        done = min(event.bytes_total, max(old[0], event.bytes_done))
+        self._shown[key] = (done, event.bytes_total, event.speed_bps)
+        return done, event.bytes_total, event.speed_bps, list(files.values())
+
     def _rich(self, event: Any) -> None:
         key = _key(event)
         prog = self._progress
         if event.type == "progress":
+            done, size, speed, files = self._see(key, event)
             task = self._tasks.get(key)
+            figures = format_progress(done, size, speed, eta(size - done, speed))
             if task is None:
-                task = self._tasks[key] = prog.add_task(
-                    key, total=event.bytes_total, speed="", eta="-"
-                )
-            prog.update(
-                task,
-                completed=event.bytes_done,
-                total=event.bytes_total,
-                speed=format_rate(event.speed_bps),
-                eta=_eta(event.eta_s),
-            )
-            self._update_files(key, event.files)
+                task = self._tasks[key] = prog.add_task(key, total=size, figures="")
+            prog.update(task, completed=done, total=size, figures=figures)
+            self._update_files(key, files)
             self._update_total(event.total)
         elif event.type == "ready":
             self._update_files(key, [])
             task = self._tasks.get(key)
             if task is not None:
-                total = next(t.total for t in prog.tasks if t.id == task)
-                prog.update(task, completed=total, speed="", eta="done")
+                size = self._shown.get(key, (0, event.bytes_total, 0.0))[1] or event.bytes_total
+                self._shown[key] = (size, size, 0.0)
+                figures = f"{format_bytes(size)} / {format_bytes(size)} done"
+                prog.update(task, completed=size, total=size, figures=figures)
             self._update_total(None)
             prog.console.print(f"ready   {key} -> {event.path}", markup=False, highlight=False)
         elif event.type == "failed":
             self._update_files(key, [])
-            prog.console.print(f"failed  {key}: {event.error.message}", markup=False)
         elif event.type == "warning":
             prog.console.print(f"warning {event.message}", markup=False)
 
-    def _update_files(self, key: str, files: Any) -> None:
-        """One line per file being fetched, under its version's line; gone when done."""
+    def _update_files(self, key: str, files: list[Any]) -> None:
+        """One line per file being fetched, under its version's line, and one line for
+        the files already done, so the lines of a version add up to it."""
         prog = self._progress
-        active = {f.path: f for f in files if f.state == "downloading"}
+        active = {f.path: f for f in files if f.state == "downloading" and f.bytes_done}
         for (k, path), task in list(self._file_tasks.items()):
             if k == key and path not in active:
                 prog.remove_task(task)
                 del self._file_tasks[(k, path)]
         for path, f in active.items():
             name = path if len(path) <= 40 else "..." + path[-37:]
-            fields = {"speed": format_rate(f.speed_bps), "eta": _eta(f.eta_s)}
-            done = min(f.bytes_total, f.bytes_done + f.inflight)
+            done = min(f.bytes_total, f.bytes_done)
+            figures = format_progress(done, f.bytes_total, f.speed_bps, f.eta_s)
             task = self._file_tasks.get((key, path))
             if task is None:
                 self._file_tasks[(key, path)] = prog.add_task(
-                    f"  {name}", total=f.bytes_total, completed=done, **fields
+                    f"  {name}", total=f.bytes_total, completed=done, figures=figures
                 )
             else:
-                prog.update(task, completed=done, **fields)
+                prog.update(task, completed=done, figures=figures)
+        # the rest: done files and those not started (their bytes_done: reused or kept)
+        rest = [f for f in files if f.path not in active]
+        n_done = sum(1 for f in rest if f.state == "done")
+        held = sum(min(f.bytes_total, f.bytes_done) for f in rest)
+        task = self._done_tasks.get(key)
+        if not files or held == 0:
+            if task is not None:
+                prog.remove_task(task)
+                del self._done_tasks[key]
+            return
+        size = sum(f.bytes_total for f in rest)
+        label = f"  {n_done} file{'s' if n_done != 1 else ''} done"
+        if len(rest) > n_done:
+            label += f", {len(rest) - n_done} waiting"
+        figures = f"{format_bytes(held)} / {format_bytes(size)}"
+        if task is None:
+            self._done_tasks[key] = prog.add_task(
+                label, total=size, completed=held, figures=figures
+            )
+        else:
+            prog.update(task, description=label, total=size, completed=held, figures=figures)
 
     def _update_total(self, total: Any) -> None:
         # Summed over every version shown, so the line never shrinks when one finishes.
         prog = self._progress
-        # (tasks by id: prog.tasks is a list, and file lines come and go)
-        shown = {t.id: t for t in prog.tasks}
-        done = sum(shown[t].completed for t in self._tasks.values())
-        size = sum(shown[t].total or 0 for t in self._tasks.values())
-        fields: dict[str, str] = {}
-        if total is not None:
-            fields = {"speed": format_rate(total.speed_bps), "eta": _eta(total.eta_s)}
-        prog.update(self._total, completed=done, total=size, **fields)
+        done = sum(d for d, _, _ in self._shown.values())
+        size = sum(t for _, t, _ in self._shown.values())
+        speed = total.speed_bps if total is not None else 0.0
+        figures = format_progress(done, size, speed, eta(size - done, speed))
+        prog.update(self._total, completed=done, total=size, figures=figures)
 
     def _lines(self, event: Any) -> None:
         key = _key(event)
         out = sys.stderr
         if event.type == "progress":
+            done, size, speed, _files = self._see(key, event)
             now = time.monotonic()
-            if now - self._last_line < 2.0 and event.bytes_done < event.bytes_total:
+            if now - self._last_line < 1.0 and done < size:
                 return
             self._last_line = now
-            t = event.total
-            line = (
-                f"{key}: {format_bytes(event.bytes_done)}/{format_bytes(event.bytes_total)} "
-                f"{format_rate(event.speed_bps)}"
-            )
-            if t is not None:
-                eta = f"{t.eta_s:.0f}s" if t.eta_s is not None else "-"
-                line += (
-                    f" | total {format_bytes(t.bytes_done)}/{format_bytes(t.bytes_total)} "
-                    f"{format_rate(t.speed_bps)} ETA {eta}"
+            line = f"{key}: {format_progress(done, size, speed, eta(size - done, speed))}"
+            if event.total is not None:
+                all_done = sum(d for d, _, _ in self._shown.values())
+                all_size = sum(t for _, t, _ in self._shown.values())
+                t_speed = event.total.speed_bps
+                line += " | total " + format_progress(
+                    all_done, all_size, t_speed, eta(all_size - all_done, t_speed)
                 )
             print(line, file=out, flush=True)
         elif event.type == "state":
             print(f"{key}: {event.state}", file=out, flush=True)
         elif event.type == "ready":
             print(f"ready {key} -> {event.path}", file=out, flush=True)
-        elif event.type == "failed":
-            print(f"failed {key}: {event.error.message}", file=out, flush=True)
         elif event.type == "warning":
             print(f"warning: {event.message}", file=out, flush=True)
 
@@ -233,10 +267,3 @@ def _key(event: Any) -> str:
     key = f"{getattr(event, 'model_id', '')}@{getattr(event, 'version', '')}"
     # A staged update: the ready version stays usable, whatever its update shows.
     return key + " (update)" if getattr(event, "update", False) else key
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h"

@@ -22,7 +22,8 @@ from typing import Any
 
 from accel._cli._paths import local_path_str
 from accel.errors import AccelError, NotADirectoryPathError, UsageError
-from accel.units import format_bytes, format_rate, parse_rate, parse_size
+from accel.meter import RateMeter, Received, eta
+from accel.units import format_bytes, format_progress, format_rate, parse_rate, parse_size
 
 __all__ = ["register"]
 
@@ -265,7 +266,22 @@ async def _main(opts: dict[str, Any], expected: Any, renderer: _Renderer) -> Any
 
 
 class _Renderer:
-    """Quiet: renders nothing."""
+    """Quiet: renders nothing. Every renderer folds events into the one progress model
+    (:mod:`accel.meter`): bytes received never shown decreasing, speed over a window."""
+
+    def __init__(self) -> None:
+        self.shown = Received()
+        self.meter = RateMeter()
+
+    def figures(self, ev: Any) -> tuple[int, float, float | None]:
+        """(bytes done, speed, ETA) of ``ev`` as every view shows them."""
+        self.shown.total = ev.total
+        done = self.shown.see(ev.committed + ev.inflight)
+        now = time.monotonic()
+        self.meter.add(now, done)
+        speed = self.meter.speed(now)
+        left = eta(ev.total - done, speed) if ev.total is not None else None
+        return done, speed, left
 
     def event(self, ev: Any) -> None:
         pass
@@ -280,16 +296,30 @@ class _Renderer:
         pass
 
 
+def _run_rate(r: Any) -> float | None:
+    """The rate of this run: bytes fetched now over the time taken (not the file size)."""
+    return r.bytes_fetched / r.elapsed_s if r.elapsed_s > 0 and r.bytes_fetched else None
+
+
 class _JsonRenderer(_Renderer):
     def event(self, ev: Any) -> None:
         if ev.kind in ("done", "error"):
             return  # printed with the result or the error, below
-        _print_json(ev.to_dict())
+        done, speed, left = self.figures(ev)
+        line = ev.to_dict()
+        line.update(
+            bytes_done=done,
+            bytes_total=ev.total,
+            speed_bps=round(speed, 1),
+            eta_s=left,
+        )
+        _print_json(line)
 
     def failed(self, exc: AccelError) -> None:
         _print_json({"event": "error", **exc.to_dict()})
 
     def finished(self, r: Any) -> None:
+        rate = _run_rate(r)
         _print_json(
             {
                 "event": "done",
@@ -297,7 +327,7 @@ class _JsonRenderer(_Renderer):
                 "size": r.size,
                 "sha256": r.sha256,
                 "elapsed_s": round(r.elapsed_s, 3),
-                "speed_bps": round(r.size / r.elapsed_s, 1) if r.elapsed_s > 0 else None,
+                "speed_bps": round(rate, 1) if rate is not None else None,
                 "bytes_fetched": r.bytes_fetched,
                 "resumed_bytes": r.resumed_bytes,
                 "ranged": r.ranged,
@@ -318,32 +348,36 @@ class _LineRenderer(_Renderer):
     """One progress line per second on stderr (logs, CI, pipes)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.last = 0.0
 
     def event(self, ev: Any) -> None:
         now = time.monotonic()
+        if ev.kind in ("started", "verified", "already_complete", "done", "error"):
+            return  # the result or the error gets its own line
+        done, speed, left = self.figures(ev)
         if ev.kind == "progress" and not ev.message and now - self.last < 1.0:
             return
         self.last = now
-        if ev.kind in ("started", "verified", "already_complete", "done", "error"):
-            return  # the result or the error gets its own line
-        done = ev.committed + ev.inflight
         pct = f"{100 * done / ev.total:5.1f}%" if ev.total else "   ?%"
-        total = format_bytes(ev.total) if ev.total is not None else "?"
-        eta = f" eta {ev.eta_s:.0f}s" if ev.eta_s is not None else ""
-        line = f"accel: {pct} {format_bytes(done)} / {total} {format_rate(ev.speed_bps)}{eta}"
+        line = f"accel: {pct} {format_progress(done, ev.total, speed, left)}"
         if ev.message:
             line += f" - {ev.message}"
         print(line, file=sys.stderr, flush=True)
 
     def finished(self, r: Any) -> None:
-        speed = format_rate(r.size / r.elapsed_s) if r.elapsed_s > 0 else ""
+        rate = _run_rate(r)
         state = "verified" if r.verified else "complete, not verified"
+        how = f"fetched {format_bytes(r.bytes_fetched)} in {r.elapsed_s:.2f} s"
+        if rate is not None:
+            how += f", {format_rate(rate)}"
+        if r.resumed_bytes:
+            how += f"; {format_bytes(r.resumed_bytes)} kept from before"
         if r.already_complete:
-            speed = "nothing fetched"
+            how = "nothing fetched"
         print(
             f"{'already complete, verified:' if r.already_complete else 'saved'} {r.path} "
-            f"({format_bytes(r.size)}, sha256 {r.sha256}, {state}) in {r.elapsed_s:.2f} s, {speed}"
+            f"({format_bytes(r.size)}, sha256 {r.sha256}, {state}): {how}"
         )
         if not r.verified:
             print(
@@ -354,36 +388,29 @@ class _LineRenderer(_Renderer):
 
 
 class _BarRenderer(_LineRenderer):
-    """A rich progress bar on a terminal: bytes, MB/s, ETA."""
+    """A rich progress bar on a terminal: bytes, MiB/s, ETA (the same figures as lines)."""
 
     def __init__(self) -> None:
         super().__init__()
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn
 
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[figures]}"),
             console=Console(stderr=True),
             transient=False,
         )
         self.task: Any = None
 
     def event(self, ev: Any) -> None:
+        done, speed, left = self.figures(ev)
         if self.task is None:
             self.progress.start()
-            self.task = self.progress.add_task(ev.dest.name, total=ev.total)
-        self.progress.update(self.task, total=ev.total, completed=ev.committed + ev.inflight)
+            self.task = self.progress.add_task(ev.dest.name, total=ev.total, figures="")
+        figures = format_progress(done, ev.total, speed, left)
+        self.progress.update(self.task, total=ev.total, completed=done, figures=figures)
         if ev.message and ev.kind in ("chunk_retry", "progress"):
             self.progress.console.print(f"[yellow]{ev.message}")
 

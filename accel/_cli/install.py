@@ -65,7 +65,9 @@ async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | Non
     )
     failures = 0
     async with mm:
-        with Renderer(as_json=args.json, quiet=getattr(args, "quiet", False)) as render:
+        with Renderer(
+            as_json=args.json, quiet=getattr(args, "quiet", False), failures=False
+        ) as render:
             mm.subscribe(render)
             results = await asyncio.gather(
                 *(mm.ainstall(m, v, priority=getattr(args, "priority", 0)) for m, v in refs),

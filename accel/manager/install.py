@@ -50,6 +50,7 @@ from accel.manager.events import FileProgress
 from accel.manager.fsutil import refuse_symlinks, safe_relpath, sync_filesystem
 from accel.manager.locks import FILE_LOCK_TIMEOUT_S, LockSpace
 from accel.manager.registry import RegistryStore, install_key
+from accel.meter import RateMeter, eta
 from accel.modelid import model_dir_name
 from accel.schema import (
     FileError,
@@ -153,27 +154,44 @@ class FileRun:
 
     status: FileStatus
     inflight: int = 0
-    speed_bps: float = 0.0
-    eta_s: float | None = None
+    #: bytes received (committed + in flight) as shown: never decreasing
+    shown: int = 0
+    meter: RateMeter = field(default_factory=RateMeter)
     #: False for a file done but not yet synced (recorded as ``downloading`` until then)
     synced: bool = True
+
+    @property
+    def bytes_done(self) -> int:
+        """Bytes received, in flight included (a finished file: all of them)."""
+        st = self.status
+        if st.state == "done":
+            return st.bytes_total
+        return min(st.bytes_total, max(self.shown, st.bytes_done))
+
+    def speed_bps(self, now: float) -> float:
+        return self.meter.speed(now) if self.status.state == "downloading" else 0.0
 
     def recorded(self) -> FileStatus:
         """The status the registry may hold: ``done`` only once synced."""
         st = self.status.model_copy()
         if st.state == "done" and not self.synced:
             st.state = "downloading"
+        elif st.state == "downloading":
+            st.bytes_done = self.bytes_done  # what `accel status` shows from another process
         return st
 
-    def progress(self) -> FileProgress:
+    def progress(self, now: float) -> FileProgress:
+        """This file in the one progress model (:mod:`accel.meter`)."""
+        done = self.bytes_done
+        speed = self.speed_bps(now)
         return FileProgress(
             path=self.status.path,
             state=self.status.state,
-            bytes_done=self.status.bytes_done,
+            bytes_done=done,
             bytes_total=self.status.bytes_total,
-            inflight=self.inflight,
-            speed_bps=self.speed_bps,
-            eta_s=self.eta_s,
+            inflight=min(self.inflight, done) if self.status.state == "downloading" else 0,
+            speed_bps=round(speed, 1),
+            eta_s=eta(self.status.bytes_total - done, speed),
         )
 
 
@@ -204,6 +222,8 @@ class VersionInstall:
     started: float = field(default_factory=time.monotonic)
     bytes_fetched: int = 0
     bytes_reused: int = 0
+    #: received bytes of the whole version over time (its speed figure)
+    meter: RateMeter = field(default_factory=RateMeter)
     errors: dict[str, AccelError] = field(default_factory=dict)
     _by_sha: dict[str, list[FileRun]] = field(default_factory=dict)
     _manifest_files: dict[str, ManifestFile] = field(default_factory=dict)
@@ -245,11 +265,12 @@ class VersionInstall:
 
     @property
     def bytes_done(self) -> int:
-        return sum(f.status.bytes_done for f in self.files.values())
+        """Bytes received, in flight included: what every view shows (never decreasing)."""
+        return sum(f.bytes_done for f in self.files.values())
 
-    @property
-    def speed_bps(self) -> float:
-        return sum(f.speed_bps for f in self.files.values() if f.status.state == "downloading")
+    def speed_bps(self, now: float) -> float:
+        """Over the last seconds of the whole version (0 unless it is downloading)."""
+        return self.meter.speed(now) if self.state == "downloading" else 0.0
 
     # -- registry ----------------------------------------------------------------------
     def record(
@@ -512,7 +533,7 @@ class VersionInstall:
                     )
                 except Exception as exc:
                     err = self._translate(exc, dest)
-                    run.inflight, run.speed_bps = 0, 0.0
+                    run.inflight = 0
                     if attempt >= self.file_retries or isinstance(err, _FINAL):
                         st.state = "error"
                         st.error = FileError(code=err.code, message=str(err.message))
@@ -534,10 +555,14 @@ class VersionInstall:
                 break
             st.state, st.bytes_done = "done", st.bytes_total
             run.synced = False
-            run.inflight, run.speed_bps, run.eta_s = 0, 0.0, 0.0
+            run.inflight = 0
+            self.meter.add(time.monotonic(), self.bytes_done)
             self.bytes_fetched += result.bytes_fetched
             self._maybe_flush()
         finally:
+            if st.state != "done":
+                # paused, cancelled or failed: what is kept is the finished chunks alone
+                run.shown, run.inflight = 0, 0
             recorder.cancel()
             if held.recorded:  # a record to unlink: filesystem latency, in a thread
                 await asyncio.shield(asyncio.to_thread(held.release))
@@ -558,13 +583,15 @@ class VersionInstall:
         return DownloadError(f"{dest.name}: {type(exc).__name__}: {exc}", path=str(dest))
 
     def _on_progress(self, run: FileRun, ev: ProgressEvent) -> None:
-        run.status.bytes_done = min(
-            run.status.bytes_total, max(run.status.bytes_done, ev.committed)
-        )
+        st = run.status
+        st.bytes_done = min(st.bytes_total, max(st.bytes_done, ev.committed))
         run.inflight = ev.inflight
-        run.speed_bps = ev.speed_bps
-        run.eta_s = ev.eta_s
-        self.on_change(self)
+        run.shown = max(run.shown, min(st.bytes_total, ev.committed + ev.inflight))
+        now = time.monotonic()
+        run.meter.add(now, run.shown)
+        self.meter.add(now, self.bytes_done)
+        # (the registry gets the figures every few seconds, for `accel status` elsewhere)
+        self._maybe_flush()
 
     def verify_all(self) -> list[FileStatus]:
         """Every file present with its size (content was hashed as it arrived)."""

@@ -26,7 +26,7 @@ import aiohttp
 
 from accel.node.client import NodeEvent, follow_events
 from accel.node.devscheduler import DevScheduler
-from accel.units import format_bytes, format_rate
+from accel.units import format_progress
 
 __all__ = ["main"]
 
@@ -38,18 +38,14 @@ def say(text: str) -> None:
 
 def _progress_line(d: dict[str, Any]) -> str:
     total = d.get("bytes_total") or 0
-    # Verified bytes count per finished chunk; show what has arrived, as a person expects.
-    done = min(
-        total, (d.get("bytes_done") or 0) + sum(f.get("inflight") or 0 for f in d.get("files", []))
-    )
+    # bytes_done: every byte received, in flight included (accel.meter's model)
+    done = min(total, d.get("bytes_done") or 0)
     pct = 100 * done / total if total else 0
     eta = d.get("eta_s")
-    eta_text = f"ETA {eta:.0f} s" if isinstance(eta, int | float) else "ETA -"
     active = sum(1 for f in d.get("files", []) if f.get("state") == "downloading")
+    figures = format_progress(done, total, d.get("speed_bps") or 0, eta)
     return (
-        f"    {d['model_id']}@{d['version']:<8} {pct:5.1f}%  {format_bytes(done)} / "
-        f"{format_bytes(total)}  {format_rate(d.get('speed_bps') or 0)}  {eta_text}  "
-        f"({active} files in flight)"
+        f"    {d['model_id']}@{d['version']:<8} {pct:5.1f}%  {figures}  ({active} files in flight)"
     )
 
 
@@ -144,9 +140,7 @@ async def _run(
                 mid = ev.data.get("model_id") if isinstance(ev.data, dict) else None
                 if ev.name == "progress" and mid:
                     now = time.monotonic()
-                    done = ev.data.get("bytes_done", 0) + sum(
-                        f.get("inflight") or 0 for f in ev.data.get("files", [])
-                    )
+                    done = ev.data.get("bytes_done", 0)
                     total = ev.data.get("bytes_total", 0)
                     if 0 < done < total and now - last_line.get(mid, 0) >= 0.4:
                         last_line[mid] = now

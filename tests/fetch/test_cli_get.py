@@ -155,11 +155,11 @@ def test_kill_9_then_rerun_fetches_only_the_rest(
 
 
 def test_progress_bar_on_a_terminal(origin: Nginx, tmp_path: Path) -> None:
-    """Under a real pseudo-terminal (util-linux ``script``) rich draws a bar with MB/s."""
+    """Under a real pseudo-terminal (util-linux ``script``) rich draws a bar with MiB/s."""
     cmd = " ".join([*ACCEL, "get", origin.file_url("big.bin"), "-o", str(tmp_path / "t.bin")])
     r = subprocess.run(
         ["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stdout
-    assert "━" in r.stdout and "MB/s" in r.stdout and "24.0/24.0 MiB" in r.stdout
+    assert "━" in r.stdout and "MiB/s" in r.stdout and "24.0 MiB / 24.0 MiB" in r.stdout
     assert (tmp_path / "t.bin").stat().st_size == 24 << 20

@@ -166,7 +166,7 @@ def test_install_progress_on_a_terminal(store: Path, hub: StubHub, models_dir: P
     )
     assert r.returncode == 0, r.stdout
     out = r.stdout
-    assert "━" in out and "total" in out and "MB/s" in out
+    assert "━" in out and "total" in out and "MiB/s" in out
     assert "  weights/big.bin" in out  # the file's own line while it downloads
     assert "ready   t@1 -> " in out  # (rich wraps the long path at the pty's width)
     assert out.rstrip().endswith(str(models_dir / "t" / "1"))  # stdout: the path

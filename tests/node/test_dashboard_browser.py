@@ -53,13 +53,31 @@ def _text(driver: Any, css: str) -> str:
 
 
 def _percent(driver: Any, key: str) -> float:
-    width = _js(
+    """How full the card's bar is drawn: verified fill plus the in-flight tail."""
+    widths = _js(
         driver,
-        "const f = document.querySelector(`.card[data-key='${arguments[0]}'] > .bar .fill`);"
-        "return f ? f.style.width : '0%';",
+        "const b = document.querySelector(`.card[data-key='${arguments[0]}'] > .bar`);"
+        "if (!b) return ['0%'];"
+        "return [...b.querySelectorAll('.fill, .inflight')].map(e => e.style.width);",
         key,
     )
-    return float(str(width).rstrip("%") or 0)
+    return sum(float(str(w).rstrip("%") or 0) for w in widths)
+
+
+def _bar_and_text(driver: Any, key: str) -> tuple[float, float]:
+    """(bar %, the % the figures print) read in one script, from one render."""
+    got = _js(
+        driver,
+        "const c = document.querySelector(`.card[data-key='${arguments[0]}']`);"
+        "const b = c.querySelector(':scope > .bar');"
+        "const w = [...b.querySelectorAll('.fill, .inflight')]"
+        "  .reduce((s, e) => s + parseFloat(e.style.width || '0'), 0);"
+        "const t = c.querySelector('[data-role=figures]').textContent;"
+        "const m = t.match(/(\\d+)%/);"
+        "return [w, m ? parseFloat(m[1]) : -1];",
+        key,
+    )
+    return float(got[0]), float(got[1])
 
 
 #: what a WebDriver call raises when the live page re-rendered the element under it
@@ -132,7 +150,10 @@ def test_dashboard_install_progress_pause_resume_retry(
         first = _percent(driver, key)
         wait.until(lambda d: _percent(d, key) > first + 5)
         figures = _text(driver, f"{card} [data-role=figures]")
-        assert "MB/s" in figures and "ETA" in figures and "MiB" in figures, figures
+        assert "MiB/s" in figures and "ETA" in figures and "MiB" in figures, figures
+        # the percentage printed is how full the bar is drawn (in-flight bytes included)
+        bar_pct, text_pct = _bar_and_text(driver, key)
+        assert text_pct >= 0 and abs(bar_pct - text_pct) <= 1.0, (bar_pct, text_pct)
         assert "1 active" in _text(driver, "#total-text")
         assert "enc/encoder.bin" in _text(driver, f"{card} .files")
         screenshot(driver, "node-dashboard-progress.png")

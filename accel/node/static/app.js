@@ -28,13 +28,14 @@ function fmtBytes(n) {
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return (i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
 }
-function fmtRate(bps) { return bps ? (bps / 1e6).toFixed(1) + " MB/s" : "–"; }
+// The same figures as the CLI (accel/units.py): binary units, ETA as m:ss or h:mm:ss.
+function fmtRate(bps) { return fmtBytes(bps || 0) + "/s"; }
 function fmtEta(s) {
-  if (s === null || s === undefined || !isFinite(s)) return "–";
+  if (s === null || s === undefined || !isFinite(s)) return "-";
   s = Math.max(0, Math.round(s));
-  if (s < 60) return s + " s";
-  if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
-  return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  const two = (n) => String(n).padStart(2, "0");
+  if (s < 3600) return Math.floor(s / 60) + ":" + two(s % 60);
+  return Math.floor(s / 3600) + ":" + two(Math.floor((s % 3600) / 60)) + ":" + two(s % 60);
 }
 function pct(done, total) { return total ? Math.min(100, (100 * done) / total) : 0; }
 
@@ -61,10 +62,12 @@ async function post(path, body) {
 }
 
 function bar(state, done, total, inflight) {
-  // Verified bytes in the solid fill; bytes still in flight (not yet checked) in a pale tail.
-  const tail = Math.max(0, Math.min(100 - pct(done, total), pct(inflight || 0, total)));
+  // done counts every byte received (the figure printed beside the bar): the verified
+  // part in the solid fill, the part still in flight (not yet checked) in a pale tail,
+  // so the whole bar is as long as the percentage says.
+  const tail = Math.max(0, Math.min(pct(done, total), pct(inflight || 0, total)));
   return el("div", { class: "bar " + (state || "") },
-    el("div", { class: "fill", style: "width:" + pct(done, total).toFixed(1) + "%" }),
+    el("div", { class: "fill", style: "width:" + (pct(done, total) - tail).toFixed(1) + "%" }),
     tail > 0 ? el("div", { class: "inflight", style: "width:" + tail.toFixed(1) + "%" }) : null);
 }
 
