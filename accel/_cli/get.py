@@ -226,6 +226,9 @@ def handler(args: argparse.Namespace) -> int:
         run: Any = uvloop.run
     except ImportError:  # pragma: no cover
         run = asyncio.run
+    held = _held(opts["dest"])
+    if held is not None:
+        renderer.resuming(opts["dest"], *held)
     try:
         result = run(_main(opts, expected, renderer))
     except AccelError as exc:
@@ -235,6 +238,24 @@ def handler(args: argparse.Namespace) -> int:
         renderer.close()
     renderer.finished(result)
     return 0
+
+
+def _held(dest: Path) -> tuple[int, int] | None:
+    """(bytes kept, file size) from an earlier run's checkpoint, None if nothing is held.
+
+    The engine re-reads each recorded chunk before trusting it; this is what a rerun
+    starts from, said before it starts.
+    """
+    from accel.fetch.checkpoint import load_checkpoint, part_path
+
+    try:
+        cp = load_checkpoint(dest)
+        if cp is None or not part_path(dest).exists():
+            return None
+    except (AccelError, OSError):
+        return None
+    kept = min(cp.size, sum(c.end - c.start for c in cp.chunks))
+    return (kept, cp.size) if kept else None
 
 
 async def _main(opts: dict[str, Any], expected: Any, renderer: _Renderer) -> Any:
@@ -286,6 +307,9 @@ class _Renderer:
     def event(self, ev: Any) -> None:
         pass
 
+    def resuming(self, dest: Path, kept: int, size: int) -> None:
+        """A rerun: say what the earlier run left and what is still to fetch."""
+
     def failed(self, exc: AccelError) -> None:
         pass
 
@@ -314,6 +338,17 @@ class _JsonRenderer(_Renderer):
             eta_s=left,
         )
         _print_json(line)
+
+    def resuming(self, dest: Path, kept: int, size: int) -> None:
+        _print_json(
+            {
+                "event": "resuming",
+                "dest": str(dest),
+                "bytes_kept": kept,
+                "bytes_total": size,
+                "bytes_to_fetch": size - kept,
+            }
+        )
 
     def failed(self, exc: AccelError) -> None:
         _print_json({"event": "error", **exc.to_dict()})
@@ -364,6 +399,14 @@ class _LineRenderer(_Renderer):
         if ev.message:
             line += f" - {ev.message}"
         print(line, file=sys.stderr, flush=True)
+
+    def resuming(self, dest: Path, kept: int, size: int) -> None:
+        print(
+            f"resuming {dest.name}: {format_bytes(kept)} kept, "
+            f"{format_bytes(size - kept)} to fetch",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def finished(self, r: Any) -> None:
         rate = _run_rate(r)

@@ -26,6 +26,7 @@ __all__ = [
     "ProgressEvent",
     "ReadyEvent",
     "RemovedEvent",
+    "ResumeEvent",
     "StateEvent",
     "Subscription",
     "TotalProgress",
@@ -85,6 +86,24 @@ class StateEvent(BaseModel):
     update: bool = False
 
 
+class ResumeEvent(BaseModel):
+    """An install starts with bytes already held: what it keeps and what is left to fetch.
+
+    ``bytes_kept``: files finished by an earlier run plus the finished chunks of partial
+    files (their checkpoints); ``bytes_reused``: files linked or copied from installed
+    versions with the same content; ``bytes_to_fetch``: the rest.
+    """
+
+    type: Literal["resuming"] = "resuming"
+    model_id: str
+    version: str
+    bytes_total: int
+    bytes_kept: int
+    bytes_reused: int = 0
+    bytes_to_fetch: int
+    update: bool = False
+
+
 class ReadyEvent(BaseModel):
     """A version is installed, verified and usable at ``path``."""
 
@@ -95,6 +114,8 @@ class ReadyEvent(BaseModel):
     bytes_total: int = 0
     bytes_fetched: int = 0
     bytes_reused: int = 0
+    #: held from an earlier run (finished files and chunks) and not fetched again
+    bytes_kept: int = 0
     elapsed_s: float = 0.0
     #: new content swapped in at the same path (reload it)
     update: bool = False
@@ -134,7 +155,15 @@ class WarningEvent(BaseModel):
     version: str | None = None
 
 
-Event = ProgressEvent | StateEvent | ReadyEvent | FailedEvent | RemovedEvent | WarningEvent
+Event = (
+    ProgressEvent
+    | StateEvent
+    | ResumeEvent
+    | ReadyEvent
+    | FailedEvent
+    | RemovedEvent
+    | WarningEvent
+)
 
 
 class Subscription:

@@ -222,6 +222,8 @@ class VersionInstall:
     started: float = field(default_factory=time.monotonic)
     bytes_fetched: int = 0
     bytes_reused: int = 0
+    #: held from an earlier run when this one started (see :meth:`kept_bytes`)
+    bytes_kept: int = 0
     #: received bytes of the whole version over time (its speed figure)
     meter: RateMeter = field(default_factory=RateMeter)
     errors: dict[str, AccelError] = field(default_factory=dict)
@@ -391,6 +393,26 @@ class VersionInstall:
             with contextlib.suppress(OSError):
                 if final.stat().st_size == st.bytes_total and hash_file(final) == st.sha256:
                     st.state, st.bytes_done, st.error = "done", st.bytes_total, None
+
+    def kept_bytes(self) -> int:
+        """Bytes an earlier run left that this one keeps: files done, and the finished
+        chunks their checkpoints record for partial files (revalidated by the engine)."""
+        from accel.fetch.checkpoint import load_checkpoint
+
+        kept = 0
+        for run in self.files.values():
+            st = run.status
+            if st.state == "done":
+                kept += st.bytes_total
+                continue
+            dest = self.target / safe_relpath(st.path)
+            try:
+                cp = load_checkpoint(dest)
+            except (AccelError, OSError):
+                cp = None
+            if cp is not None and cp.size == st.bytes_total:
+                kept += min(st.bytes_total, sum(c.end - c.start for c in cp.chunks))
+        return kept
 
     def reuse_identical(self) -> None:
         """Hard-link (or copy) files whose content an installed version already has."""
@@ -629,5 +651,6 @@ def summarize(inst: VersionInstall) -> dict[str, Any]:
         "bytes_total": inst.bytes_total,
         "bytes_fetched": inst.bytes_fetched,
         "bytes_reused": inst.bytes_reused,
+        "bytes_kept": inst.bytes_kept,
         "elapsed_s": round(time.monotonic() - inst.started, 3),
     }

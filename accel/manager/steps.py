@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from accel.errors import InsufficientDiskSpaceError, ModelNotAvailableError
-from accel.manager.events import ReadyEvent
+from accel.manager.events import ReadyEvent, ResumeEvent
 from accel.manager.install import VersionInstall, summarize
 from accel.manager.locks import task_lock_name
 from accel.schema import FileError, VersionManifest
@@ -104,7 +104,20 @@ async def _install(runner: JobRunner, job: Job, inst: VersionInstall) -> Path:
     runner.publish_state(job, "downloading")
     log.info("installing %s (%d files)", job.key, len(inst.files), extra={"key": job.key})
     inst.adopt_finished()
+    inst.bytes_kept = inst.kept_bytes()
     inst.reuse_identical()
+    if inst.bytes_kept or inst.bytes_reused:
+        runner.events.publish(
+            ResumeEvent(
+                model_id=job.model_id,
+                version=job.version,
+                bytes_total=inst.bytes_total,
+                bytes_kept=inst.bytes_kept,
+                bytes_reused=inst.bytes_reused,
+                bytes_to_fetch=max(0, inst.bytes_total - inst.bytes_kept - inst.bytes_reused),
+                update=job.staged,
+            )
+        )
     try:
         inst.check_space()
     except InsufficientDiskSpaceError as exc:

@@ -146,8 +146,14 @@ def test_kill_9_then_rerun_fetches_only_the_rest(
     assert first_run < size
     r = run(*args[:1], slow.file_url("big.bin"), *args[2:], "--json")
     assert r.returncode == 0, r.stderr
-    done = json.loads(r.stdout.splitlines()[-1])
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    done = events[-1]
     assert done["resumed_bytes"] >= size // 3
+    # the rerun said what it resumed, before fetching, and its rate is over this run's bytes
+    resuming = next(e for e in events if e["event"] == "resuming")
+    assert resuming["bytes_kept"] >= size // 3 and resuming["bytes_total"] == size
+    assert resuming["bytes_kept"] + resuming["bytes_to_fetch"] == size
+    assert abs(done["speed_bps"] - done["bytes_fetched"] / done["elapsed_s"]) < 0.01 * size
     assert sha256_of(dest) == sha256_of(www / "big.bin")
     # Everything the origin sent over both runs: the file once, plus at most the chunks
     # that were in flight at the kill (4 connections x 1 MiB) and headers.

@@ -122,7 +122,7 @@ def test_total_is_the_sum_of_the_file_lines_and_the_eta_falls(
     code, frames = _run_under_pty(cmd, env)
     text = "\n".join(f for _, f in frames)
     assert code == 0, _ANSI.sub("", text)[-2000:]
-    assert "ready   p@1 -> " in text
+    assert "ready p@1 -> " in text
     size = 18 * mib + 3000
 
     # one sample every 0.5 s: the last whole frame drawn by then
@@ -199,3 +199,47 @@ def test_status_from_another_process_shows_the_bytes_received(
         proc.wait(timeout=60)
     assert proc.returncode == 0
     assert any(0 < b < 12 * mib for b in seen), seen
+
+
+def test_a_rerun_says_what_it_kept_and_rates_only_what_it_fetched(
+    store: Path, hub: StubHub, models_dir: Path
+) -> None:
+    """kill -9 mid-install, rerun: ``resuming r@1: X kept, Y to fetch``, then a ready line
+    whose rate is the bytes this run fetched over its time."""
+    mib = 1 << 20
+    publish(store, "r", "1", {"w.bin": 16 * mib, "done.json": 5000})
+    env = dict(os.environ, ACCEL_MODELS_DIR=str(models_dir), ACCEL_HUB=hub.url)
+    cmd = [sys.executable, "-m", "accel", "install", "r@1", "--quiet"]
+    proc = subprocess.Popen([*cmd, "--limit-rate", "4M"], env=env, stdout=subprocess.DEVNULL)
+    part = models_dir / "r" / "1" / "w.bin"
+    try:
+        from accel.fetch.checkpoint import load_checkpoint
+
+        deadline = time.monotonic() + 60
+        have = 0
+        while time.monotonic() < deadline and have < 4 * mib:
+            try:
+                cp = load_checkpoint(part)
+            except Exception:
+                cp = None
+            have = sum(c.end - c.start for c in cp.chunks) if cp else 0
+            time.sleep(0.05)
+        assert have >= 4 * mib, "the install never checkpointed 4 MiB"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    r = subprocess.run(cmd[:-1], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = re.search(rf"^resuming r@1: {_SIZE} kept, {_SIZE} to fetch$", r.stderr, re.M)
+    assert m is not None, r.stderr
+    kept, kept_err = _value(m.group(1), m.group(2))
+    left, left_err = _value(m.group(3), m.group(4))
+    assert kept >= 4 * mib and abs(kept + left - (16 * mib + 5000)) <= kept_err + left_err
+    ready = re.search(
+        rf"^ready r@1 -> .* \(fetched {_SIZE} in ([\d.]+) s, {_SIZE}/s; ", r.stderr, re.M
+    )
+    assert ready is not None, r.stderr
+    fetched, _ = _value(ready.group(1), ready.group(2))
+    rate, _ = _value(ready.group(4), ready.group(5))
+    assert fetched < 16 * mib - 2 * mib  # the kept chunks were not fetched again
+    assert abs(rate - fetched / float(ready.group(3))) <= 0.15 * rate
