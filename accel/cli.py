@@ -30,12 +30,19 @@ __all__ = ["build_parser", "main"]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+        # main() prints "accel: ": name the subcommand only, never "accel: accel: ..."
+        where = self.prog.removeprefix("accel").strip()
+        raise UsageError(
+            f"{where}: {message}" if where else message, hint=f"see `{self.prog} --help`"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every subcommand module found in ``accel._cli``."""
     parser = _Parser(prog="accel", description=__doc__.splitlines()[0] if __doc__ else None)
+    from accel import __version__
+
+    parser.add_argument("--version", action="version", version=f"accel {__version__}")
     parser.add_argument(
         "--debug",
         action="store_true",

@@ -44,6 +44,7 @@ Hierarchy::
     │   ├── ProtocolViolationError  wrong Content-Range, short body, length mismatch
     │   ├── StallError              no bytes (or too few) for the stall timeout
     │   └── IntegrityError          bytes do not match the expected digest or size
+    │       └── SizeMismatchError   the server's file is not the size expected (before any byte)
     ├── InsufficientDiskSpaceError  not enough free space (needed vs free), or ENOSPC/EDQUOT
     ├── LockTimeoutError            a lock holder stopped heartbeating
     ├── ModelNotAvailableError      get_model_path for a model that is not ready
@@ -87,6 +88,7 @@ __all__ = [
     "RangeNotSupportedError",
     "ReadOnlyError",
     "RemoteChangedError",
+    "SizeMismatchError",
     "StallError",
     "StoreBucketError",
     "StoreCredentialsError",
@@ -168,7 +170,7 @@ class NotFoundError(HubError):
     """The hub has no such model, version or file."""
 
     code = "not_found"
-    default_hint = "list what the hub has with `accel list --hub URL` or GET /api/models"
+    default_hint = "see what the hub has with `accel search`"
 
 
 class AuthError(HubError):
@@ -369,6 +371,20 @@ class IntegrityError(DownloadError):
     code = "checksum_mismatch"
     default_hint = (
         "the source is corrupt or changed; rerun to refetch, or report it to the hub owner"
+    )
+
+
+class SizeMismatchError(IntegrityError):
+    """The server's file has another size than expected, known before fetching a byte.
+
+    Not a corrupt transfer (a rerun gets the same answer): the expected size is wrong
+    (``--size``), or the file behind the URL is another one than the manifest describes.
+    """
+
+    code = "size_mismatch"
+    default_hint = (
+        "the expected size (--size, or the manifest's) is not the server's: check it, "
+        "or that the URL names the file you mean; a rerun gets the same answer"
     )
 
 

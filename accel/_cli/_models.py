@@ -8,15 +8,17 @@ display with a total line on a terminal, plain lines otherwise, NDJSON with ``--
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from accel._cli._paths import local_path_str
-from accel.errors import UsageError
+from accel.errors import NotADirectoryPathError, PathNotFoundError, UsageError, from_os_error
 from accel.meter import eta
 from accel.units import format_bytes, format_progress, format_rate
 
@@ -58,14 +60,22 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return model, version
 
 
-def manager_from(args: argparse.Namespace, *, need_hub: bool = False, **kw: Any) -> Any:
-    """A ModelManager for the parsed options (imported here: `accel --help` stays fast)."""
+def manager_from(
+    args: argparse.Namespace, *, need_hub: bool = False, existing: bool = False, **kw: Any
+) -> Any:
+    """A ModelManager for the parsed options (imported here: `accel --help` stays fast).
+
+    ``existing``: a command that only looks (status, list, verify, locks, path, remove)
+    refuses a models dir that does not exist, rather than creating it from a typo.
+    """
     from accel.manager import ModelManager
 
     if not args.models_dir:
         raise UsageError(
             "no models dir given", hint="pass --models-dir DIR or set ACCEL_MODELS_DIR"
         )
+    if existing:
+        _check_models_dir(Path(args.models_dir))
     hub = getattr(args, "hub", None)
     if need_hub and not hub:
         raise UsageError("no hub given", hint="pass --hub URL or set ACCEL_HUB")
@@ -77,6 +87,32 @@ def manager_from(args: argparse.Namespace, *, need_hub: bool = False, **kw: Any)
         hf_token=os.environ.get("HF_TOKEN") or None,
         **kw,
     )
+
+
+def _check_models_dir(path: Path) -> None:
+    """A models dir to read must exist: a typo is an error, not a new empty directory."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise PathNotFoundError(
+            f"no models dir at {path}",
+            hint="check --models-dir (or ACCEL_MODELS_DIR); `accel install` creates it",
+            path=str(path),
+            action="open",
+            errno=errno.ENOENT,
+            errno_name="ENOENT",
+        ) from None
+    except OSError as exc:
+        raise from_os_error(exc, action="open the models dir", path=path) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryPathError(
+            f"the models dir {path} is a file, not a directory",
+            hint="check --models-dir (or ACCEL_MODELS_DIR)",
+            path=str(path),
+            action="open",
+            errno=errno.ENOTDIR,
+            errno_name="ENOTDIR",
+        )
 
 
 def emit_json(obj: Any) -> None:

@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    mm = manager_from(args)
+    mm = manager_from(args, existing=True)
     try:
         for rec in mm.list_installed():
             if args.json:

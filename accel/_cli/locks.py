@@ -24,12 +24,15 @@ def register(subparsers: Any) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    mm = manager_from(args)  # start-up already cleans dead holders' records
+    mm = manager_from(args, existing=True)  # start-up already cleans dead holders' records
     try:
         if args.clean:
             for name, why in mm.cleanup_locks():
                 print(f"removed {name} ({why})")
-        for item in mm.lock_records():
+        records = mm.lock_records()
+        if not records and not args.json:
+            print(f"no locks held in {args.models_dir} (no install is running)")
+        for item in records:
             if args.json:
                 emit_json(item)
             elif item["status"] == "unreadable":

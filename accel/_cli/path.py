@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     model, version = split_ref(args.model)
-    mm = manager_from(args)
+    mm = manager_from(args, existing=True)
     try:
         print(mm.get_model_path(model, version))
     finally:

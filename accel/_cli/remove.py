@@ -20,13 +20,20 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     model, version = split_ref(args.model)
-    mm = manager_from(args)
+    mm = manager_from(args, existing=True)
     try:
         removed = mm.remove(model, version)
     finally:
         mm.close()
     if not removed:
-        raise ModelNotAvailableError(model, version, "not_installed")
+        shown = f"{model}@{version}" if version else model
+        raise ModelNotAvailableError(
+            model,
+            version,
+            "not_installed",
+            message=f"{shown} is not installed in {args.models_dir}: nothing to remove",
+            hint="`accel list` shows what is installed",
+        )
     for key in removed:
         print(f"removed {key}")
     return 0

@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     model, version = split_ref(args.model) if args.model else (None, None)
-    mm = manager_from(args)
+    mm = manager_from(args, existing=True)
     try:
         for rec in mm.status(model, version):
             if args.json:

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from accel._cli._models import add_common, emit_json, manager_from, split_ref
+from accel.errors import ModelNotAvailableError
 
 __all__ = ["register"]
 
@@ -19,19 +20,50 @@ def register(subparsers: Any) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    """Say what was found for every version asked about: ok, damaged (which files and
+    what was done with them), or not verified because it is not ready."""
     model, version = split_ref(args.model) if args.model else (None, None)
-    mm = manager_from(args)
+    mm = manager_from(args, existing=True)
     try:
+        records = mm.status(model, version)
         results = mm.verify(model, version)
     finally:
         mm.close()
-    damaged = 0
-    for key, bad in results.items():
-        damaged += len(bad)
+    if not records:
+        if model is not None:
+            shown = f"{model}@{version}" if version else model
+            raise ModelNotAvailableError(
+                model,
+                version,
+                "not_installed",
+                message=f"{shown} is not installed in {args.models_dir}: nothing to verify",
+                hint="`accel list` shows what is installed",
+            )
+        if not args.json:
+            print(f"nothing installed in {args.models_dir}: nothing to verify")
+        return 0
+    problems = 0
+    for rec in records:
+        key = f"{rec.model_id}@{rec.version}"
+        if key not in results:
+            problems += 1
+            why = f" [{rec.error.code}] {rec.error.message}" if rec.error is not None else ""
+            if args.json:
+                emit_json({"install": key, "ok": False, "state": rec.state, "verified": False})
+            else:
+                print(f"{key}: not verified: its state is {rec.state}{why}")
+                print(f"  `accel install {key}` finishes it, then verify again")
+            continue
+        bad = results[key]
+        problems += bool(bad)
         if args.json:
-            emit_json({"install": key, "ok": not bad, "damaged": bad})
+            emit_json({"install": key, "ok": not bad, "damaged": bad, "verified": True})
+        elif not bad:
+            print(f"{key}: ok ({len(rec.files)} files match their SHA256)")
         else:
-            print(f"{key}: {'ok' if not bad else 'DAMAGED ' + ', '.join(bad)}")
-    if damaged and not args.json:
-        print("run `accel install MODEL@VERSION` to fetch the damaged files again")
-    return 1 if damaged else 0
+            print(f"{key}: DAMAGED {len(bad)} of {len(rec.files)} files: {', '.join(bad)}")
+            print(
+                f"  deleted them and marked {key} error; `accel install {key}` fetches "
+                "just those files again"
+            )
+    return 1 if problems else 0

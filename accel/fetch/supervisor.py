@@ -35,6 +35,7 @@ from accel.errors import (
     InsufficientDiskSpaceError,
     IntegrityError,
     RemoteChangedError,
+    SizeMismatchError,
 )
 from accel.fetch.checkpoint import (
     Checkpoint,
@@ -485,7 +486,7 @@ class FileDownload(ChunkDriver):
         """Decide from the probe's answer: plan, resume or not, space, preallocate."""
         total = head.total
         if self.expected.size is not None and total is not None and total != self.expected.size:
-            raise IntegrityError(
+            raise SizeMismatchError(
                 f"{self.url}: the server has {total} bytes, expected {self.expected.size}",
                 url=self.url,
                 expected=self.expected.size,

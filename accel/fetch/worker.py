@@ -31,6 +31,7 @@ import os
 import ssl
 import threading
 import time
+import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin
@@ -616,5 +617,10 @@ def _translate(exc: BaseException, task: Task) -> Fail:
     if isinstance(exc, OSError):
         # Connect, reset, refused, DNS, TLS: the network's, so worth a retry.
         what = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, ConnectionRefusedError):
+            # not "finished chunks are kept": nothing was fetched, nothing listens there
+            host = urllib.parse.urlsplit(url).netloc
+            hint = f"nothing listens at {host}: check the URL, and that the server is running"
+            return Fail(DownloadError(f"{url}: {what}", url=url, hint=hint), retryable=True)
         return Fail(DownloadError(f"{url}: {what}", url=url), retryable=True)
     return Fail(DownloadError(f"{url}: {type(exc).__name__}: {exc}", url=url), retryable=False)

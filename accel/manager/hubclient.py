@@ -184,23 +184,47 @@ class HubClient:
 
     async def model(self, model_id: str, *, revalidate: bool = False) -> ModelInfo:
         """``GET /api/models/{id}``."""
-        return await self.get(
-            f"/api/models/{quote(model_id)}",
-            lambda body: parse_model_info(body, model_id),
-            what=f"catalog entry of {model_id}",
-            revalidate=revalidate,
-            model_id=model_id,
-        )
+        try:
+            return await self.get(
+                f"/api/models/{quote(model_id)}",
+                lambda body: parse_model_info(body, model_id),
+                what=f"catalog entry of {model_id}",
+                revalidate=revalidate,
+                model_id=model_id,
+            )
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"the hub at {self.hub_url} has no model {model_id!r}",
+                hint="see what it has with `accel search`",
+                url=exc.facts.get("url"),
+                status=404,
+            ) from exc
 
     async def manifest(self, model_id: str, version: str) -> VersionManifest:
-        """``GET /api/models/{id}/versions/{v}/manifest``, checked (see ``hubanswers.py``)."""
-        return await self.get(
-            f"/api/models/{quote(model_id)}/versions/{quote(version)}/manifest",
-            lambda body: parse_manifest(body, model_id, version),
-            what=f"manifest of {model_id}@{version}",
-            model_id=model_id,
-            version=version,
-        )
+        """``GET /api/models/{id}/versions/{v}/manifest``, checked (see ``hubanswers.py``).
+
+        An unknown version names the versions the hub has, never a URL path.
+        """
+        try:
+            return await self.get(
+                f"/api/models/{quote(model_id)}/versions/{quote(version)}/manifest",
+                lambda body: parse_manifest(body, model_id, version),
+                what=f"manifest of {model_id}@{version}",
+                model_id=model_id,
+                version=version,
+            )
+        except NotFoundError as exc:
+            info = await self.model(model_id)  # the model's own not-found if it is unknown
+            have = [v.version for v in info.versions]
+            raise NotFoundError(
+                f"the hub has no version {version!r} of {model_id}"
+                + (f" (it has {', '.join(have)})" if have else " (it has no versions)"),
+                hint=f"install one of them: `accel install {model_id}@{have[-1]}`"
+                if have
+                else "publish a version first",
+                url=exc.facts.get("url"),
+                status=404,
+            ) from exc
 
     async def ranking(self, limit: int) -> list[RankingEntry]:
         """``GET /api/model-usage/ranking?limit=N`` (never cached: it is a live count)."""

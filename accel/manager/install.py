@@ -43,6 +43,7 @@ from accel.errors import (
     DownloadError,
     InsufficientDiskSpaceError,
     NotFoundError,
+    SizeMismatchError,
     UnsafePathError,
 )
 from accel.manager.disk import check_space, disk_error, is_enospc, space_needed
@@ -86,7 +87,7 @@ _FLUSH_EVERY_S = 2.0
 _RECORD_AFTER_S = 0.5
 
 #: errors a retry of the same file cannot fix
-_FINAL = (AuthError, NotFoundError, InsufficientDiskSpaceError)
+_FINAL = (AuthError, NotFoundError, InsufficientDiskSpaceError, SizeMismatchError)
 
 
 class Downloader(Protocol):
