@@ -154,10 +154,13 @@ class Renderer:
         if self.tty:
             from rich.progress import BarColumn, Progress, TextColumn
 
+            # Redrawn after each event, never by rich's timer thread: a frame drawn
+            # between the version's update and the total's would not add up.
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TextColumn("{task.fields[figures]}"),
+                auto_refresh=False,
             )
             self._progress.start()
             self._total = self._progress.add_task("[bold]total", total=None, figures="")
@@ -182,6 +185,7 @@ class Renderer:
             return
         if self._progress is not None:
             self._rich(event)
+            self._progress.refresh()
         else:
             self._lines(event)
 
@@ -314,7 +318,7 @@ def resume_line(event: Any) -> str:
 def ready_line(event: Any) -> str:
     """``ready m@1 -> PATH (fetched 30.2 MiB in 6.1 s, 4.9 MiB/s; 28.1 MiB kept)``: the
     rate is over the bytes fetched by this run, not the version's size."""
-    how = f"fetched {format_bytes(event.bytes_fetched)} in {event.elapsed_s:.1f} s"
+    how = f"fetched {format_bytes(event.bytes_fetched)} in {event.elapsed_s:.2f} s"
     if event.bytes_fetched and event.elapsed_s > 0:
         how += f", {format_rate(event.bytes_fetched / event.elapsed_s)}"
     held = [

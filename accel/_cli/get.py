@@ -47,10 +47,40 @@ def register(subparsers: Any) -> None:
     p.add_argument("--file", metavar="PATH", help="the file's path inside --manifest")
     p.add_argument("--workers", metavar="N", help="worker processes (default: one per core)")
     p.add_argument(
-        "--connections", metavar="N|auto", default="auto", help="connections (default: auto)"
+        "--connections",
+        "-x",
+        "--max-connection-per-server",
+        "-s",
+        "--split",
+        dest="connections",
+        metavar="N|auto",
+        default="auto",
+        help="connections to the server (default: auto). aria2c's -x and -s are accepted "
+        "and both set this one number: accel splits by chunks, not per connection",
     )
-    p.add_argument("--chunk-size", metavar="SIZE", help="bytes per Range request (e.g. 8M)")
-    p.add_argument("--limit-rate", metavar="RATE", help="total rate cap (e.g. 25MB/s)")
+    p.add_argument(
+        "--chunk-size",
+        "-k",
+        "--min-split-size",
+        dest="chunk_size",
+        metavar="SIZE",
+        help="bytes per Range request, e.g. 8M (default: chosen from the size and connections)",
+    )
+    p.add_argument(
+        "--limit-rate",
+        "--max-download-limit",
+        dest="limit_rate",
+        metavar="RATE",
+        help="total rate cap in binary units: 25M = 25 MiB/s, 500K = 500 KiB/s; "
+        "25MB/s = 25,000,000 B/s (default: none)",
+    )
+    p.add_argument(
+        "-c",
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="accepted for curl/aria2c/wget habits: accel always resumes",
+    )
     p.add_argument(
         "--header",
         metavar="'K: V'",

@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit-rate", metavar="RATE", help="total bandwidth cap, e.g. 50M")
     p.add_argument("--max-parallel-files", type=int, default=3, metavar="N")
     p.add_argument("--workers", type=int, default=None, help="download worker processes")
-    p.add_argument("--quiet", action="store_true", help="print only failures and paths")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the paths")
     p.set_defaults(func=handler)
 
 

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--top", type=int, metavar="N", help="the N most requested models")
     add_common(p)
     p.add_argument("--limit-rate", metavar="RATE", help="total bandwidth cap, e.g. 50M")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
     p.set_defaults(func=handler)
 
 

@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
         help="install new default versions / changed files of installed models",
     )
     add_common(p)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
     p.set_defaults(func=handler)
 
 

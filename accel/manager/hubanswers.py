@@ -32,7 +32,14 @@ from accel.errors import BadManifestError, UnsafePathError
 from accel.manager.fsutil import safe_relpath, safe_segment
 from accel.schema import ModelInfo, RankingEntry, VersionManifest
 
-__all__ = ["decode", "field_name", "parse_manifest", "parse_model_info", "parse_ranking"]
+__all__ = [
+    "decode",
+    "field_name",
+    "parse_catalog",
+    "parse_manifest",
+    "parse_model_info",
+    "parse_ranking",
+]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -179,6 +186,15 @@ def parse_model_info(body: Any, model_id: str) -> ModelInfo:
                 what, exc.message, model_id=model_id, version=None, field="default_version"
             ) from exc
     return info
+
+
+def parse_catalog(body: Any) -> list[ModelInfo]:
+    """``GET /api/models``: a list of catalog entries."""
+    if not isinstance(body, list):
+        raise _bad("model catalog", "is not a list", model_id=None, version=None, field="")
+    return [
+        _validate(ModelInfo, item, "model catalog", model_id=None, version=None) for item in body
+    ]
 
 
 def parse_ranking(body: Any) -> list[RankingEntry]:

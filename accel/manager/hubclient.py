@@ -25,13 +25,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import portalocker
 
 from accel.errors import AuthError, BadManifestError, HubError, NotFoundError
 from accel.manager.fsutil import atomic_write_bytes
-from accel.manager.hubanswers import decode, parse_manifest, parse_model_info, parse_ranking
+from accel.manager.hubanswers import (
+    decode,
+    parse_catalog,
+    parse_manifest,
+    parse_model_info,
+    parse_ranking,
+)
 from accel.schema import ModelInfo, RankingEntry, VersionManifest
 
 __all__ = ["HubClient"]
@@ -225,6 +231,18 @@ class HubClient:
                 url=exc.facts.get("url"),
                 status=404,
             ) from exc
+
+    async def catalog(
+        self, task: str | None = None, language: str | None = None
+    ) -> list[ModelInfo]:
+        """``GET /api/models[?task=&language=]``: what the hub offers (never cached)."""
+        query = urlencode({k: v for k, v in (("task", task), ("language", language)) if v})
+        return await self.get(
+            "/api/models" + (f"?{query}" if query else ""),
+            parse_catalog,
+            what="model catalog",
+            cache=False,
+        )
 
     async def ranking(self, limit: int) -> list[RankingEntry]:
         """``GET /api/model-usage/ranking?limit=N`` (never cached: it is a live count)."""

@@ -147,7 +147,9 @@ def test_install_lines_when_not_a_tty(store: Path, hub: StubHub, models_dir: Pat
     assert r.stdout == f"{models_dir / 'm' / '1'}\n"  # stdout: the path alone
     lines = r.stderr.splitlines()
     assert "m@1: downloading" in lines
-    assert any(line.startswith(f"ready m@1 -> {models_dir / 'm' / '1'} (fetched ") for line in lines)
+    assert any(
+        line.startswith(f"ready m@1 -> {models_dir / 'm' / '1'} (fetched ") for line in lines
+    )
     assert any(" | total " in line and "ETA" in line for line in lines)
     assert "\x1b[" not in r.stderr  # no terminal control codes in a log
 
