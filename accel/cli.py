@@ -37,9 +37,30 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
+_DESCRIPTION = (
+    "accel: a fast, verified, resumable downloader (many connections per file) and a\n"
+    "model manager that installs model versions from a hub. Settings: flag > environment\n"
+    "> ~/.config/accel/config.toml > default (see `accel config`)."
+)
+_EXAMPLES = """examples:
+  accel search                         what the hub offers
+  accel pull whisper-small             install the default version, print its path
+  accel install m@1.0 --limit-rate 25M install at most 25 MiB/s
+  accel status                         every version: state, bytes, errors
+  accel get URL -x 8 -o file.bin       one file, 8 connections, resumable
+  accel completion bash                shell completion script
+
+`accel COMMAND --help` describes each command, with its defaults and an example."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every subcommand module found in ``accel._cli``."""
-    parser = _Parser(prog="accel", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="accel",
+        description=_DESCRIPTION,
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from accel import __version__
 
     parser.add_argument("--version", action="version", version=f"accel {__version__}")

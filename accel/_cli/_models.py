@@ -22,23 +22,37 @@ from accel.errors import NotADirectoryPathError, PathNotFoundError, UsageError, 
 from accel.meter import eta
 from accel.units import format_bytes, format_progress, format_rate
 
-__all__ = ["Renderer", "add_common", "emit_json", "manager_from", "split_ref"]
+__all__ = [
+    "Renderer",
+    "add_common",
+    "apply_settings",
+    "emit_json",
+    "manager_from",
+    "settings",
+    "split_ref",
+]
 
 
 def add_common(p: argparse.ArgumentParser, *, hub: bool = True, json_flag: bool = True) -> None:
-    """``--models-dir`` (and ``--hub``, ``--token``, ``--json``) with env defaults."""
+    """``--models-dir`` (and ``--hub``, ``--token``, ``--json``); unset flags are filled
+    from the environment, then the config file (:mod:`accel.config`, ``accel config``)."""
     p.add_argument(
         "--models-dir",
-        default=os.environ.get("ACCEL_MODELS_DIR"),
+        default=None,
         type=local_path_str,
-        help="models dir (default: $ACCEL_MODELS_DIR)",
+        help="where models are installed (default: $ACCEL_MODELS_DIR, the config file's "
+        "models_dir, else ~/.local/share/accel/models; /var/lib/accel/models as root)",
     )
     if hub:
         p.add_argument(
-            "--hub", default=os.environ.get("ACCEL_HUB"), help="hub URL (default: $ACCEL_HUB)"
+            "--hub",
+            default=None,
+            help="hub URL, e.g. http://127.0.0.1:8600 (default: $ACCEL_HUB, the config file's hub)",
         )
         p.add_argument(
-            "--token", default=os.environ.get("ACCEL_TOKEN"), help="hub token ($ACCEL_TOKEN)"
+            "--token",
+            default=None,
+            help="hub token (default: $ACCEL_TOKEN, the config file's token_file)",
         )
         p.add_argument(
             "--hf-endpoint",
@@ -48,6 +62,32 @@ def add_common(p: argparse.ArgumentParser, *, hub: bool = True, json_flag: bool 
         )
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output (NDJSON)")
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Each setting in effect with its source: flag > environment > config file > default."""
+    from accel.config import resolve
+
+    flags = {key: getattr(args, key, None) for key in ("hub", "models_dir", "limit_rate")}
+    return resolve(flags, os.environ)
+
+
+def apply_settings(args: argparse.Namespace) -> None:
+    """Fill the unset options of ``args`` from the environment and the config file."""
+    from accel.config import read_token
+
+    got = settings(args)
+    models_dir = got["models_dir"].value
+    args.models_dir = local_path_str(models_dir) if models_dir else None
+    if hasattr(args, "hub") or got["hub"].source != "unset":
+        args.hub = got["hub"].value
+    if getattr(args, "limit_rate", None) is None and got["limit_rate"].value is not None:
+        args.limit_rate = got["limit_rate"].value
+    if getattr(args, "token", None) is None:
+        token = os.environ.get("ACCEL_TOKEN") or None
+        if token is None and got["token_file"].value:
+            token = read_token(got["token_file"].value)
+        args.token = token
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -70,6 +110,9 @@ def manager_from(
     """
     from accel.manager import ModelManager
 
+    apply_settings(args)
+    if "limit_rate" in kw and kw["limit_rate"] is None:
+        kw["limit_rate"] = getattr(args, "limit_rate", None)
     if not args.models_dir:
         raise UsageError(
             "no models dir given", hint="pass --models-dir DIR or set ACCEL_MODELS_DIR"

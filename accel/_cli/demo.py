@@ -19,6 +19,7 @@ def register(subparsers: Any) -> None:
         description="Deterministic pseudo-random content: the same options always give the "
         "same bytes and checksums. Version 1.1.0 of each model shares files with 1.0.0.",
     )
+    p.epilog = "Example: accel demo-store ./store"
     p.add_argument("root", type=local_path, help="the hub store directory to publish into")
     p.add_argument(
         "--size-scale",

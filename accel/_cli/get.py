@@ -37,7 +37,8 @@ def register(subparsers: Any) -> None:
         description="Download URL into a file. Rerun the same command after an "
         "interruption: finished chunks are kept and only the rest is fetched.",
     )
-    p.add_argument("url", metavar="URL")
+    p.epilog = "Example: accel get https://example.org/model.bin -o model.bin -x 8 --limit-rate 25M --sha256 HEX"
+    p.add_argument("url", metavar="URL", help="http:// or https:// URL of the file")
     p.add_argument(
         "-o", "--output", metavar="PATH", type=local_path_str, help="file or directory to write"
     )

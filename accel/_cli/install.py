@@ -23,11 +23,23 @@ def register(subparsers: Any) -> None:
         "into the models dir. Rerunning resumes; files already installed in another "
         "version are linked, not downloaded.",
     )
-    p.add_argument("models", nargs="+", metavar="MODEL[@VERSION]")
+    p.epilog = "Example: accel install whisper-small@1.0 marian-zh-en --limit-rate 50M"
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL[@VERSION]",
+        help="models to install (default version: the hub's)",
+    )
     add_common(p)
     p.add_argument("--priority", type=int, default=0, help="queue priority (higher first)")
     p.add_argument("--limit-rate", metavar="RATE", help="total bandwidth cap, e.g. 50M")
-    p.add_argument("--max-parallel-files", type=int, default=3, metavar="N")
+    p.add_argument(
+        "--max-parallel-files",
+        type=int,
+        default=3,
+        metavar="N",
+        help="files of one version fetched at once (default: 3)",
+    )
     p.add_argument("--workers", type=int, default=None, help="download worker processes")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the paths")
     p.set_defaults(func=handler)

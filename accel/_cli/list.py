@@ -13,6 +13,10 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("list", help="list the installed (ready) model versions")
+    p.description = (
+        "List the installed model versions that are ready to use, with their size and path."
+    )
+    p.epilog = "Example: accel list"
     add_common(p, hub=False)
     p.set_defaults(func=handler)
 

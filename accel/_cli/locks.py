@@ -14,6 +14,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "locks", help="show install locks and their holders (--clean removes dead ones)"
     )
+    p.description = "Show the lock records of installs in the models dir: who holds each (pid, host) and how fresh its heartbeat is. --clean removes the records of dead holders."
+    p.epilog = "Example: accel locks --clean"
     add_common(p, hub=False)
     p.add_argument(
         "--clean",

@@ -13,7 +13,11 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("logs", help="export the models dir's logs for a bug report")
-    sub = p.add_subparsers(dest="logs_command", metavar="ACTION")
+    p.description = (
+        "Export the models dir's logs, registry and lock records as one tar.gz for a bug report."
+    )
+    p.epilog = "Example: accel logs export report.tar.gz"
+    sub = p.add_subparsers(dest="logs_command", metavar="ACTION", help="export")
     sub.required = True
     e = sub.add_parser("export", help="write logs, registry and lock records to FILE (tar.gz)")
     e.add_argument("file", type=local_path)

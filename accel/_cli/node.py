@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
         "events at /events, JSON control API under /api/. Stops gracefully on SIGTERM "
         "(downloads stay resumable and resume at the next start).",
     )
+    p.epilog = "Example: accel node --hub http://hub:8600 --models-dir /var/lib/accel/models --listen 127.0.0.1:8700"
     p.add_argument(
         "--models-dir",
         default=os.environ.get("ACCEL_MODELS_DIR"),
@@ -58,7 +59,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="install the hub's N most requested models (at start and on an interval)",
     )
-    p.add_argument("--preseed-interval", type=float, default=600.0, metavar="SECONDS")
+    p.add_argument(
+        "--preseed-interval",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how often to pre-seed the top models again (default: 600)",
+    )
     p.add_argument("--token", default=os.environ.get("ACCEL_TOKEN"), help="hub token")
     p.add_argument("--node-id", default=socket.gethostname(), help="this node's id in reports")
     p.add_argument(
@@ -67,9 +74,18 @@ def register(subparsers: Any) -> None:
         help="the job guard reports missing models but does not install them",
     )
     p.add_argument("--limit-rate", help="bandwidth cap for all downloads, e.g. 50M")
-    p.add_argument("--max-parallel-files", type=int, default=3)
     p.add_argument(
-        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--max-parallel-files",
+        type=int,
+        default=3,
+        help="files of one version at once (default: 3)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default: INFO)",
     )
     p.set_defaults(func=_run)
 

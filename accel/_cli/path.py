@@ -19,7 +19,9 @@ def register(subparsers: Any) -> None:
         "path",
         help="print the path of a ready model version (exit 1 with the reason otherwise)",
     )
-    p.add_argument("model", metavar="MODEL[@VERSION]")
+    p.description = "Print the directory of a ready model version on stdout (the hub's default version, or the newest ready one offline, unless VERSION is named); exit 1 with the reason when it is not ready."
+    p.epilog = 'Example: python app.py --model "$(accel path whisper-small)"'
+    p.add_argument("model", metavar="MODEL[@VERSION]", help="the model (and version)")
     add_common(p, hub=False, json_flag=False)
     p.set_defaults(func=handler)
 

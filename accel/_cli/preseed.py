@@ -20,7 +20,10 @@ def register(subparsers: Any) -> None:
         description="Install the hub's N most requested models (--top N), or the given "
         "MODEL[@VERSION]s, with one progress display.",
     )
-    p.add_argument("models", nargs="*", metavar="MODEL[@VERSION]")
+    p.epilog = "Example: accel preseed --top 5"
+    p.add_argument(
+        "models", nargs="*", metavar="MODEL[@VERSION]", help="these models (instead of --top N)"
+    )
     p.add_argument("--top", type=int, metavar="N", help="the N most requested models")
     add_common(p)
     p.add_argument("--limit-rate", metavar="RATE", help="total bandwidth cap, e.g. 50M")

@@ -13,7 +13,11 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("remove", help="remove installed model versions")
-    p.add_argument("model", metavar="MODEL[@VERSION]")
+    p.description = "Delete a model version (or every version of MODEL) from the models dir. Files shared by hard link with another version stay there."
+    p.epilog = "Example: accel remove whisper-small@1.0"
+    p.add_argument(
+        "model", metavar="MODEL[@VERSION]", help="a version, or MODEL alone for all its versions"
+    )
     add_common(p, hub=False, json_flag=False)
     p.set_defaults(func=handler)
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from accel._cli._models import emit_json
+from accel._cli._models import apply_settings, emit_json
 from accel.errors import UsageError
 from accel.units import format_bytes
 
@@ -34,17 +33,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--task", help="only models for this task (e.g. asr, translation)")
     p.add_argument("--language", help="only models for this language (e.g. zh)")
-    p.add_argument(
-        "--hub", default=os.environ.get("ACCEL_HUB"), help="hub URL (default: $ACCEL_HUB)"
-    )
-    p.add_argument(
-        "--token", default=os.environ.get("ACCEL_TOKEN"), help="hub token ($ACCEL_TOKEN)"
-    )
+    p.add_argument("--hub", help="hub URL (default: $ACCEL_HUB, the config file's hub)")
+    p.add_argument("--token", help="hub token (default: $ACCEL_TOKEN, the config's token_file)")
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
+    apply_settings(args)
     if not args.hub:
         raise UsageError("no hub given", hint="pass --hub URL or set ACCEL_HUB")
     from accel.manager.hubclient import HubClient

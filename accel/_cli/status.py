@@ -15,7 +15,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "status", help="state of every model version in the models dir (or of one)"
     )
-    p.add_argument("model", nargs="?", metavar="MODEL[@VERSION]")
+    p.description = "Print each model version's state (queued, downloading, paused, verifying, ready, error), bytes received and total, and its last error; for an install running now, live bytes, speed and ETA."
+    p.epilog = "Example: accel status whisper-small --json"
+    p.add_argument(
+        "model", nargs="?", metavar="MODEL[@VERSION]", help="only this model (default: all)"
+    )
     add_common(p, hub=False)
     p.set_defaults(func=handler)
 

@@ -16,6 +16,8 @@ def register(subparsers: Any) -> None:
         "update",
         help="install new default versions / changed files of installed models",
     )
+    p.description = "For each installed model: install the hub's new default version beside the old one (identical files are linked), and refetch only the files that changed in an installed version; the ready version stays usable until the new content is verified and swapped in."
+    p.epilog = "Example: accel update"
     add_common(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
     p.set_defaults(func=handler)

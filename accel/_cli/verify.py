@@ -14,7 +14,11 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("verify", help="re-hash installed files against their SHA256")
-    p.add_argument("model", nargs="?", metavar="MODEL[@VERSION]")
+    p.description = "Re-hash every file of ready versions against the manifest's SHA256. Damaged files are deleted and the version marked error, so `accel install` fetches just those again; exit 1 if any is damaged or not ready."
+    p.epilog = "Example: accel verify whisper-small@1.0"
+    p.add_argument(
+        "model", nargs="?", metavar="MODEL[@VERSION]", help="only this model (default: all)"
+    )
     add_common(p, hub=False)
     p.set_defaults(func=handler)
 

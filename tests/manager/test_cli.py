@@ -56,8 +56,13 @@ def test_path_exit_codes_and_reasons(store: Path, hub: StubHub, models_dir: Path
 def test_usage_errors_exit_2(models_dir: Path) -> None:
     env = _env(None, models_dir)
     env.pop("ACCEL_MODELS_DIR")
+    # no models dir given: the default one (here: none yet) is named, with the flag to use
+    env["XDG_DATA_HOME"] = str(models_dir / "xdg-data")
+    env["XDG_CONFIG_HOME"] = str(models_dir / "xdg-config")
     r = run(["path", "m"], env)
-    assert r.returncode == 2 and "--models-dir" in r.stderr
+    assert r.returncode == 1 and "--models-dir" in r.stderr
+    default = models_dir / "xdg-data" / "accel" / "models"
+    assert str(default if os.geteuid() else Path("/var/lib/accel/models")) in r.stderr
     r = run(["install", "m"], _env(None, models_dir))
     assert r.returncode == 2 and "ACCEL_HUB" in r.stderr
     r = run(["preseed"], _env(None, models_dir))
