@@ -101,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a reader gone (EPIPE) is handled below
         return code
     except UsageError as exc:
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            # a program reading --json output gets the usage error in the same schema
+            from accel._cli._models import emit_json
+
+            emit_json({"event": "error", **exc.to_dict()})
         print(f"accel: {exc}", file=sys.stderr)
         return 2
     except AccelError as exc:

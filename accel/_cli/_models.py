@@ -23,6 +23,7 @@ from accel.meter import eta
 from accel.units import format_bytes, format_progress, format_rate
 
 __all__ = [
+    "NDJSON_SCHEMA",
     "Renderer",
     "add_common",
     "apply_settings",
@@ -158,10 +159,19 @@ def _check_models_dir(path: Path) -> None:
         )
 
 
+#: the version of the NDJSON lines (`accel schema events` prints their JSON Schema)
+NDJSON_SCHEMA = 1
+
+
 def emit_json(obj: Any) -> None:
-    """One NDJSON line on stdout."""
+    """One NDJSON line on stdout, in the one schema: every line names its ``event`` and
+    carries ``schema``; a manager event keeps ``type`` (the same name) for older readers."""
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
+    if isinstance(obj, dict):
+        if "event" not in obj and "type" in obj:
+            obj = {"event": obj["type"], **obj}
+        obj.setdefault("schema", NDJSON_SCHEMA)
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
     sys.stdout.flush()
 
@@ -215,7 +225,8 @@ class Renderer:
 
     def __call__(self, event: Any) -> None:
         if self.as_json:
-            emit_json(event)
+            if not self.quiet or event.type == "failed":
+                emit_json(event)  # --json --quiet: results and errors only
             return
         if event.type == "failed" and self.failures:
             line = f"failed {_key(event)}: [{event.error.code}] {event.error.message}"

@@ -406,6 +406,9 @@ class _JsonRenderer(_Renderer):
 
 
 def _print_json(obj: dict[str, Any]) -> None:
+    from accel._cli._models import NDJSON_SCHEMA
+
+    obj.setdefault("schema", NDJSON_SCHEMA)
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 

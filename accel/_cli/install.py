@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from accel._cli._models import Renderer, add_common, emit_json, manager_from, split_ref
@@ -90,13 +91,29 @@ async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | Non
             if isinstance(result, AccelError):
                 failures += 1
                 if args.json:
-                    emit_json({"type": "error", "model": shown, **result.to_dict()})
+                    emit_json(
+                        {
+                            "type": "error",
+                            "model": shown,
+                            "model_id": model,
+                            "version": version,
+                            **result.to_dict(),
+                        }
+                    )
                 else:
                     print(f"accel: error [{result.code}]: {shown}: {result}", file=sys.stderr)
             elif isinstance(result, BaseException):
                 raise result
             elif args.json:
-                emit_json({"type": "result", "model": shown, "path": str(result)})
+                emit_json(
+                    {
+                        "type": "result",
+                        "model": shown,
+                        "model_id": model,
+                        "version": Path(result).name,
+                        "path": str(result),
+                    }
+                )
             else:
                 print(result)
     return 1 if failures else 0

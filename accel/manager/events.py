@@ -59,7 +59,9 @@ class TotalProgress(BaseModel):
 
 
 class ProgressEvent(BaseModel):
-    """Bytes, speed and ETA per file, for the model version, and in total."""
+    """Bytes, speed and ETA for the model version, in total, and per file for the files
+    that changed since the previous progress event of this version (all of them in the
+    first): a consumer keeps the last figures of each file by ``path``."""
 
     type: Literal["progress"] = "progress"
     model_id: str

@@ -111,6 +111,8 @@ class Job:
     #: an update of a ready version, staged beside it (see ``ModelManager.aupdate``)
     staged: bool = False
     last_emit: float = field(default=0.0)
+    #: per file, the (state, bytes done) last published: later events carry only changes
+    sent: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class JobRunner:
@@ -369,8 +371,20 @@ class JobRunner:
         if job.inst is None or (not force and now - job.last_emit < PROGRESS_EVERY_S):
             return
         job.last_emit = now
+        # Only the files that changed since the last event (a 121-file version would
+        # repeat ~15 KB per line otherwise); the first event of a job carries them all.
+        changed = {
+            path
+            for path, run in job.inst.files.items()
+            if job.sent.get(path) != (run.status.state, run.bytes_done)
+        }
+        for path in changed:
+            run = job.inst.files[path]
+            job.sent[path] = (run.status.state, run.bytes_done)
         self.events.publish(
-            progress_event(job.inst, total=self.total_progress(), update=job.staged)
+            progress_event(
+                job.inst, total=self.total_progress(), update=job.staged, now=now, files=changed
+            )
         )
 
     def total_progress(self) -> TotalProgress:

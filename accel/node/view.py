@@ -158,7 +158,10 @@ def _card(merged: Mapping[str, Any], prev: Mapping[str, Any]) -> dict[str, Any]:
             "removed": "removed",
             "progress": "downloading",
         }.get(str(event), prev.get("state"))
-    files = _files(merged) or prev.get("files", [])
+    # A progress event carries only the files that changed: merge them by path.
+    by_path = {f["path"]: f for f in prev.get("files", [])}
+    by_path.update({f["path"]: f for f in _files(merged)})
+    files = sorted(by_path.values(), key=lambda r: r["path"])
     done = _num(_first(merged, _DONE_KEYS))
     total = _num(_first(merged, _TOTAL_KEYS))
     if done is None and files and event != "ready":

@@ -39,7 +39,15 @@ def test_path_exit_codes_and_reasons(store: Path, hub: StubHub, models_dir: Path
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert {"progress", "ready", "result"} <= {line["type"] for line in lines}
-    assert lines[-1] == {"type": "result", "model": "m@1.0", "path": str(models_dir / "m" / "1.0")}
+    assert lines[-1] == {
+        "event": "result",
+        "type": "result",
+        "model": "m@1.0",
+        "model_id": "m",
+        "version": "1.0",
+        "path": str(models_dir / "m" / "1.0"),
+        "schema": 1,
+    }
     r = run(["path", "m@1.0"], env)
     assert r.returncode == 0 and r.stdout == f"{models_dir / 'm' / '1.0'}\n"
     assert run(["path", "m"], env).stdout.strip() == str(models_dir / "m" / "1.0")
