@@ -54,8 +54,13 @@ class HubInfo:
                     )
                 return 200, await r.json(), r.headers.get("ETag")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # In words, not aiohttp's ("ssl:default [Connect call failed ...]" for a
+            # plain-http hub); the library's text stays in the chained cause and the log.
             raise HubError(
-                f"cannot reach the hub at {self.hub_url}: {exc or type(exc).__name__}", url=url
+                f"Hub unreachable at {self.hub_url}",
+                hint="check that the hub is running and the node's --hub URL",
+                url=url,
+                reason=type(exc).__name__,
             ) from exc
 
     async def ranking(self, limit: int) -> list[RankingEntry]:

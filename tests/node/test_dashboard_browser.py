@@ -99,6 +99,30 @@ def _click(driver: Any, css: str) -> None:
     raise AssertionError(f"cannot click {css}")
 
 
+SCREENS = Path(__file__).resolve().parents[2] / "bench" / "screens"
+
+
+def _keep_for_readme(driver: Any, name: str, css: str) -> None:
+    """Save the page under bench/screens/ (the README shows it), once the element it is
+    about is laid out as a person would see it: visible, wide, and its text on a line."""
+    box = _js(
+        driver,
+        "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+        "return [r.width, r.height];",
+        css,
+    )
+    assert box[0] >= 300 and 40 <= box[1] <= 900, box
+    names = _js(
+        driver,
+        "return [...document.querySelectorAll('#ranking tbody tr td:nth-child(2) > div')]"
+        ".map(d => d.getBoundingClientRect().height)",
+    )
+    assert names and max(names) < 30, names  # a popular model's name does not wrap
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENS / name))
+    assert (SCREENS / name).stat().st_size > 10_000
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[NodeProcess, Path]]:
     store = tmp_path / "store"
@@ -156,7 +180,17 @@ def test_dashboard_install_progress_pause_resume_retry(
         assert text_pct >= 0 and abs(bar_pct - text_pct) <= 1.0, (bar_pct, text_pct)
         assert "1 active" in _text(driver, "#total-text")
         assert "enc/encoder.bin" in _text(driver, f"{card} .files")
+        # Files in flight have bars; the finished ones fold into one "N file(s) done" line.
+        wait.until(lambda d: "done" in _text(d, f"{card} [data-role=files-rest] summary"))
+        active_rows = _js(
+            driver,
+            "return document.querySelectorAll(arguments[0]).length",
+            f"{card} [data-role=files-active] .path",
+        )
+        assert active_rows <= 3, active_rows
+        assert "Priority" in _text(driver, f"{card} label.prio-label")
         screenshot(driver, "node-dashboard-progress.png")
+        _keep_for_readme(driver, "dashboard-install.png", card)
 
         # Pause keeps the bytes; nothing moves while paused; resume goes on to ready.
         _click(driver, f"{card} button[data-action=pause]")

@@ -71,13 +71,17 @@ function bar(state, done, total, inflight) {
     tail > 0 ? el("div", { class: "inflight", style: "width:" + tail.toFixed(1) + "%" }) : null);
 }
 
+// cards whose "N files done" list a person opened: kept open across re-renders
+const openRest = new Set();
+
 function renderCard(c) {
   const id = { model_id: c.model_id, version: c.version };
   const st = c.state || "unknown";
   const act = (name) => () => post("/api/" + name, id).catch(() => {});
   const inflight = st === "downloading" || st === "queued" || st === "verifying";
-  const prio = el("input", { class: "prio", type: "number", value: c.priority ?? 0,
-    title: "priority (higher first)", "data-role": "priority" });
+  const prioInput = el("input", { class: "prio", type: "number", value: c.priority ?? 0,
+    title: "priority (higher first)", "data-role": "priority", "aria-label": "priority" });
+  const prio = el("label", { class: "prio-label" }, "Priority ", prioInput);
   const figures = c.total
     ? `${fmtBytes(c.done)} / ${fmtBytes(c.total)} · ${pct(c.done, c.total).toFixed(0)}%` +
       (st === "downloading" ? ` · ${fmtRate(c.speed_bps)} · ETA ${fmtEta(c.eta_s)}` : "")
@@ -93,8 +97,8 @@ function renderCard(c) {
         st === "error" ? el("button", { class: "primary", "data-action": "retry", onclick: act("retry") }, "Retry") : null,
         inflight || st === "paused" ? prio : null,
         inflight || st === "paused" ? el("button", { "data-action": "priority", onclick: () =>
-          post("/api/priority", { ...id, priority: parseInt(prio.value || "0", 10) })
-            .then(() => toast("priority of " + c.model_id + " set to " + prio.value)).catch(() => {}) }, "Set") : null,
+          post("/api/priority", { ...id, priority: parseInt(prioInput.value || "0", 10) })
+            .then(() => toast("priority of " + c.model_id + " set to " + prioInput.value)).catch(() => {}) }, "Set") : null,
         st === "ready" || st === "error" || st === "paused"
           ? el("button", { "data-action": "remove", onclick: () => {
               if (confirm("Remove " + c.key + " from this node?")) act("remove")(); } }, "Remove") : null)),
@@ -122,14 +126,34 @@ function renderCard(c) {
       c.error.detail ? el("div", { class: "detail" }, c.error.detail) : null));
   }
   if (c.files && c.files.length && st !== "ready") {
-    const grid = el("div", { class: "files" });
-    for (const f of c.files) {
-      grid.append(el("span", { class: "path", title: f.path }, f.path),
-        bar(f.state || st, f.done, f.total, f.inflight),
-        el("span", { class: "figures" }, `${fmtBytes(f.done)} / ${fmtBytes(f.total)}` +
-          (f.speed_bps ? " · " + fmtRate(f.speed_bps) : "")));
+    // The files in flight, each with its bar; the others folded into one line
+    // ("118 files done, 2 waiting") that opens on a click and stays open.
+    const row = (grid, f) => grid.append(el("span", { class: "path", title: f.path }, f.path),
+      bar(f.state || st, f.done, f.total, f.inflight),
+      el("span", { class: "figures" }, `${fmtBytes(f.done)} / ${fmtBytes(f.total)}` +
+        (f.speed_bps ? " · " + fmtRate(f.speed_bps) : "")));
+    const active = c.files.filter((f) => f.state === "downloading");
+    const rest = c.files.filter((f) => f.state !== "downloading");
+    if (active.length) {
+      const grid = el("div", { class: "files", "data-role": "files-active" });
+      for (const f of active) row(grid, f);
+      card.append(grid);
     }
-    card.append(grid);
+    if (rest.length) {
+      const nDone = rest.filter((f) => f.state === "done").length;
+      const label = `${nDone} file${nDone === 1 ? "" : "s"} done` +
+        (rest.length > nDone ? `, ${rest.length - nDone} waiting` : "");
+      const det = el("details", { class: "files-rest", "data-role": "files-rest" },
+        el("summary", {}, label));
+      if (openRest.has(c.key)) det.open = true;
+      det.addEventListener("toggle", () => {
+        if (det.open) openRest.add(c.key); else openRest.delete(c.key);
+      });
+      const grid = el("div", { class: "files" });
+      for (const f of rest) row(grid, f);
+      det.append(grid);
+      card.append(det);
+    }
   }
   return card;
 }
