@@ -45,8 +45,12 @@ def test_scripts_demo_end_to_end(tmp_path: Path) -> None:
         check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "sha256 ok" in out.stdout
-    assert f"Downloaded models are in: {tmp_path / 'demo' / 'models'}" in out.stdout
+    # The demo's own steps, as a person types them: install, the rerun that says what
+    # it kept, and accel verify's verdict on both versions.
+    assert "$ accel install" in out.stdout and "$ accel verify" in out.stdout
+    assert "it says what it kept" in out.stdout
+    assert "whisper-small-zh@1.1.0: ok (" in out.stdout
+    assert "marian-zh-en@1.1.0: ok (" in out.stdout
     got = tmp_path / "demo/models/whisper-small-zh/1.1.0/encoder.onnx"
     assert (
         got.read_bytes()

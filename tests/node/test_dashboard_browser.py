@@ -140,7 +140,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[NodeProcess, Path]]:
             for _ in range(uses):
                 manifest = f"{hub.url}/api/models/{model_id}/versions/1.0/manifest"
                 urllib.request.urlopen(manifest, timeout=10).read()
-        with running_node(tmp_path / "models", hub.url, "--limit-rate", "8M") as node:
+        with running_node(tmp_path / "models", hub.url, "--limit-rate", "3M") as node:
             yield node, store
 
 

@@ -130,6 +130,7 @@ async def test_size_disagreeing_with_bytes_is_never_ready(tmp_path: Path, claime
     err, models = await attempt(tmp_path, [FakeFile("w.bin", data, size=claimed)])
     assert err is not None, "a file whose size disagrees with the manifest was accepted"
     assert err.code in (
+        "size_mismatch",
         "checksum_mismatch",
         "protocol_violation",
         "download_failed",
