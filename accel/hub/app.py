@@ -14,17 +14,16 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from accel.hub.catalog import Answer, Catalog
-from accel.hub.conditional import Representation, Request, evaluate
+from accel.hub.catalog import Catalog
 from accel.hub.hfapi import HF_LIST_PARAMS, hf_list_answer
 from accel.hub.hfapi import register as register_hf_api
+from accel.hub.jsonanswer import answer_response
 from accel.hub.openapi import OPENAPI_JSON
 from accel.hub.page import render_page
 from accel.hub.storage import Problem
@@ -101,20 +100,6 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(exc.status, code, exc.reason, headers)
 
 
-def _answer(request: web.Request, answer: Answer) -> web.Response:
-    headers = {"ETag": answer.etag, "Cache-Control": "no-cache"}
-    decision = evaluate(
-        Request.from_headers(request.method, request.headers.items()),
-        Representation(etag=answer.etag),
-        now=time.time(),
-    )
-    if decision.status == 304:
-        return web.Response(status=304, headers=headers)
-    if decision.status == 412:
-        raise Problem(412, "precondition_failed", f"the answer changed ({decision.field})", headers)
-    return web.Response(body=answer.body, content_type=_JSON, headers=headers)
-
-
 def _catalog(request: web.Request) -> Catalog:
     catalog = request.app[CATALOG]
     catalog.refresh()
@@ -126,7 +111,7 @@ async def _list_models(request: web.Request) -> web.Response:
     answer = _catalog(request).list_answer(q.get("task"), q.get("language"))
     if any(k in q for k in HF_LIST_PARAMS):  # HfApi().list_models(search=, author=, limit=)
         answer = hf_list_answer(answer, q)
-    return _answer(request, answer)
+    return answer_response(request, answer)
 
 
 async def _get_manifest(request: web.Request) -> web.Response:
@@ -139,7 +124,7 @@ async def _get_manifest(request: web.Request) -> web.Response:
         if catalog.model_answer(model_id) is None:
             raise Problem(404, "model_not_found", f"no model {model_id!r} on this hub")
         raise Problem(404, "version_not_found", f"model {model_id!r} has no version {version!r}")
-    response = _answer(request, answer)
+    response = answer_response(request, answer)
     # One install request = one manifest fetch; not awaited: counting never slows installs.
     # A 304 is not counted: the client holds this (immutable) manifest already, so its
     # install was counted when it got it; counting the revalidation would count a resume

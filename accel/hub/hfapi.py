@@ -24,7 +24,6 @@ but the usage count.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +33,8 @@ from aiohttp import web
 
 from accel.errors import UnsafePathError
 from accel.hub.catalog import Answer, Catalog
-from accel.hub.conditional import Representation, evaluate
-from accel.hub.conditional import Request as ConditionalRequest
 from accel.hub.hfview import commit_sha, repo_info, resolve_revision, tree_page
+from accel.hub.jsonanswer import answer_response
 from accel.hub.paths import check_relpath, split_raw_path
 from accel.hub.storage import Problem
 from accel.hub.usage import UsageCounter
@@ -159,10 +157,10 @@ async def _api_models(request: web.Request) -> web.StreamResponse:
         if info is None:
             raise _repo_not_found(repo)
         version = resolve_revision(info, None)
-        return _json(request, request.app[_ANSWERS].get(catalog, info, version))
+        return answer_response(request, request.app[_ANSWERS].get(catalog, info, version))
     if rest[0] == "revision" and len(raw) == used + 2:
         info, version = _lookup(catalog, repo, rest[1])
-        response = _json(request, request.app[_ANSWERS].get(catalog, info, version))
+        response = answer_response(request, request.app[_ANSWERS].get(catalog, info, version))
         if request.method == "GET" and response.status == 200:
             # Not awaited, as for a manifest fetch: counting never slows a download.
             request.app[_USAGE].count(info.id)
@@ -176,21 +174,6 @@ async def _api_models(request: web.Request) -> web.StreamResponse:
             raise Problem(400, "bad_path", "the tree path is not a clean relative path") from None
         return _tree(request, catalog, repo, rest[1], path)
     raise Problem(404, "not_found", "no such route")
-
-
-def _json(request: web.Request, answer: Answer) -> web.Response:
-    """A JSON answer with its strong ETag, held to ``If-None-Match``/``If-Match``."""
-    headers = {"ETag": answer.etag, "Cache-Control": "no-cache"}
-    decision = evaluate(
-        ConditionalRequest.from_headers(request.method, request.headers.items()),
-        Representation(etag=answer.etag),
-        now=time.time(),
-    )
-    if decision.status == 304:
-        return web.Response(status=304, headers=headers)
-    if decision.status == 412:
-        raise Problem(412, "precondition_failed", f"the answer changed ({decision.field})", headers)
-    return web.Response(body=answer.body, content_type=_JSON, headers=headers)
 
 
 def _tree(
