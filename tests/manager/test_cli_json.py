@@ -32,11 +32,14 @@ def test_install_json_lines_share_one_schema(store: Path, hub: StubHub, models_d
     progress = [line for line in lines if line["event"] == "progress"]
     assert len(progress) >= 3
     assert len(progress[0]["files"]) == 21  # the first carries every file ...
-    later = [len(p["files"]) for p in progress[1:]]
-    assert min(later) <= 2, later  # ... later ones only those that changed
-    last = {}
-    for p in progress:
-        last.update({f["path"]: f for f in p["files"]})
+    # ... later ones only those whose figures changed since the line before (how many
+    # that is depends on timing: under load ten small files can finish between lines).
+    last = {f["path"]: f for f in progress[0]["files"]}
+    for p in progress[1:]:
+        for f in p["files"]:
+            before = last[f["path"]]
+            assert (before["state"], before["bytes_done"]) != (f["state"], f["bytes_done"]), f
+            last[f["path"]] = f
     assert len(last) == 21 and all(f["bytes_done"] == f["bytes_total"] for f in last.values())
     assert lines[-1]["event"] == "result" and lines[-1]["version"] == "1"
 
