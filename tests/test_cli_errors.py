@@ -204,7 +204,10 @@ def test_logs_export_onto_a_directory_is_one_line_and_leaves_no_temp_file(
     assert _tree(tmp_path) == before
 
 
-SCHEMES = ["s3://bucket/x", "gs://bucket/x", "file:///tmp/x"]
+# FILE_URL stands for a file:// URL into the test's own temp dir (never a shared path
+# such as /tmp/x, which another process on the machine may create).
+FILE_URL = "file://TMP/x"
+SCHEMES = ["s3://bucket/x", "gs://bucket/x", FILE_URL]
 SCHEME_COMMANDS: dict[str, Callable[[str, Path], tuple[list[str], dict[str, str]]]] = {
     "publish-root": lambda u, d: (
         ["publish", str(d / "src.bin"), "--root", u, "--model", "m", "--version", "1"],
@@ -241,6 +244,9 @@ def test_a_scheme_root_is_unsupported_and_creates_nothing(
     command: str, url: str, tmp_path: Path
 ) -> None:
     (tmp_path / "src.bin").write_bytes(b"x" * 1000)
+    target = tmp_path / "target"
+    target.mkdir()
+    url = url.replace("TMP", str(target))
     args, extra_env = SCHEME_COMMANDS[command](url, tmp_path)
     before = _tree(tmp_path)
     env = dict(os.environ, **extra_env)
@@ -251,5 +257,4 @@ def test_a_scheme_root_is_unsupported_and_creates_nothing(
     )
     assert_one_error_line(r, "unsupported_scheme")
     assert url in r.stderr
-    assert _tree(tmp_path) == before
-    assert not Path("/tmp/x").exists() or url != "file:///tmp/x"
+    assert _tree(tmp_path) == before  # nothing made, at the URL's path (target/x) either
