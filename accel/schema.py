@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AnnounceAnswer",
     "ChunkDigests",
     "ErrorBody",
     "ErrorDetail",
@@ -28,6 +29,10 @@ __all__ = [
     "ManifestFile",
     "ModelInfo",
     "ModelNotAvailableMessage",
+    "PeerAnnounce",
+    "PeerEntry",
+    "PeerHolding",
+    "PeerList",
     "RankingEntry",
     "Registry",
     "UsageReport",
@@ -280,3 +285,51 @@ class LockRecord(_Model):
     created_at: float
     heartbeat_at: float
     timeout_s: float = Field(gt=0)
+
+
+#: a node id as a node announces it: one short token of letters, digits and ``._:-``
+NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class PeerHolding(_Model):
+    """One version a node holds, and how much of it (0..1 by bytes; 1 = whole, verified)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model_id: str = Field(max_length=300)
+    version: str = Field(max_length=128)
+    complete: float = Field(ge=0, le=1, strict=True)  # a number, not true/false
+
+
+class PeerAnnounce(_Model):
+    """Body of ``POST /api/peers/announce``: a node's heartbeat to the tracker. Each one
+    replaces the node's last; ``versions`` empty means it holds nothing (or leaves)."""
+
+    model_config = ConfigDict(extra="ignore")
+    node_id: str = Field(pattern=NODE_ID_PATTERN)
+    url: str = Field(pattern=r"^https?://[!-~]+$", max_length=2048)  # printable ASCII
+    zone: str = Field(default="", max_length=64)
+    versions: list[PeerHolding] = Field(default_factory=list, max_length=1000)
+
+
+class AnnounceAnswer(_Model):
+    """The tracker's answer to an announce: listed for ``ttl`` s, announce every
+    ``interval`` s."""
+
+    ttl: float
+    interval: float
+
+
+class PeerEntry(_Model):
+    """One peer in ``GET /api/models/{id}/versions/{v}/peers``."""
+
+    node_id: str
+    url: str
+    zone: str
+    complete: float
+
+
+class PeerList(_Model):
+    """``GET /api/models/{id}/versions/{v}/peers``: up to K live peers, same zone first."""
+
+    peers: list[PeerEntry]
+    ttl: float

@@ -11,7 +11,6 @@ constant time. Never imports the client side (fetch, manager).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,14 +19,18 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import ValidationError
 
+from accel.hub.bearer import bearer_matches
 from accel.hub.catalog import Catalog
 from accel.hub.hfapi import HF_LIST_PARAMS, hf_list_answer
 from accel.hub.hfapi import register as register_hf_api
 from accel.hub.jsonanswer import answer_response
 from accel.hub.openapi import OPENAPI_JSON
 from accel.hub.page import render_page
+from accel.hub.peerapi import is_peer_route
+from accel.hub.peerapi import register as register_peer_api
 from accel.hub.storage import Problem
 from accel.hub.stores import DirectoryStore, ModelStore, Sender
+from accel.hub.tracker import DEFAULT_TTL_S
 from accel.hub.usage import UsageCounter
 from accel.schema import UsageReport
 
@@ -66,22 +69,15 @@ def error_response(
     return web.Response(status=status, text=body, content_type=_JSON, headers=headers)
 
 
-def _authorized(request: web.Request, tokens: tuple[bytes, ...]) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    offered = given.strip().encode()
-    ok = False
-    for token in tokens:  # no early exit: the time taken does not say which token matched
-        ok |= hmac.compare_digest(offered, token)
-    return ok
-
-
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     tokens: tuple[bytes, ...] = request.app[_TOKENS]
-    if tokens and request.path not in _OPEN_PATHS and not _authorized(request, tokens):
+    if (
+        tokens
+        and request.path not in _OPEN_PATHS
+        and not is_peer_route(request)  # these check the fleet token (or ours) themselves
+        and not bearer_matches(request.headers, tokens)
+    ):
         return error_response(
             401,
             "unauthorized",
@@ -177,9 +173,16 @@ async def _page(request: web.Request) -> web.Response:
     return web.Response(text=render_page(catalog, ranking), content_type="text/html")
 
 
-def create_app(store: Path | ModelStore, *, tokens: Sequence[str] = ()) -> web.Application:
+def create_app(
+    store: Path | ModelStore,
+    *,
+    tokens: Sequence[str] = (),
+    peer_tokens: Sequence[str] = (),
+    peer_ttl: float = DEFAULT_TTL_S,
+) -> web.Application:
     """The hub over ``store`` (a directory or a :class:`ModelStore`); ``tokens`` non-empty
-    turns bearer auth on."""
+    turns bearer auth on; ``peer_tokens`` are the fleet's, for the peer tracker's routes
+    (announces are listed for ``peer_ttl`` seconds)."""
     backend = DirectoryStore(store) if isinstance(store, str | Path) else store
     backend.prepare()  # a store that cannot be used fails here, before anything listens
     catalog = Catalog(backend)
@@ -213,6 +216,14 @@ def create_app(store: Path | ModelStore, *, tokens: Sequence[str] = ()) -> web.A
     r.add_get("/api/model-usage/ranking", _ranking)
     r.add_post("/api/model-usage", _report_usage)
     r.add_get("/storage/{tail:.*}", _storage)  # add_get also answers HEAD
+    # before HF's /api/models/{tail}: /api/peers/announce, /api/models/.../peers
+    register_peer_api(
+        app,
+        catalog,
+        hub_tokens=app[_TOKENS],
+        peer_tokens=tuple(t.encode() for t in peer_tokens if t),
+        ttl=peer_ttl,
+    )
     # /api/models/{repo} (the seed's fields and HF's), HF's revision/tree/resolve routes
     register_hf_api(app, catalog, app[USAGE])
     return app

@@ -9,7 +9,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from accel.schema import ErrorBody, ModelInfo, RankingEntry, UsageReport, VersionManifest
+from accel.schema import (
+    AnnounceAnswer,
+    ErrorBody,
+    ModelInfo,
+    PeerAnnounce,
+    PeerList,
+    RankingEntry,
+    UsageReport,
+    VersionManifest,
+)
 
 __all__ = ["FILE_PATH_PATTERN", "NAME_PATTERN", "OPENAPI", "OPENAPI_JSON"]
 
@@ -392,4 +401,52 @@ _resolve = OPENAPI["paths"]["/{model_id}/resolve/{revision}/{file_path}"]
 _resolve["head"] = {**_resolve["get"], "summary": "headers of GET"}
 _storage = OPENAPI["paths"]["/storage/models/{model_id}/{version}/{file_path}"]
 _storage["head"] = {**_storage["get"], "summary": "headers of GET, no body"}
+
+# The peer tracker (accel/hub/peerapi.py): nodes announce, askers get up to K peers.
+for _model in (PeerAnnounce, AnnounceAnswer, PeerList):
+    _schema = _model.model_json_schema(ref_template="#/components/schemas/{model}")
+    OPENAPI["components"]["schemas"].update(_schema.pop("$defs", {}))
+    OPENAPI["components"]["schemas"][_model.__name__] = _schema
+_FLEET_ERRORS = {"401": _error("missing or wrong fleet token (or hub token)")}
+OPENAPI["paths"]["/api/peers/announce"] = {
+    "post": {
+        "summary": "a node's heartbeat: where it serves peers and what it holds (replaces "
+        "its last announce; listed for ttl seconds)",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("PeerAnnounce")}},
+        },
+        "responses": {
+            "200": _json(_ref("AnnounceAnswer"), "listed; announce again every interval s"),
+            "400": _error("malformed announce (code bad_request)"),
+            "413": _error("an announce of more than 2 MiB (code payload_too_large)"),
+            "503": _error("the tracker is full (code tracker_full)"),
+            **_FLEET_ERRORS,
+        },
+    }
+}
+OPENAPI["paths"]["/api/models/{model_id}/versions/{version}/peers"] = {
+    "get": {
+        "summary": "up to k live peers holding the version: the asker's zone first, "
+        "shuffled; never cached",
+        "parameters": [
+            _MODEL_ID,
+            _VERSION,
+            {"name": "zone", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "k",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+            },
+            {"name": "node_id", "in": "query", "required": False, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": _json(_ref("PeerList"), "peers"),
+            "400": _error("bad k (code bad_request)"),
+            "404": _error("no such version (code version_not_found)"),
+            **_FLEET_ERRORS,
+        },
+    }
+}
 OPENAPI_JSON = json.dumps(OPENAPI, indent=1).encode()

@@ -38,6 +38,9 @@ def test_every_route_is_described(tmp_path: Path) -> None:
                 "/api/models/{model_id}/versions/{version}/manifest"
             ],
             "/{org}/{name}/resolve/{tail}": ["/{model_id}/resolve/{revision}/{file_path}"],
+            "/api/models/{org}/{name}/versions/{version}/peers": [
+                "/api/models/{model_id}/versions/{version}/peers"
+            ],
         }
         for one in hf.get(path, [path]):
             if route.method != "HEAD" or one.startswith(("/storage", "/{model_id}/resolve")):

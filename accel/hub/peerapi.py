@@ -1,0 +1,137 @@
+"""The tracker's HTTP routes: nodes announce what they hold and ask whom to read from.
+
+``POST /api/peers/announce`` (a :class:`~accel.schema.PeerAnnounce`; answers the TTL and
+the interval to announce at) and ``GET /api/models/{id}/versions/{v}/peers?zone=&k=&node_id=``
+(a :class:`~accel.schema.PeerList`, never cached: the table changes every second). With
+a fleet token (``accel serve --peer-token``), these routes need it (or a hub token);
+without one they fall under the hub's own auth. Owns the HTTP edge of
+:mod:`accel.hub.tracker`, nothing else.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from accel.hub.bearer import bearer_matches
+from accel.hub.catalog import Catalog
+from accel.hub.storage import Problem
+from accel.hub.tracker import MAX_PEERS_ANSWERED, Tracker
+from accel.schema import AnnounceAnswer, PeerAnnounce, PeerEntry, PeerList
+
+__all__ = ["TRACKER", "is_peer_route", "register"]
+
+TRACKER = web.AppKey("tracker", Tracker)
+_PEER_TOKENS = web.AppKey("peer_tokens", tuple)
+_RNG = web.AppKey("peer_rng", random.Random)
+_ANNOUNCE = "/api/peers/announce"
+_NO_STORE = {"Cache-Control": "no-store"}
+#: an announce of 1,000 versions with the longest ids fits; the hub's 64 KiB cap would not
+MAX_ANNOUNCE_BYTES = 2 << 20
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_peer_route(request: web.Request) -> bool:
+    """True for the tracker's routes, which check the fleet token themselves when set."""
+    if not request.app[_PEER_TOKENS]:
+        return False
+    path = request.path
+    return path == _ANNOUNCE or (path.startswith("/api/models/") and path.endswith("/peers"))
+
+
+def _check_fleet_token(request: web.Request, hub_tokens: tuple[bytes, ...]) -> None:
+    tokens: tuple[bytes, ...] = request.app[_PEER_TOKENS]
+    if tokens and not bearer_matches(request.headers, tokens + hub_tokens):
+        raise Problem(
+            401,
+            "unauthorized",
+            "missing or wrong fleet token (accel node --peer-token)",
+            {"WWW-Authenticate": 'Bearer realm="accel-peers"'},
+        )
+
+
+async def _read_capped(request: web.Request) -> bytes:
+    """The body, up to :data:`MAX_ANNOUNCE_BYTES` (past it: 413)."""
+    if (request.content_length or 0) > MAX_ANNOUNCE_BYTES:
+        raise Problem(
+            413, "payload_too_large", f"an announce is at most {MAX_ANNOUNCE_BYTES} bytes"
+        )
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > MAX_ANNOUNCE_BYTES:
+            raise Problem(
+                413, "payload_too_large", f"an announce is at most {MAX_ANNOUNCE_BYTES} bytes"
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def register(
+    app: web.Application,
+    catalog: Catalog,
+    *,
+    hub_tokens: tuple[bytes, ...],
+    peer_tokens: tuple[bytes, ...],
+    ttl: float,
+) -> Tracker:
+    """Add the tracker's routes to ``app``; returns the live table."""
+    tracker = Tracker(ttl=ttl)
+    app[TRACKER] = tracker
+    app[_PEER_TOKENS] = peer_tokens
+    app[_RNG] = random.Random()
+
+    async def announce(request: web.Request) -> web.Response:
+        _check_fleet_token(request, hub_tokens)
+        try:
+            body = PeerAnnounce.model_validate_json(await _read_capped(request))
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
+            raise Problem(
+                400, "bad_request", f"the announce is malformed at {where}: see PeerAnnounce"
+            ) from None
+        holds = ((h.model_id, h.version, h.complete) for h in body.versions)
+        if not tracker.announce(body.node_id, body.url, body.zone, holds, now=time.monotonic()):
+            raise Problem(503, "tracker_full", "the tracker holds as many nodes as it may")
+        answer = AnnounceAnswer(ttl=tracker.ttl, interval=tracker.ttl / 3)
+        return web.json_response(answer.model_dump(), headers=_NO_STORE)
+
+    async def peers(request: web.Request) -> web.Response:
+        _check_fleet_token(request, hub_tokens)
+        m = request.match_info
+        model_id = f"{m['org']}/{m['name']}" if "org" in m else m["model_id"]
+        version = m["version"]
+        catalog.refresh()
+        if catalog.manifest_answer(model_id, version) is None:
+            raise Problem(404, "version_not_found", f"no version {version!r} of {model_id!r}")
+        raw_k = request.query.get("k", "10")
+        if not (raw_k.isascii() and raw_k.isdigit()) or not 1 <= int(raw_k) <= 1000:
+            raise Problem(400, "bad_request", "k must be an integer between 1 and 1000")
+        seen = tracker.peers(
+            model_id,
+            version,
+            zone=request.query.get("zone", ""),
+            k=min(int(raw_k), MAX_PEERS_ANSWERED),
+            exclude=request.query.get("node_id", ""),
+            now=time.monotonic(),
+            rng=request.app[_RNG],
+        )
+        answer = PeerList(
+            peers=[
+                PeerEntry(node_id=p.node_id, url=p.url, zone=p.zone, complete=p.complete)
+                for p in seen
+            ],
+            ttl=tracker.ttl,
+        )
+        return web.json_response(answer.model_dump(), headers=_NO_STORE)
+
+    app.router.add_post(_ANNOUNCE, announce)
+    app.router.add_get("/api/models/{model_id}/versions/{version}/peers", peers)
+    app.router.add_get("/api/models/{org}/{name}/versions/{version}/peers", peers)
+    return tracker
