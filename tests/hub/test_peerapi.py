@@ -4,6 +4,7 @@ announce, ask, the fleet token, malformed announces."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,14 @@ async def _calls(
         async with aiohttp.ClientSession() as s:
             for method, path, body, token in steps:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
-                data = (
+                raw = (
                     None
                     if body is None
-                    else (body if isinstance(body, bytes) else json.dumps(body).encode())
+                    else body
+                    if isinstance(body, bytes)
+                    else json.dumps(body).encode()
                 )
+                data = None if raw is None else io.BytesIO(raw)
                 async with s.request(
                     method, server.make_url(path), data=data, headers=headers
                 ) as r:
