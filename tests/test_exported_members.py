@@ -26,6 +26,7 @@ def test_public_api_is_curated_and_sorted() -> None:
         }
         - {"listener"}  # the HTTP listener limits shared by the hub and the node
         - {"modelid"}  # model ids (name, org/name) and their directory names, hub and node
+        - {"serving"}  # server-side HTTP rules shared by the hub and the peer server
     )
     assert not stray, stray
 

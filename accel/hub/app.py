@@ -2,7 +2,7 @@
 
 Owns the HTTP surface of DESIGN.md "Hub HTTP API". Catalog answers are bytes prepared
 by :class:`~accel.hub.catalog.Catalog` (one serialization per catalog change) sent with
-a strong ETag and held to RFC 9110's conditional headers (:mod:`accel.hub.conditional`:
+a strong ETag and held to RFC 9110's conditional headers (:mod:`accel.serving.conditional`:
 ``If-None-Match`` -> 304, ``If-Match`` -> 412). Every error leaves as
 ``{"error": {"code", "message", "status"}}``. With tokens configured, everything except
 ``/healthz`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``, compared in
@@ -19,7 +19,6 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import ValidationError
 
-from accel.hub.bearer import bearer_matches
 from accel.hub.catalog import Catalog
 from accel.hub.hfapi import HF_LIST_PARAMS, hf_list_answer
 from accel.hub.hfapi import register as register_hf_api
@@ -28,11 +27,12 @@ from accel.hub.openapi import OPENAPI_JSON
 from accel.hub.page import render_page
 from accel.hub.peerapi import is_peer_route
 from accel.hub.peerapi import register as register_peer_api
-from accel.hub.storage import Problem
 from accel.hub.stores import DirectoryStore, ModelStore, Sender
 from accel.hub.tracker import DEFAULT_TTL_S
 from accel.hub.usage import UsageCounter
 from accel.schema import UsageReport
+from accel.serving.bearer import bearer_matches
+from accel.serving.problem import Problem
 
 __all__ = ["CATALOG", "USAGE", "create_app"]
 

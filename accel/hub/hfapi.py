@@ -35,10 +35,10 @@ from accel.errors import UnsafePathError
 from accel.hub.catalog import Answer, Catalog
 from accel.hub.hfview import commit_sha, repo_info, resolve_revision, tree_page
 from accel.hub.jsonanswer import answer_response
-from accel.hub.paths import check_relpath, split_raw_path
 from accel.hub.storage import Problem
 from accel.hub.usage import UsageCounter
 from accel.schema import ModelInfo, VersionInfo
+from accel.serving.paths import check_relpath, split_raw_path
 
 __all__ = ["HF_LIST_PARAMS", "hf_list_answer", "register", "split_repo"]
 

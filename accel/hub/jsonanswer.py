@@ -11,8 +11,8 @@ import time
 from aiohttp import web
 
 from accel.hub.catalog import Answer
-from accel.hub.conditional import Representation, Request, evaluate
-from accel.hub.storage import Problem
+from accel.serving.conditional import Representation, Request, evaluate
+from accel.serving.problem import Problem
 
 __all__ = ["answer_response"]
 

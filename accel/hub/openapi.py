@@ -48,13 +48,13 @@ def _header(name: str, description: str) -> dict[str, Any]:
     }
 
 
-# RFC 9110 conditionals (accel.hub.conditional), the same rules on every route.
+# RFC 9110 conditionals (accel.serving.conditional), the same rules on every route.
 _INM = _header("If-None-Match", "ETags from earlier answers (weak comparison): 304 on a match")
 _IM = _header("If-Match", "ETags (strong comparison) or *: 412 when none matches")
 _IMS = _header("If-Modified-Since", "an HTTP-date: 304 when not modified since")
 _IUS = _header("If-Unmodified-Since", "an HTTP-date: 412 when modified since")
 _412 = _error("If-Match or If-Unmodified-Since did not hold (code precondition_failed)")
-# The hub's own rules (accel.hub.paths) written as JSON Schema patterns: ids and versions
+# The hub's own rules (accel.serving.paths) written as JSON Schema patterns: ids and versions
 # are what check_name accepts; a file path is what split_raw_path accepts, "/"-separated
 # segments without control characters or backslashes that are never "" or "." or "..".
 # A segment longer than a file name can be (255 UTF-8 bytes) is well formed but cannot be

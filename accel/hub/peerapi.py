@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from pydantic import ValidationError
 
-from accel.hub.bearer import bearer_matches
 from accel.hub.catalog import Catalog
-from accel.hub.storage import Problem
 from accel.hub.tracker import MAX_PEERS_ANSWERED, Tracker
 from accel.schema import AnnounceAnswer, PeerAnnounce, PeerEntry, PeerList
+from accel.serving.bearer import bearer_matches
+from accel.serving.problem import Problem
 
 __all__ = ["TRACKER", "is_peer_route", "register"]
 

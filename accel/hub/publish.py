@@ -24,10 +24,10 @@ import blake3
 import portalocker
 
 from accel.errors import PublishConflictError, UsageError
-from accel.hub.paths import check_name, check_relpath
 from accel.hub.store import ModelMeta, Store, atomic_write_bytes, fsync_dir
 from accel.modelid import check_model_id
 from accel.schema import ChunkDigests, ManifestFile, VersionManifest, version_checksum
+from accel.serving.paths import check_name, check_relpath
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "hash_file", "publish"]
 

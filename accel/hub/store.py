@@ -22,8 +22,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from accel.durable import atomic_write_bytes, fsync_dir
-from accel.hub.paths import check_name, check_relpath
 from accel.modelid import model_dir_name
+from accel.serving.paths import check_name, check_relpath
 
 __all__ = ["ModelMeta", "Store", "atomic_write_bytes", "fsync_dir"]
 

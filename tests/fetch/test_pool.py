@@ -92,9 +92,7 @@ def test_the_message_unions_cover_every_kind() -> None:
     assert set(m.FromWorker.__args__) == from_worker  # type: ignore[attr-defined]
 
 
-async def test_no_task_is_left_when_a_download_is_cancelled(
-    origin: Nginx, tmp_path: Path
-) -> None:
+async def test_no_task_is_left_when_a_download_is_cancelled(origin: Nginx, tmp_path: Path) -> None:
     async with Engine(workers=2, connections=4) as engine:
         t = asyncio.ensure_future(
             engine.download(origin.file_url("big.bin"), tmp_path / "b.bin", chunk_size=1 << 20)

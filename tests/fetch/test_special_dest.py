@@ -57,9 +57,7 @@ def test_get_into_a_device_streams_verified_and_keeps_the_device(
     assert stat.S_ISCHR(os.stat(dev).st_mode)
 
 
-async def test_a_fifo_receives_the_bytes_in_order(
-    origin: Nginx, www: Path, tmp_path: Path
-) -> None:
+async def test_a_fifo_receives_the_bytes_in_order(origin: Nginx, www: Path, tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = hashlib.sha256()

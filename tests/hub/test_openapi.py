@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from accel.errors import UnsafePathError
 from accel.hub.app import create_app
 from accel.hub.openapi import FILE_PATH_PATTERN, NAME_PATTERN, OPENAPI
-from accel.hub.paths import check_name, split_raw_path
+from accel.serving.paths import check_name, split_raw_path
 from tests.support.hub import RunningHub
 from tests.support.stfuzz import run_schemathesis
 

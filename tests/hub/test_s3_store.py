@@ -180,9 +180,7 @@ def test_a_killed_publish_leaves_no_version_and_a_rerun_resumes(
     assert "hub/models/m/model.json" not in keys
     # Which files the killed run finished (their receipts): under load the big one may
     # have finished too before the kill landed; the rerun must skip exactly these.
-    finished = {
-        k.rsplit("/", 1)[1] for k in keys if k.startswith("hub/models/m/1.0/.receipts/")
-    }
+    finished = {k.rsplit("/", 1)[1] for k in keys if k.startswith("hub/models/m/1.0/.receipts/")}
     assert "a-first.bin" in finished
     first = s3_bucket.client().head_object(
         Bucket=s3_bucket.name, Key="hub/models/m/1.0/files/a-first.bin"

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from accel.errors import ConfigError, UnsafePathError
-from accel.hub.paths import check_name
 from accel.hub.store import ModelMeta, Store
 from accel.hub.stores.base import GcReport, PublishRequest, Sender, StoredModel
 from accel.modelid import model_id_from_dir
 from accel.schema import VersionManifest
+from accel.serving.paths import check_name
 
 if TYPE_CHECKING:
     from accel.hub.catalog import Catalog

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from accel.errors import StoreError, UnsafePathError
-from accel.hub.paths import check_name, check_relpath
 from accel.hub.store import ModelMeta
 from accel.hub.stores.base import GcReport, PublishRequest, Sender, StoredModel
 from accel.hub.stores.s3client import S3Location, make_client, translate
 from accel.schema import VersionManifest
+from accel.serving.paths import check_name, check_relpath
 
 if TYPE_CHECKING:
     from accel.hub.catalog import Catalog

@@ -21,11 +21,11 @@ import blake3
 from pydantic import BaseModel, ValidationError
 
 from accel.errors import StoreError
-from accel.hub.paths import check_name, check_relpath
 from accel.hub.publish import _conflict, _entry, _manifest, _now, _Source, _sources, hash_file
 from accel.hub.store import ModelMeta
 from accel.hub.stores.base import PublishRequest
 from accel.schema import ManifestFile, VersionManifest
+from accel.serving.paths import check_name, check_relpath
 from accel.units import format_bytes
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 Owns the two ways a hub over a bucket answers for a file. Both look the file up in the
 catalog exactly as the directory store does (:func:`accel.hub.storage.find_listed_file`:
 same path rules, same 404) and decide conditionals and Range themselves with
-:mod:`accel.hub.conditional`, against the object's own validators (its S3 ETag and
+:mod:`accel.serving.conditional`, against the object's own validators (its S3 ETag and
 Last-Modified, from one HEAD per object): a client that learned them from the store
 and comes back to the hub for a fresh URL (its presigned URL expired) must be judged
 by the same ones. The ETag is a validator only; the checksum is ``X-Accel-Sha256``,
@@ -31,8 +31,8 @@ from yarl import URL
 
 from accel.errors import StoreError
 from accel.hub.catalog import Catalog
-from accel.hub.conditional import Decision, Representation, Request, evaluate, format_http_date
 from accel.hub.storage import ListedFile, Problem, find_listed_file
+from accel.serving.conditional import Decision, Representation, Request, evaluate, format_http_date
 
 if TYPE_CHECKING:
     from accel.hub.stores.s3 import S3Store

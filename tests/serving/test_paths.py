@@ -1,4 +1,4 @@
-"""accel.hub.paths: pure checks of ids, versions, manifest paths and raw URL tails."""
+"""accel.serving.paths: pure checks of ids, versions, manifest paths and raw URL tails."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from accel.errors import UnsafePathError
-from accel.hub.paths import check_name, check_relpath, split_raw_path
+from accel.serving.paths import check_name, check_relpath, split_raw_path
 
 
 @pytest.mark.parametrize("name", ["whisper-large-v3-zh", "1.0.0", "v2+cu121", "a", "A_b.c"])

@@ -1,4 +1,4 @@
-"""accel.hub.conditional: RFC 9110 conditionals and ranges as tables, without sockets.
+"""accel.serving.conditional: RFC 9110 conditionals and ranges as tables, without sockets.
 
 Each table row is one request against one representation; the grammar tables cover
 range-specs, entity-tag lists and the three HTTP-date formats, and the evaluation table
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import accel.hub.conditional as conditional
-from accel.hub.conditional import (
+import accel.serving.conditional as conditional
+from accel.serving.conditional import (
     ByteRange,
     Decision,
     EntityTag,
