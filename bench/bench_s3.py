@@ -1,8 +1,8 @@
 """The hub on S3-compatible object storage vs the directory hub, and accel vs boto3.
 
 ``--runs`` runs of each (default 3; the order rotated every run; medians), on loopback, with the test S3 server
-of ``tests/support/s3.py`` (SeaweedFS when ``weed`` is on PATH, else s3rver; or any S3
-via ``ACCEL_TEST_S3_ENDPOINT``):
+of ``tests/support/s3.py`` (SeaweedFS when ``weed`` is on PATH, else Ceph's RADOS Gateway
+on a one-node memstore cluster; or any S3 via ``ACCEL_TEST_S3_ENDPOINT``):
 
 - hub CPU per GiB delivered: ``accel get`` of the 1 GiB file through a redirect-mode S3
   hub vs through a directory-store hub (the hub's own CPU seconds over the run);

@@ -399,3 +399,20 @@ def run_accel(
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def main() -> None:
+    """``python -m tests.support.s3``: the tests' S3 server by hand, until Ctrl-C."""
+    import signal
+
+    with running_s3() as server:
+        print(f"# {server.kind} at {server.endpoint}; Ctrl-C stops it and removes its data")
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
+            print(f"export {k}={server.env()[k]}")
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    main()
