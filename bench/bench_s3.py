@@ -60,12 +60,23 @@ def settle() -> None:
     time.sleep(0.5)
 
 
+#: The S3 server's processes (set once it runs): their CPU is recorded with every command,
+#: since on a small machine the store's own per-byte cost shares the cores with the client.
+STORE: list[psutil.Process] = []
+
+
+def _store_cpu() -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in STORE)
+
+
 def timed(
     argv: list[str], env: dict[str, str], hub: psutil.Process | None = None
 ) -> dict[str, float]:
-    """Wall seconds, own CPU (the process tree) and the hub's CPU over one command."""
+    """Wall seconds, own CPU (the process tree), the hub's and the store's CPU over one
+    command."""
     settle()
     hub0 = sum(hub.cpu_times()[:2]) if hub is not None else 0.0
+    store0 = _store_cpu()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
@@ -77,6 +88,7 @@ def timed(
         "wall_s": round(wall, 3),
         "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3),
         "hub_cpu_s": round(sum(hub.cpu_times()[:2]) - hub0, 3) if hub is not None else 0.0,
+        "store_cpu_s": round(_store_cpu() - store0, 3),
         "stdout": r.stdout[-400:],  # type: ignore[dict-item]
     }
 
@@ -116,6 +128,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=3, help="runs of each tool, order rotated")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     DATA.mkdir(parents=True, exist_ok=True)
     src = DATA / ("src-quick" if args.quick else "src")
     files = spec(args.quick)
@@ -136,6 +149,7 @@ def main() -> int:
         publish(src, root, "big", "1", default=True)
         server = stack.enter_context(running_s3())
         results["server"] = server.kind
+        STORE.extend(psutil.Process(p.pid) for p in server.procs)
         name = f"bench-{os.getpid()}"
         server.client().create_bucket(Bucket=name)
         bucket = S3Bucket(server, name)
@@ -196,6 +210,10 @@ def main() -> int:
         "install_s3_vs_dir": round(med["install_s3_hub"] / med["install_dir_hub"], 3),
     }
     results["hub_cpu_s_per_gib"] = {"dir": round(cpu_dir, 3), "s3_redirect": round(cpu_s3, 4)}
+    results["store_cpu_s_median"] = {
+        k: statistics.median(r["store_cpu_s"] for r in v) for k, v in runs.items()
+    }
+    results["load_avg_start"] = load_start
     results["load_avg"] = os.getloadavg()
     (REPO / "bench" / "out").mkdir(exist_ok=True)
     (REPO / "bench" / "out" / "s3.json").write_text(json.dumps(results, indent=1))

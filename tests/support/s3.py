@@ -224,7 +224,7 @@ def _start_ceph_rgw(radosgw: str, data: Path) -> S3Server:
         )
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "CEPH_"))}
-    log = open(data / "log" / "daemons.out", "ab")  # noqa: SIM115 - lives as long as they do
+    log = open(data / "log" / "daemons.out", "ab")  # noqa: SIM115 - closed once they run
 
     def run(*cmd: str, timeout: float = 90) -> str:
         done = subprocess.run(
@@ -262,6 +262,8 @@ def _start_ceph_rgw(radosgw: str, data: Path) -> S3Server:
     except BaseException:
         _stop_procs(server)
         raise
+    finally:
+        log.close()  # each daemon writes to its own copy of the descriptor
     return server
 
 
