@@ -4,6 +4,7 @@ one-line errors, and ``accel gc``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,15 @@ import pytest
 from accel.hub.catalog import Catalog
 from accel.hub.stores import open_store
 from tests.support.hub import make_files
-from tests.support.s3 import REPO, S3Bucket, S3Server, run_accel, s3_bucket, s3_server
+from tests.support.s3 import (
+    REPO,
+    S3Bucket,
+    S3Server,
+    run_accel,
+    s3_bucket,
+    s3_server,
+    slow_uploads,
+)
 
 __all__ = ["s3_bucket", "s3_server"]  # fixtures used by this module
 
@@ -175,8 +184,8 @@ def test_same_content_again_is_a_no_op_other_content_is_refused(
     assert "Traceback" not in other.stderr
 
 
-def _start_publish(bucket: S3Bucket, src: Path) -> subprocess.Popen[str]:
-    env = dict(bucket.env, PYTHONPATH=str(REPO))
+def _start_publish(bucket: S3Bucket, src: Path, endpoint: str) -> subprocess.Popen[str]:
+    env = dict(bucket.env, PYTHONPATH=str(REPO), AWS_ENDPOINT_URL=endpoint)
     cmd = [sys.executable, "-m", "accel", "publish", str(src), "--root", f"{bucket.url}/hub",
            "--model", "m", "--version", "1.0"]  # fmt: skip
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -187,7 +196,12 @@ def test_a_killed_publish_leaves_no_version_and_a_rerun_resumes(
     s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_files(tmp_path / "src", {"a-first.bin": 3 * MiB, "b-big.bin": 96 * MiB, "c.txt": b"c"})
-    proc = _start_publish(s3_bucket, tmp_path / "src")
+    # Uploads paced at 16 MiB/s: the big file takes ~6 s, so the kill lands while it is
+    # under way (straight to RGW the whole publish could end between two listings).
+    slow = contextlib.ExitStack()
+    proc = _start_publish(
+        s3_bucket, tmp_path / "src", slow.enter_context(slow_uploads(s3_bucket.server, 16 * MiB))
+    )
     try:
         # Wait for the state to kill it in: the first file done, the big one under way.
         deadline = time.monotonic() + 60
@@ -205,6 +219,7 @@ def test_a_killed_publish_leaves_no_version_and_a_rerun_resumes(
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+        slow.close()
     keys = set(s3_bucket.object_keys("hub/"))
     assert "hub/models/m/1.0/manifest.json" not in keys
     assert "hub/models/m/model.json" not in keys

@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,7 +47,16 @@ from typing import Any
 
 import pytest
 
-__all__ = ["S3Bucket", "S3Hub", "S3Server", "run_accel", "running_s3_hub", "s3_bucket", "s3_server"]
+__all__ = [
+    "S3Bucket",
+    "S3Hub",
+    "S3Server",
+    "run_accel",
+    "running_s3_hub",
+    "s3_bucket",
+    "s3_server",
+    "slow_uploads",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -279,6 +289,65 @@ def _stop_procs(server: S3Server) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class _Pace:
+    """A byte budget shared by every connection: ``rate`` bytes a second in all."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            self._next = max(self._next, time.monotonic()) + n / self.rate
+            wait = self._next - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+
+@contextlib.contextmanager
+def slow_uploads(server: S3Server, rate: float) -> Iterator[str]:
+    """An endpoint in front of ``server`` that passes request bytes at ``rate`` bytes/s
+    in all (answers at full speed): a publish through it is still uploading when a test
+    wants it to be, however fast the server. A plain TCP relay, so the SigV4 signatures
+    (which cover the Host header the client sent) still hold."""
+    upstream = server.endpoint.removeprefix("http://").rsplit(":", 1)
+    pace = _Pace(rate)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def pump(src: socket.socket, dst: socket.socket, paced: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(64 * 1024):
+                if paced:
+                    pace.take(len(data))
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection((upstream[0], int(upstream[1])))
+            conns.extend((client, up))
+            threading.Thread(target=pump, args=(client, up, True), daemon=True).start()
+            threading.Thread(target=pump, args=(up, client, False), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.close()
 
 
 @contextlib.contextmanager
