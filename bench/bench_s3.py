@@ -170,6 +170,17 @@ def main() -> int:
             Params={"Bucket": name, "Key": "models/big/1/files/model.bin"},
             ExpiresIn=3600,
         )
+        # What each hub costs doing nothing (the S3 hub polls catalog.stamp every 2 s): a
+        # per-second cost, not a per-byte one, taken out for the net per-GiB figure.
+        idle_s = 20.0
+        settle()
+        idle0 = {"dir": sum(dir_proc.cpu_times()[:2]), "s3": sum(s3_proc.cpu_times()[:2])}
+        time.sleep(idle_s)
+        idle_rate = {
+            "dir": (sum(dir_proc.cpu_times()[:2]) - idle0["dir"]) / idle_s,
+            "s3": (sum(s3_proc.cpu_times()[:2]) - idle0["s3"]) / idle_s,
+        }
+        results["hub_idle_cpu_s_per_s"] = {k: round(v, 5) for k, v in idle_rate.items()}
         runs: dict[str, list[dict[str, float]]] = {}
         gets = {
             "get_dir_hub": (dir_hub.file_url("big", "1", "model.bin"), dir_proc),
@@ -210,6 +221,20 @@ def main() -> int:
         "install_s3_vs_dir": round(med["install_s3_hub"] / med["install_dir_hub"], 3),
     }
     results["hub_cpu_s_per_gib"] = {"dir": round(cpu_dir, 3), "s3_redirect": round(cpu_s3, 4)}
+
+    def net(tool: str, kind: str) -> float:
+        v = runs[tool]
+        spent = sum(r["hub_cpu_s"] - idle_rate[kind] * r["wall_s"] for r in v)
+        return max(0.0, spent) / (len(v) * gib)
+
+    net_dir, net_s3 = net("get_dir_hub", "dir"), net("get_s3_redirect", "s3")
+    results["hub_cpu_s_per_gib_net_of_idle"] = {
+        "dir": round(net_dir, 3),
+        "s3_redirect": round(net_s3, 4),
+    }
+    results["ratios"]["hub_cpu_per_gib_redirect_vs_dir_net_of_idle"] = (
+        round(net_s3 / net_dir, 4) if net_dir else None
+    )
     results["store_cpu_s_median"] = {
         k: statistics.median(r["store_cpu_s"] for r in v) for k, v in runs.items()
     }
