@@ -1,8 +1,8 @@
 """The hub on S3-compatible object storage vs the directory hub, and accel vs boto3.
 
 ``--runs`` runs of each (default 3; the order rotated every run; medians), on loopback, with the test S3 server
-of ``tests/support/s3.py`` (SeaweedFS when ``weed`` is on PATH, else s3rver; or any S3
-via ``ACCEL_TEST_S3_ENDPOINT``):
+of ``tests/support/s3.py`` (SeaweedFS when ``weed`` is on PATH, else Ceph's RADOS Gateway
+on a one-node memstore cluster; or any S3 via ``ACCEL_TEST_S3_ENDPOINT``):
 
 - hub CPU per GiB delivered: ``accel get`` of the 1 GiB file through a redirect-mode S3
   hub vs through a directory-store hub (the hub's own CPU seconds over the run);
@@ -60,12 +60,23 @@ def settle() -> None:
     time.sleep(0.5)
 
 
+#: The S3 server's processes (set once it runs): their CPU is recorded with every command,
+#: since on a small machine the store's own per-byte cost shares the cores with the client.
+STORE: list[psutil.Process] = []
+
+
+def _store_cpu() -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in STORE)
+
+
 def timed(
     argv: list[str], env: dict[str, str], hub: psutil.Process | None = None
 ) -> dict[str, float]:
-    """Wall seconds, own CPU (the process tree) and the hub's CPU over one command."""
+    """Wall seconds, own CPU (the process tree), the hub's and the store's CPU over one
+    command."""
     settle()
     hub0 = sum(hub.cpu_times()[:2]) if hub is not None else 0.0
+    store0 = _store_cpu()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
@@ -77,6 +88,7 @@ def timed(
         "wall_s": round(wall, 3),
         "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3),
         "hub_cpu_s": round(sum(hub.cpu_times()[:2]) - hub0, 3) if hub is not None else 0.0,
+        "store_cpu_s": round(_store_cpu() - store0, 3),
         "stdout": r.stdout[-400:],  # type: ignore[dict-item]
     }
 
@@ -116,6 +128,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=3, help="runs of each tool, order rotated")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     DATA.mkdir(parents=True, exist_ok=True)
     src = DATA / ("src-quick" if args.quick else "src")
     files = spec(args.quick)
@@ -136,6 +149,7 @@ def main() -> int:
         publish(src, root, "big", "1", default=True)
         server = stack.enter_context(running_s3())
         results["server"] = server.kind
+        STORE.extend(psutil.Process(p.pid) for p in server.procs)
         name = f"bench-{os.getpid()}"
         server.client().create_bucket(Bucket=name)
         bucket = S3Bucket(server, name)
@@ -156,6 +170,17 @@ def main() -> int:
             Params={"Bucket": name, "Key": "models/big/1/files/model.bin"},
             ExpiresIn=3600,
         )
+        # What each hub costs doing nothing (the S3 hub polls catalog.stamp every 2 s): a
+        # per-second cost, not a per-byte one, taken out for the net per-GiB figure.
+        idle_s = 20.0
+        settle()
+        idle0 = {"dir": sum(dir_proc.cpu_times()[:2]), "s3": sum(s3_proc.cpu_times()[:2])}
+        time.sleep(idle_s)
+        idle_rate = {
+            "dir": (sum(dir_proc.cpu_times()[:2]) - idle0["dir"]) / idle_s,
+            "s3": (sum(s3_proc.cpu_times()[:2]) - idle0["s3"]) / idle_s,
+        }
+        results["hub_idle_cpu_s_per_s"] = {k: round(v, 5) for k, v in idle_rate.items()}
         runs: dict[str, list[dict[str, float]]] = {}
         gets = {
             "get_dir_hub": (dir_hub.file_url("big", "1", "model.bin"), dir_proc),
@@ -196,6 +221,24 @@ def main() -> int:
         "install_s3_vs_dir": round(med["install_s3_hub"] / med["install_dir_hub"], 3),
     }
     results["hub_cpu_s_per_gib"] = {"dir": round(cpu_dir, 3), "s3_redirect": round(cpu_s3, 4)}
+
+    def net(tool: str, kind: str) -> float:
+        v = runs[tool]
+        spent = sum(r["hub_cpu_s"] - idle_rate[kind] * r["wall_s"] for r in v)
+        return max(0.0, spent) / (len(v) * gib)
+
+    net_dir, net_s3 = net("get_dir_hub", "dir"), net("get_s3_redirect", "s3")
+    results["hub_cpu_s_per_gib_net_of_idle"] = {
+        "dir": round(net_dir, 3),
+        "s3_redirect": round(net_s3, 4),
+    }
+    results["ratios"]["hub_cpu_per_gib_redirect_vs_dir_net_of_idle"] = (
+        round(net_s3 / net_dir, 4) if net_dir else None
+    )
+    results["store_cpu_s_median"] = {
+        k: statistics.median(r["store_cpu_s"] for r in v) for k, v in runs.items()
+    }
+    results["load_avg_start"] = load_start
     results["load_avg"] = os.getloadavg()
     (REPO / "bench" / "out").mkdir(exist_ok=True)
     (REPO / "bench" / "out" / "s3.json").write_text(json.dumps(results, indent=1))

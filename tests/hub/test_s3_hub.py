@@ -65,7 +65,7 @@ def test_install_through_a_redirect_hub_moves_no_file_byte_through_the_hub(
         # The catalog and manifest JSON only: not one file (the smallest is 1000 bytes, and
         # 24 MiB would not fit under this bound many times over).
         assert through_hub < 64 * 1024, through_hub
-        # s3rver answers 400 to a request with both a query signature and an
+        # RGW (like AWS) answers 400 to a request with both a query signature and an
         # Authorization header: the install worked, so the hub's token never reached it.
         # The install was counted, in SQLite under --state-dir.
         deadline = time.monotonic() + 10

@@ -8,6 +8,11 @@ Object layout (the same as the directory store's, under PREFIX)::
     models/<id>/<version>/.receipts/<path>    what a running publish already uploaded
     catalog.stamp                             rewritten by every publish
 
+where ``<id>`` is the model id's one directory name, as in the directory store:
+``org/name`` is ``org--name`` (:mod:`accel.modelid`), so a bucket and a directory tree
+of the same models hold the same names, and listing ``models/`` one level deep finds
+every model.
+
 Owns keeping the catalog in memory without a listing per request: a thread polls the
 stamp object every ``poll_s`` seconds and, when it changed, lists models and versions
 (one delimiter listing per model) and fetches only the manifests it has not seen
@@ -30,6 +35,7 @@ from accel.errors import StoreError, UnsafePathError
 from accel.hub.store import ModelMeta
 from accel.hub.stores.base import GcReport, PublishRequest, Sender, StoredModel
 from accel.hub.stores.s3client import S3Location, make_client, translate
+from accel.modelid import model_dir_name, model_id_from_dir
 from accel.schema import VersionManifest
 from accel.serving.paths import check_name, check_relpath
 
@@ -91,10 +97,16 @@ class S3Store:
     def key(self, *parts: str) -> str:
         return self.location.key(*parts)
 
+    def model_key(self, model_id: str, *parts: str) -> str:
+        """The key of ``parts`` under a model (``org/name`` -> ``models/org--name/...``)."""
+        return self.key("models", model_dir_name(model_id), *parts)
+
+    def version_key(self, model_id: str, version: str, *parts: str) -> str:
+        """The key of ``parts`` under a version of a model."""
+        return self.model_key(model_id, check_name(version, what="version"), *parts)
+
     def file_key(self, model_id: str, version: str, relpath: str) -> str:
-        check_name(model_id, what="model id")
-        check_name(version, what="version")
-        return self.key("models", model_id, version, "files", *check_relpath(relpath))
+        return self.version_key(model_id, version, "files", *check_relpath(relpath))
 
     def get_bytes(self, key: str) -> bytes | None:
         """An object's bytes, or None when there is no such key."""
@@ -199,9 +211,9 @@ class S3Store:
         self.check()
         keep: set[str] = {self.key("catalog.stamp")}
         for stored in self._scan():
-            keep.add(self.key("models", stored.model_id, "model.json"))
+            keep.add(self.model_key(stored.model_id, "model.json"))
             for m in stored.manifests:
-                keep.add(self.key("models", stored.model_id, m.version, "manifest.json"))
+                keep.add(self.version_key(stored.model_id, m.version, "manifest.json"))
                 for f in m.files:
                     keep.add(self.file_key(stored.model_id, m.version, f.path))
         report = GcReport()
@@ -250,7 +262,7 @@ class S3Store:
         for mp in sorted(model_prefixes):
             model_id = mp[len(self.key("models/")) :].rstrip("/")
             try:
-                check_name(model_id)
+                model_id = model_id_from_dir(model_id)  # org--name -> org/name
                 raw = self.get_bytes(mp + "model.json")
                 if raw is None:
                     continue  # a publish that crashed before model.json: nothing to show

@@ -24,6 +24,7 @@ from accel.errors import StoreError
 from accel.hub.publish import _conflict, _entry, _manifest, _now, _Source, _sources, hash_file
 from accel.hub.store import ModelMeta
 from accel.hub.stores.base import PublishRequest
+from accel.modelid import check_model_id
 from accel.schema import ManifestFile, VersionManifest
 from accel.serving.paths import check_name, check_relpath
 from accel.units import format_bytes
@@ -93,12 +94,12 @@ class HashingReader:
 
 def publish_to_s3(store: S3Store, req: PublishRequest) -> VersionManifest:
     """Publish ``req.src`` as ``req.model_id@req.version`` into ``store`` (see module doc)."""
-    check_name(req.model_id, what="model id")
+    check_model_id(req.model_id)
     check_name(req.version, what="version")
     sources = _sources(req.src)
     store.check()
     say = req.progress or (lambda line: None)
-    manifest_key = store.key("models", req.model_id, req.version, "manifest.json")
+    manifest_key = store.version_key(req.model_id, req.version, "manifest.json")
     existing = store.get_bytes(manifest_key)
     if existing is not None:
         manifest = _same_or_conflict(existing, sources, req)
@@ -121,7 +122,7 @@ def publish_to_s3(store: S3Store, req: PublishRequest) -> VersionManifest:
 
 
 def _receipt_key(store: S3Store, req: PublishRequest, relpath: str) -> str:
-    return store.key("models", req.model_id, req.version, ".receipts", *check_relpath(relpath))
+    return store.version_key(req.model_id, req.version, ".receipts", *check_relpath(relpath))
 
 
 def _upload_one(store: S3Store, req: PublishRequest, s: _Source, say: Any) -> ManifestFile:
@@ -203,7 +204,7 @@ def _write_model_meta(store: S3Store, req: PublishRequest) -> None:
     # Read-modify-write without a lock: S3 has none. Two publishers of one model's
     # metadata at once may lose one's name/task update (never a version: manifests are
     # separate objects, and the catalog lists versions, not model.json).
-    key = store.key("models", req.model_id, "model.json")
+    key = store.model_key(req.model_id, "model.json")
     raw = store.get_bytes(key)
     meta = (
         ModelMeta.model_validate_json(raw)
@@ -222,7 +223,7 @@ def _write_model_meta(store: S3Store, req: PublishRequest) -> None:
 
 
 def _drop_receipts(store: S3Store, req: PublishRequest) -> None:
-    prefix = store.key("models", req.model_id, req.version, ".receipts/")
+    prefix = store.version_key(req.model_id, req.version, ".receipts") + "/"
     try:
         keys = [{"Key": o["Key"]} for o in store.list_all(prefix)]
         for i in range(0, len(keys), 1000):
