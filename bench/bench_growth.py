@@ -85,7 +85,9 @@ def install_accel(hub_url: str, model: str, work: Path) -> tuple[float, float]:
     return r.wall, r.cpu
 
 
-def install_aria2c(hub_url: str, model: str, files: dict[str, str], work: Path) -> tuple[float, float]:
+def install_aria2c(
+    hub_url: str, model: str, files: dict[str, str], work: Path
+) -> tuple[float, float]:
     out = work / "aria2"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -220,7 +222,9 @@ def ensure_hub_stores(sizes: list[int]) -> dict[int, Path]:
     stamp = base / ".complete"
     if not stamp.exists():
         base.mkdir(parents=True, exist_ok=True)
-        have = {p.name for p in (base / "models").glob("m*")} if (base / "models").exists() else set()
+        have = (
+            {p.name for p in (base / "models").glob("m*")} if (base / "models").exists() else set()
+        )
         for i in range(biggest):
             if f"m{i:05d}" not in have:
                 publish_model(base, f"m{i:05d}", "1", {"config.json": 200 + i % 50,
@@ -250,7 +254,9 @@ def wrk(url: str, duration: int) -> tuple[float, float]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m is None or rps is None or "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk:\n{out}")
-    return float(rps.group(1)), float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    return float(rps.group(1)), float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[
+        m.group(2)
+    ]
 
 
 def bench_hub(sizes: list[int], duration: int, rounds: int) -> dict[str, Any]:
