@@ -1,0 +1,89 @@
+"""Per-file cost of an install: no work per progress event that grows with the file count.
+
+Issue 15: an install of 10,000 files must cost the same per file as one of 100 (no
+O(n^2) in registry writes, lock records, events or progress). Each progress event of one
+file used to sum the bytes of every file of the version (for its speed meter): 4.3
+million sums for a version of 1,000 files, minutes for 10,000. The count here is of
+those per-file evaluations, so it holds whatever the machine's load.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from accel.fetch.types import ProgressEvent
+from accel.manager.install import FileRun, VersionInstall
+from accel.manager.locks import LockSpace
+from accel.manager.registry import RegistryStore
+from accel.schema import FileStatus, ManifestFile, VersionManifest
+
+
+def _install(tmp_path: Path, n: int) -> VersionInstall:
+    files = [
+        ManifestFile(path=f"f{i:05d}.bin", size_bytes=16384, sha256=f"{i:064x}") for i in range(n)
+    ]
+    manifest = VersionManifest(
+        model_id="many",
+        version="1",
+        size_bytes=16384 * n,
+        files=files,
+        checksum_sha256="0" * 64,
+        updated_at="2026-01-01T00:00:00Z",
+    )
+    inst = VersionInstall(
+        models_dir=tmp_path,
+        registry=RegistryStore(tmp_path),
+        locks=LockSpace(tmp_path / ".accel" / "locks"),
+        engine=None,  # type: ignore[arg-type]  # no download here: only progress events
+        url_of=lambda p: f"http://127.0.0.1:9/{p}",
+        manifest=manifest,
+        priority=0,
+        max_parallel_files=3,
+        file_retries=1,
+        on_change=lambda _inst: None,
+    )
+    inst.files = {
+        f.path: FileRun(FileStatus(path=f.path, bytes_total=f.size_bytes, sha256=f.sha256))
+        for f in files
+    }
+    inst._flush_at = time.monotonic() + 3600  # no registry flush during the count
+    return inst
+
+
+@pytest.mark.parametrize("n", [100, 2000])
+async def test_a_progress_event_does_not_visit_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    inst = _install(tmp_path, n)
+    visits = 0
+    real = FileRun.bytes_done.fget
+    assert real is not None
+
+    def counted(self: FileRun) -> int:
+        nonlocal visits
+        visits += 1
+        return real(self)
+
+    monkeypatch.setattr(FileRun, "bytes_done", property(counted))
+    runs = list(inst.files.values())
+    events = 0
+    t0 = time.monotonic()
+    for i, run in enumerate(runs[:200]):
+        run.status.state = "downloading"
+        for committed in (0, 8192, 16384):
+            inst._on_progress(
+                run,
+                ProgressEvent(
+                    "progress", url=f"u{i}", dest=tmp_path / "x", total=16384, committed=committed
+                ),
+            )
+            events += 1
+    elapsed = time.monotonic() - t0
+    # One speed sample (a visit of every file) per _METER_EVERY_S at most, plus a visit
+    # or two of the event's own file: before, each of the 600 events visited all n files.
+    samples = 2 + elapsed / 0.1  # install._METER_EVERY_S
+    bound = events * 2 + n * samples
+    assert visits <= bound, f"{visits} file visits for {events} events of a {n}-file version"
