@@ -72,6 +72,7 @@ __all__ = [
     "find_reusable",
     "hash_file",
     "link_or_copy",
+    "reusable_index",
     "summarize",
 ]
 
@@ -122,18 +123,36 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def find_reusable(reg: Registry, models_dir: Path, sha256: str, size: int) -> Path | None:
-    """A finished file with this content anywhere in the registry, if it is still on disk."""
+def reusable_index(reg: Registry) -> dict[str, list[Path]]:
+    """Every finished file the registry records, by SHA256 (in registry order).
+
+    Built once per pass over a version's files: looking each file up by scanning every
+    record made an install of n files O(n^2) (its own record holds n files).
+    """
+    index: dict[str, list[Path]] = {}
     for key, rec in reg.installs.items():
         staged = reg.updates.get(key)
         if staged is not None and staged.swap_ino is not None:
             continue  # mid-swap: its directory may hold the old content or the new
         for f in rec.files:
-            if f.sha256 == sha256 and f.state == "done":
-                path = Path(rec.path) / f.path
-                with contextlib.suppress(OSError):
-                    if path.stat().st_size == size:
-                        return path
+            if f.state == "done":
+                index.setdefault(f.sha256, []).append(Path(rec.path) / f.path)
+    return index
+
+
+def find_reusable(
+    reg: Registry,
+    models_dir: Path,
+    sha256: str,
+    size: int,
+    index: Mapping[str, list[Path]] | None = None,
+) -> Path | None:
+    """A finished file with this content anywhere in the registry, if it is still on disk
+    (``index``: :func:`reusable_index` of ``reg``, when the caller looks up many)."""
+    for path in (reusable_index(reg) if index is None else index).get(sha256, ()):
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == size:
+                return path
     return None
 
 
@@ -425,11 +444,12 @@ class VersionInstall:
     def reuse_identical(self) -> None:
         """Hard-link (or copy) files whose content an installed version already has."""
         reg = self.registry.read()
+        index = reusable_index(reg)
         for run in self.files.values():
             st = run.status
             if st.state == "done":
                 continue
-            src = find_reusable(reg, self.models_dir, st.sha256, st.bytes_total)
+            src = find_reusable(reg, self.models_dir, st.sha256, st.bytes_total, index)
             if src is None:
                 continue
             dest = self.target / safe_relpath(st.path)

@@ -18,7 +18,7 @@ from accel.fetch.types import ProgressEvent
 from accel.manager.install import FileRun, VersionInstall
 from accel.manager.locks import LockSpace
 from accel.manager.registry import RegistryStore
-from accel.schema import FileStatus, ManifestFile, VersionManifest
+from accel.schema import FileStatus, InstallRecord, ManifestFile, Registry, VersionManifest
 
 
 def _install(tmp_path: Path, n: int) -> VersionInstall:
@@ -87,3 +87,39 @@ async def test_a_progress_event_does_not_visit_every_file(
     samples = 2 + elapsed / 0.1  # install._METER_EVERY_S
     bound = events * 2 + n * samples
     assert visits <= bound, f"{visits} file visits for {events} events of a {n}-file version"
+
+
+class _CountedFiles(list[FileStatus]):
+    """A record's file list that counts the passes over it."""
+
+    passes = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        type(self).passes += 1
+        return super().__iter__()
+
+
+async def test_reuse_reads_the_registry_once_not_once_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for reusable content scanned every record once per missing file: a
+    version of n files whose own record (n files) is in the registry cost n^2."""
+    n = 500
+    inst = _install(tmp_path, n)
+    now = time.time()
+    record = InstallRecord(
+        model_id="many",
+        version="1",
+        state="downloading",
+        path=str(tmp_path / "many" / "1"),
+        bytes_total=16384 * n,
+        files=[r.status.model_copy() for r in inst.files.values()],
+        created_at=now,
+        updated_at=now,
+    )
+    reg = Registry(installs={"many@1": record})
+    object.__setattr__(record, "files", _CountedFiles(record.files))
+    monkeypatch.setattr(inst.registry, "read", lambda: reg)
+    inst.reuse_identical()
+    assert _CountedFiles.passes <= 2, f"{_CountedFiles.passes} passes over a {n}-file record"
+    assert all(r.status.state == "pending" for r in inst.files.values())  # nothing was done
