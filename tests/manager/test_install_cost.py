@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from accel.fetch.types import ProgressEvent
+from accel.fetch.types import DownloadResult, ProgressEvent
 from accel.manager.install import FileRun, VersionInstall
 from accel.manager.locks import LockSpace
+from accel.manager.progress import progress_event, total_progress
 from accel.manager.registry import RegistryStore
 from accel.schema import FileStatus, InstallRecord, ManifestFile, Registry, VersionManifest
 
@@ -123,3 +125,54 @@ async def test_reuse_reads_the_registry_once_not_once_per_file(
     inst.reuse_identical()
     assert _CountedFiles.passes <= 2, f"{_CountedFiles.passes} passes over a {n}-file record"
     assert all(r.status.state == "pending" for r in inst.files.values())  # nothing was done
+
+
+class _FakeEngine:
+    """The fetch seam: writes each file and reports three progress steps; between them
+    it reads the install's progress the way the views do (event, total, registry)."""
+
+    def __init__(self) -> None:
+        self.inst: VersionInstall | None = None
+
+    async def download(self, url: str, dest: Path | str, **kw: Any) -> DownloadResult:
+        size = 16384
+        progress = kw["progress"]
+        for committed in (0, size // 2, size):
+            progress(ProgressEvent("progress", url=url, dest=Path(dest), total=size,
+                                   committed=committed))  # fmt: skip
+            assert self.inst is not None
+            progress_event(self.inst, total=total_progress([self.inst]), update=False, files=set())
+        Path(dest).write_bytes(b"\0" * size)
+        return DownloadResult(Path(dest), size, "0" * 64, 0.0, size, 0, False)
+
+
+async def test_progress_views_during_the_fetch_add_up_only_files_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every view of a running install (its event, the manager's total, the registry
+    record) summed the bytes of every file, several times a second: a 10,000-file
+    install spent most of its time in those sums. While files are fetched, only the
+    few in flight change; the rest is one settled sum."""
+    n = 600
+    engine = _FakeEngine()
+    inst = _install(tmp_path, n)
+    inst.engine = engine
+    inst.files.clear()
+    inst.prepare()
+    engine.inst = inst
+    visits = 0
+    real = FileRun.bytes_done.fget
+    assert real is not None
+
+    def counted(self: FileRun) -> int:
+        nonlocal visits
+        visits += 1
+        return real(self)
+
+    monkeypatch.setattr(FileRun, "bytes_done", property(counted))
+    failed = await inst.fetch_missing()
+    await inst.quiesce()
+    assert failed == []
+    assert inst.bytes_done == inst.bytes_total == 16384 * n
+    # 3 views per file, each of which visited all n files before (5.4 million visits)
+    assert visits <= 60 * n, f"{visits} file visits for an install of {n} files"
