@@ -56,8 +56,18 @@ def test_accel_get_tree_stays_under_64_mib_and_loads_no_aiohttp(
     ng = nginx(src)
     out = tmp_path / "out.bin"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "accel", "get", ng.file_url("f.bin"), "-o", str(out),
-         "--sha256", sha, "--quiet"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "accel",
+            "get",
+            ng.file_url("f.bin"),
+            "-o",
+            str(out),
+            "--sha256",
+            sha,
+            "--quiet",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
