@@ -30,10 +30,11 @@ import errno
 import logging
 import resource
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from accel.limits import Limits
 
 __all__ = ["LimitedSite", "Limits", "bind_listening_socket", "raise_open_files_limit"]
 
@@ -44,20 +45,6 @@ log = logging.getLogger("accel.listener")
 SPARE_DESCRIPTORS = 512
 _BACKLOG = 1024
 _EMFILE_PAUSE_S = 0.25
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How long a request head may take and how many connections may be open at once."""
-
-    header_timeout_s: float = 30.0
-    max_connections: int = 10_000
-
-    def __post_init__(self) -> None:
-        if not self.header_timeout_s > 0:
-            raise ValueError("header_timeout_s must be > 0")
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be >= 1")
 
 
 def raise_open_files_limit(max_connections: int) -> int:

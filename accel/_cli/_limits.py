@@ -6,7 +6,7 @@ import argparse
 import math
 
 from accel.errors import UsageError
-from accel.listener import Limits
+from accel.limits import Limits
 
 __all__ = ["add_limit_options", "limits_from"]
 

@@ -28,8 +28,10 @@ __all__ = ["PrefixHasher", "disk_error", "publish"]
 
 MiB = 1024 * 1024
 #: the most of the ``.part`` mapped at once: mapped page cache counts in the process's
-#: RSS (256 MiB windows showed as 292 MiB peak tree RSS for a 1 GiB download)
-_HASH_WINDOW = 16 * MiB
+#: RSS and PSS (256 MiB windows showed as 292 MiB peak tree RSS for a 1 GiB download;
+#: 16 MiB windows were 16 of the supervisor's 44 MiB peak PSS). 4 MiB is 256 mappings
+#: per GiB: their cost does not show beside the hash itself
+_HASH_WINDOW = 4 * MiB
 #: madvise(MADV_POPULATE_READ) (Linux 5.14): faults the window in up front and reports a
 #: read error as EIO, where touching an unreadable mapped page would be a SIGBUS
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)

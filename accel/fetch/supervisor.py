@@ -278,6 +278,10 @@ class FileDownload(ChunkDriver):
     async def _reuse_existing(self) -> DownloadResult | None:
         """A file already at ``dest``: complete (no request), or the ``.part`` of a
         repair that fetches only the blocks that differ (see complete.py)."""
+        if not os.path.lexists(self.dest):
+            # Nothing there (every file of a fresh install): no hop to a thread and back,
+            # which cost more than the lstat itself (~1 ms a file on two busy cores).
+            return None
         try:
             reuse = await asyncio.to_thread(
                 reuse_existing, self.url, self.dest, self.expected, self.check, self.durable

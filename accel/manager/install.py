@@ -72,6 +72,7 @@ __all__ = [
     "find_reusable",
     "hash_file",
     "link_or_copy",
+    "reusable_index",
     "summarize",
 ]
 
@@ -81,10 +82,20 @@ log = logging.getLogger("accel.manager")
 #: write is two fsyncs on the event loop, and a crash only costs a re-hash of the files
 #: finished in the window (see ``adopt_finished``)
 _FLUSH_EVERY_S = 2.0
+#: ... and at least this long per file of the version: a flush writes the whole record
+#: (every file), so a fixed interval made a long install of many files O(n^2) in
+#: registry writes (53 rewrites of a 10,000-file record); 10,000 files: every 10 s
+_FLUSH_S_PER_FILE = 0.001
 
 #: how long a file lock is held before its lock record is written (``accel locks``
 #: and waiters in other processes see it from then on)
 _RECORD_AFTER_S = 0.5
+
+#: the shortest interval between two samples of a version's speed meter: a sample sums
+#: every file's bytes, so one per progress event made an install of n files cost O(n^2)
+#: (4.3 million sums for 1,000 files); the speed is over a 3 s window, 10 samples a
+#: second are plenty
+_METER_EVERY_S = 0.1
 
 #: errors a retry of the same file cannot fix
 _FINAL = (AuthError, NotFoundError, InsufficientDiskSpaceError, SizeMismatchError)
@@ -116,18 +127,36 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def find_reusable(reg: Registry, models_dir: Path, sha256: str, size: int) -> Path | None:
-    """A finished file with this content anywhere in the registry, if it is still on disk."""
+def reusable_index(reg: Registry) -> dict[str, list[Path]]:
+    """Every finished file the registry records, by SHA256 (in registry order).
+
+    Built once per pass over a version's files: looking each file up by scanning every
+    record made an install of n files O(n^2) (its own record holds n files).
+    """
+    index: dict[str, list[Path]] = {}
     for key, rec in reg.installs.items():
         staged = reg.updates.get(key)
         if staged is not None and staged.swap_ino is not None:
             continue  # mid-swap: its directory may hold the old content or the new
         for f in rec.files:
-            if f.sha256 == sha256 and f.state == "done":
-                path = Path(rec.path) / f.path
-                with contextlib.suppress(OSError):
-                    if path.stat().st_size == size:
-                        return path
+            if f.state == "done":
+                index.setdefault(f.sha256, []).append(Path(rec.path) / f.path)
+    return index
+
+
+def find_reusable(
+    reg: Registry,
+    models_dir: Path,
+    sha256: str,
+    size: int,
+    index: Mapping[str, list[Path]] | None = None,
+) -> Path | None:
+    """A finished file with this content anywhere in the registry, if it is still on disk
+    (``index``: :func:`reusable_index` of ``reg``, when the caller looks up many)."""
+    for path in (reusable_index(reg) if index is None else index).get(sha256, ()):
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == size:
+                return path
     return None
 
 
@@ -231,6 +260,15 @@ class VersionInstall:
     _by_sha: dict[str, list[FileRun]] = field(default_factory=dict)
     _manifest_files: dict[str, ManifestFile] = field(default_factory=dict)
     _flush_at: float = 0.0
+    _meter_at: float = float("-inf")
+    #: while :meth:`fetch_missing` runs: the received bytes of every file not being
+    #: fetched right now (they cannot change then), so ``bytes_done`` adds up only the
+    #: few files in flight (``_active``) instead of every file at every event
+    _settled: int | None = None
+    _active: set[str] = field(default_factory=set)
+    _total: int | None = None
+    #: files whose figures may have changed since :meth:`take_changed` (``None``: any)
+    _touched: set[str] | None = None
     _flushing: asyncio.Task[None] | None = None
     _made_dirs: set[Path] = field(default_factory=set)
 
@@ -264,12 +302,25 @@ class VersionInstall:
 
     @property
     def bytes_total(self) -> int:
+        if self._total is not None:
+            return self._total
         return sum(f.status.bytes_total for f in self.files.values())
 
     @property
     def bytes_done(self) -> int:
         """Bytes received, in flight included: what every view shows (never decreasing)."""
+        if self._settled is not None:
+            return self._settled + sum(self.files[p].bytes_done for p in self._active)
         return sum(f.bytes_done for f in self.files.values())
+
+    def take_changed(self) -> set[str] | None:
+        """The files whose state or bytes may have changed since the last call (a
+        superset), or ``None`` when any may have (outside the fetch phase)."""
+        if self._touched is None:
+            return None
+        changed = self._touched | self._active
+        self._touched = set()
+        return changed
 
     def speed_bps(self, now: float) -> float:
         """Over the last seconds of the whole version (0 unless it is downloading)."""
@@ -318,7 +369,9 @@ class VersionInstall:
         # finished files found on disk instead of fetching them again.
         if self._flushing is not None and not self._flushing.done():
             self.on_change(self)
-        elif time.monotonic() - self._flush_at > _FLUSH_EVERY_S:
+        elif time.monotonic() - self._flush_at > max(
+            _FLUSH_EVERY_S, len(self.files) * _FLUSH_S_PER_FILE
+        ):
             self._flush_at = time.monotonic()
             self._flushing = asyncio.ensure_future(self._flush())
         else:
@@ -418,11 +471,12 @@ class VersionInstall:
     def reuse_identical(self) -> None:
         """Hard-link (or copy) files whose content an installed version already has."""
         reg = self.registry.read()
+        index = reusable_index(reg)
         for run in self.files.values():
             st = run.status
             if st.state == "done":
                 continue
-            src = find_reusable(reg, self.models_dir, st.sha256, st.bytes_total)
+            src = find_reusable(reg, self.models_dir, st.sha256, st.bytes_total, index)
             if src is None:
                 continue
             dest = self.target / safe_relpath(st.path)
@@ -462,14 +516,26 @@ class VersionInstall:
 
         async def one(run: FileRun) -> None:
             async with sem:
-                await self._fetch_file(run)
+                path = run.status.path
+                self._begin(path)
+                try:
+                    await self._fetch_file(run)
+                finally:
+                    self._end(path)
 
+        # From here until the gather ends only the files in ``one`` change.
+        self._total = self.bytes_total
+        self._settled = self.bytes_done
+        self._touched = set(self.files)  # prepare and reuse may have changed any of them
         try:
             results = await asyncio.gather(*(one(r) for r in todo), return_exceptions=True)
         except asyncio.CancelledError:
             if self._flushing is not None:
                 self._flushing.cancel()  # a paused install records unsynced files as not done
             raise
+        finally:
+            self._settled = self._total = self._touched = None
+            self._active.clear()
         for run, r in zip(todo, results, strict=True):
             if not isinstance(r, BaseException) or run.status.state == "error":
                 continue
@@ -579,7 +645,7 @@ class VersionInstall:
             st.state, st.bytes_done = "done", st.bytes_total
             run.synced = False
             run.inflight = 0
-            self.meter.add(time.monotonic(), self.bytes_done)
+            self._sample_meter(time.monotonic())
             self.bytes_fetched += result.bytes_fetched
             self._maybe_flush()
         finally:
@@ -591,6 +657,21 @@ class VersionInstall:
                 await asyncio.shield(asyncio.to_thread(held.release))
             else:  # an unlock and a close: cheaper than a hop to a thread and back
                 held.release()
+
+    def _begin(self, path: str) -> None:
+        """``path`` is being fetched: its bytes leave the settled sum until :meth:`_end`."""
+        if self._settled is not None and path not in self._active:
+            self._settled -= self.files[path].bytes_done
+            self._active.add(path)
+            if self._touched is not None:
+                self._touched.add(path)
+
+    def _end(self, path: str) -> None:
+        if self._settled is not None and path in self._active:
+            self._active.discard(path)
+            self._settled += self.files[path].bytes_done
+            if self._touched is not None:
+                self._touched.add(path)
 
     def _translate(self, exc: BaseException, dest: Path) -> AccelError:
         if isinstance(exc, AccelError):
@@ -612,9 +693,16 @@ class VersionInstall:
         run.shown = max(run.shown, min(st.bytes_total, ev.committed + ev.inflight))
         now = time.monotonic()
         run.meter.add(now, run.shown)
-        self.meter.add(now, self.bytes_done)
+        self._sample_meter(now)
         # (the registry gets the figures every few seconds, for `accel status` elsewhere)
         self._maybe_flush()
+
+    def _sample_meter(self, now: float) -> None:
+        """The version's received bytes into its speed meter, at most every
+        :data:`_METER_EVERY_S` (the sum is over every file)."""
+        if now - self._meter_at >= _METER_EVERY_S:
+            self._meter_at = now
+            self.meter.add(now, self.bytes_done)
 
     def verify_all(self) -> list[FileStatus]:
         """Every file present with its size (content was hashed as it arrived)."""

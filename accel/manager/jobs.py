@@ -373,10 +373,16 @@ class JobRunner:
         job.last_emit = now
         # Only the files that changed since the last event (a 121-file version would
         # repeat ~15 KB per line otherwise); the first event of a job carries them all.
+        # The install names the files that may have changed (the few in flight and
+        # those that ended since): a scan of every file per event made a long install
+        # of many files O(n^2). The first event of a job scans them all.
+        maybe = job.inst.take_changed()
+        paths = job.inst.files.keys() if maybe is None or not job.sent else maybe
         changed = {
             path
-            for path, run in job.inst.files.items()
-            if job.sent.get(path) != (run.status.state, run.bytes_done)
+            for path in paths
+            if job.sent.get(path)
+            != (job.inst.files[path].status.state, job.inst.files[path].bytes_done)
         }
         for path in changed:
             run = job.inst.files[path]

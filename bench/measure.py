@@ -1,0 +1,128 @@
+"""What every bench of issue 15 measures the same way: wall, tree CPU, tree PSS, the machine.
+
+- CPU seconds are user + system of the whole process tree, from ``os.wait4``'s rusage of
+  the direct child (the kernel adds every descendant the child waited for: accel's
+  workers, openssl after curl in a pipeline). They hold whatever the load is.
+- Peak tree PSS is sampled every 50 ms in a run of its own (``sample_pss=True``): reading
+  smaps of a tree costs CPU on two cores and would slow the timed runs.
+- ``machine()`` records CPU model, SHA extensions (``sha_ni``), cores, load, commit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    """One measured command (or a sequence run back to back, as ``curl && openssl``)."""
+
+    wall: float
+    cpu: float
+    steps_cpu: list[float] = field(default_factory=list)
+    peak_pss: int = 0
+    stdout: str = ""
+
+
+def tree_pss(root: psutil.Process) -> int:
+    """PSS of ``root`` and its descendants, in bytes (0 for a process that just exited)."""
+    total = 0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_one(argv: list[str], *, sample_pss: bool = False, env: dict[str, str] | None = None) -> Run:
+    """Run ``argv`` to its end; wall, CPU of its tree, optionally its peak tree PSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        peak = 0
+        ps = psutil.Process(proc.pid) if sample_pss else None
+        while True:
+            pid, status, usage = os.wait4(proc.pid, 0 if ps is None else os.WNOHANG)
+            if pid:
+                break
+            assert ps is not None
+            peak = max(peak, tree_pss(ps))
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        if proc.returncode != 0:
+            tail = err.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{argv[:4]} failed ({proc.returncode}): {tail}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall=wall, cpu=cpu, steps_cpu=[cpu], peak_pss=peak, stdout=stdout)
+
+
+def run_steps(steps: list[list[str]], *, sample_pss: bool = False) -> Run:
+    """Run each argv after the other (a tool, then ``openssl dgst``): summed wall and CPU,
+    the largest peak PSS, the last step's stdout."""
+    t0 = time.perf_counter()
+    runs = [run_one(s, sample_pss=sample_pss) for s in steps]
+    return Run(
+        wall=time.perf_counter() - t0,
+        cpu=sum(r.cpu for r in runs),
+        steps_cpu=[r.cpu for r in runs],
+        peak_pss=max(r.peak_pss for r in runs),
+        stdout=runs[-1].stdout,
+    )
+
+
+def settle(pause: float = 1.0) -> None:
+    """sync and a pause between runs: no tool pays for the previous one's writeback."""
+    os.sync()
+    time.sleep(pause)
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, SHA extensions, cores, load and commit: printed with every table."""
+    model = "?"
+    flags: set[str] = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "cpu_model": model,
+        "sha_ni": "sha_ni" in flags,
+        "cores": os.cpu_count(),
+        "commit": commit + ("+dirty" if dirty else ""),
+        "loadavg": load(),
+        "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages as /proc/loadavg gives them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
