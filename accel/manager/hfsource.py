@@ -15,7 +15,9 @@ whole-file sha256, which the engine repairs (:mod:`accel.fetch.repair`).
 
 The endpoint comes from ``--hf-endpoint`` or ``HF_ENDPOINT`` and has no default, so
 nothing here reaches huggingface.co unless told to. ``HF_TOKEN`` is sent as a bearer
-token. Never writes files; one blocking GET per call, run in a thread.
+token to the endpoint's origin only, and the hub's token never is (each download carries
+its own source's credentials: :mod:`accel.manager.credentials`). Never writes files; one
+blocking GET per call, run in a thread.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from accel.errors import AuthError, HubError, IntegrityError, NotFoundError, UsageError
+from accel.manager.credentials import OriginToken
 from accel.manager.hubanswers import parse_manifest
 from accel.manager.registry import RegistryStore, install_key
 from accel.modelid import check_model_id
@@ -114,12 +117,18 @@ class HfSource:
             )
         self.endpoint = endpoint.rstrip("/")
         self.token = token if token is not None else (os.environ.get("HF_TOKEN") or None)
+        #: HF_TOKEN goes to this endpoint's origin only; the hub's token never comes here
+        self.credentials = OriginToken(self.endpoint, self.token)
         self.timeout = timeout
 
     @property
     def headers(self) -> dict[str, str]:
         """The headers every request to the endpoint carries (the token, when given)."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.credentials.headers
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers of a request to ``url``: the token only at the endpoint's origin."""
+        return self.credentials.headers_for(url)
 
     def file_url(self, repo: str, sha: str, path: str) -> str:
         """``/{repo}/resolve/{sha}/{path}``: by commit sha, so every file is of one commit."""
@@ -131,7 +140,8 @@ class HfSource:
 
     # -- blocking side (a thread) ----------------------------------------------------------
     def _get(self, url: str) -> bytes:
-        req = urllib.request.Request(url, headers={**self.headers, "Accept-Encoding": "identity"})
+        headers = {**self.headers_for(url), "Accept-Encoding": "identity"}
+        req = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return bytes(r.read())
@@ -255,7 +265,11 @@ class HfInstalls:
         return lambda path: source.file_url(model_id, version, path)
 
     def headers(self, model_id: str, version: str) -> dict[str, str] | None:
-        return self.source.headers if (model_id, version) in self._resolved else None
+        """The headers of a resolved ``hf://`` version's downloads (``{}`` without
+        HF_TOKEN: never the hub's), None for a hub version."""
+        if (model_id, version) not in self._resolved:
+            return None
+        return self.source.headers
 
     def record(self, registry: RegistryStore, rev: HfRevision) -> None:
         """Write source, revision and endpoint into the version's registry record."""

@@ -216,7 +216,7 @@ class VersionInstall:
     #: a staged update: files go to this directory (beside the ready version, which
     #: stays usable) and the record lives in ``Registry.updates`` until the swap
     staging: Path | None = None
-    #: headers of this version's downloads beyond the engine's (an hf:// token)
+    #: headers of this version's downloads: its source's credentials (hub or hf://)
     headers: Mapping[str, str] | None = None
     files: dict[str, FileRun] = field(default_factory=dict)
     state: str = "queued"
