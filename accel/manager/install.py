@@ -297,6 +297,11 @@ class VersionInstall:
             installed_at=now if state == "ready" else None,
             owner_pid=None if state in ("ready", "error", "paused") else os.getpid(),
             owner_start=None if state in ("ready", "error", "paused") else self.owner_start,
+            # where the version came from (an hf:// endpoint, its revision aliases): a
+            # retry or resume of it is still that version
+            source=old.source if old else None,
+            revisions=list(old.revisions) if old else [],
+            source_endpoint=old.source_endpoint if old else None,
         )
 
     def save(self, state: str | None = None, error: FileError | None = None) -> None:

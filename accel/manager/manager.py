@@ -123,7 +123,7 @@ class ModelManager:
             hub_url, self.state_dir, token=token, ttl_s=manifest_ttl_s, on_warning=self._warn
         )
         # hf://REPO[@REV] installs (HF_ENDPOINT / HF_TOKEN when not given)
-        self.hf = HfInstalls(hf_endpoint, hf_token)
+        self.hf = HfInstalls(hf_endpoint, hf_token, self.state_dir)
         self._own_engine = engine is None
         self._engine: Downloader | None = engine
         self._engine_lock = asyncio.Lock()
