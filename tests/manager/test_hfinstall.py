@@ -139,3 +139,16 @@ async def test_verify_and_retry_of_an_hf_version_in_a_new_manager(tmp_path: Path
             assert rec is not None and rec.state == "ready", rec and rec.error
             assert mm2.get_model_path("org/m", "1.0") == path
     assert (path / "model.safetensors").read_bytes() == BIG
+
+
+def test_the_blocking_install_takes_an_hf_ref(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    publish_model(root, "org/m", "1.0", {"config.json": b'{"a": 1}'})
+    with running_hub(root) as h:
+        mm = ModelManager(tmp_path / "models", None, hf_endpoint=h.url, workers=1)
+        try:
+            path = mm.install("hf://org/m@1.0")
+        finally:
+            mm.close()
+    assert path is not None and (path / "config.json").read_bytes() == b'{"a": 1}'
+    assert path.name == _sha(root, "org--m", "1.0")
