@@ -15,7 +15,14 @@ import re
 
 from accel.errors import UnsafePathError
 
-__all__ = ["MODEL_ID_PATTERN", "check_model_id", "model_dir_name", "model_id_from_dir"]
+__all__ = [
+    "MODEL_ID_PATTERN",
+    "MODEL_ID_SEGMENT_MAX",
+    "MODEL_ID_SEGMENT_PATTERN",
+    "check_model_id",
+    "model_dir_name",
+    "model_id_from_dir",
+]
 
 _SEGMENT = r"(?!.*--)[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
 _SEGMENT_RE = re.compile(rf"^{_SEGMENT}$")
@@ -23,6 +30,12 @@ _SEGMENT_RE = re.compile(rf"^{_SEGMENT}$")
 MODEL_ID_PATTERN = (
     r"^(?!.*--)[A-Za-z0-9][A-Za-z0-9._+-]{0,127}(?:/[A-Za-z0-9][A-Za-z0-9._+-]{0,127})?$"
 )
+#: one segment of an id (``name``, or ``org`` / ``name`` of ``org/name``) as a JSON Schema
+#: pattern without lookaround (generators of schema-valid data need none): every ``-``
+#: but a last one is followed by another character, so ``--`` cannot occur; the length
+#: is :data:`MODEL_ID_SEGMENT_MAX` (``maxLength``, not in the pattern)
+MODEL_ID_SEGMENT_PATTERN = r"^[A-Za-z0-9](?:-?[A-Za-z0-9._+])*-?$"
+MODEL_ID_SEGMENT_MAX = 128
 _HINT = (
     "a model id is NAME or ORG/NAME; each part uses letters, digits and . _ + -, "
     "starts with a letter or digit and has no '--'"

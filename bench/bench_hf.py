@@ -137,6 +137,13 @@ def accel_argv(endpoint: str, model: str, models: Path) -> list[str]:
             "--models-dir", str(models), "--quiet", *ACCEL_EXTRA]  # fmt: skip
 
 
+def accel_hub_argv(endpoint: str, model: str, models: Path) -> list[str]:
+    """The same version through the hub's own API (manifest + /storage), for the HF
+    protocol's own per-file cost (a /resolve/ redirect per file, no blake3 blocks)."""
+    return [PY, "-m", "accel", "install", f"{model}@1", "--hub", endpoint,
+            "--models-dir", str(models), "--quiet", *ACCEL_EXTRA]  # fmt: skip
+
+
 def hf_argv(model: str, out: Path) -> list[str]:
     code = (
         "from huggingface_hub import snapshot_download\n"
@@ -145,26 +152,42 @@ def hf_argv(model: str, out: Path) -> list[str]:
     return [PY, "-c", code]
 
 
-def run_tool(tool: str, endpoint: str, model: str, work: Path) -> float:
+def _argv(tool: str, endpoint: str, model: str, out: Path) -> list[str]:
+    if tool == "accel":
+        return accel_argv(endpoint, model, out)
+    if tool == "accel_hub_api":
+        return accel_hub_argv(endpoint, model, out)
+    return hf_argv(model, out / "d")
+
+
+def run_tool(tool: str, endpoint: str, model: str, work: Path) -> tuple[float, float]:
+    """One cold run: its wall and CPU seconds (user + system of the tool's process tree,
+    from ``wait4``: accel's worker processes are its children, hf's threads its own)."""
     out = work / tool
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    argv = accel_argv(endpoint, model, out) if tool == "accel" else hf_argv(model, out / "d")
+    argv = _argv(tool, endpoint, model, out)
     settle()
     t0 = time.perf_counter()
-    r = subprocess.run(argv, env=_env(endpoint, out / "home"), capture_output=True, text=True)
+    proc = subprocess.Popen(argv, env=_env(endpoint, out / "home"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"{tool} failed ({r.returncode}): {r.stderr[-2000:]}")
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tool} failed ({proc.returncode}): {err[-2000:]}")
     shutil.rmtree(out, ignore_errors=True)
-    return wall
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def kill_half_way(tool: str, endpoint: str, origin: Nginx, model: str, size: int, work: Path) -> dict[str, Any]:  # fmt: skip
     out = work / f"kill-{tool}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    argv = accel_argv(endpoint, model, out) if tool == "accel" else hf_argv(model, out / "d")
+    argv = _argv(tool, endpoint, model, out)
     env = _env(endpoint, out / "home")
     base = origin.bytes_sent()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -210,6 +233,11 @@ def main() -> int:
         type=int,
         help="accel's files in flight (default: accel's own, 3); hf's max_workers is 8",
     )
+    ap.add_argument(
+        "--with-hub-api",
+        action="store_true",
+        help="also time accel over the hub's own API (same version): the HF protocol's cost",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "hf.json"))
     args = ap.parse_args()
     if args.max_parallel_files:
@@ -238,13 +266,19 @@ def main() -> int:
         for origin_name, limit in [origins[o] for o in args.origin or origins]:
             with proxy(hub.url, limit) as origin:
                 for model in args.only or ("big", "many"):
-                    walls: dict[str, list[float]] = {"accel": [], "huggingface_hub": []}
-                    order = list(walls)
+                    tools = ["accel", "huggingface_hub"]
+                    tools += ["accel_hub_api"] if args.with_hub_api else []
+                    walls: dict[str, list[float]] = {t: [] for t in tools}
+                    cpus: dict[str, list[float]] = {t: [] for t in tools}
                     for i in range(args.runs):
-                        for tool in order[i % 2 :] + order[: i % 2]:
-                            walls[tool].append(run_tool(tool, origin.url, model, work))
+                        k = i % len(tools)  # the order rotates: none always runs first
+                        for tool in tools[k:] + tools[:k]:
+                            wall, cpu = run_tool(tool, origin.url, model, work)
+                            walls[tool].append(wall)
+                            cpus[tool].append(cpu)
                         print(origin_name, model, {k: round(v[-1], 2) for k, v in walls.items()},
-                              flush=True)  # fmt: skip
+                              "cpu", {k: round(v[-1], 2) for k, v in cpus.items()},
+                              os.getloadavg()[0], flush=True)  # fmt: skip
                     med = {k: statistics.median(v) for k, v in walls.items()}
                     size = sum(specs[model].values())
                     results[f"{model}/{origin_name}"] = {
@@ -252,8 +286,18 @@ def main() -> int:
                         "bytes": size,
                         "walls_s": {k: [round(x, 2) for x in v] for k, v in walls.items()},
                         "median_s": {k: round(v, 2) for k, v in med.items()},
+                        "cpu_s": {k: [round(x, 2) for x in v] for k, v in cpus.items()},
+                        "median_cpu_s": {
+                            k: round(statistics.median(v), 2) for k, v in cpus.items()
+                        },
                         "MBps": {k: round(size / v / 1e6, 1) for k, v in med.items()},
                         "ratio_accel_to_hf": round(med["accel"] / med["huggingface_hub"], 3),
+                        # per-run ratios: each pair ran back to back, under the same load
+                        "ratios_per_run": [
+                            round(a / h, 3)
+                            for a, h in zip(walls["accel"], walls["huggingface_hub"], strict=True)
+                        ],
+                        "load_after": [round(x, 1) for x in os.getloadavg()],
                     }
                 if not args.no_kill and limit is not None:
                     size = sum(specs["big"].values())

@@ -220,6 +220,9 @@ async def _resolve(request: web.Request) -> web.StreamResponse:
         "X-Linked-Etag": f'"{entry.sha256}"',
         "X-Linked-Size": str(entry.size_bytes),
         "Cache-Control": "no-cache",
+        # The redirect's own (empty) body, for HEAD too (aiohttp leaves it out there);
+        # the file's size is X-Linked-Size, and the Content-Length after the redirect.
+        "Content-Length": "0",
     }
     return web.Response(status=302, headers=headers)
 

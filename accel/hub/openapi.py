@@ -2,6 +2,12 @@
 
 Written by hand (not generated from the handlers) so that it is a contract to test the
 server against. Schemas of the bodies come from :mod:`accel.schema`.
+
+A model id is ``name`` or ``org/name`` (:mod:`accel.modelid`). An OpenAPI path parameter
+is one segment (a ``/`` in it would be sent as ``%2F``), while clients, Hugging Face's
+first, send ``org/name`` as two segments. So every path with ``{model_id}`` has a twin
+with ``{org}/{name}`` (:func:`_with_org_name_twins`): the same operation, the id's two
+parts as two parameters, each with the pattern of an id segment.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from accel.modelid import MODEL_ID_SEGMENT_MAX, MODEL_ID_SEGMENT_PATTERN
 from accel.schema import (
     AnnounceAnswer,
     ErrorBody,
@@ -20,7 +27,7 @@ from accel.schema import (
     VersionManifest,
 )
 
-__all__ = ["FILE_PATH_PATTERN", "NAME_PATTERN", "OPENAPI", "OPENAPI_JSON"]
+__all__ = ["FILE_PATH_PATTERN", "ID_SEGMENT_SCHEMA", "NAME_PATTERN", "OPENAPI", "OPENAPI_JSON"]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -64,12 +71,27 @@ _SEGMENT_CHAR = r"[^/\\\u0000-\u001f\u007f]"
 _SEGMENT_START = r"[^./\\\u0000-\u001f\u007f]"
 _SEGMENT = rf"(?:{_SEGMENT_START}|\.{_SEGMENT_START}|\.\.{_SEGMENT_CHAR}){_SEGMENT_CHAR}*"
 FILE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
-_MODEL_ID = {
-    "name": "model_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": NAME_PATTERN},
+#: one segment of a model id: a one-segment id, or the org or the name of org/name
+ID_SEGMENT_SCHEMA = {
+    "type": "string",
+    "pattern": MODEL_ID_SEGMENT_PATTERN,
+    "maxLength": MODEL_ID_SEGMENT_MAX,
 }
+
+
+def _id_part(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": ID_SEGMENT_SCHEMA,
+    }
+
+
+_MODEL_ID = _id_part("model_id", "a one-segment model id (an org/name id: the {org}/{name} form)")
+_ORG = _id_part("org", "the org of an org/name model id")
+_NAME = _id_part("name", "the name of an org/name model id")
 _VERSION = {
     "name": "version",
     "in": "path",
@@ -359,6 +381,7 @@ _MODEL_INFO["summary"] = "one model: the seed's fields and HF's (id, sha, siblin
 _MODEL_INFO["responses"]["404"] = _error(
     "no such model (code model_not_found, X-Error-Code: RepoNotFound)"
 )
+_MODEL_INFO["responses"]["400"] = _HF_400
 OPENAPI["paths"].update(
     {
         "/api/models/{model_id}/revision/{revision}": {
@@ -449,4 +472,24 @@ OPENAPI["paths"]["/api/models/{model_id}/versions/{version}/peers"] = {
         },
     }
 }
+
+def _with_org_name_twins(paths: dict[str, Any]) -> dict[str, Any]:
+    """``paths`` plus, for each path with ``{model_id}``, its ``{org}/{name}`` twin."""
+    out: dict[str, Any] = {}
+    for path, ops in paths.items():
+        out[path] = ops
+        if "{model_id}" not in path:
+            continue
+        twin: dict[str, Any] = {}
+        for method, op in ops.items():
+            params: list[dict[str, Any]] = []
+            for param in op.get("parameters", []):
+                params += [_ORG, _NAME] if param is _MODEL_ID else [param]
+            summary = op.get("summary", "")
+            twin[method] = {**op, "parameters": params, "summary": f"{summary} (org/name id)"}
+        out[path.replace("{model_id}", "{org}/{name}")] = twin
+    return out
+
+
+OPENAPI["paths"] = _with_org_name_twins(OPENAPI["paths"])
 OPENAPI_JSON = json.dumps(OPENAPI, indent=1).encode()

@@ -15,7 +15,9 @@ whole-file sha256, which the engine repairs (:mod:`accel.fetch.repair`).
 
 The endpoint comes from ``--hf-endpoint`` or ``HF_ENDPOINT`` and has no default, so
 nothing here reaches huggingface.co unless told to. ``HF_TOKEN`` is sent as a bearer
-token. Never writes files; one blocking GET per call, run in a thread.
+token to the endpoint's origin only, and the hub's token never is (each download carries
+its own source's credentials: :mod:`accel.manager.credentials`). Never writes files; one
+blocking GET per call, run in a thread.
 """
 
 from __future__ import annotations
@@ -29,13 +31,24 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from accel.errors import AuthError, HubError, IntegrityError, NotFoundError, UsageError
+from accel.durable import atomic_write_bytes
+from accel.errors import (
+    AccelError,
+    AuthError,
+    HubError,
+    IntegrityError,
+    NotFoundError,
+    UnsafePathError,
+    UsageError,
+)
+from accel.manager.credentials import OriginToken
 from accel.manager.hubanswers import parse_manifest
 from accel.manager.registry import RegistryStore, install_key
-from accel.modelid import check_model_id
+from accel.modelid import check_model_id, model_dir_name
 from accel.schema import ManifestFile, Registry, VersionManifest, version_checksum
 
 __all__ = [
@@ -114,12 +127,18 @@ class HfSource:
             )
         self.endpoint = endpoint.rstrip("/")
         self.token = token if token is not None else (os.environ.get("HF_TOKEN") or None)
+        #: HF_TOKEN goes to this endpoint's origin only; the hub's token never comes here
+        self.credentials = OriginToken(self.endpoint, self.token)
         self.timeout = timeout
 
     @property
     def headers(self) -> dict[str, str]:
         """The headers every request to the endpoint carries (the token, when given)."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.credentials.headers
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers of a request to ``url``: the token only at the endpoint's origin."""
+        return self.credentials.headers_for(url)
 
     def file_url(self, repo: str, sha: str, path: str) -> str:
         """``/{repo}/resolve/{sha}/{path}``: by commit sha, so every file is of one commit."""
@@ -131,7 +150,8 @@ class HfSource:
 
     # -- blocking side (a thread) ----------------------------------------------------------
     def _get(self, url: str) -> bytes:
-        req = urllib.request.Request(url, headers={**self.headers, "Accept-Encoding": "identity"})
+        headers = {**self.headers_for(url), "Accept-Encoding": "identity"}
+        req = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return bytes(r.read())
@@ -211,15 +231,27 @@ class HfInstalls:
     An install of ``hf://REPO@REV`` is an install of version ``<commit sha>`` of model
     ``REPO`` whose manifest comes from the endpoint (not the hub); the registry record
     keeps ``source`` (the reference asked, without the revision), ``revisions`` (the
-    names asked that resolved to this commit: its aliases) and ``source_endpoint``, so ``get_model_path(REPO, REV)`` and
-    ``update`` find it again. The endpoint is only needed once an ``hf://`` is used.
+    names asked that resolved to this commit: its aliases) and ``source_endpoint``, so
+    ``get_model_path(REPO, REV)`` and ``update`` find it again. The endpoint is only
+    needed once an ``hf://`` is used.
+
+    Each resolved revision is also written to ``<state_dir>/hf/<org--name>@<sha>.json``
+    (its manifest and endpoint) before its install starts, so a later process that never
+    resolved it (``accel retry`` or ``resume`` of ``REPO@SHA``, the node daemon after a
+    restart, a rerun after kill -9) installs it from the same endpoint, not from the hub.
+    A commit's files never change, so the copy never goes stale.
     """
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, endpoint: str | None = None, token: str | None = None, state_dir: Path | None = None
+    ) -> None:
         self._endpoint = endpoint
         self._token = token
         self._source: HfSource | None = None
         self._resolved: dict[tuple[str, str], HfRevision] = {}
+        #: the endpoint each resolved version came from (the recorded one, for a loaded one)
+        self._origin: dict[tuple[str, str], str] = {}
+        self._dir = state_dir / "hf" if state_dir is not None else None
 
     @property
     def source(self) -> HfSource:
@@ -241,21 +273,71 @@ class HfInstalls:
         source = self._source_for(recorded_endpoint)
         rev = await source.revision(parsed.repo, version or parsed.revision)
         self._resolved[(rev.repo, rev.sha)] = rev
+        self._origin[(rev.repo, rev.sha)] = source.endpoint
+        await asyncio.to_thread(self._remember, rev, source.endpoint)
         return rev
+
+    # -- resolved revisions on disk ----------------------------------------------------
+    def _path(self, model_id: str, version: str) -> Path | None:
+        if self._dir is None:
+            return None
+        try:
+            name = f"{model_dir_name(model_id)}@{version}.json"
+        except UnsafePathError:
+            return None
+        return self._dir / name if "/" not in version and version not in ("", ".", "..") else None
+
+    def _remember(self, rev: HfRevision, endpoint: str) -> None:
+        path = self._path(rev.repo, rev.sha)
+        if path is None:
+            return
+        body = {
+            "schema_version": 1,
+            "endpoint": endpoint,
+            "revision": rev.revision,
+            "manifest": rev.manifest.model_dump(mode="json"),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, json.dumps(body).encode(), durable=False)
+
+    def _known(self, model_id: str, version: str) -> bool:
+        """Whether ``model_id@version`` is an ``hf://`` version: resolved here, or by an
+        earlier process (loaded from its file; an unreadable file is a hub version)."""
+        key = (model_id, version)
+        if key in self._resolved:
+            return True
+        path = self._path(model_id, version)
+        if path is None or not path.is_file():
+            return False
+        try:
+            body = json.loads(path.read_bytes())
+            manifest = parse_manifest(body["manifest"], model_id, version, need_blocks=False)
+            endpoint, revision = str(body["endpoint"]), str(body["revision"])
+        except (OSError, ValueError, KeyError, TypeError, AccelError):
+            return False
+        self._resolved[key] = HfRevision(model_id, revision, version, manifest)
+        self._origin[key] = endpoint
+        return True
 
     def manifest(self, model_id: str, version: str) -> VersionManifest | None:
         """The manifest of a resolved ``hf://`` version, None for a hub version."""
-        rev = self._resolved.get((model_id, version))
-        return None if rev is None else rev.manifest
+        return (
+            self._resolved[(model_id, version)].manifest if self._known(model_id, version) else None
+        )
 
     def url_of(self, model_id: str, version: str) -> Callable[[str], str] | None:
-        if (model_id, version) not in self._resolved:
+        """File URLs of an ``hf://`` version (by commit sha), None for a hub version."""
+        if not self._known(model_id, version):
             return None
-        source = self.source
+        source = self._source_for(self._origin.get((model_id, version)))
         return lambda path: source.file_url(model_id, version, path)
 
     def headers(self, model_id: str, version: str) -> dict[str, str] | None:
-        return self.source.headers if (model_id, version) in self._resolved else None
+        """The headers of a resolved ``hf://`` version's downloads (``{}`` without
+        HF_TOKEN: never the hub's), None for a hub version."""
+        if not self._known(model_id, version):
+            return None
+        return self._source_for(self._origin.get((model_id, version))).headers
 
     def record(self, registry: RegistryStore, rev: HfRevision) -> None:
         """Write source, revision and endpoint into the version's registry record."""

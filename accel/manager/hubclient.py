@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import portalocker
 
 from accel.errors import AuthError, BadManifestError, HubError, NotFoundError
+from accel.manager.credentials import OriginToken
 from accel.manager.fsutil import atomic_write_bytes
 from accel.manager.hubanswers import (
     decode,
@@ -63,6 +64,8 @@ class HubClient:
         self.cache_path = cache_dir / "manifest_cache.json"
         self.lock_path = cache_dir / "manifest_cache.lock"
         self.token = token
+        #: the hub's token, sent to the hub's origin only (never an engine-wide default)
+        self.credentials = OriginToken(self.hub_url, token)
         self.ttl_s = ttl_s
         self.on_warning = on_warning
         self.timeout_s = timeout_s
@@ -72,7 +75,9 @@ class HubClient:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        """What a request to the hub (and a download of its files) carries: its token,
+        when one was given; sent to the hub's origin only."""
+        return self.credentials.headers
 
     async def aclose(self) -> None:
         """Nothing to release (each request has its own connection); kept for symmetry."""
@@ -155,7 +160,7 @@ class HubClient:
         self.requests += 1
         try:
             status, etag, raw = await asyncio.to_thread(
-                _http_get, url, {**self.headers, **headers}, self.timeout_s
+                _http_get, url, {**self.credentials.headers_for(url), **headers}, self.timeout_s
             )
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if cached is not None:

@@ -245,7 +245,7 @@ class VersionInstall:
     #: a staged update: files go to this directory (beside the ready version, which
     #: stays usable) and the record lives in ``Registry.updates`` until the swap
     staging: Path | None = None
-    #: headers of this version's downloads beyond the engine's (an hf:// token)
+    #: headers of this version's downloads: its source's credentials (hub or hf://)
     headers: Mapping[str, str] | None = None
     files: dict[str, FileRun] = field(default_factory=dict)
     state: str = "queued"
@@ -348,6 +348,11 @@ class VersionInstall:
             installed_at=now if state == "ready" else None,
             owner_pid=None if state in ("ready", "error", "paused") else os.getpid(),
             owner_start=None if state in ("ready", "error", "paused") else self.owner_start,
+            # where the version came from (an hf:// endpoint, its revision aliases): a
+            # retry or resume of it is still that version
+            source=old.source if old else None,
+            revisions=list(old.revisions) if old else [],
+            source_endpoint=old.source_endpoint if old else None,
         )
 
     def save(self, state: str | None = None, error: FileError | None = None) -> None:

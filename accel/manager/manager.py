@@ -123,7 +123,7 @@ class ModelManager:
             hub_url, self.state_dir, token=token, ttl_s=manifest_ttl_s, on_warning=self._warn
         )
         # hf://REPO[@REV] installs (HF_ENDPOINT / HF_TOKEN when not given)
-        self.hf = HfInstalls(hf_endpoint, hf_token)
+        self.hf = HfInstalls(hf_endpoint, hf_token, self.state_dir)
         self._own_engine = engine is None
         self._engine: Downloader | None = engine
         self._engine_lock = asyncio.Lock()
@@ -216,8 +216,9 @@ class ModelManager:
             if self._engine is None:
                 from accel.fetch import Engine
 
-                headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-                engine = Engine(workers=self.workers, limit_rate=self.limit_rate, headers=headers)
+                # No default headers: each download carries its own source's credentials
+                # (the hub's token never reaches an HF endpoint: manager/credentials.py).
+                engine = Engine(workers=self.workers, limit_rate=self.limit_rate)
                 # Started once, before any download: concurrent first downloads must not
                 # race the worker processes' start-up.
                 await engine.start()

@@ -66,7 +66,7 @@ async def run_steps(runner: JobRunner, job: Job) -> Path:
         locks=runner.locks,
         engine=await runner.engine(),
         url_of=_url_of(runner, job),
-        headers=runner.hf.headers(job.model_id, job.version) if runner.hf else None,
+        headers=_headers(runner, job),
         manifest=manifest,
         priority=job.priority,
         max_parallel_files=s.max_parallel_files,
@@ -97,6 +97,15 @@ async def _manifest(runner: JobRunner, job: Job) -> VersionManifest:
 def _url_of(runner: JobRunner, job: Job) -> Callable[[str], str]:
     hf = runner.hf.url_of(job.model_id, job.version) if runner.hf else None
     return hf or (lambda p: runner.hub.storage_url(job.model_id, job.version, p))
+
+
+def _headers(runner: JobRunner, job: Job) -> dict[str, str]:
+    """The credentials of this version's own source: an ``hf://`` version's endpoint
+    token (or none), else the hub's, each for its own origin only."""
+    hf = runner.hf.headers(job.model_id, job.version) if runner.hf else None
+    if hf is not None:
+        return hf
+    return runner.hub.headers  # its /storage URLs are at the hub's own origin
 
 
 async def _install(runner: JobRunner, job: Job, inst: VersionInstall) -> Path:

@@ -322,3 +322,47 @@ def test_a_version_published_after_the_first_call_then_offline_cache(
     )
     assert Path(got[0]) == second
     assert Path(got[1]).read_bytes() == expected_bytes("w.bin", 70_000)
+
+
+def test_the_commit_sha_is_a_revision_on_every_route_for_org_name_ids(tmp_path: Path) -> None:
+    """Version name, ``main`` and the commit sha name the same revision on the revision,
+    tree and resolve routes of an org/name repo; a resolve's redirect ends at an answer
+    with the file's Content-Length and HF's headers."""
+    root = tmp_path / "store"
+    publish_model(root, "org/m", "1.0", {"w.bin": 70_001, "sub/c.json": b"{}"})
+    manifest = json.loads((root / "models/org--m/1.0/manifest.json").read_bytes())
+    sha = manifest["checksum_sha256"][:40]
+    w = next(f for f in manifest["files"] if f["path"] == "w.bin")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):  # type: ignore[no-untyped-def]
+            return None
+
+    no_redirect = urllib.request.build_opener(NoRedirect)
+    with running_hub(root) as h:
+        with urllib.request.urlopen(f"{h.url}/api/models/org/m") as r:
+            info = json.loads(r.read())
+        assert (info["id"], info["modelId"], info["sha"]) == ("org/m", "org/m", sha)
+        for rev in ("1.0", "main", sha):
+            with urllib.request.urlopen(f"{h.url}/api/models/org/m/revision/{rev}") as r:
+                assert json.loads(r.read())["sha"] == sha, rev
+            with urllib.request.urlopen(f"{h.url}/api/models/org/m/tree/{rev}/sub") as r:
+                assert r.headers["X-Repo-Commit"] == sha, rev
+                assert [e["path"] for e in json.loads(r.read())] == ["sub/c.json"]
+            for method in ("HEAD", "GET"):
+                req = urllib.request.Request(f"{h.url}/org/m/resolve/{rev}/w.bin", method=method)
+                with pytest.raises(urllib.error.HTTPError) as info_:
+                    no_redirect.open(req)
+                head = info_.value.headers
+                assert info_.value.code == 302, (rev, method)
+                assert head["Location"] == "/storage/models/org/m/1.0/w.bin"
+                assert head["X-Repo-Commit"] == sha and head["X-Linked-Size"] == str(70_001)
+                assert head["X-Linked-Etag"] == head["ETag"] == f'"{w["sha256"]}"'
+                assert "Content-Length" in head
+            # followed (as huggingface_hub follows a same-host redirect): the bytes
+            with urllib.request.urlopen(f"{h.url}/org/m/resolve/{rev}/w.bin") as r:
+                body = r.read()
+                assert r.headers["Content-Length"] == str(70_001) == str(len(body))
+                assert r.headers["X-Linked-Etag"] == f'"{w["sha256"]}"'
+                assert r.headers["X-Repo-Commit"] == sha
+            assert body == expected_bytes("w.bin", 70_001)

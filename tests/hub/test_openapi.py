@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from accel.errors import UnsafePathError
 from accel.hub.app import create_app
-from accel.hub.openapi import FILE_PATH_PATTERN, NAME_PATTERN, OPENAPI
+from accel.hub.openapi import FILE_PATH_PATTERN, ID_SEGMENT_SCHEMA, NAME_PATTERN, OPENAPI
 from accel.serving.paths import check_name, split_raw_path
 from tests.support.hub import RunningHub
 from tests.support.stfuzz import run_schemathesis
@@ -23,27 +23,23 @@ def test_every_route_is_described(tmp_path: Path) -> None:
     routes = set()
     for route in app.router.routes():
         path = route.resource.canonical if route.resource is not None else ""
-        path = path.replace("/storage/{tail}", "/storage/models/{model_id}/{version}/{file_path}")
-        # The HF routes are catch-alls split by accel.hub.hfapi; one- and two-segment ids.
+        # Catch-alls split by the handlers (accel.hub.hfapi, storage), for one-segment
+        # ids ({model_id}) and org/name ids ({org}/{name}) alike.
+        tails = [
+            "/api/models/{id}",
+            "/api/models/{id}/revision/{revision}",
+            "/api/models/{id}/tree/{revision}",
+            "/api/models/{id}/tree/{revision}/{file_path}",
+        ]
+        both = ("{model_id}", "{org}/{name}")
         hf = {
-            "/api/models/{tail}": [
-                "/api/models/{model_id}",
-                "/api/models/{model_id}/revision/{revision}",
-                "/api/models/{model_id}/tree/{revision}",
-                "/api/models/{model_id}/tree/{revision}/{file_path}",
-            ],
+            "/api/models/{tail}": [t.replace("{id}", i) for t in tails for i in both],
             "/{repo}/resolve/{tail}": ["/{model_id}/resolve/{revision}/{file_path}"],
-            # org/name ids: the same manifest route with the id in two segments
-            "/api/models/{org}/{name}/versions/{version}/manifest": [
-                "/api/models/{model_id}/versions/{version}/manifest"
-            ],
-            "/{org}/{name}/resolve/{tail}": ["/{model_id}/resolve/{revision}/{file_path}"],
-            "/api/models/{org}/{name}/versions/{version}/peers": [
-                "/api/models/{model_id}/versions/{version}/peers"
-            ],
+            "/{org}/{name}/resolve/{tail}": ["/{org}/{name}/resolve/{revision}/{file_path}"],
+            "/storage/{tail}": [f"/storage/models/{i}/{{version}}/{{file_path}}" for i in both],
         }
         for one in hf.get(path, [path]):
-            if route.method != "HEAD" or one.startswith(("/storage", "/{model_id}/resolve")):
+            if route.method != "HEAD" or one.startswith("/storage") or "/resolve/" in one:
                 routes.add((route.method.lower(), one))  # HEAD is documented for files
     described = {(m, p) for p, ops in OPENAPI["paths"].items() for m in ops}
     assert routes == described
@@ -106,4 +102,5 @@ def test_storage_path_parameters_carry_the_patterns() -> None:
     op = OPENAPI["paths"]["/storage/models/{model_id}/{version}/{file_path}"]["get"]
     schemas = {p["name"]: p["schema"] for p in op["parameters"] if p["in"] == "path"}
     assert schemas["file_path"]["pattern"] == FILE_PATH_PATTERN
-    assert schemas["model_id"]["pattern"] == schemas["version"]["pattern"] == NAME_PATTERN
+    assert schemas["version"]["pattern"] == NAME_PATTERN
+    assert schemas["model_id"] == ID_SEGMENT_SCHEMA
