@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from accel.errors import ModelNotAvailableError
 from accel.manager import ModelManager
 from accel.schema import Registry
 from tests.manager.hubstub import StubHub, publish
+from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,10 +79,10 @@ async def test_wait_false_while_another_process_downloads(
     proc = spawn(models_dir, hub, "slow@1", extra=("--limit-rate=5M",))
     try:
         async with ModelManager(models_dir, hub.url, workers=1) as mm:
-            deadline = time.monotonic() + 30
-            while not mm.status("slow", "1") or mm.status("slow", "1")[0].state != "downloading":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            await until(
+                lambda: mm.status("slow", "1") and mm.status("slow", "1")[0].state == "downloading",
+                what="slow@1 downloading in the other process",
+            )
             with pytest.raises(ModelNotAvailableError) as e:
                 await mm.ainstall("slow", "1", wait=False)
             assert e.value.reason == "downloading" and f"pid {proc.pid}" in str(e.value)

@@ -24,6 +24,7 @@ from accel.manager.events import (
 )
 from accel.schema import Registry
 from tests.manager.hubstub import StubHub, publish, republish_file, running_stub
+from tests.support.wait import until
 
 FILES = {"weights.bin": 2_500_000, "config.json": b'{"a": 1}', "tok/vocab.txt": 300_000}
 
@@ -236,8 +237,10 @@ async def test_pause_keeps_bytes_and_resume_finishes(store: Path, models_dir: Pa
     with running_stub(store) as hub:
         async with _mm(models_dir, hub, limit_rate="8M") as mm:
             await mm.ainstall("big", "1", wait=False)
-            while not mm.status("big", "1") or mm.status("big", "1")[0].bytes_done < 20_000_000:
-                await asyncio.sleep(0.05)
+            await until(
+                lambda: mm.status("big", "1") and mm.status("big", "1")[0].bytes_done >= 20_000_000,
+                what="20 MB of big@1",
+            )
             await mm.apause("big", "1")
             rec = mm.status("big", "1")[0]
             assert rec.state == "paused"
@@ -366,8 +369,7 @@ async def test_task_and_file_lock_records_heartbeat_during_an_install(
     async with _mm(models_dir, hub, limit_rate="6M", heartbeat_s=0.1) as mm:
         await mm.ainstall("slow", "1", wait=False)
         task_rec = models_dir / ".accel" / "locks" / "tasks" / "slow@1.json"
-        while not task_rec.exists():
-            await asyncio.sleep(0.02)
+        await until(task_rec.exists, what="the task's lock record")
         first = json.loads(task_rec.read_text())
         deadline = asyncio.get_running_loop().time() + 10
         later = first
@@ -376,10 +378,10 @@ async def test_task_and_file_lock_records_heartbeat_during_an_install(
             await asyncio.sleep(0.02)
             later = json.loads(task_rec.read_text())
         assert later["pid"] == os.getpid() and later["model_id"] == "slow"
-        files: list[dict[str, object]] = []
-        while not files:
-            files = [r for r in mm.lock_records() if r.get("kind") == "file"]
-            await asyncio.sleep(0.02)
+        files = await until(
+            lambda: [r for r in mm.lock_records() if r.get("kind") == "file"],
+            what="a file lock record",
+        )
         assert files and files[0]["file"] == "a.bin" and files[0]["status"] == "alive"
         await mm.wait_idle()
         assert not task_rec.exists()  # released with the lock
@@ -404,8 +406,10 @@ async def test_priority_of_a_running_install_sticks(store: Path, models_dir: Pat
     with running_stub(store) as hub:
         async with _mm(models_dir, hub, limit_rate="2M") as mm:
             await mm.ainstall("run", "1", wait=False, priority=1)
-            while not mm.status("run", "1") or mm.status("run", "1")[0].bytes_done == 0:
-                await asyncio.sleep(0.05)
+            await until(
+                lambda: mm.status("run", "1") and mm.status("run", "1")[0].bytes_done > 0,
+                what="the first bytes of run@1",
+            )
             await mm.aset_priority("run", "1", 7)
             assert mm.status("run", "1")[0].priority == 7
 

@@ -26,6 +26,7 @@ from accel.manager import ModelManager
 from accel.manager.events import FailedEvent, ProgressEvent, ReadyEvent, StateEvent
 from accel.schema import Registry
 from tests.manager.hubstub import StubHub, publish, republish_file, running_stub
+from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -293,8 +294,10 @@ async def test_remove_during_a_stopped_update_removes_its_staging_too(
         republish_file(store, "m", "1", "w.bin", os.urandom(8_000_000))
         async with _mm(models_dir, hub, limit_rate="2M") as mm:
             await mm.aupdate_version("m", "1", wait=False)
-            while not list((models_dir / ".accel" / "staging").glob("*/w.bin.part")):
-                await asyncio.sleep(0.02)
+            await until(
+                lambda: list((models_dir / ".accel" / "staging").glob("*/w.bin.part")),
+                what="the staged w.bin.part",
+            )
             assert await mm.aremove("m", "1") == ["m@1"]
         assert _registry(models_dir).installs == {} and _registry(models_dir).updates == {}
         assert _leftovers(models_dir) == []

@@ -13,6 +13,7 @@ from accel.node.reporter import Backoff, SchedulerReporter
 from accel.node.transport import HttpTransport, WebSocketTransport, transport_for_url
 from accel.schema import ModelNotAvailableMessage
 from tests.node.scheduler import Scheduler, free_port
+from tests.support.wait import until
 
 FAST = Backoff(initial_s=0.05, factor=2.0, max_s=0.3, jitter=0.1)
 
@@ -77,8 +78,7 @@ async def test_scheduler_down_at_first_then_delivered(kind: str) -> None:
         rep.report(_msg("early"))
         # report() returned at once although nothing listens on the port.
         assert loop.time() - t0 < 0.5
-        while rep.stats.failed_attempts < 2:
-            await asyncio.sleep(0.02)
+        await until(lambda: rep.stats.failed_attempts >= 2, what="two failed attempts")
         assert rep.pending == 1 and not sched.received
         assert "cannot" in (rep.stats.last_error or "")
         await sched.start()
@@ -110,8 +110,7 @@ async def test_websocket_reconnects_after_scheduler_restart() -> None:
         assert await rep.drain(5)
         await sched.stop()
         rep.report(_msg("during"))
-        while rep.stats.failed_attempts < 1:
-            await asyncio.sleep(0.02)
+        await until(lambda: rep.stats.failed_attempts >= 1, what="a failed attempt")
         await sched.start()
         try:
             await sched.wait_for(2)
@@ -166,8 +165,7 @@ async def test_scheduler_token_is_sent_and_a_wrong_one_is_retried_not_lost(kind:
         bad = SchedulerReporter(transport_for_url(url, token="wrong"), backoff=FAST)
         bad.start()
         bad.report(_msg("refused"))
-        while bad.stats.failed_attempts < 2:
-            await asyncio.sleep(0.02)
+        await until(lambda: bad.stats.failed_attempts >= 2, what="two refused attempts")
         assert bad.pending == 1 and not sched.received
         await bad.aclose(drain_timeout_s=0.05)
         async with SchedulerReporter(transport_for_url(url, token="s3cret"), backoff=FAST) as rep:
