@@ -19,7 +19,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     A soak test is the long version of a check the default suite keeps a short version
     of (named in its docstring); deselected, not skipped: nothing is missing, it runs
-    elsewhere. The default suite must stay under 10 minutes on 2 cores.
+    elsewhere. Keep soak tests in tests/reliability, the folder ``./scripts/soak`` runs.
+    The default suite must stay under 10 minutes on 2 cores.
     """
     if SOAK:
         return
