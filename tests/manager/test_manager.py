@@ -8,12 +8,13 @@ import asyncio
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
 from accel.errors import HubError, IntegrityError, ModelNotAvailableError
-from accel.manager import ModelManager
+from accel.manager import ModelManager, hubclient
 from accel.manager.events import (
     FailedEvent,
     ProgressEvent,
@@ -147,18 +148,34 @@ async def test_missing_store_file_is_a_clear_error(
         assert getattr(e.value, "code", "")  # an AccelError with a code
 
 
+class _Clock:
+    """``time`` as accel.manager.hubclient sees it: the real clock plus what a test adds.
+
+    The TTL test moves it instead of sleeping past a short TTL: with a 0.3 s TTL, a
+    loaded machine could spend it between two calls meant to fall within it.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
 async def test_manifest_cache_ttl_revalidation_and_offline_use(
-    store: Path, models_dir: Path
+    store: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(hubclient, "time", clock)
     publish(store, "m", "1", {"a.bin": 100_000})
     with running_stub(store) as hub:
-        async with _mm(models_dir, hub, manifest_ttl_s=0.3) as mm:
+        async with _mm(models_dir, hub, manifest_ttl_s=60) as mm:
             await mm.ainstall("m")
             await mm.resolve_version("m", None)
             n = hub.requests("/api/models/m")
             await mm.resolve_version("m", None)  # within the TTL: no request
             assert hub.requests("/api/models/m") == n
-            await asyncio.sleep(0.4)
+            clock.offset += 61
             await mm.resolve_version("m", None)  # expired: revalidated with If-None-Match
             assert hub.requests("/api/models/m") == n + 1
             assert hub.log()[-1][0] == 304
