@@ -25,7 +25,7 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from accel.errors import (
@@ -47,7 +47,6 @@ from accel.fetch.checkpoint import (
     revalidate,
 )
 from accel.fetch.complete import reuse_existing
-from accel.fetch.drive import ChunkDriver
 from accel.fetch.finish import PrefixHasher, disk_error, publish
 from accel.fetch.http1 import origin_of
 from accel.fetch.messages import Head, Task
@@ -59,7 +58,10 @@ from accel.fetch.redirects import strip_credentials
 from accel.fetch.repair import repair
 from accel.fetch.single import fetch_once, special_target
 from accel.fetch.slots import Shared
-from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
+from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS, SourcePolicy, vote_losers
+from accel.fetch.sources_links import Link
+from accel.fetch.sources_race import TailRace
+from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent, SourceFigure
 
 __all__ = ["FileDownload"]
 
@@ -68,7 +70,7 @@ _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
 
 
-class FileDownload(ChunkDriver):
+class FileDownload(TailRace):
     """State of one file's download inside an :class:`~accel.fetch.engine.Engine`."""
 
     def __init__(
@@ -84,9 +86,27 @@ class FileDownload(ChunkDriver):
         durable: bool = True,
         secret_headers: frozenset[str] = frozenset(),
         check: bool = False,
+        mirrors: Sequence[str] = (),
+        max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.shared = shared
         self.url = url
+        #: every source of these bytes, ``url`` first: the last resort (sources.py)
+        # One source keeps the engine's whole connection budget (as before sources
+        # existed); with several, each is capped like aria2's per-server limit.
+        cap = max_connections_per_source if mirrors else 1 << 16
+        self.policy = SourcePolicy.of([url, *mirrors], last_resort=0, max_connections=cap)
+        self.links = [Link(s.url) for s in self.policy.sources]
+        self.avoid: dict[int, set[int]] = {}
+        self.chunk_src: dict[int, tuple[int, float]] = {}
+        self.raced: int | None = None
+        self.race = None
+        #: the source of each finished chunk (by start): the first vote of a repair
+        self.done_src: dict[int, int] = {}
+        #: a repair's answers per piece start: (source, xxh3), oldest first
+        self.votes: dict[int, list[tuple[int, str]]] = {}
+        #: (piece start, source) whose lost vote was counted already
+        self.charged: set[tuple[int, int]] = set()
         self.dest = Path(dest)
         self.part = part_path(self.dest)
         self.expected = expected or Expected()
@@ -94,10 +114,6 @@ class FileDownload(ChunkDriver):
         self.chunk_size = chunk_size
         self.headers = tuple(headers.items())
         self.secret_headers = frozenset(h.lower() for h in secret_headers)
-        #: where the URL's redirects led (resolved once per download, by the probe):
-        #: chunks go straight there; None until known, and again after the target
-        #: refused a request (an expired signed URL), so the next one resolves anew
-        self.resolved: str | None = None
         #: fsync the data before the rename and the directory after it (``False``: the
         #: caller syncs, see ``Engine.download``)
         self.durable = durable
@@ -123,7 +139,6 @@ class FileDownload(ChunkDriver):
         self.received = 0
         self.resumed = 0
         self.retries = 0
-        self._refusals = 0
         self.splitting = False
         self.t0 = time.monotonic()
         self.speed = 0.0
@@ -153,7 +168,27 @@ class FileDownload(ChunkDriver):
                 speed_bps=self.speed,
                 eta_s=eta,
                 message=message,
+                sources=self.source_figures(),
             )
+        )
+
+    def source_figures(self) -> tuple[SourceFigure, ...]:
+        """Each source's figures, when there is more than one (else nothing)."""
+        if len(self.policy) == 1:
+            return ()
+        return tuple(
+            SourceFigure(
+                url=s.url,
+                bytes=s.served,
+                discarded=s.discarded,
+                rate_bps=s.rate or 0.0,
+                active=s.active,
+                chunks=s.chunks,
+                errors=s.failures,
+                bad_blocks=s.bad_blocks,
+                quarantined=s.quarantined,
+            )
+            for s in self.policy.sources
         )
 
     def _tick(self) -> None:
@@ -175,6 +210,7 @@ class FileDownload(ChunkDriver):
             self._stop_everything()
             self._save_checkpoint_now()
             self._close()
+            self._drop_race_file()
             raise
         except BaseException as exc:
             self._stop_everything()
@@ -195,9 +231,16 @@ class FileDownload(ChunkDriver):
                 self._close()
             if isinstance(exc, AccelError):
                 self._emit("error", str(exc))
+            self._drop_race_file()
             raise
         self._close()
+        self._drop_race_file()
         return result
+
+    def _drop_race_file(self) -> None:
+        if len(self.policy) > 1:
+            with contextlib.suppress(OSError):
+                self.race_path.unlink()
 
     async def _run_translated(self) -> DownloadResult:
         try:
@@ -247,7 +290,7 @@ class FileDownload(ChunkDriver):
             start = 0
             head, first_req = await self._probe(0, self._probe_length())
         self.probe_start = start
-        self.resolved = head.url
+        self.links[0].resolved = head.url
         try:
             first = await self._prepare(head, cp)
         except BaseException:
@@ -510,6 +553,7 @@ class FileDownload(ChunkDriver):
         self.total = total
         self.etag = head.etag
         self.last_modified = head.last_modified
+        self.links[0].learn(head)
         self.ranged = head.ranged
         done: list[DoneChunk] = []
         if cp is not None and self.ranged and cp is self.adopted:
@@ -583,6 +627,7 @@ class FileDownload(ChunkDriver):
         self,
         start: int,
         end: int | None,
+        source: int = 0,
         *,
         probe: bool = False,
         sha256: bool = False,
@@ -595,11 +640,14 @@ class FileDownload(ChunkDriver):
             last = len(self.digests) if end is None else -(-end // bs)
             digests = self.digests[start // bs : last]
         e = self.shared
-        url, headers = self.url, self.headers
-        if self.resolved is not None:
-            url = self.resolved
-            if origin_of(url) != origin_of(self.url):
-                headers = tuple(strip_credentials(headers, self.secret_headers))
+        link = self.links[source]
+        url, headers = link.target, self.headers
+        if origin_of(url) != origin_of(self.url):
+            # A mirror, or where a redirect led: the caller's credentials are for the URL.
+            headers = tuple(strip_credentials(headers, self.secret_headers))
+        etag, last_modified = self.etag, self.last_modified
+        if source:
+            etag, last_modified = link.etag, link.last_modified
         return Task(
             url=url,
             path=str(self.part),
@@ -608,8 +656,8 @@ class FileDownload(ChunkDriver):
             block_head=head - start,
             headers=headers,
             secret_headers=self.secret_headers,
-            etag=self.etag,
-            last_modified=self.last_modified,
+            etag=etag,
+            last_modified=last_modified,
             total=self.total,
             probe=probe,
             ranged=self.ranged,
@@ -618,6 +666,7 @@ class FileDownload(ChunkDriver):
             stall_timeout=e.stall_timeout,
             min_rate=e.min_rate,
             sha256=sha256,
+            report_head=bool(source) and not link.known,
         )
 
     def _emit_retry(self, message: str) -> None:
@@ -676,6 +725,47 @@ class FileDownload(ChunkDriver):
             self._emit("verified", f"sha256 {digest}")
         return verified
 
+    # --- sources as a repair's voters ----------------------------------------------
+    def _repair_task(self, start: int, end: int) -> Task:
+        """A repair's request of a piece: from a source that has not answered for it
+        yet when there is one, so that two agreeing answers come from two sources."""
+        votes = self.votes.setdefault(start, [])
+        if not votes:
+            votes.append((self._source_of(start), ""))  # the download's answer
+        used = {src for src, _ in votes}
+        src = self.policy.pick(time.monotonic(), exclude=used)
+        if src is None:
+            src = self.policy.pick(time.monotonic()) or 0
+        votes.append((src, ""))  # its xxh3 comes with _on_piece
+        return self._task(start, end, src)
+
+    def _source_of(self, start: int) -> int:
+        """The source that fetched the byte at ``start`` in the download."""
+        best = max((s for s in self.done_src if s <= start), default=None)
+        return self.done_src[best] if best is not None else 0
+
+    def _on_piece(self, start: int, xxh3: str, first: str) -> None:
+        """A repair fetched the piece at ``start`` (``first``: the download's answer for
+        it): once two answers agree, each source whose answer differed loses a vote
+        (sources.py: the second loss quarantines it)."""
+        votes = self.votes.setdefault(start, [(self._source_of(start), first)])
+        if votes[0][1] == "":
+            votes[0] = (votes[0][0], first)
+        i = next((i for i, (_, x) in enumerate(votes) if x == ""), None)
+        if i is None:
+            votes.append((0, xxh3))
+        else:
+            votes[i] = (votes[i][0], xxh3)
+        for src in vote_losers(votes):
+            if (start, src) in self.charged:
+                continue
+            self.charged.add((start, src))
+            before = self.policy[src].quarantined
+            self.policy = self.policy.disagreed(src, f"its bytes at {start} lost a vote")
+            self._say_quarantined(
+                src, before, f"its bytes at {start} disagree with two agreeing answers"
+            )
+
     async def _finish(self) -> DownloadResult:
         assert self.total is not None and self.hasher is not None
         digest = self.hasher.hexdigest()
@@ -684,8 +774,9 @@ class FileDownload(ChunkDriver):
             # No block digest says which bytes are wrong: find and refetch them.
             digest = await repair(
                 self.shared, url=self.url, part=self.part, total=self.total, sha256=want,
-                actual=digest, records=self.recorder.chunks, task_for=self._task,
+                actual=digest, records=self.recorder.chunks, task_for=self._repair_task,
                 on_progress=self._on_progress, on_event=self._emit_retry,
+                on_piece=self._on_piece,
             )  # fmt: skip
         verified = self._check_digest(digest)
         # A checkpoint write still in its thread would land after the cleanup below and
@@ -724,6 +815,7 @@ class FileDownload(ChunkDriver):
             retries=self.retries,
             verify_tail_s=tail,
             verified=verified,
+            sources=self.source_figures(),
         )
 
     def fd_closed(self) -> None:
