@@ -133,7 +133,11 @@ class ChunkDriver(abc.ABC):
                         slots.release()
                         break
                     if src in self.avoid.get(chunk.id, ()):
-                        src = self.policy.pick(time.monotonic(), self.avoid[chunk.id]) or src
+                        other = self.policy.pick(time.monotonic(), self.avoid[chunk.id])
+                        src = src if other is None else other
+                    # Counted now, not when the task first runs: the picks of this
+                    # loop must see each other (one measuring chunk per source).
+                    self.policy = self.policy.started(src)
                     tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None, src)))
                 if not plan.pending_count and slots.free() > 0 and not self._maybe_race(tasks):
                     self._maybe_split()
@@ -173,8 +177,9 @@ class ChunkDriver(abc.ABC):
         return max(floor, min(size, int(size * s.rate / best)))
 
     async def _run_chunk(self, chunk: Chunk, handle: TaskHandle | None, src: int = 0) -> None:
-        """Fetch one chunk once from source ``src``; on a retryable failure, back off
-        (or, with other sources, go elsewhere at once) and give it back."""
+        """Fetch one chunk once from source ``src`` (the caller counted the request in
+        :attr:`policy`); on a retryable failure, back off (or, with other sources, go
+        elsewhere at once) and give it back."""
         pool, slots, retry = self.shared.pool, self.shared.slots, self.shared.retry
         assert self.plan is not None
         link = self.links[src]
@@ -183,8 +188,8 @@ class ChunkDriver(abc.ABC):
                 handle = pool.submit(self._task(chunk.start, chunk.end, src))
             except BaseException:
                 slots.release()
+                self.policy = self.policy.ended(src, 0)
                 raise
-        self.policy = self.policy.started(src)
         t0 = time.monotonic()
         handle.on_progress = self._on_progress
         handle.on_trim = lambda new_end: self._on_trim(chunk, new_end)

@@ -14,8 +14,9 @@ per source and decides who fetches the next chunk, as aria2's adaptive selector 
   before that chunk ends;
 - otherwise the source with the highest measured throughput per connection that still
   has a free connection (``max_connections`` each) gets the chunk;
-- a chunk whose blake3 block fails demotes its source (its measured rate quartered);
-  a second one quarantines it for the rest of the download;
+- a chunk whose blake3 block fails demotes its source (its measured rate quartered,
+  and one request at a time until one ends well); a second one quarantines it for the
+  rest of the download;
 - a source that fails requests in a row (resets, timeouts, 5xx) rests for a while that
   grows with each failure; one that answers with another file (404, a changed ETag, a
   size of its own) is quarantined at once;
@@ -71,6 +72,8 @@ class SourceState:
     quarantined: bool = False
     reason: str = ""
     resting_until: float = 0.0
+    #: a block of it failed and no request of it has ended well since: one at a time
+    probation: bool = False
 
     def usable(self, now: float) -> bool:
         """May get a request now, capacity aside."""
@@ -80,8 +83,9 @@ class SourceState:
 
     @property
     def measuring(self) -> bool:
-        """Its first request is running: no second one before it says how fast it is."""
-        return self.rate is None and self.active > 0
+        """Its first request (or its first since a bad block) is running: no second one
+        before it says how fast, or how honest, it is."""
+        return (self.rate is None or self.probation) and self.active > 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ class SourcePolicy:
                 served=s.served + max(0, nbytes),
                 chunks=s.chunks + 1,
                 errors=0,
+                probation=False,
             ),
         )
 
@@ -263,6 +268,7 @@ class SourcePolicy:
                 failures=s.failures + 1,
                 quarantined=s.quarantined or gone,
                 reason=f"{bad} corrupt blocks" if gone else s.reason,
+                probation=True,
             ),
         )
 

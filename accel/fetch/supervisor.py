@@ -304,6 +304,7 @@ class FileDownload(TailRace):
             slots.release()
         else:
             pool.decide(first_req, first.end)
+            self.policy = self.policy.started(0)
             tasks.add(asyncio.ensure_future(self._run_chunk(first, first_req)))
         hashing = asyncio.ensure_future(self.hasher.run(self.plan.done_prefix))
         try:
@@ -766,6 +767,20 @@ class FileDownload(TailRace):
                 src, before, f"its bytes at {start} disagree with two agreeing answers"
             )
 
+    def _charge_wrong_answers(self) -> None:
+        """After a repair the SHA256 verified: the bytes on disk are right, so every
+        source whose answer for a piece differs from them lost that vote."""
+        for start, votes in self.votes.items():
+            final = next((x for _, x in reversed(votes) if x), "")
+            for src, x in votes:
+                if x and x != final and (start, src) not in self.charged:
+                    self.charged.add((start, src))
+                    before = self.policy[src].quarantined
+                    self.policy = self.policy.disagreed(src, f"its bytes at {start} were wrong")
+                    self._say_quarantined(
+                        src, before, f"its bytes at {start} differ from the verified file's"
+                    )
+
     async def _finish(self) -> DownloadResult:
         assert self.total is not None and self.hasher is not None
         digest = self.hasher.hexdigest()
@@ -778,6 +793,7 @@ class FileDownload(TailRace):
                 on_progress=self._on_progress, on_event=self._emit_retry,
                 on_piece=self._on_piece,
             )  # fmt: skip
+            self._charge_wrong_answers()
         verified = self._check_digest(digest)
         # A checkpoint write still in its thread would land after the cleanup below and
         # leave a stale <name>.part.json beside the finished file.
