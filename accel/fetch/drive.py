@@ -91,6 +91,9 @@ class ChunkDriver(abc.ABC):
     def _race_lost(self, chunk: Chunk) -> None: ...
 
     @abc.abstractmethod
+    def _race_stopped(self, chunk: Chunk) -> bool: ...
+
+    @abc.abstractmethod
     def _emit(self, kind: EventKind, message: str = "") -> None: ...
 
     @abc.abstractmethod
@@ -211,6 +214,9 @@ class ChunkDriver(abc.ABC):
         nbytes = max(0, (outcome.end or handle.position) - handle.task.start)
         if outcome.url is not None:
             link.resolved = outcome.url  # the original URL was asked again: a new target
+        if self._race_stopped(chunk):  # a race won and trimmed it: the race finishes it
+            self.policy = self.policy.ended(src, nbytes, kept=False)
+            return
         if outcome.error is None:
             link.refusals = 0  # the budget is for refusals in a row: signatures expire
             self.policy = self.policy.finished(src, nbytes, time.monotonic() - t0)

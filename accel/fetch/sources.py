@@ -12,8 +12,12 @@ per source and decides who fetches the next chunk, as aria2's adaptive selector 
 
 - a source nobody has measured gets one chunk (its measurement) and no second one
   before that chunk ends;
-- otherwise the source with the highest measured throughput per connection that still
-  has a free connection (``max_connections`` each) gets the chunk;
+- otherwise the source whose measured throughput per connection, shared by one more
+  connection than it has running, is the highest gets the chunk (``rate / (active +
+  1)``): the fastest get the next chunks, and equally fast sources share the
+  connections evenly instead of one taking all of them while the others idle (a
+  mirror's total is capped as surely as its connections are); at most
+  ``max_connections`` each;
 - a chunk whose blake3 block fails demotes its source (its measured rate quartered,
   and one request at a time until one ends well); a second one quarantines it for the
   rest of the download;
@@ -147,7 +151,11 @@ class SourcePolicy:
         untested = [i for i in candidates if self.sources[i].rate is None]
         if untested:
             return untested[0]
-        return max(candidates, key=lambda i: (self._score(i), -self.sources[i].active, -i))
+        return max(candidates, key=lambda i: (self._share(i), -self.sources[i].active, -i))
+
+    def _share(self, i: int) -> float:
+        s = self.sources[i]
+        return (s.rate or 0.0) / (s.active + 1)
 
     def _score(self, i: int) -> float:
         s = self.sources[i]

@@ -8,11 +8,13 @@ two writers on the same bytes would let a lying or late loser overwrite the winn
 
 - The slow request ends first: the duplicate is cancelled (it only wrote the side file).
 - The duplicate ends first, its blake3 blocks checked as they streamed: the slow
-  request is trimmed at a block boundary ahead of it (the worker acknowledges a trim
-  under the lock it takes bytes with, so it writes nothing past that point), and the
-  bytes from there to the chunk's end are copied from the side file into the
-  ``.part`` and recorded as done. A trim that comes too late (the slow request is
-  nearly done) leaves the slow request to finish; the duplicate's bytes are dropped.
+  request is trimmed a little ahead of where it is (the worker acknowledges a trim
+  under the lock it takes bytes with, so it takes nothing past that point) and its
+  end awaited (a worker reports a request's end after its last write); only then are
+  the duplicate's bytes copied from the side file over the chunk's rest, and the chunk
+  recorded as done. The slow request's last, cut block fails its digest by design:
+  that is no verdict on its source. A trim that comes too late (the slow request is
+  nearly done) leaves it to finish; the duplicate's bytes are dropped.
 
 Only with block digests: without them nothing says which of two answers is right. The
 choice (which chunk, from where) reads :mod:`~accel.fetch.sources`' measurements; this
@@ -53,6 +55,10 @@ class _Race:
     #: "fetching" until the duplicate ends, then "claiming" (trim and copy)
     phase: str = "fetching"
     lost: bool = False
+    #: where the slow request was trimmed to stop (acknowledged by its worker)
+    stop_at: int | None = None
+    #: set when the trimmed slow request has ended (all its writes are done)
+    stopped: asyncio.Future[None] | None = None
 
 
 class TailRace(ChunkDriver):
@@ -66,14 +72,23 @@ class TailRace(ChunkDriver):
     def race_path(self) -> Path:
         return self.part.with_name(self.part.name + ".race")
 
-    def _margin(self, chunk: Chunk, handle: TaskHandle, now: float) -> int:
-        """A block boundary the slow request has surely not reached yet."""
+    def _ahead(self, chunk: Chunk, handle: TaskHandle, now: float) -> int:
+        """A byte the slow request has surely not reached yet (its worker may be past
+        its last report by a read buffer and a report interval's bytes)."""
         _, t0 = self.chunk_src.get(chunk.id, (0, now))
         done = handle.position - handle.task.start
         rate = done / max(1e-3, now - t0)
-        ahead = handle.position + _READ_BUFFER + int(rate * _REPORT_S * 2) + 64 * 1024
-        bs = self.block_size or 1
-        return -(-ahead // bs) * bs
+        return handle.position + _READ_BUFFER + int(rate * _REPORT_S * 2) + 64 * 1024
+
+    def _race_stopped(self, chunk: Chunk) -> bool:
+        """The chunk's own request ended because a race that won trimmed it: True (the
+        race finishes the chunk; the request's cut last block is no verdict)."""
+        race = self.race
+        if race is None or race.chunk is not chunk or race.stop_at is None:
+            return False
+        if race.stopped is not None and not race.stopped.done():
+            race.stopped.set_result(None)
+        return True
 
     def _maybe_race(self, tasks: set[asyncio.Task[None]]) -> bool:
         """Start a race for the slowest running chunk; True when one runs now."""
@@ -109,8 +124,10 @@ class TailRace(ChunkDriver):
         if best is None:
             return False
         _, chunk, h, _, fast = best
-        start = self._margin(chunk, h, now)
-        if start >= chunk.end or not self.shared.slots.try_acquire():
+        bs = self.block_size or 1
+        # from the block the slow request is in: every block before it was checked
+        start = max(chunk.start, h.position - (h.position - chunk.start) % bs)
+        if h.task.start != chunk.start or not self.shared.slots.try_acquire():
             return False
         self.race = _Race(chunk, start, fast)
         self.raced = chunk.id
@@ -174,20 +191,25 @@ class TailRace(ChunkDriver):
                     self.race_path.unlink()
 
     async def _claim(self, race: _Race) -> int | None:
-        """Trim the slow request ahead of itself and copy the race's bytes after that
-        point into the ``.part``; the point, or None when the trim came too late."""
+        """Stop the slow request a little ahead of itself, wait for its end, then copy
+        the race's bytes over the chunk's rest; where they start, or None when the
+        trim came too late (the slow request is nearly done: it finishes)."""
         chunk = race.chunk
         h = self.handles.get(chunk.id)
         if h is None or chunk.state is not ChunkState.ACTIVE or self.plan is None:
             return None
-        at = max(race.start, self._margin(chunk, h, time.monotonic()))
+        at = self._ahead(chunk, h, time.monotonic())
         if at >= chunk.end:
             return None
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[int | None] = loop.create_future()
+        race.stopped = loop.create_future()
         previous = h.on_trim
 
         def on_trim(new_end: int | None) -> None:
+            # In the message dispatch, before the request's own end is dispatched.
+            if new_end is not None:
+                race.stop_at = new_end
             if not acked.done():
                 acked.set_result(new_end)
 
@@ -195,29 +217,40 @@ class TailRace(ChunkDriver):
         self.splitting = True
         self.shared.pool.trim(h, at)
         try:
-            new_end = await asyncio.wait_for(acked, timeout=10.0)
-        except TimeoutError:
-            new_end = None
+            new_end = await acked
         finally:
             h.on_trim = previous
             self.splitting = False
         if new_end is None:
             return None
-        tail = self.plan.split(chunk, new_end)
-        taken = self.plan.take_range(tail.start, tail.end)
-        assert taken is tail
+        await race.stopped  # the slow request's last write is done
         try:
             xxh3 = await asyncio.to_thread(
-                _copy_range, self.race_path, self.part, tail.start, tail.end
+                _copy_range, self.race_path, self.part, race.start, chunk.end
+            )
+            head = (
+                await asyncio.to_thread(_xxh3_of, self.part, chunk.start, race.start)
+                if race.start > chunk.start
+                else None
             )
         except BaseException:
-            self.plan.fail(tail)
+            self.plan.fail(chunk)
             raise
-        self.plan.complete(tail)
-        self.recorder.record(DoneChunk(start=tail.start, end=tail.end, xxh3=xxh3))
+        self.plan.complete(chunk)
+        if head is not None:
+            self.recorder.record(DoneChunk(start=chunk.start, end=race.start, xxh3=head))
+        self.recorder.record(DoneChunk(start=race.start, end=chunk.end, xxh3=xxh3))
         assert self.hasher is not None
         self.hasher.wake.set()
-        return new_end
+        return race.start
+
+
+def _xxh3_of(path: Path, start: int, end: int) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return xxh3_of_range(fd, start, end)
+    finally:
+        os.close(fd)
 
 
 def _side_file(path: Path, size: int) -> int:

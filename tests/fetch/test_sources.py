@@ -42,6 +42,20 @@ def test_the_fastest_source_with_a_free_connection_gets_the_next_chunk() -> None
     assert p.pick(0.0) is None  # every source at its cap
 
 
+def test_connections_go_to_sources_in_proportion_to_their_speed() -> None:
+    """Equal sources share evenly; one 10x slower gets a connection only once each
+    fast one has about ten."""
+    p = SourcePolicy.of([HUB, M1, M2], max_connections=64)
+    p = measured(measured(measured(p, 0, 10e6), 1, 10e6), 2, 1e6)
+    for _ in range(21):
+        i = p.pick(0.0)
+        assert i is not None
+        p = p.started(i)
+    fast_a, fast_b, slow = (s.active for s in p.sources)
+    assert abs(fast_a - fast_b) <= 1 and fast_a + fast_b == 21 - slow
+    assert slow == 1  # 1/(1+1) MB/s per connection is what 10 MB/s over 10 or 11 gives
+
+
 def test_two_bad_blocks_quarantine_a_mirror_but_never_the_last_resort() -> None:
     p = measured(measured(SourcePolicy.of([HUB, M1]), 1, 50e6), 0, 1e6)
     p = p.started(1).corrupt(1, 1000)

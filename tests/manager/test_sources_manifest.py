@@ -56,3 +56,30 @@ async def test_install_reads_from_the_manifest_mirror(
     )
     assert mirror.bytes_sent() > MiB  # the mirror served part of the file
     assert any(s in (200, 206) for s in mirror.statuses())
+
+
+async def test_the_hubs_own_mirror_is_added_to_every_manifest(
+    nginx: Callable[..., Nginx], tmp_path: Path
+) -> None:
+    """``accel serve --mirror PREFIX``: a mirror keeping the hub's layout under PREFIX
+    (``PREFIX/MODEL/VERSION/PATH``) is listed in every manifest and used by installs."""
+    root = tmp_path / "store"
+    publish_model(root, "asr", "1.0", SPEC, block_size=256 * 1024)
+    www = tmp_path / "mirror"
+    shutil.copytree(root / "models" / "asr" / "1.0" / "files", www / "models" / "asr" / "1.0")
+    mirror = nginx(www)
+    prefix = f"{mirror.url}/models"
+    with running_hub(root, extra_args=["--mirror", prefix]) as hub:
+        with urllib.request.urlopen(f"{hub.url}/api/models/asr/versions/1.0/manifest") as r:
+            assert json.loads(r.read())["mirrors"] == [f"{prefix}/asr/1.0"]
+        async with ModelManager(tmp_path / "models", hub.url, workers=2) as mm:
+            path = await mm.ainstall("asr", "1.0")
+    assert (path / "sub dir" / "model.bin").read_bytes() == expected_bytes(
+        "sub dir/model.bin", 6 * MiB + 7
+    )
+    assert mirror.bytes_sent() > MiB
+    bad = subprocess.run(
+        [sys.executable, "-m", "accel", "serve", "--root", str(root), "--mirror", "x:/y"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("accel: --mirror: expected an http(s)")
