@@ -159,16 +159,19 @@ class TailRace(ChunkDriver):
             handle.on_progress = self._on_progress
             try:
                 outcome = await asyncio.shield(handle.done)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # the file is done (or stopped): no verdict
                 pool.cancel(handle)
+                self.policy = self.policy.ended(race.source, handle.position - race.start)
                 raise
             self.received += max(0, (outcome.end or handle.position) - handle.position)
             nbytes = max(0, (outcome.end or handle.position) - race.start)
             if race.lost or outcome.error is not None:
-                if outcome.error is not None and not race.lost:
-                    self.policy = self.policy.failed(race.source, nbytes, time.monotonic())
-                else:
+                link = self.links[race.source]
+                if race.lost or self._target_refused(handle.task, outcome, link):
+                    # lost, or an expired signed URL: the source's URL resolves anew
                     self.policy = self.policy.ended(race.source, nbytes, kept=False)
+                else:
+                    self.policy = self.policy.failed(race.source, nbytes, time.monotonic())
                 return
             race.phase = "claiming"
             at = await self._claim(race)

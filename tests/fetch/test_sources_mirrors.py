@@ -19,6 +19,7 @@ import pytest
 from accel.fetch import Engine, Expected, ProgressEvent
 from accel.fetch.types import DownloadResult
 from accel.schema import ChunkDigests
+from tests.fetch.test_redirect import chain  # noqa: F401 (a fixture: signed redirects)
 from tests.support.faultproxy import FaultKind, FaultProxy, FaultRule
 from tests.support.nginx import Nginx
 
@@ -49,13 +50,13 @@ def proxy() -> Iterator[Callable[..., FaultProxy]]:
         p.stop()
 
 
-def expected_for(data: bytes, *, blocks: bool = True) -> Expected:
+def expected_for(data: bytes, *, blocks: bool = True, block: int = BLOCK) -> Expected:
     chunks = None
     if blocks:
         digests = [
-            blake3.blake3(data[i : i + BLOCK]).hexdigest() for i in range(0, len(data), BLOCK)
+            blake3.blake3(data[i : i + block]).hexdigest() for i in range(0, len(data), block)
         ]
-        chunks = ChunkDigests(size=BLOCK, digests=digests)
+        chunks = ChunkDigests(size=block, digests=digests)
     return Expected(size=len(data), sha256=hashlib.sha256(data).hexdigest(), chunks=chunks)
 
 
@@ -69,6 +70,7 @@ async def fetch(
     events: list[ProgressEvent] | None = None,
     on_event: Callable[[ProgressEvent], None] | None = None,
     per_source: int = 16,
+    block: int = BLOCK,
     **engine: object,
 ) -> DownloadResult:
     seen = events if events is not None else []
@@ -84,8 +86,8 @@ async def fetch(
         return await e.download(
             url,
             dest,
-            expected=expected_for(data, blocks=blocks),
-            chunk_size=MiB,
+            expected=expected_for(data, blocks=blocks, block=block),
+            chunk_size=max(MiB, block),
             progress=progress,
             mirrors=mirrors,
             max_connections_per_source=per_source,
@@ -237,3 +239,72 @@ async def test_without_block_digests_the_repair_votes_out_the_lying_mirror(
         assert any(e.kind == "source_quarantined" and liar_url in e.message for e in events)
     honest_figures = [s for s in result.sources if s.url != liar_url]
     assert all(s.bad_blocks == 0 for s in honest_figures)
+
+
+async def test_a_slow_one_block_chunk_is_raced_and_the_first_verified_bytes_win(
+    nginx: Callable[..., Nginx], files: Path, tmp_path: Path
+) -> None:
+    """Fault: a mirror at 256 KiB/s per connection, blocks of 4 MiB: its measuring chunk
+    is one block (16 s at that rate), which no trim can cut at a block boundary. The
+    race fetches it again from the fast source, stops the slow request, and copies
+    the verified bytes in."""
+    fast = nginx(files)
+    slow = nginx(files, limit_rate="256k")
+    data = (files / "f.bin").read_bytes()
+    events: list[ProgressEvent] = []
+    result = await fetch(
+        fast.file_url("f.bin"),
+        [slow.file_url("f.bin")],
+        tmp_path / "f",
+        data,
+        events=events,
+        block=4 * MiB,
+    )
+    assert result.verified and (tmp_path / "f").read_bytes() == data
+    assert any("race" in e.message and "won" in e.message for e in events)
+    assert result.elapsed_s < 10.0, result.elapsed_s
+    assert not (tmp_path / "f.part.race").exists()
+
+
+async def test_mirrors_that_never_answer_cost_retries_never_the_download(
+    nginx: Callable[..., Nginx], files: Path, tmp_path: Path
+) -> None:
+    """Fault: two mirrors on ports nothing listens on; the first URL still answers."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    hub = nginx(files)
+    dead = [f"http://127.0.0.1:{p}/f.bin" for p in ports]
+    data = (files / "f.bin").read_bytes()
+    result = await fetch(hub.file_url("f.bin"), dead, tmp_path / "f", data)
+    assert result.verified and (tmp_path / "f").read_bytes() == data
+    for url in dead:
+        f = figures(result, url)
+        assert f.errors >= 1 and f.chunks == 0  # type: ignore[attr-defined]
+
+
+async def test_a_mirror_behind_expiring_signed_redirects_resolves_its_own_url_again(
+    chain: tuple[str, dict[str, int], bytes],  # noqa: F811
+    nginx: Callable[..., Nginx],
+    tmp_path: Path,
+) -> None:
+    """Fault: the mirror redirects (twice, across origins) to signed URLs that refuse
+    after two requests (403), as presigned store URLs expire. The mirror's own URL is
+    resolved again (its validators, aiohttp's, held to its answers, not to nginx's):
+    never quarantined for it, and the download keeps its chunks."""
+    url, hits, data = chain
+    hits["expire_after"] = 2
+    hub = nginx(tmp_path, limit_rate="256k")  # the chain fixture wrote f.bin there
+    events: list[ProgressEvent] = []
+    result = await fetch(hub.file_url("f.bin"), [url], tmp_path / "out" / "f", data, events=events)
+    assert result.verified and (tmp_path / "out" / "f").read_bytes() == data
+    mf = figures(result, url)
+    assert mf.chunks >= 2 and not mf.quarantined, result.sources  # type: ignore[attr-defined]
+    assert hits["b_refused"] >= 1 and hits["a"] >= 2, (
+        hits,
+        [e.message for e in events if e.message],
+    )
