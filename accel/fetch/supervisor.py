@@ -58,10 +58,10 @@ from accel.fetch.redirects import strip_credentials
 from accel.fetch.repair import repair
 from accel.fetch.single import fetch_once, special_target
 from accel.fetch.slots import Shared
-from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS, SourcePolicy, vote_losers
+from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS, SourcePolicy
 from accel.fetch.sources_links import Link
-from accel.fetch.sources_race import TailRace
-from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent, SourceFigure
+from accel.fetch.sources_votes import SourceVoters
+from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
 
 __all__ = ["FileDownload"]
 
@@ -70,7 +70,7 @@ _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
 
 
-class FileDownload(TailRace):
+class FileDownload(SourceVoters):
     """State of one file's download inside an :class:`~accel.fetch.engine.Engine`."""
 
     def __init__(
@@ -170,25 +170,6 @@ class FileDownload(TailRace):
                 message=message,
                 sources=self.source_figures(),
             )
-        )
-
-    def source_figures(self) -> tuple[SourceFigure, ...]:
-        """Each source's figures, when there is more than one (else nothing)."""
-        if len(self.policy) == 1:
-            return ()
-        return tuple(
-            SourceFigure(
-                url=s.url,
-                bytes=s.served,
-                discarded=s.discarded,
-                rate_bps=s.rate or 0.0,
-                active=s.active,
-                chunks=s.chunks,
-                errors=s.failures,
-                bad_blocks=s.bad_blocks,
-                quarantined=s.quarantined,
-            )
-            for s in self.policy.sources
         )
 
     def _tick(self) -> None:
@@ -725,61 +706,6 @@ class FileDownload(TailRace):
         if verified:
             self._emit("verified", f"sha256 {digest}")
         return verified
-
-    # --- sources as a repair's voters ----------------------------------------------
-    def _repair_task(self, start: int, end: int) -> Task:
-        """A repair's request of a piece: from a source that has not answered for it
-        yet when there is one, so that two agreeing answers come from two sources."""
-        votes = self.votes.setdefault(start, [])
-        if not votes:
-            votes.append((self._source_of(start), ""))  # the download's answer
-        used = {src for src, _ in votes}
-        src = self.policy.pick(time.monotonic(), exclude=used)
-        if src is None:
-            src = self.policy.pick(time.monotonic()) or 0
-        votes.append((src, ""))  # its xxh3 comes with _on_piece
-        return self._task(start, end, src)
-
-    def _source_of(self, start: int) -> int:
-        """The source that fetched the byte at ``start`` in the download."""
-        best = max((s for s in self.done_src if s <= start), default=None)
-        return self.done_src[best] if best is not None else 0
-
-    def _on_piece(self, start: int, xxh3: str, first: str) -> None:
-        """A repair fetched the piece at ``start`` (``first``: the download's answer for
-        it): once two answers agree, each source whose answer differed loses a vote
-        (sources.py: the second loss quarantines it)."""
-        votes = self.votes.setdefault(start, [(self._source_of(start), first)])
-        if votes[0][1] == "":
-            votes[0] = (votes[0][0], first)
-        i = next((i for i, (_, x) in enumerate(votes) if x == ""), None)
-        if i is None:
-            votes.append((0, xxh3))
-        else:
-            votes[i] = (votes[i][0], xxh3)
-        for src in vote_losers(votes):
-            if (start, src) in self.charged:
-                continue
-            self.charged.add((start, src))
-            before = self.policy[src].quarantined
-            self.policy = self.policy.disagreed(src, f"its bytes at {start} lost a vote")
-            self._say_quarantined(
-                src, before, f"its bytes at {start} disagree with two agreeing answers"
-            )
-
-    def _charge_wrong_answers(self) -> None:
-        """After a repair the SHA256 verified: the bytes on disk are right, so every
-        source whose answer for a piece differs from them lost that vote."""
-        for start, votes in self.votes.items():
-            final = next((x for _, x in reversed(votes) if x), "")
-            for src, x in votes:
-                if x and x != final and (start, src) not in self.charged:
-                    self.charged.add((start, src))
-                    before = self.policy[src].quarantined
-                    self.policy = self.policy.disagreed(src, f"its bytes at {start} were wrong")
-                    self._say_quarantined(
-                        src, before, f"its bytes at {start} differ from the verified file's"
-                    )
 
     async def _finish(self) -> DownloadResult:
         assert self.total is not None and self.hasher is not None
