@@ -85,7 +85,7 @@ class ChunkDriver(abc.ABC):
     def _task(self, start: int, end: int | None, source: int = 0) -> Task: ...
 
     @abc.abstractmethod
-    def _maybe_race(self, tasks: set[asyncio.Task[None]]) -> bool: ...
+    def _maybe_race(self, tasks: set[asyncio.Task[None]], early: bool = False) -> bool: ...
 
     @abc.abstractmethod
     def _race_lost(self, chunk: Chunk) -> None: ...
@@ -126,6 +126,10 @@ class ChunkDriver(abc.ABC):
                 # later chunks get shorter, and what all of them hold unfinished
                 # stays near 64 MiB (a kill -9 loses no more).
                 limit = None if self.chunk_size or not self.ranged else self._auto_chunk_size()
+                if len(self.policy) > 1:
+                    self._estimate_untested()
+                    if plan.pending_count and slots.free() > 0:
+                        self._maybe_race(tasks, early=True)
                 while plan.pending_count and slots.try_acquire():
                     src = self.policy.pick(time.monotonic())
                     if src is None:  # every source is at its cap, resting or gone
@@ -163,6 +167,18 @@ class ChunkDriver(abc.ABC):
                 t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _estimate_untested(self) -> None:
+        """Rank a source by its first request's rate so far once that says something
+        (half a second, 64 KiB), instead of after its whole first chunk."""
+        now = time.monotonic()
+        for cid, (src, t0) in self.chunk_src.items():
+            if self.policy[src].rate is not None or now - t0 < 0.5:
+                continue
+            h = self.handles.get(cid)
+            got = h.position - h.task.start if h is not None else 0
+            if got >= 64 * 1024:
+                self.policy = self.policy.estimated(src, got, now - t0)
 
     def _limit_for(self, src: int, limit: int | None) -> int | None:
         """The longest chunk ``src`` gets now: its measurement chunk when untested, else

@@ -194,6 +194,16 @@ class SourcePolicy:
         s = self.sources[i]
         return self._set(i, replace(s, active=s.active + 1))
 
+    def estimated(self, i: int, nbytes: int, seconds: float) -> SourcePolicy:
+        """A first request to ``i`` has run ``seconds`` and brought ``nbytes``: enough to
+        rank the source by (its rate so far) before that request ends, so a fast
+        mirror does not wait a whole block's time for its second connection. Only
+        for a source not measured yet; a finished request measures it properly."""
+        s = self.sources[i]
+        if s.rate is not None or nbytes <= 0 or seconds <= 0:
+            return self
+        return self._set(i, replace(s, rate=nbytes / seconds))
+
     def finished(self, i: int, nbytes: int, seconds: float) -> SourcePolicy:
         """A request to ``i`` ended well: ``nbytes`` in ``seconds`` (its measurement)."""
         s = self.sources[i]

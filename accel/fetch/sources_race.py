@@ -66,6 +66,8 @@ class TailRace(ChunkDriver):
 
     part: Path
     digests: tuple[str, ...]
+    #: the download's received bytes per second (the supervisor's EWMA)
+    speed: float
     race: _Race | None = None
 
     @property
@@ -90,8 +92,14 @@ class TailRace(ChunkDriver):
             race.stopped.set_result(None)
         return True
 
-    def _maybe_race(self, tasks: set[asyncio.Task[None]]) -> bool:
-        """Start a race for the slowest running chunk; True when one runs now."""
+    def _maybe_race(self, tasks: set[asyncio.Task[None]], early: bool = False) -> bool:
+        """Start a race for the slowest running chunk; True when one runs now.
+
+        ``early``: chunks are still pending; race only a chunk that would still be
+        running after everything else is done (its source's time for what it has
+        left, against the pending bytes at the download's speed plus the fastest
+        source's time for it): the duplicate then costs nothing the tail would not.
+        """
         if self.race is not None:
             return True
         if len(self.policy) == 1 or not self.digests or not self.ranged or self.plan is None:
@@ -119,6 +127,8 @@ class TailRace(ChunkDriver):
             t_slow = left / own if own > 0 else float("inf")
             if t_slow <= _SLOWER * t_fast:
                 continue
+            if early and t_slow <= self._time_left() + t_fast:
+                continue
             if best is None or t_slow - t_fast > best[0]:
                 best = (t_slow - t_fast, chunk, h, src, fast)
         if best is None:
@@ -133,6 +143,13 @@ class TailRace(ChunkDriver):
         self.raced = chunk.id
         tasks.add(asyncio.ensure_future(self._run_race(self.race)))
         return True
+
+    def _time_left(self) -> float:
+        """Seconds the pending chunks need at the download's current speed."""
+        assert self.plan is not None
+        pending = self.plan.size - self.plan.done_bytes
+        pending -= sum(c.end - c.start for c in self.plan.active())
+        return pending / self.speed if self.speed > 0 else float("inf")
 
     def _race_lost(self, chunk: Chunk) -> None:
         """The raced chunk's own request ended (well or not): the duplicate is moot."""

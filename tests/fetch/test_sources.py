@@ -30,6 +30,14 @@ def test_an_untested_source_gets_one_measuring_chunk_and_no_second() -> None:
     assert p[1].rate == pytest.approx((1 << 20) / 0.1)
 
 
+def test_a_first_request_running_well_ranks_its_source_before_it_ends() -> None:
+    p = measured(SourcePolicy.of([HUB, M1]), 0, 1e6).started(1)
+    assert p.pick(0.0) == 0  # M1 is measuring
+    p = p.estimated(1, 5 << 20, 0.5)  # 10 MiB/s so far
+    assert p.pick(0.0) == 1
+    assert p.estimated(1, 1, 1.0)[1].rate == p[1].rate  # a measured source stays as it is
+
+
 def test_the_fastest_source_with_a_free_connection_gets_the_next_chunk() -> None:
     p = SourcePolicy.of([HUB, M1, M2], max_connections=2)
     p = measured(measured(measured(p, 0, 1e6), 1, 50e6), 2, 20e6)
