@@ -18,6 +18,9 @@ per source and decides who fetches the next chunk, as aria2's adaptive selector 
   connections evenly instead of one taking all of them while the others idle (a
   mirror's total is capped as surely as its connections are); at most
   ``max_connections`` each;
+- a source slower per connection than ``MIN_SHARE`` of the best usable one gets no
+  chunk at all (its chunks would be the tail; the race of
+  :mod:`~accel.fetch.sources_race` takes back the one it may hold);
 - a chunk whose blake3 block fails demotes its source (its measured rate quartered,
   and one request at a time until one ends well); a second one quarantines it for the
   rest of the download;
@@ -46,6 +49,9 @@ ALPHA = 0.4
 DEMOTE = 4.0
 #: bad blocks that quarantine a source
 QUARANTINE_AFTER = 2
+#: a source slower per connection than this share of the best usable one gets no chunk
+#: (a 10x slower mirror's chunk would be the download's tail; it adds 10% at most)
+MIN_SHARE = 0.25
 #: failed requests in a row after which a source rests
 REST_AFTER = 2
 #: the longest rest, in seconds
@@ -137,13 +143,26 @@ class SourcePolicy:
         last resort is offered when nothing else can take the chunk, even while its
         first request is still measuring it or the chunk failed there before.
         """
-        free = [
-            i for i, s in enumerate(self.sources) if s.usable(now) and s.active < s.max_connections
-        ]
+        usable = [i for i, s in enumerate(self.sources) if s.usable(now)]
+        best = max((self.sources[i].rate or 0.0 for i in usable), default=0.0)
+        fast = [i for i in usable if self._fast_enough(i, best)]
+        free = [i for i in fast if self.sources[i].active < self.sources[i].max_connections]
         choice = self._best([i for i in free if i not in exclude and not self.sources[i].measuring])
         if choice is None:
-            choice = next((i for i in free if self.sources[i].last_resort), None)
+            # the last resort, when nothing else may take the chunk: even while it is
+            # measured, after the chunk failed there, and slow or not for a chunk that
+            # failed elsewhere or when it is all there is
+            anyway = len(usable) == 1 or bool(exclude)
+            choice = next(
+                (i for i in (usable if anyway else free) if self.sources[i].last_resort), None
+            )
+            if choice is not None and self.sources[choice].active >= self[choice].max_connections:
+                choice = None
         return choice
+
+    def _fast_enough(self, i: int, best: float) -> bool:
+        rate = self.sources[i].rate
+        return rate is None or rate >= MIN_SHARE * best
 
     def _best(self, candidates: list[int]) -> int | None:
         if not candidates:
