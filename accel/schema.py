@@ -106,6 +106,11 @@ class VersionManifest(_Model):
     files: list[ManifestFile]
     checksum_sha256: str
     updated_at: str
+    #: base URLs of mirrors holding this version's files: a file's URL at a mirror is
+    #: ``{base}/{path}`` (path percent-encoded per segment). Not content: the files'
+    #: sizes and digests are what every source is held to, and ``checksum_sha256``
+    #: does not cover this list
+    mirrors: list[str] = Field(default_factory=list)
 
 
 class RankingEntry(_Model):

@@ -37,10 +37,28 @@ def register(subparsers: Any) -> None:
         description="Download URL into a file. Rerun the same command after an "
         "interruption: finished chunks are kept and only the rest is fetched.",
     )
-    p.epilog = "Example: accel get https://example.org/model.bin -o model.bin -x 8 --limit-rate 25M --sha256 HEX"
+    p.epilog = (
+        "Example: accel get https://example.org/model.bin -o model.bin -x 8 --limit-rate 25M "
+        "--sha256 HEX; with mirrors: accel get URL --mirror URL2 --mirror URL3 --sha256 HEX"
+    )
     p.add_argument("url", metavar="URL", help="http:// or https:// URL of the file")
     p.add_argument(
         "-o", "--output", metavar="PATH", type=local_path_str, help="file or directory to write"
+    )
+    p.add_argument(
+        "--mirror",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="another full URL of the same file (repeatable): chunks go to every source "
+        "by measured speed, none is trusted (blocks and sizes are checked; pass "
+        "--manifest for block digests, else --sha256), and URL stays the last resort",
+    )
+    p.add_argument(
+        "--max-connections-per-source",
+        metavar="N",
+        default="16",
+        help="connections to each source at once when there are several (default: 16)",
     )
     p.add_argument("--sha256", metavar="HEX", help="expected SHA256 of the file")
     p.add_argument("--size", metavar="BYTES", help="expected size (e.g. 1GiB)")
@@ -145,6 +163,18 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
                 secret.add(name.strip().lower())
     if args.check and args.sha256 is None and args.manifest is None:
         raise UsageError("--check: nothing to check against", hint="pass --sha256 or --manifest")
+    mirrors: list[str] = []
+    for m in args.mirror:
+        ms = urllib.parse.urlsplit(m)
+        if ms.scheme not in ("http", "https") or not ms.netloc:
+            raise UsageError(f"--mirror: expected an http:// or https:// URL, got {m!r}")
+        if m != url and m not in mirrors:
+            mirrors.append(m)
+    per_source = str(args.max_connections_per_source)
+    if not per_source.isdigit() or int(per_source) < 1:
+        raise UsageError(
+            f"--max-connections-per-source: expected a whole number >= 1, got {per_source!r}"
+        )
     if (args.manifest is None) != (args.file is None):
         raise UsageError("--manifest and --file go together: name the file inside the manifest")
     return {
@@ -158,6 +188,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "headers": headers,
         "secret_headers": frozenset(secret),
         "check": args.check,
+        "mirrors": tuple(mirrors),
+        "max_connections_per_source": int(per_source),
     }
 
 
@@ -310,6 +342,8 @@ async def _main(opts: dict[str, Any], expected: Any, renderer: _Renderer) -> Any
             secret_headers=opts["secret_headers"],
             progress=renderer.event,
             check=opts["check"],
+            mirrors=opts["mirrors"],
+            max_connections_per_source=opts["max_connections_per_source"],
         )
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
@@ -401,6 +435,7 @@ class _JsonRenderer(_Renderer):
                 "retries": r.retries,
                 "verify_tail_s": round(r.verify_tail_s, 4),
                 "verified": r.verified,
+                **({"sources": [s.to_dict() for s in r.sources]} if r.sources else {}),
             }
         )
 
@@ -424,6 +459,9 @@ class _LineRenderer(_Renderer):
         now = time.monotonic()
         if ev.kind in ("started", "verified", "already_complete", "done", "error"):
             return  # the result or the error gets its own line
+        if ev.kind == "source_quarantined":
+            print(f"accel: warning: {ev.message}", file=sys.stderr, flush=True)
+            return
         done, speed, left = self.figures(ev)
         if ev.kind == "progress" and not ev.message and now - self.last < 1.0:
             return
@@ -452,6 +490,14 @@ class _LineRenderer(_Renderer):
             how += f"; {format_bytes(r.resumed_bytes)} kept from before"
         if r.already_complete:
             how = "nothing fetched"
+        for s in r.sources:
+            state = " (quarantined)" if s.quarantined else ""
+            dropped = f", {format_bytes(s.discarded)} discarded" if s.discarded else ""
+            print(
+                f"accel: source {s.url.split('?', 1)[0]}: {format_bytes(s.bytes)} in "
+                f"{s.chunks} chunks{dropped}{state}",
+                file=sys.stderr,
+            )
         print(
             f"{'already complete, verified:' if r.already_complete else 'saved'} {r.path} "
             f"({format_bytes(r.size)}, sha256 {r.sha256}, {state}): {how}"
@@ -488,7 +534,7 @@ class _BarRenderer(_LineRenderer):
             self.task = self.progress.add_task(ev.dest.name, total=ev.total, figures="")
         figures = format_progress(done, ev.total, speed, left)
         self.progress.update(self.task, total=ev.total, completed=done, figures=figures)
-        if ev.message and ev.kind in ("chunk_retry", "progress"):
+        if ev.message and ev.kind in ("chunk_retry", "progress", "source_quarantined"):
             self.progress.console.print(f"[yellow]{ev.message}")
 
     def close(self) -> None:

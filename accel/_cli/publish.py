@@ -38,6 +38,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--default", action="store_true", help="make this the default version")
     p.add_argument("--block-size", default="16MiB", help="blake3 block size (default 16MiB)")
+    p.add_argument(
+        "--mirror",
+        action="append",
+        default=None,
+        metavar="BASE",
+        help="a mirror's base URL for this version (repeatable): a file's URL there is "
+        "BASE/PATH; given on a re-publish, replaces the version's mirrors",
+    )
     p.set_defaults(func=_publish)
 
 
@@ -45,6 +53,7 @@ def _publish(args: argparse.Namespace) -> int:
     from accel.hub.stores import PublishRequest, open_store
 
     block = parse_size(args.block_size, option="--block-size")
+    mirrors = None if args.mirror is None else [_mirror_base(m) for m in args.mirror]
     store = open_store(args.root, s3_endpoint=args.s3_endpoint)
     manifest = store.publish(
         PublishRequest(
@@ -56,6 +65,7 @@ def _publish(args: argparse.Namespace) -> int:
             languages=args.language,
             default=args.default,
             block_size=block,
+            mirrors=mirrors,
             progress=lambda line: print(line, flush=True),
         )
     )
@@ -64,3 +74,17 @@ def _publish(args: argparse.Namespace) -> int:
         f"{format_bytes(manifest.size_bytes)}, checksum {manifest.checksum_sha256[:16]}"
     )
     return 0
+
+
+def _mirror_base(value: str) -> str:
+    """A mirror base URL: http(s), a host, no query or fragment; no trailing slash."""
+    import urllib.parse
+
+    from accel.errors import UsageError
+
+    u = urllib.parse.urlsplit(value)
+    if u.scheme not in ("http", "https") or not u.netloc or u.query or u.fragment:
+        raise UsageError(
+            f"--mirror: expected a base URL like http://mirror.example/models/m/1, got {value!r}"
+        )
+    return value.rstrip("/")

@@ -54,6 +54,15 @@ def register(subparsers: Any) -> None:
         help="hub processes sharing the port (SO_REUSEPORT); one Python process uses one core",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a mirror of this hub's files, added to every manifest (repeatable): a prefix "
+        "under which it keeps PREFIX/MODEL/VERSION/PATH, or a template with {model_id} and "
+        "{version}",
+    )
     add_limit_options(p)
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--token", help="require Authorization: Bearer TOKEN on /api and /storage")
@@ -99,6 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
     if isinstance(store, DirectoryStore) and store.root.exists() and not store.root.is_dir():
         raise ConfigError(f"--root {root} is not a directory")
     tokens = _tokens(args)
+    mirrors = [_mirror(m) for m in args.mirror]
 
     if not 1 <= args.workers <= 64:
         raise UsageError(f"--workers {args.workers} must be between 1 and 64")
@@ -120,6 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
             child += ["--s3-endpoint", args.s3_endpoint]
         if args.state_dir is not None:
             child += ["--state-dir", str(args.state_dir)]
+        for m in args.mirror:
+            child += ["--mirror", m]
         if args.token is not None:
             child += ["--token", args.token]
         elif args.tokens_file is not None:
@@ -140,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
             on_ready=ready,
             reuse_port=args.reuse_port,
             limits=limits,
+            mirrors=mirrors,
         )
     except OSError as exc:
         raise ConfigError(
@@ -148,3 +161,17 @@ def _serve(args: argparse.Namespace) -> int:
         ) from exc
     print("accel hub stopped", file=sys.stderr)
     return 0
+
+
+def _mirror(value: str) -> str:
+    """A hub mirror: an http(s) prefix or template, no query or fragment."""
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(value.replace("{model_id}", "m").replace("{version}", "v"))
+    if u.scheme not in ("http", "https") or not u.netloc or u.query or u.fragment:
+        raise UsageError(
+            f"--mirror: expected an http(s) URL prefix or template, got {value!r}",
+            hint="e.g. --mirror http://mirror.example/models or "
+            "--mirror 'http://mirror.example/{model_id}/{version}'",
+        )
+    return value

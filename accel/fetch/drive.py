@@ -6,8 +6,13 @@ connection slots (sized by the connections there are now), retries a failed chun
 the engine's :class:`~accel.fetch.slots.RetryPolicy`, sends a request back to the
 user's URL when a redirect target refuses (an expired signed URL), halves the chunk
 with the most bytes left when connections go idle near the end, and records each
-finished chunk. Which bytes are missing is :mod:`~accel.fetch.plan`'s (pure); this
-module decides who fetches them, as aria2 keeps SegmentMan apart from its commands.
+finished chunk. Which bytes are missing is :mod:`~accel.fetch.plan`'s (pure); which
+source a chunk goes to is :mod:`~accel.fetch.sources`' (pure); this module sends it
+there, as aria2 keeps SegmentMan apart from its commands. With several sources, a
+failure at a mirror costs a retry elsewhere (never the download, never the chunk's
+retry budget, which is the last resort's), a bad blake3 block demotes its source and
+a second one quarantines it, and the slow tail is raced on the fastest source
+(:mod:`~accel.fetch.sources_race`).
 The download's state and its other steps (task building, events, checkpoints) belong
 to the supervisor; they are declared here so mypy checks both sides.
 """
@@ -16,8 +21,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
+import time
 
-from accel.errors import DownloadError, HTTPStatusError
+from accel.errors import (
+    AccelError,
+    DownloadError,
+    HTTPStatusError,
+    InsufficientDiskSpaceError,
+    IntegrityError,
+)
 from accel.fetch.checkpoint import DoneChunk
 from accel.fetch.finish import PrefixHasher
 from accel.fetch.messages import Task
@@ -25,6 +38,8 @@ from accel.fetch.plan import Chunk, ChunkPlan
 from accel.fetch.pool import Outcome, TaskHandle
 from accel.fetch.recorder import ChunkRecorder
 from accel.fetch.slots import Shared
+from accel.fetch.sources import SourcePolicy
+from accel.fetch.sources_links import Link
 from accel.fetch.types import EventKind
 
 __all__ = ["ChunkDriver"]
@@ -32,6 +47,11 @@ __all__ = ["ChunkDriver"]
 MiB = 1024 * 1024
 #: answers from a redirect target that send the next request back to the original URL
 _TARGET_GONE = frozenset({401, 403, 404, 410})
+#: the first chunk a source is measured by, at most (a slow mirror's first chunk must
+#: not become the download's tail)
+_MEASURE = 2 * MiB
+
+log = logging.getLogger("accel.fetch")
 
 
 class ChunkDriver(abc.ABC):
@@ -50,11 +70,28 @@ class ChunkDriver(abc.ABC):
     received: int
     retries: int
     splitting: bool
-    resolved: str | None
-    _refusals: int
+    policy: SourcePolicy
+    links: list[Link]
+    #: sources a chunk failed on (by chunk id): its next request goes elsewhere
+    avoid: dict[int, set[int]]
+    #: the source of each running chunk and when its request was sent (by chunk id)
+    chunk_src: dict[int, tuple[int, float]]
+    #: the chunk a tail race runs for (none of _maybe_split's business meanwhile)
+    raced: int | None
+    #: the source of each finished chunk not fetched from the first one (by start)
+    done_src: dict[int, int]
 
     @abc.abstractmethod
-    def _task(self, start: int, end: int | None) -> Task: ...
+    def _task(self, start: int, end: int | None, source: int = 0) -> Task: ...
+
+    @abc.abstractmethod
+    def _maybe_race(self, tasks: set[asyncio.Task[None]], early: bool = False) -> bool: ...
+
+    @abc.abstractmethod
+    def _race_lost(self, chunk: Chunk) -> None: ...
+
+    @abc.abstractmethod
+    def _race_stopped(self, chunk: Chunk) -> bool: ...
 
     @abc.abstractmethod
     def _emit(self, kind: EventKind, message: str = "") -> None: ...
@@ -89,13 +126,27 @@ class ChunkDriver(abc.ABC):
                 # later chunks get shorter, and what all of them hold unfinished
                 # stays near 64 MiB (a kill -9 loses no more).
                 limit = None if self.chunk_size or not self.ranged else self._auto_chunk_size()
+                if len(self.policy) > 1:
+                    self._estimate_untested()
+                    if plan.pending_count and slots.free() > 0:
+                        self._maybe_race(tasks, early=True)
                 while plan.pending_count and slots.try_acquire():
-                    chunk = plan.take(limit)
+                    src = self.policy.pick(time.monotonic())
+                    if src is None:  # every source is at its cap, resting or gone
+                        slots.release()
+                        break
+                    chunk = plan.take(self._limit_for(src, limit))
                     if chunk is None:
                         slots.release()
                         break
-                    tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None)))
-                if not plan.pending_count and slots.free() > 0:
+                    if src in self.avoid.get(chunk.id, ()):
+                        other = self.policy.pick(time.monotonic(), self.avoid[chunk.id])
+                        src = src if other is None else other
+                    # Counted now, not when the task first runs: the picks of this
+                    # loop must see each other (one measuring chunk per source).
+                    self.policy = self.policy.started(src)
+                    tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None, src)))
+                if not plan.pending_count and slots.free() > 0 and not self._maybe_race(tasks):
                     self._maybe_split()
                 if not tasks:
                     await asyncio.sleep(0.05)
@@ -117,41 +168,93 @@ class ChunkDriver(abc.ABC):
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run_chunk(self, chunk: Chunk, handle: TaskHandle | None) -> None:
-        """Fetch one chunk once; on a retryable failure, back off and give it back."""
+    def _estimate_untested(self) -> None:
+        """Rank a source by its first request's rate so far once that says something
+        (half a second, 64 KiB), instead of after its whole first chunk."""
+        now = time.monotonic()
+        for cid, (src, t0) in self.chunk_src.items():
+            if self.policy[src].rate is not None or now - t0 < 0.5:
+                continue
+            h = self.handles.get(cid)
+            got = h.position - h.task.start if h is not None else 0
+            if got >= 64 * 1024:
+                self.policy = self.policy.estimated(src, got, now - t0)
+
+    def _limit_for(self, src: int, limit: int | None) -> int | None:
+        """The longest chunk ``src`` gets now: its measurement chunk when untested, else
+        a length it fetches in about the time the fastest source takes for ``limit``."""
+        if len(self.policy) == 1 or not self.ranged:
+            return limit
+        size = limit or self.chunk_size or self._auto_chunk_size()
+        floor = max(self.block_size or 1, MiB)
+        s = self.policy[src]
+        if s.rate is None:
+            return min(size, max(floor, _MEASURE))
+        best = max((x.rate or 0.0) for x in self.policy.sources if not x.quarantined)
+        if best <= 0 or s.rate >= best:
+            return limit
+        return max(floor, min(size, int(size * s.rate / best)))
+
+    async def _run_chunk(self, chunk: Chunk, handle: TaskHandle | None, src: int = 0) -> None:
+        """Fetch one chunk once from source ``src`` (the caller counted the request in
+        :attr:`policy`); on a retryable failure, back off (or, with other sources, go
+        elsewhere at once) and give it back."""
         pool, slots, retry = self.shared.pool, self.shared.slots, self.shared.retry
         assert self.plan is not None
+        link = self.links[src]
         if handle is None:
             try:
-                handle = pool.submit(self._task(chunk.start, chunk.end))
+                handle = pool.submit(self._task(chunk.start, chunk.end, src))
             except BaseException:
                 slots.release()
+                self.policy = self.policy.ended(src, 0)
                 raise
+        t0 = time.monotonic()
         handle.on_progress = self._on_progress
         handle.on_trim = lambda new_end: self._on_trim(chunk, new_end)
+        if not link.known:
+            handle.on_head = link.learn
         self.handles[chunk.id] = handle
+        self.chunk_src[chunk.id] = (src, t0)
         try:
             outcome = await asyncio.shield(handle.done)
         except asyncio.CancelledError:
             pool.cancel(handle)
+            self.policy = self.policy.ended(src, handle.position - handle.task.start)
             raise
         finally:
             self.handles.pop(chunk.id, None)
+            self.chunk_src.pop(chunk.id, None)
             slots.release()
         self.received += max(0, (outcome.end or handle.position) - handle.position)
+        nbytes = max(0, (outcome.end or handle.position) - handle.task.start)
         if outcome.url is not None:
-            self.resolved = outcome.url  # the original URL was asked again: a new target
-        if outcome.error is None:
-            self._refusals = 0  # the budget is for refusals in a row: signatures expire
-            self._complete(chunk, outcome, handle.task.start)
+            link.resolved = outcome.url  # the original URL was asked again: a new target
+        if self._race_stopped(chunk):  # a race won and trimmed it: the race finishes it
+            self.policy = self.policy.ended(src, nbytes, kept=False)
             return
-        if self._target_refused(handle.task, outcome):
-            # An expired signed URL (or a mirror that lost the file): the URL the user
-            # gave decides again where the bytes are; finished chunks are kept.
+        if outcome.error is None:
+            link.refusals = 0  # the budget is for refusals in a row: signatures expire
+            self.policy = self.policy.finished(src, nbytes, time.monotonic() - t0)
+            if src:
+                self.done_src[handle.task.start] = src
+            self._complete(chunk, outcome, handle.task.start)
+            self.avoid.pop(chunk.id, None)
+            self._race_lost(chunk)
+            return
+        self._race_lost(chunk)
+        if self._target_refused(handle.task, outcome, link):
+            # An expired signed URL (or a mirror that lost the file): the source's own
+            # URL decides again where the bytes are; finished chunks are kept.
+            self.policy = self.policy.ended(src, nbytes, kept=False)
             self._count_retry(
                 f"bytes {chunk.start}-{chunk.end - 1}: {outcome.error}; resolving the URL again"
             )
             self.plan.fail(chunk)
+            return
+        if len(self.policy) > 1 and self._blame(src, chunk, outcome, nbytes, t0):
+            self.avoid.setdefault(chunk.id, set()).add(src)
+            self.plan.fail(chunk, refund=True)  # a retry elsewhere, not the chunk's budget
             return
         if not outcome.retryable or not retry.allows(chunk.attempts):
             raise outcome.error
@@ -165,7 +268,53 @@ class ChunkDriver(abc.ABC):
         await asyncio.sleep(delay)
         self.plan.fail(chunk)
 
-    def _target_refused(self, task: Task, outcome: Outcome) -> bool:
+    def _blame(self, src: int, chunk: Chunk, outcome: Outcome, nbytes: int, t0: float) -> bool:
+        """Charge a failed request to its source; True when another source takes the
+        chunk without touching its retry budget (the failure was a mirror's).
+
+        A local error (the disk's) is no source's: False, and the caller raises it.
+        The last resort's failures stay on the budget (and its backoff), as with one
+        source, except a corrupt block, which other sources can still fix.
+        """
+        err = outcome.error
+        assert err is not None
+        if _local(err):
+            return False
+        s = self.policy[src]
+        where = f"bytes {chunk.start}-{chunk.end - 1} from {_short(s.url)}"
+        if isinstance(err, IntegrityError):
+            offset = err.facts.get("offset")
+            self.policy = self.policy.corrupt(src, nbytes)
+            self._say_quarantined(src, s.quarantined, f"block ending at byte {offset} failed")
+            if not self.policy[src].quarantined:
+                self._count_retry(f"{where}: a blake3 block failed; source demoted, refetching")
+            return not s.last_resort or self._others(src)
+        if not outcome.retryable:
+            if s.last_resort:
+                return False  # the hub says there is no such file: that is the answer
+            self.policy = self.policy.refused(src, nbytes, err.message)
+            self._say_quarantined(src, s.quarantined, err.message)
+            return True
+        self.policy = self.policy.failed(src, nbytes, time.monotonic(), time.monotonic() - t0)
+        if s.last_resort:
+            return False
+        self._count_retry(f"{where}: {err.message}; fetching elsewhere")
+        return True
+
+    def _others(self, src: int) -> bool:
+        now = time.monotonic()
+        return any(i != src and s.usable(now) for i, s in enumerate(self.policy.sources))
+
+    def _say_quarantined(self, src: int, before: bool, why: str) -> None:
+        """The ``source_quarantined`` event and its log line, once per source."""
+        s = self.policy[src]
+        if before or not s.quarantined:
+            return
+        message = f"source {s.url} quarantined for this download: {why}"
+        log.warning("%s (%s)", message, self.url, extra={"source": s.url, "url": self.url})
+        self._emit("source_quarantined", message)
+
+    def _target_refused(self, task: Task, outcome: Outcome, link: Link) -> bool:
         """A redirect target that now refuses (401/403/404/410) while the URL it came
         from may still answer: worth another resolution, within the attempt budget
         (refusals in a row of the current target; one of a target already dropped is
@@ -174,15 +323,15 @@ class ChunkDriver(abc.ABC):
         if not (
             isinstance(err, HTTPStatusError)
             and err.facts.get("status") in _TARGET_GONE
-            and task.url != self.url
+            and task.url != link.url
         ):
             return False
-        if task.url != self.resolved:
+        if task.url != link.resolved:
             return True
-        if not self.shared.retry.allows(self._refusals + 1):
+        if not self.shared.retry.allows(link.refusals + 1):
             return False
-        self._refusals += 1
-        self.resolved = None
+        link.refusals += 1
+        link.resolved = None
         return True
 
     def _complete(self, chunk: Chunk, outcome: Outcome, task_start: int) -> None:
@@ -215,7 +364,7 @@ class ChunkDriver(abc.ABC):
         best: tuple[int, Chunk, TaskHandle] | None = None
         for chunk in self.plan.active():
             h = self.handles.get(chunk.id)
-            if h is None:
+            if h is None or chunk.id == self.raced:
                 continue
             left = chunk.end - h.position
             if best is None or left > best[0]:
@@ -228,3 +377,16 @@ class ChunkDriver(abc.ABC):
             return
         self.splitting = True
         self.shared.pool.trim(h, at)
+
+
+def _local(err: AccelError) -> bool:
+    """An error of the local file (a full disk, an unwritable path): no source's."""
+    return isinstance(err, InsufficientDiskSpaceError) or (
+        "path" in err.facts and "url" not in err.facts
+    )
+
+
+def _short(url: str) -> str:
+    """A source as a log line names it: scheme, host and path, no query (a presigned
+    URL's signature stays out of logs)."""
+    return url.split("?", 1)[0]

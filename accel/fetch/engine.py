@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +20,7 @@ from accel.errors import UsageError
 from accel.fetch.pool import WorkerPool
 from accel.fetch.ratelimit import TokenBucket
 from accel.fetch.slots import ConnectionSlots, RetryPolicy, Shared
+from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS
 from accel.fetch.supervisor import FileDownload
 from accel.fetch.types import DownloadResult, Expected, ProgressEvent
 from accel.units import parse_rate
@@ -153,8 +154,16 @@ class Engine:
         durable: bool = True,
         secret_headers: Iterable[str] = (),
         check: bool = False,
+        mirrors: Sequence[str] = (),
+        max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
     ) -> DownloadResult:
         """Fetch ``url`` into ``dest``, verified, resumable; see the package docstring.
+
+        ``mirrors`` are other URLs of the same bytes: chunks go to every source by
+        measured throughput (:mod:`~accel.fetch.sources`), none is trusted (the
+        expected size and digests are what make them the same file), and ``url``
+        stays the source of last resort. ``max_connections_per_source`` caps the
+        requests to each at once.
 
         Cancelling the awaiting task leaves ``<dest>.part`` and ``<dest>.part.json``
         resumable and stops all work on this file.
@@ -183,6 +192,8 @@ class Engine:
             durable=durable,
             secret_headers=self.secret_headers | {h.lower() for h in secret_headers},
             check=check,
+            mirrors=mirrors,
+            max_connections_per_source=max_connections_per_source,
         )
         self._downloads.add(fd)
         try:
@@ -247,6 +258,8 @@ async def adownload(
     progress: Callable[[ProgressEvent], None] | None = None,
     secret_headers: Iterable[str] = (),
     check: bool = False,
+    mirrors: Sequence[str] = (),
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
 ) -> DownloadResult:
     """Download one URL into ``dest`` with a private Engine; verified and resumable.
 
@@ -261,7 +274,14 @@ async def adownload(
         secret_headers=secret_headers,
     ) as engine:
         return await engine.download(
-            url, dest, expected=expected, progress=progress, chunk_size=chunk_size, check=check
+            url,
+            dest,
+            expected=expected,
+            progress=progress,
+            chunk_size=chunk_size,
+            check=check,
+            mirrors=mirrors,
+            max_connections_per_source=max_connections_per_source,
         )
 
 
@@ -278,6 +298,8 @@ def download(
     progress: Callable[[ProgressEvent], None] | None = None,
     secret_headers: Iterable[str] = (),
     check: bool = False,
+    mirrors: Sequence[str] = (),
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
 ) -> DownloadResult:
     """The blocking form of :func:`adownload`."""
     return asyncio.run(
@@ -293,5 +315,7 @@ def download(
             progress=progress,
             secret_headers=secret_headers,
             check=check,
+            mirrors=mirrors,
+            max_connections_per_source=max_connections_per_source,
         )
     )

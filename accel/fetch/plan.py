@@ -208,8 +208,12 @@ class ChunkPlan:
         if chunk.start == self._prefix:
             self._advance_prefix()
 
-    def fail(self, chunk: Chunk, *, written_to: int | None = None) -> Chunk:
+    def fail(self, chunk: Chunk, *, written_to: int | None = None, refund: bool = False) -> Chunk:
         """Give an active chunk back to the pending set.
+
+        ``refund``: the attempt does not count (it failed at a source other than the
+        last resort: another source takes it, and the retry budget is the last
+        resort's).
 
         Without block digests the bytes a failed attempt wrote cannot be trusted, so the
         whole chunk is fetched again; ``written_to`` is accepted for a future
@@ -218,6 +222,8 @@ class ChunkPlan:
         del written_to
         self._expect(chunk, ChunkState.ACTIVE)
         chunk.state = ChunkState.PENDING
+        if refund:
+            chunk.attempts -= 1
         del self._active[chunk.id]
         self._push(chunk)
         return chunk

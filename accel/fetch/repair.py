@@ -65,6 +65,7 @@ async def repair(
     task_for: Callable[[int, int], Task],
     on_progress: Callable[[int, int], None] | None = None,
     on_event: Callable[[str], None] | None = None,
+    on_piece: Callable[[int, str, str], None] | None = None,
     budget_factor: float = BUDGET_FACTOR,
     max_votes: int = MAX_VOTES,
 ) -> str:
@@ -78,7 +79,10 @@ async def repair(
     ``records`` then holds one entry per piece. They are kept true to the disk: after
     every complete refetch, the piece's record holds the new xxh3, so a checkpoint saved
     after a failure (or a cancel) lets a rerun trust exactly the bytes it should.
-    ``task_for(start, end)`` makes the request of a piece (into ``part``, at its offset).
+    ``task_for(start, end)`` makes the request of a piece (into ``part``, at its offset),
+    from whichever source the caller chooses; ``on_piece(start, xxh3, first)`` hears
+    each complete refetch (``first``: the piece's first vote), so a caller with several
+    sources can tell which one disagreed with two agreeing answers.
 
     Raises :class:`IntegrityError` when the repair cannot verify the file (``resumable``
     set when a rerun may still succeed), or the error of a piece whose requests keep
@@ -130,6 +134,8 @@ async def repair(
                     raise failed.error from None
                 plan = plan.fetched(start, xxh3, spent)
                 p = plan.piece_at(start)
+                if on_piece is not None:
+                    on_piece(start, xxh3, p.votes[0])
                 records[start] = DoneChunk(start=start, end=p.end, xxh3=xxh3)
     finally:
         for t in busy.values():

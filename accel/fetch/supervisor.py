@@ -25,7 +25,7 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from accel.errors import (
@@ -47,7 +47,6 @@ from accel.fetch.checkpoint import (
     revalidate,
 )
 from accel.fetch.complete import reuse_existing
-from accel.fetch.drive import ChunkDriver
 from accel.fetch.finish import PrefixHasher, disk_error, publish
 from accel.fetch.http1 import origin_of
 from accel.fetch.messages import Head, Task
@@ -59,6 +58,9 @@ from accel.fetch.redirects import strip_credentials
 from accel.fetch.repair import repair
 from accel.fetch.single import fetch_once, special_target
 from accel.fetch.slots import Shared
+from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS, SourcePolicy
+from accel.fetch.sources_links import Link
+from accel.fetch.sources_votes import SourceVoters
 from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
 
 __all__ = ["FileDownload"]
@@ -68,7 +70,7 @@ _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
 
 
-class FileDownload(ChunkDriver):
+class FileDownload(SourceVoters):
     """State of one file's download inside an :class:`~accel.fetch.engine.Engine`."""
 
     def __init__(
@@ -84,9 +86,27 @@ class FileDownload(ChunkDriver):
         durable: bool = True,
         secret_headers: frozenset[str] = frozenset(),
         check: bool = False,
+        mirrors: Sequence[str] = (),
+        max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.shared = shared
         self.url = url
+        #: every source of these bytes, ``url`` first: the last resort (sources.py)
+        # One source keeps the engine's whole connection budget (as before sources
+        # existed); with several, each is capped like aria2's per-server limit.
+        cap = max_connections_per_source if mirrors else 1 << 16
+        self.policy = SourcePolicy.of([url, *mirrors], last_resort=0, max_connections=cap)
+        self.links = [Link(s.url) for s in self.policy.sources]
+        self.avoid: dict[int, set[int]] = {}
+        self.chunk_src: dict[int, tuple[int, float]] = {}
+        self.raced: int | None = None
+        self.race = None
+        #: the source of each finished chunk (by start): the first vote of a repair
+        self.done_src: dict[int, int] = {}
+        #: a repair's answers per piece start: (source, xxh3), oldest first
+        self.votes: dict[int, list[tuple[int, str]]] = {}
+        #: (piece start, source) whose lost vote was counted already
+        self.charged: set[tuple[int, int]] = set()
         self.dest = Path(dest)
         self.part = part_path(self.dest)
         self.expected = expected or Expected()
@@ -94,10 +114,6 @@ class FileDownload(ChunkDriver):
         self.chunk_size = chunk_size
         self.headers = tuple(headers.items())
         self.secret_headers = frozenset(h.lower() for h in secret_headers)
-        #: where the URL's redirects led (resolved once per download, by the probe):
-        #: chunks go straight there; None until known, and again after the target
-        #: refused a request (an expired signed URL), so the next one resolves anew
-        self.resolved: str | None = None
         #: fsync the data before the rename and the directory after it (``False``: the
         #: caller syncs, see ``Engine.download``)
         self.durable = durable
@@ -123,7 +139,6 @@ class FileDownload(ChunkDriver):
         self.received = 0
         self.resumed = 0
         self.retries = 0
-        self._refusals = 0
         self.splitting = False
         self.t0 = time.monotonic()
         self.speed = 0.0
@@ -153,6 +168,7 @@ class FileDownload(ChunkDriver):
                 speed_bps=self.speed,
                 eta_s=eta,
                 message=message,
+                sources=self.source_figures(),
             )
         )
 
@@ -175,6 +191,7 @@ class FileDownload(ChunkDriver):
             self._stop_everything()
             self._save_checkpoint_now()
             self._close()
+            self._drop_race_file()
             raise
         except BaseException as exc:
             self._stop_everything()
@@ -195,9 +212,16 @@ class FileDownload(ChunkDriver):
                 self._close()
             if isinstance(exc, AccelError):
                 self._emit("error", str(exc))
+            self._drop_race_file()
             raise
         self._close()
+        self._drop_race_file()
         return result
+
+    def _drop_race_file(self) -> None:
+        if len(self.policy) > 1:
+            with contextlib.suppress(OSError):
+                self.race_path.unlink()
 
     async def _run_translated(self) -> DownloadResult:
         try:
@@ -247,7 +271,7 @@ class FileDownload(ChunkDriver):
             start = 0
             head, first_req = await self._probe(0, self._probe_length())
         self.probe_start = start
-        self.resolved = head.url
+        self.links[0].resolved = head.url
         try:
             first = await self._prepare(head, cp)
         except BaseException:
@@ -261,6 +285,7 @@ class FileDownload(ChunkDriver):
             slots.release()
         else:
             pool.decide(first_req, first.end)
+            self.policy = self.policy.started(0)
             tasks.add(asyncio.ensure_future(self._run_chunk(first, first_req)))
         hashing = asyncio.ensure_future(self.hasher.run(self.plan.done_prefix))
         try:
@@ -510,6 +535,7 @@ class FileDownload(ChunkDriver):
         self.total = total
         self.etag = head.etag
         self.last_modified = head.last_modified
+        self.links[0].learn(head)
         self.ranged = head.ranged
         done: list[DoneChunk] = []
         if cp is not None and self.ranged and cp is self.adopted:
@@ -583,6 +609,7 @@ class FileDownload(ChunkDriver):
         self,
         start: int,
         end: int | None,
+        source: int = 0,
         *,
         probe: bool = False,
         sha256: bool = False,
@@ -595,11 +622,14 @@ class FileDownload(ChunkDriver):
             last = len(self.digests) if end is None else -(-end // bs)
             digests = self.digests[start // bs : last]
         e = self.shared
-        url, headers = self.url, self.headers
-        if self.resolved is not None:
-            url = self.resolved
-            if origin_of(url) != origin_of(self.url):
-                headers = tuple(strip_credentials(headers, self.secret_headers))
+        link = self.links[source]
+        url, headers = link.target, self.headers
+        if origin_of(url) != origin_of(self.url):
+            # A mirror, or where a redirect led: the caller's credentials are for the URL.
+            headers = tuple(strip_credentials(headers, self.secret_headers))
+        etag, last_modified = self.etag, self.last_modified
+        if source:
+            etag, last_modified = link.etag, link.last_modified
         return Task(
             url=url,
             path=str(self.part),
@@ -608,8 +638,8 @@ class FileDownload(ChunkDriver):
             block_head=head - start,
             headers=headers,
             secret_headers=self.secret_headers,
-            etag=self.etag,
-            last_modified=self.last_modified,
+            etag=etag,
+            last_modified=last_modified,
             total=self.total,
             probe=probe,
             ranged=self.ranged,
@@ -618,6 +648,7 @@ class FileDownload(ChunkDriver):
             stall_timeout=e.stall_timeout,
             min_rate=e.min_rate,
             sha256=sha256,
+            report_head=bool(source) and not link.known,
         )
 
     def _emit_retry(self, message: str) -> None:
@@ -684,9 +715,11 @@ class FileDownload(ChunkDriver):
             # No block digest says which bytes are wrong: find and refetch them.
             digest = await repair(
                 self.shared, url=self.url, part=self.part, total=self.total, sha256=want,
-                actual=digest, records=self.recorder.chunks, task_for=self._task,
+                actual=digest, records=self.recorder.chunks, task_for=self._repair_task,
                 on_progress=self._on_progress, on_event=self._emit_retry,
+                on_piece=self._on_piece,
             )  # fmt: skip
+            self._charge_wrong_answers()
         verified = self._check_digest(digest)
         # A checkpoint write still in its thread would land after the cleanup below and
         # leave a stale <name>.part.json beside the finished file.
@@ -724,6 +757,7 @@ class FileDownload(ChunkDriver):
             retries=self.retries,
             verify_tail_s=tail,
             verified=verified,
+            sources=self.source_figures(),
         )
 
     def fd_closed(self) -> None:

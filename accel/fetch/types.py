@@ -12,11 +12,51 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from accel.schema import ChunkDigests
 
-__all__ = ["DownloadResult", "EventKind", "Expected", "ProgressEvent"]
+__all__ = ["DownloadResult", "EventKind", "Expected", "ProgressEvent", "SourceFigure"]
 
 EventKind = Literal[
-    "started", "progress", "chunk_retry", "verified", "already_complete", "done", "error"
+    "started",
+    "progress",
+    "chunk_retry",
+    "source_quarantined",
+    "verified",
+    "already_complete",
+    "done",
+    "error",
 ]
+
+
+@dataclass(frozen=True)
+class SourceFigure:
+    """One source of a download with several, as progress and results report it.
+
+    ``bytes`` counts everything it sent, ``discarded`` what was thrown away (a failed
+    block, a dead connection's partial chunk, a lost race); ``rate_bps`` is its
+    measured throughput per connection (0: not measured yet).
+    """
+
+    url: str
+    bytes: int = 0
+    discarded: int = 0
+    rate_bps: float = 0.0
+    active: int = 0
+    chunks: int = 0
+    errors: int = 0
+    bad_blocks: int = 0
+    quarantined: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "url": self.url.split("?", 1)[0],
+            "bytes": self.bytes,
+            "discarded": self.discarded,
+            "rate_bps": round(self.rate_bps, 1),
+            "active": self.active,
+            "chunks": self.chunks,
+            "errors": self.errors,
+            "bad_blocks": self.bad_blocks,
+            "quarantined": self.quarantined,
+        }
 
 
 @dataclass(frozen=True)
@@ -55,6 +95,8 @@ class DownloadResult:
     verified: bool = True
     #: the file was there already and verified (by its record or a re-hash): nothing fetched
     already_complete: bool = False
+    #: per source, when the download had several (``--mirror``, manifest mirrors)
+    sources: tuple[SourceFigure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,8 +117,13 @@ class ProgressEvent:
     speed_bps: float = 0.0
     eta_s: float | None = None
     message: str = ""
+    #: per source, when the download has several
+    sources: tuple[SourceFigure, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
+        extra: dict[str, object] = {}
+        if self.sources:
+            extra["sources"] = [s.to_dict() for s in self.sources]
         return {
             "event": self.kind,
             "url": self.url,
@@ -87,4 +134,5 @@ class ProgressEvent:
             "speed_bps": round(self.speed_bps, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 2),
             "message": self.message,
+            **extra,
         }

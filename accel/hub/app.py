@@ -179,13 +179,15 @@ def create_app(
     tokens: Sequence[str] = (),
     peer_tokens: Sequence[str] = (),
     peer_ttl: float = DEFAULT_TTL_S,
+    mirrors: Sequence[str] = (),
 ) -> web.Application:
     """The hub over ``store`` (a directory or a :class:`ModelStore`); ``tokens`` non-empty
     turns bearer auth on; ``peer_tokens`` are the fleet's, for the peer tracker's routes
-    (announces are listed for ``peer_ttl`` seconds)."""
+    (announces are listed for ``peer_ttl`` seconds); ``mirrors`` are added to every
+    manifest (see Catalog)."""
     backend = DirectoryStore(store) if isinstance(store, str | Path) else store
     backend.prepare()  # a store that cannot be used fails here, before anything listens
-    catalog = Catalog(backend)
+    catalog = Catalog(backend, mirrors=mirrors)
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CATALOG] = catalog
     app[USAGE] = UsageCounter(backend.usage_db)

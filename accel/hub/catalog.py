@@ -14,8 +14,10 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from accel.hub.store import Store
 from accel.hub.stores.base import ModelStore
@@ -59,10 +61,12 @@ class _Snapshot:
 class Catalog:
     """Everything the hub knows about its store, reloaded when the store changes."""
 
-    def __init__(self, store: Path | ModelStore) -> None:
+    def __init__(self, store: Path | ModelStore, *, mirrors: Sequence[str] = ()) -> None:
         if isinstance(store, str | Path):
             store = DirectoryStore(Path(store))
         self.backend: ModelStore = store
+        #: the hub's own mirrors (``accel serve --mirror``), added to every manifest's
+        self.mirrors = tuple(mirrors)
         self._signature: object = None
         self._snap = _Snapshot()
         self.generation = 0
@@ -90,6 +94,8 @@ class Catalog:
             versions = sorted(stored.manifests, key=lambda m: version_key(m.version))
             model_id, meta = stored.model_id, stored.meta
             for m in versions:
+                if self.mirrors:
+                    m = m.model_copy(update={"mirrors": _with_hub_mirrors(m, self.mirrors)})
                 snap.manifests[(model_id, m.version)] = m
                 snap.files[(model_id, m.version)] = {f.path: f for f in m.files}
             default = meta.default_version
@@ -147,6 +153,22 @@ class Catalog:
         """The manifest entry of a file, or None when that version does not list it."""
         files = self._snap.files.get((model_id, version))
         return None if files is None else files.get(relpath)
+
+
+def _with_hub_mirrors(m: VersionManifest, templates: Sequence[str]) -> list[str]:
+    """A version's mirrors: its own, then the hub's. A hub mirror is a template with
+    ``{model_id}`` and ``{version}`` (percent-encoded), or a prefix under which the
+    mirror keeps the hub's layout (``PREFIX/{model_id}/{version}``)."""
+    out = list(m.mirrors)
+    mid, ver = quote(m.model_id, safe=""), quote(m.version, safe="")
+    for t in templates:
+        if "{model_id}" in t or "{version}" in t:
+            base = t.replace("{model_id}", mid).replace("{version}", ver)
+        else:
+            base = f"{t.rstrip('/')}/{mid}/{ver}"
+        if base not in out:
+            out.append(base)
+    return out
 
 
 def _version_info(m: VersionManifest) -> VersionInfo:

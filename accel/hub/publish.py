@@ -149,6 +149,7 @@ def publish(
     languages: Sequence[str] = (),
     default: bool = False,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    mirrors: Sequence[str] | None = None,
 ) -> VersionManifest:
     """Publish ``src`` (a file, or a directory whose subfolders are kept) as ``model_id@version``.
 
@@ -156,7 +157,9 @@ def publish(
     given again is still applied); different content for an existing version raises
     :class:`PublishConflictError`. ``default=True`` (or a model with no default yet) makes
     this version the model's ``default_version``. ``name``/``task``/``languages`` update
-    ``model.json`` when given.
+    ``model.json`` when given. ``mirrors`` (base URLs) go into the manifest; given on a
+    re-publish of the same content, they replace the version's list (mirrors are not
+    content: the version's checksum stays).
     """
     check_model_id(model_id)
     check_name(version, what="version")
@@ -168,8 +171,13 @@ def publish(
 
     if manifest_path.exists():
         manifest = _same_or_conflict(manifest_path, sources, model_id, version, block_size)
+        if mirrors is not None and list(mirrors) != manifest.mirrors:
+            manifest = manifest.model_copy(update={"mirrors": list(mirrors)})
+            atomic_write_bytes(manifest_path, manifest.model_dump_json(indent=1).encode())
     else:
-        manifest = _stage_and_rename(store, sources, model_id, version, block_size)
+        manifest = _stage_and_rename(
+            store, sources, model_id, version, block_size, list(mirrors or ())
+        )
 
     # model.json is read-modify-write: publishers of two versions at once take turns.
     with portalocker.Lock(str(model_dir / ".model.lock"), timeout=60):
@@ -196,7 +204,12 @@ def _same_or_conflict(
 
 
 def _stage_and_rename(
-    store: Store, sources: list[_Source], model_id: str, version: str, block_size: int
+    store: Store,
+    sources: list[_Source],
+    model_id: str,
+    version: str,
+    block_size: int,
+    mirrors: list[str],
 ) -> VersionManifest:
     model_dir = store.model_dir(model_id)
     staging = model_dir / f".staging-{version}-{secrets.token_hex(4)}"
@@ -209,6 +222,7 @@ def _stage_and_rename(
             size, sha, digests = hash_file(s.path, block_size, copy_to=target)
             entries.append(_entry(s.relpath, size, sha, digests, block_size))
         manifest = _manifest(model_id, version, entries, _now())
+        manifest.mirrors = mirrors
         atomic_write_bytes(staging / "manifest.json", manifest.model_dump_json(indent=1).encode())
         for d in sorted({p.parent for p in files_dir.rglob("*")}, reverse=True):
             fsync_dir(d)

@@ -36,6 +36,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     reuse_port: bool = False,
     limits: Limits = Limits(),  # frozen: one shared default is safe
+    mirrors: Sequence[str] = (),
 ) -> None:
     """Serve the store ``root`` (a directory or a :class:`ModelStore`) until ``stop`` is set (or SIGTERM/SIGINT arrive).
 
@@ -47,7 +48,7 @@ async def serve(
     room = raise_open_files_limit(limits.max_connections)
     limits = replace(limits, max_connections=room)
     sock = bind_listening_socket(host, port, reuse_port=reuse_port)  # fails before any setup
-    app = create_app(root, tokens=tokens)
+    app = create_app(root, tokens=tokens, mirrors=mirrors)
     runner = web.AppRunner(app, handle_signals=False)
     try:
         await runner.setup()
@@ -82,6 +83,7 @@ def run(
     on_ready: Callable[[str], None] | None = None,
     reuse_port: bool = False,
     limits: Limits = Limits(),  # frozen: one shared default is safe
+    mirrors: Sequence[str] = (),
 ) -> None:
     """Blocking entry point: uvloop when installed, else asyncio's default loop."""
     factory = None
@@ -102,6 +104,7 @@ def run(
                 on_ready=on_ready,
                 reuse_port=reuse_port,
                 limits=limits,
+                mirrors=mirrors,
             )
         )
 

@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -152,6 +153,10 @@ def parse_manifest(
                 f"{len(digests)} block digests for {f.size_bytes} bytes in blocks of "
                 f"{f.chunks.size} (needs {blocks}, or none)",
             )
+    for i, base in enumerate(manifest.mirrors):
+        u = urlsplit(base)
+        if u.scheme not in ("http", "https") or not u.netloc or u.query or u.fragment:
+            raise bad(f"mirrors[{i}]", f"{base!r} is not an http(s) base URL")
     for path, i in seen.items():
         parts = path.split("/")
         for n in range(1, len(parts)):

@@ -247,6 +247,8 @@ class VersionInstall:
     staging: Path | None = None
     #: headers of this version's downloads: its source's credentials (hub or hf://)
     headers: Mapping[str, str] | None = None
+    #: a file's other URLs (the manifest's mirrors), by manifest path
+    mirrors_of: Callable[[str], list[str]] | None = None
     files: dict[str, FileRun] = field(default_factory=dict)
     state: str = "queued"
     started: float = field(default_factory=time.monotonic)
@@ -616,7 +618,9 @@ class VersionInstall:
             while True:
                 attempt += 1
                 try:
-                    extra = {"headers": self.headers} if self.headers else {}
+                    extra: dict[str, Any] = {"headers": self.headers} if self.headers else {}
+                    if self.mirrors_of is not None and (mirrors := self.mirrors_of(st.path)):
+                        extra["mirrors"] = mirrors
                     result = await self.engine.download(
                         self.url_of(st.path),
                         dest,

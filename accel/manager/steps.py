@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from accel.errors import InsufficientDiskSpaceError, ModelNotAvailableError
 from accel.manager.events import ReadyEvent, ResumeEvent
@@ -67,6 +68,7 @@ async def run_steps(runner: JobRunner, job: Job) -> Path:
         engine=await runner.engine(),
         url_of=_url_of(runner, job),
         headers=_headers(runner, job),
+        mirrors_of=_mirrors_of(manifest),
         manifest=manifest,
         priority=job.priority,
         max_parallel_files=s.max_parallel_files,
@@ -106,6 +108,20 @@ def _headers(runner: JobRunner, job: Job) -> dict[str, str]:
     if hf is not None:
         return hf
     return runner.hub.headers  # its /storage URLs are at the hub's own origin
+
+
+def _mirrors_of(manifest: VersionManifest) -> Callable[[str], list[str]] | None:
+    """A file's URLs at the version's mirrors: ``{base}/{path}``, the manifest path
+    percent-encoded per segment (the engine holds each to the manifest's digests)."""
+    bases = [b.rstrip("/") for b in manifest.mirrors]
+    if not bases:
+        return None
+
+    def urls(path: str) -> list[str]:
+        tail = "/".join(quote(seg, safe="") for seg in path.split("/"))
+        return [f"{b}/{tail}" for b in bases]
+
+    return urls
 
 
 async def _install(runner: JobRunner, job: Job, inst: VersionInstall) -> Path:

@@ -48,6 +48,9 @@ class PublishRequest:
     default: bool = False
     block_size: int = 16 * 1024 * 1024
     progress: Callable[[str], None] | None = None  # one line per file uploaded or skipped
+    #: the version's mirror base URLs (``VersionManifest.mirrors``); given again on a
+    #: re-publish of the same content, they replace the old list
+    mirrors: Sequence[str] | None = None
 
 
 @dataclass

@@ -123,6 +123,7 @@ class DirectoryStore:
             languages=request.languages,
             default=request.default,
             block_size=request.block_size,
+            mirrors=request.mirrors,
         )
 
     def gc(self, *, dry_run: bool = True, min_age_s: float = 3600.0) -> GcReport:

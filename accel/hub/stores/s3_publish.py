@@ -104,9 +104,13 @@ def publish_to_s3(store: S3Store, req: PublishRequest) -> VersionManifest:
     if existing is not None:
         manifest = _same_or_conflict(existing, sources, req)
         say(f"{req.model_id}@{req.version} is already published with this content")
+        if req.mirrors is not None and list(req.mirrors) != manifest.mirrors:
+            manifest = manifest.model_copy(update={"mirrors": list(req.mirrors)})
+            store.put_bytes(manifest_key, manifest.model_dump_json(indent=1).encode())
     else:
         entries = [_upload_one(store, req, s, say) for s in sources]
         manifest = _manifest(req.model_id, req.version, entries, _now())
+        manifest.mirrors = list(req.mirrors or ())
         raced = store.get_bytes(manifest_key)
         if raced is not None:  # another publisher committed meanwhile: same content is fine
             other = VersionManifest.model_validate_json(raced)

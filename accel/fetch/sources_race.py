@@ -1,0 +1,304 @@
+"""The slow tail raced on the fastest source: first verified bytes win.
+
+When nothing is pending and a connection is free, the running chunk that its source
+would finish last (its own rate so far against the fastest source's) is fetched again
+from the fastest source, from a block boundary ahead of where the slow request is.
+The duplicate writes into a side file (``<name>.part.race``), never into the ``.part``:
+two writers on the same bytes would let a lying or late loser overwrite the winner.
+
+- The slow request ends first: the duplicate is cancelled (it only wrote the side file).
+- The duplicate ends first, its blake3 blocks checked as they streamed: the slow
+  request is trimmed a little ahead of where it is (the worker acknowledges a trim
+  under the lock it takes bytes with, so it takes nothing past that point) and its
+  end awaited (a worker reports a request's end after its last write); only then are
+  the duplicate's bytes copied from the side file over the chunk's rest, and the chunk
+  recorded as done. The slow request's last, cut block fails its digest by design:
+  that is no verdict on its source. A trim that comes too late (the slow request is
+  nearly done) leaves it to finish; the duplicate's bytes are dropped.
+
+Only with block digests: without them nothing says which of two answers is right. The
+choice (which chunk, from where) reads :mod:`~accel.fetch.sources`' measurements; this
+module does the I/O of one race at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from accel.fetch.checkpoint import DoneChunk, xxh3_of_range
+from accel.fetch.drive import ChunkDriver
+from accel.fetch.plan import Chunk, ChunkState
+from accel.fetch.pool import TaskHandle
+
+__all__ = ["TailRace"]
+
+MiB = 1024 * 1024
+#: race only a request its source would end this many times later than the fastest
+_SLOWER = 2.0
+#: what a worker may have read past its last report: one read buffer, plus the bytes
+#: of one progress interval (0.1 s) at the request's rate (accel.fetch.worker)
+_READ_BUFFER = 256 * 1024
+_REPORT_S = 0.1
+
+
+@dataclasses.dataclass(eq=False)
+class _Race:
+    chunk: Chunk
+    start: int
+    source: int
+    handle: TaskHandle | None = None
+    #: "fetching" until the duplicate ends, then "claiming" (trim and copy)
+    phase: str = "fetching"
+    lost: bool = False
+    #: where the slow request was trimmed to stop (acknowledged by its worker)
+    stop_at: int | None = None
+    #: set when the trimmed slow request has ended (all its writes are done)
+    stopped: asyncio.Future[None] | None = None
+
+
+class TailRace(ChunkDriver):
+    """The race of :mod:`accel.fetch.sources_race`, as a part of the download."""
+
+    part: Path
+    digests: tuple[str, ...]
+    #: the download's received bytes per second (the supervisor's EWMA)
+    speed: float
+    race: _Race | None = None
+
+    @property
+    def race_path(self) -> Path:
+        return self.part.with_name(self.part.name + ".race")
+
+    def _ahead(self, chunk: Chunk, handle: TaskHandle, now: float) -> int:
+        """A byte the slow request has surely not reached yet (its worker may be past
+        its last report by a read buffer and a report interval's bytes)."""
+        _, t0 = self.chunk_src.get(chunk.id, (0, now))
+        done = handle.position - handle.task.start
+        rate = done / max(1e-3, now - t0)
+        return handle.position + _READ_BUFFER + int(rate * _REPORT_S * 2) + 64 * 1024
+
+    def _race_stopped(self, chunk: Chunk) -> bool:
+        """The chunk's own request ended because a race that won trimmed it: True (the
+        race finishes the chunk; the request's cut last block is no verdict)."""
+        race = self.race
+        if race is None or race.chunk is not chunk or race.stop_at is None:
+            return False
+        if race.stopped is not None and not race.stopped.done():
+            race.stopped.set_result(None)
+        return True
+
+    def _maybe_race(self, tasks: set[asyncio.Task[None]], early: bool = False) -> bool:
+        """Start a race for the slowest running chunk; True when one runs now.
+
+        ``early``: chunks are still pending; race only a chunk that would still be
+        running after everything else is done (its source's time for what it has
+        left, against the pending bytes at the download's speed plus the fastest
+        source's time for it): the duplicate then costs nothing the tail would not.
+        """
+        if self.race is not None:
+            return True
+        if len(self.policy) == 1 or not self.digests or not self.ranged or self.plan is None:
+            return False
+        now = time.monotonic()
+        best: tuple[float, Chunk, TaskHandle, int, int] | None = None
+        for chunk in self.plan.active():
+            h = self.handles.get(chunk.id)
+            placed = self.chunk_src.get(chunk.id)
+            if h is None or placed is None:
+                continue
+            src, t0 = placed
+            fast = self.policy.fastest(now, exclude={src})
+            if fast is None:
+                continue
+            left = chunk.end - h.position
+            got = h.position - h.task.start
+            elapsed = now - t0
+            if elapsed < 0.2:
+                continue  # too early to tell how fast this request is
+            own = got / elapsed if got > 0 else 0.0
+            t_fast = self.policy.seconds_for(fast, left)
+            if t_fast is None:
+                continue
+            t_slow = left / own if own > 0 else float("inf")
+            if t_slow <= _SLOWER * t_fast:
+                continue
+            if early and t_slow <= self._time_left() + t_fast:
+                continue
+            if best is None or t_slow - t_fast > best[0]:
+                best = (t_slow - t_fast, chunk, h, src, fast)
+        if best is None:
+            return False
+        _, chunk, h, _, fast = best
+        bs = self.block_size or 1
+        # from the block the slow request is in: every block before it was checked
+        start = max(chunk.start, h.position - (h.position - chunk.start) % bs)
+        if h.task.start != chunk.start or not self.shared.slots.try_acquire():
+            return False
+        self.race = _Race(chunk, start, fast)
+        self.raced = chunk.id
+        tasks.add(asyncio.ensure_future(self._run_race(self.race)))
+        return True
+
+    def _time_left(self) -> float:
+        """Seconds the pending chunks need at the download's current speed."""
+        assert self.plan is not None
+        pending = self.plan.size - self.plan.done_bytes
+        pending -= sum(c.end - c.start for c in self.plan.active())
+        return pending / self.speed if self.speed > 0 else float("inf")
+
+    def _race_lost(self, chunk: Chunk) -> None:
+        """The raced chunk's own request ended (well or not): the duplicate is moot."""
+        race = self.race
+        if race is None or race.chunk is not chunk or race.phase != "fetching":
+            return
+        race.lost = True
+        if race.handle is not None:
+            self.shared.pool.cancel(race.handle)
+
+    async def _run_race(self, race: _Race) -> None:
+        pool = self.shared.pool
+        chunk = race.chunk
+        self.policy = self.policy.started(race.source)
+        t0 = time.monotonic()
+        claimed = False
+        try:
+            fd = await asyncio.to_thread(_side_file, self.race_path, self.total or 0)
+            os.close(fd)
+            task = dataclasses.replace(
+                self._task(race.start, chunk.end, race.source), path=str(self.race_path)
+            )
+            race.handle = handle = pool.submit(task)
+            handle.on_progress = self._on_progress
+            try:
+                outcome = await asyncio.shield(handle.done)
+            except asyncio.CancelledError:  # the file is done (or stopped): no verdict
+                pool.cancel(handle)
+                self.policy = self.policy.ended(race.source, handle.position - race.start)
+                raise
+            self.received += max(0, (outcome.end or handle.position) - handle.position)
+            nbytes = max(0, (outcome.end or handle.position) - race.start)
+            if race.lost or outcome.error is not None:
+                link = self.links[race.source]
+                if race.lost or self._target_refused(handle.task, outcome, link):
+                    # lost, or an expired signed URL: the source's URL resolves anew
+                    self.policy = self.policy.ended(race.source, nbytes, kept=False)
+                else:
+                    self.policy = self.policy.failed(race.source, nbytes, time.monotonic())
+                return
+            race.phase = "claiming"
+            at = await self._claim(race)
+            if at is None:
+                self.policy = self.policy.ended(race.source, nbytes, kept=False)
+                return
+            claimed = True
+            self.policy = self.policy.finished(race.source, nbytes, time.monotonic() - t0)
+            self._emit(
+                "progress",
+                f"bytes {at}-{chunk.end - 1}: the race on {self.policy[race.source].url} "
+                "won (first verified bytes)",
+            )
+        finally:
+            self.shared.slots.release()
+            self.race = None
+            self.raced = None
+            if not claimed:
+                with contextlib.suppress(OSError):
+                    self.race_path.unlink()
+
+    async def _claim(self, race: _Race) -> int | None:
+        """Stop the slow request a little ahead of itself, wait for its end, then copy
+        the race's bytes over the chunk's rest; where they start, or None when the
+        trim came too late (the slow request is nearly done: it finishes)."""
+        chunk = race.chunk
+        h = self.handles.get(chunk.id)
+        if h is None or chunk.state is not ChunkState.ACTIVE or self.plan is None:
+            return None
+        at = self._ahead(chunk, h, time.monotonic())
+        if at >= chunk.end:
+            return None
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[int | None] = loop.create_future()
+        race.stopped = loop.create_future()
+        previous = h.on_trim
+
+        def on_trim(new_end: int | None) -> None:
+            # In the message dispatch, before the request's own end is dispatched.
+            if new_end is not None:
+                race.stop_at = new_end
+            if not acked.done():
+                acked.set_result(new_end)
+
+        h.on_trim = on_trim
+        self.splitting = True
+        self.shared.pool.trim(h, at)
+        try:
+            new_end = await acked
+        finally:
+            h.on_trim = previous
+            self.splitting = False
+        if new_end is None:
+            return None
+        await race.stopped  # the slow request's last write is done
+        try:
+            xxh3 = await asyncio.to_thread(
+                _copy_range, self.race_path, self.part, race.start, chunk.end
+            )
+            head = (
+                await asyncio.to_thread(_xxh3_of, self.part, chunk.start, race.start)
+                if race.start > chunk.start
+                else None
+            )
+        except BaseException:
+            self.plan.fail(chunk)
+            raise
+        self.plan.complete(chunk)
+        if head is not None:
+            self.recorder.record(DoneChunk(start=chunk.start, end=race.start, xxh3=head))
+        self.recorder.record(DoneChunk(start=race.start, end=chunk.end, xxh3=xxh3))
+        assert self.hasher is not None
+        self.hasher.wake.set()
+        return race.start
+
+
+def _xxh3_of(path: Path, start: int, end: int) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return xxh3_of_range(fd, start, end)
+    finally:
+        os.close(fd)
+
+
+def _side_file(path: Path, size: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def _copy_range(src: Path, dst: Path, start: int, end: int) -> str:
+    """Copy ``[start, end)`` from ``src`` into ``dst`` at the same offsets; the xxh3 of
+    the copied bytes as ``dst`` holds them (the checkpoint's record)."""
+    fin = os.open(src, os.O_RDONLY)
+    try:
+        fout = os.open(dst, os.O_WRONLY)
+        try:
+            pos = start
+            while pos < end:
+                data = os.pread(fin, min(4 * MiB, end - pos), pos)
+                if not data:
+                    raise OSError(f"{src} ends before byte {end}")
+                os.pwrite(fout, data, pos)
+                pos += len(data)
+        finally:
+            os.close(fout)
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            return xxh3_of_range(fd, start, end)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(fin)
