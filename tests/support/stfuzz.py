@@ -77,7 +77,7 @@ def run_schemathesis(
         config = workdir / f"st-{name}.toml"
         config.write_text(_config(pinned))
         args = ["--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed)]
-        args += ["--workers", "2", "--request-timeout", "10"]
+        args += ["--workers", "2", "--request-timeout", "30"]  # a loaded 2-core runner
         if pinned:
             args += ["--include-path-regex", "^/storage/"]
         cmd = [str(ST), "--config-file", str(config), "run", f"{url}/openapi.json", *args]
