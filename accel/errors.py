@@ -24,6 +24,7 @@ Hierarchy::
     │   ├── StoreCredentialsError   missing, wrong or refused S3 credentials
     │   ├── StoreBucketError        the bucket does not exist
     │   └── StoreUnreachableError   the S3 endpoint does not answer
+    ├── UsageDbError                the hub's usage database (SQLite, PostgreSQL) cannot be used
     ├── UnsafePathError             a path that would leave its root (traversal, symlink)
     ├── UnsupportedSchemeError      a root or path given as ``scheme://...`` with no backend yet
     ├── FilesystemError             a local file operation failed (facts: path, action, errno)
@@ -98,6 +99,7 @@ __all__ = [
     "TooManyOpenFilesError",
     "UnsafePathError",
     "UnsupportedSchemeError",
+    "UsageDbError",
     "UsageError",
     "from_os_error",
 ]
@@ -226,6 +228,16 @@ class StoreUnreachableError(StoreError):
 
     code = "store_unreachable"
     default_hint = "check --s3-endpoint / AWS_ENDPOINT_URL and that the store is running"
+
+
+class UsageDbError(AccelError):
+    """The usage database refused or failed (facts: url, with any password removed).
+
+    A hub answers 503 with this code when it cannot count a report or read the ranking:
+    a report answered 503 was not counted, so sending it again counts it once."""
+
+    code = "usage_db_unavailable"
+    default_hint = "check --usage-db (postgresql://USER@HOST:PORT/DB) and that the database is up"
 
 
 class UnsafePathError(AccelError):

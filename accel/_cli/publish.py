@@ -46,6 +46,12 @@ def register(subparsers: Any) -> None:
         help="a mirror's base URL for this version (repeatable): a file's URL there is "
         "BASE/PATH; given on a re-publish, replaces the version's mirrors",
     )
+    p.add_argument(
+        "--notify-db",
+        metavar="URL",
+        help="the hubs' postgresql:// --usage-db: tell every hub at once (LISTEN/NOTIFY); "
+        "without it they notice at their next poll",
+    )
     p.set_defaults(func=_publish)
 
 
@@ -69,6 +75,16 @@ def _publish(args: argparse.Namespace) -> int:
             progress=lambda line: print(line, flush=True),
         )
     )
+    if args.notify_db:
+        import sys
+
+        from accel.errors import UsageDbError
+        from accel.hub.catalog_feed import notify_published
+
+        try:  # the version is published either way: a failed notice only costs latency
+            notify_published(args.notify_db, store.description, manifest.model_id, manifest.version)
+        except UsageDbError as exc:
+            print(f"accel: warning [{exc.code}]: {exc}", file=sys.stderr)
     print(
         f"published {manifest.model_id}@{manifest.version}: {len(manifest.files)} files, "
         f"{format_bytes(manifest.size_bytes)}, checksum {manifest.checksum_sha256[:16]}"

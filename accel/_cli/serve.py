@@ -45,6 +45,31 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="S3 store: where usage counts live (default $XDG_STATE_HOME/accel/hub)",
     )
+    p.add_argument(
+        "--usage-db",
+        metavar="URL",
+        type=_usage_db_url,
+        default=None,
+        help="where usage counts live: postgresql://USER[:PASS]@HOST[:PORT]/DB, shared by "
+        "several hubs behind one address (default: $ACCEL_USAGE_DB, which keeps a password "
+        "out of the process list, else SQLite in the store or --state-dir); publish notices "
+        "on it reach every hub at once",
+    )
+    p.add_argument(
+        "--report-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
+        help="how long POST /api/model-usage waits for the usage database before it "
+        "answers 503 (and counts nothing) (default 5)",
+    )
+    p.add_argument(
+        "--catalog-poll",
+        metavar="SECONDS",
+        type=float,
+        default=2.0,
+        help="S3 store: how often the hub looks for new publishes (default 2)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8600, help="port (0 picks a free one)")
     p.add_argument(
@@ -68,6 +93,16 @@ def register(subparsers: Any) -> None:
     auth.add_argument("--token", help="require Authorization: Bearer TOKEN on /api and /storage")
     auth.add_argument("--tokens-file", type=Path, help="file with one accepted token per line")
     p.set_defaults(func=_serve)
+
+
+def _usage_db_url(value: str) -> str:
+    """An argparse ``type``: only ``postgresql://`` URLs (SQLite is the default, no flag)."""
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise UsageError(
+            f"--usage-db {value!r} is not a postgresql:// URL",
+            hint="give postgresql://USER@HOST:PORT/DB; without --usage-db counts stay in SQLite",
+        )
+    return value
 
 
 def _tokens(args: argparse.Namespace) -> list[str]:
@@ -95,6 +130,12 @@ def _serve(args: argparse.Namespace) -> int:
     from accel.hub.server import run
     from accel.hub.stores import DirectoryStore, open_store
 
+    if args.usage_db is None and os.environ.get("ACCEL_USAGE_DB"):
+        args.usage_db = _usage_db_url(os.environ["ACCEL_USAGE_DB"])
+    if not 0.1 <= args.report_timeout <= 600:
+        raise UsageError(f"--report-timeout {args.report_timeout:g} must be between 0.1 and 600 s")
+    if not 0.1 <= args.catalog_poll <= 3600:
+        raise UsageError(f"--catalog-poll {args.catalog_poll:g} must be between 0.1 and 3600 s")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is out of range")
     store = open_store(
@@ -103,6 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         presign_ttl=args.presign_ttl,
         storage_mode=args.storage_mode,
+        poll_s=args.catalog_poll,
     )
     root = store.description
     if isinstance(store, DirectoryStore) and store.root.exists() and not store.root.is_dir():
@@ -132,6 +174,10 @@ def _serve(args: argparse.Namespace) -> int:
             child += ["--state-dir", str(args.state_dir)]
         for m in args.mirror:
             child += ["--mirror", m]
+        if args.usage_db is not None:  # through the environment: not in the process list
+            os.environ["ACCEL_USAGE_DB"] = args.usage_db
+        child += ["--catalog-poll", str(args.catalog_poll)]
+        child += ["--report-timeout", str(args.report_timeout)]
         if args.token is not None:
             child += ["--token", args.token]
         elif args.tokens_file is not None:
@@ -153,6 +199,8 @@ def _serve(args: argparse.Namespace) -> int:
             reuse_port=args.reuse_port,
             limits=limits,
             mirrors=mirrors,
+            usage_db=args.usage_db,
+            report_timeout_s=args.report_timeout,
         )
     except OSError as exc:
         raise ConfigError(

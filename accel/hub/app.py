@@ -6,7 +6,10 @@ a strong ETag and held to RFC 9110's conditional headers (:mod:`accel.serving.co
 ``If-None-Match`` -> 304, ``If-Match`` -> 412). Every error leaves as
 ``{"error": {"code", "message", "status"}}``. With tokens configured, everything except
 ``/healthz`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``, compared in
-constant time. Never imports the client side (fetch, manager).
+constant time. ``/healthz`` answers 503 when the store or the usage database cannot be
+reached (:mod:`accel.hub.health`), so a load balancer takes this hub out; a request that
+needs the usage database while it fails is a 503 ``usage_db_unavailable``. Never
+imports the client side (fetch, manager).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import ValidationError
 
+from accel.errors import UsageDbError
 from accel.hub.catalog import Catalog
+from accel.hub.health import Health
 from accel.hub.hfapi import HF_LIST_PARAMS, hf_list_answer
 from accel.hub.hfapi import register as register_hf_api
 from accel.hub.jsonanswer import answer_response
@@ -29,7 +34,7 @@ from accel.hub.peerapi import is_peer_route
 from accel.hub.peerapi import register as register_peer_api
 from accel.hub.stores import DirectoryStore, ModelStore, Sender
 from accel.hub.tracker import DEFAULT_TTL_S
-from accel.hub.usage import UsageCounter
+from accel.hub.usage import UsageCounter, open_usage_db
 from accel.schema import UsageReport
 from accel.serving.bearer import bearer_matches
 from accel.serving.problem import Problem
@@ -42,6 +47,7 @@ CATALOG = web.AppKey("catalog", Catalog)
 USAGE = web.AppKey("usage", UsageCounter)
 _SENDER = web.AppKey("sender", Sender)
 _TOKENS = web.AppKey("tokens", tuple)
+_HEALTH = web.AppKey("health", Health)
 
 _OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 _JSON = "application/json"
@@ -88,6 +94,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except Problem as p:
         return error_response(p.status, p.code, p.message, p.headers)
+    except UsageDbError as exc:  # the database failed: another hub (or a retry) may do
+        return error_response(503, exc.code, str(exc), {"Retry-After": "1"})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -151,7 +159,7 @@ async def _report_usage(request: web.Request) -> web.Response:
     catalog = _catalog(request)
     if report.model_id not in catalog.models:
         raise Problem(404, "model_not_found", f"no model {report.model_id!r} on this hub")
-    await request.app[USAGE].count(report.model_id)
+    await request.app[USAGE].report(report.model_id)  # 200 only once committed
     return web.json_response({"model_id": report.model_id, "counted": 1})
 
 
@@ -160,7 +168,21 @@ async def _storage(request: web.Request) -> web.StreamResponse:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    report = await request.app[_HEALTH].report()
+    checks = {"store": report.store, "usage_db": report.usage_db}
+    if report.ok:
+        return web.json_response({"status": "ok"})
+    failed = "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+    body = {
+        "status": "unavailable",
+        **checks,
+        "error": {
+            "code": "unhealthy",
+            "message": f"this hub cannot serve: {failed}",
+            "status": 503,
+        },
+    }
+    return web.json_response(body, status=503, headers={"Cache-Control": "no-store"})
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -180,24 +202,42 @@ def create_app(
     peer_tokens: Sequence[str] = (),
     peer_ttl: float = DEFAULT_TTL_S,
     mirrors: Sequence[str] = (),
+    usage_db: str | None = None,
+    report_timeout_s: float = 5.0,
 ) -> web.Application:
     """The hub over ``store`` (a directory or a :class:`ModelStore`); ``tokens`` non-empty
     turns bearer auth on; ``peer_tokens`` are the fleet's, for the peer tracker's routes
     (announces are listed for ``peer_ttl`` seconds); ``mirrors`` are added to every
-    manifest (see Catalog)."""
+    manifest (see Catalog). ``usage_db``: a ``postgresql://`` URL shared by several hubs
+    (its publish notices then reach this hub's catalog at once), else the store's SQLite;
+    a usage report the database has not taken within ``report_timeout_s`` is a 503."""
     backend = DirectoryStore(store) if isinstance(store, str | Path) else store
     backend.prepare()  # a store that cannot be used fails here, before anything listens
     catalog = Catalog(backend, mirrors=mirrors)
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CATALOG] = catalog
-    app[USAGE] = UsageCounter(backend.usage_db)
+    app[USAGE] = UsageCounter(
+        open_usage_db(usage_db) if usage_db else backend.usage_db,
+        report_timeout_s=report_timeout_s,
+    )
+    app[_HEALTH] = Health(backend, app[USAGE])
     app[_SENDER] = backend.sender(catalog)
     app[_TOKENS] = tuple(t.encode() for t in tokens if t)
+    feed = None
+    if usage_db and usage_db.startswith(("postgresql://", "postgres://")):
+        from accel.hub.catalog_feed import CatalogFeed
+
+        feed = CatalogFeed(usage_db, lambda payload: catalog.notice())
 
     async def _start(app: web.Application) -> None:
         await app[USAGE].start()
+        if feed is not None:
+            feed.start()
 
     async def _stop(app: web.Application) -> None:
+        if feed is not None:
+            await feed.close()
+        await catalog.close()
         await app[USAGE].close()
         sender = app[_SENDER]
         sender.close()

@@ -6,10 +6,18 @@ strong ETag, so a request costs a dict lookup. The store (a
 :class:`~accel.hub.stores.base.ModelStore`: directory or S3) says cheaply whether it
 changed (``signature()``) and loads its models; the catalog never knows which kind it
 is, and never touches the files of a version.
+
+How fast a hub sees a publish: a directory store is looked at per request (one
+``stat``), an S3 store by its own poll (every ``--catalog-poll`` seconds). A publish
+notice (PostgreSQL ``LISTEN/NOTIFY``, :mod:`accel.hub.catalog_feed`) calls
+:meth:`Catalog.notice`, which has the store look again at once; notices arriving
+during a look are folded into one more look.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +35,9 @@ from accel.schema import FileEntry, ManifestFile, ModelInfo, VersionInfo, Versio
 __all__ = ["Answer", "Catalog", "version_key"]
 
 log = logging.getLogger("accel.hub")
+
+#: after a publish notice, the store is looked at once and again after these delays
+_LOOK_AGAIN_S = (1.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,10 @@ class Catalog:
         self._signature: object = None
         self._snap = _Snapshot()
         self.generation = 0
+        self.notices = 0
+        self._look_again = False
+        self._looking: asyncio.Task[None] | None = None
+        self._later: list[asyncio.TimerHandle] = []
         self.refresh()
 
     @property
@@ -86,6 +101,48 @@ class Catalog:
             self._snap = self._load()
             self._signature = sig
             self.generation += 1
+
+    def notice(self) -> None:
+        """A publish notice: have the store look now (call on the event loop).
+
+        And again 1 s and 5 s later: a poll of the store's own that began before the
+        publish and ends after this look would put the older listing back; a look
+        started after the publish cannot.
+        """
+        self.notices += 1
+        self._look_soon()
+        loop = asyncio.get_running_loop()
+        self._later = [h for h in self._later if not h.cancelled() and h.when() > loop.time()]
+        self._later += [loop.call_later(delay, self._look_soon) for delay in _LOOK_AGAIN_S]
+
+    async def close(self) -> None:
+        """Stop the looks that notices scheduled."""
+        for handle in self._later:
+            handle.cancel()
+        self._later = []
+        if self._looking is not None and not self._looking.done():
+            self._looking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._looking
+
+    def _look_soon(self) -> None:
+        self._look_again = True
+        if self._looking is None or self._looking.done():
+            self._looking = asyncio.create_task(self._look(), name="accel-catalog-look")
+
+    async def _look(self) -> None:
+        while self._look_again:
+            self._look_again = False
+            try:
+                # prepare() is the interface's "check the store and read it": for an S3
+                # store one HEAD and one poll of its stamp, for a directory a mkdir -p.
+                await asyncio.to_thread(self.backend.prepare)
+            except Exception as exc:  # the store's poll keeps going; say why once per notice
+                log.warning(
+                    "catalog: looking at %s after a notice: %s", self.backend.description, exc
+                )
+                continue
+            self.refresh()
 
     # -- loading -------------------------------------------------------------------------
     def _load(self) -> _Snapshot:

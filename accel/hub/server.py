@@ -37,18 +37,23 @@ async def serve(
     reuse_port: bool = False,
     limits: Limits = Limits(),  # frozen: one shared default is safe
     mirrors: Sequence[str] = (),
+    usage_db: str | None = None,
+    report_timeout_s: float = 5.0,
 ) -> None:
     """Serve the store ``root`` (a directory or a :class:`ModelStore`) until ``stop`` is set (or SIGTERM/SIGINT arrive).
 
     ``reuse_port`` joins a ``SO_REUSEPORT`` group: several worker processes bound to one
     port, the kernel spreading connections over them. ``limits`` (per process) close a
     connection whose request head is late and cap the open connections; the open files
-    limit is raised to what the cap needs.
+    limit is raised to what the cap needs. ``usage_db`` is a ``postgresql://`` URL
+    shared by several hubs (default: SQLite beside the store).
     """
     room = raise_open_files_limit(limits.max_connections)
     limits = replace(limits, max_connections=room)
     sock = bind_listening_socket(host, port, reuse_port=reuse_port)  # fails before any setup
-    app = create_app(root, tokens=tokens, mirrors=mirrors)
+    app = create_app(
+        root, tokens=tokens, mirrors=mirrors, usage_db=usage_db, report_timeout_s=report_timeout_s
+    )
     runner = web.AppRunner(app, handle_signals=False)
     try:
         await runner.setup()
@@ -84,6 +89,8 @@ def run(
     reuse_port: bool = False,
     limits: Limits = Limits(),  # frozen: one shared default is safe
     mirrors: Sequence[str] = (),
+    usage_db: str | None = None,
+    report_timeout_s: float = 5.0,
 ) -> None:
     """Blocking entry point: uvloop when installed, else asyncio's default loop."""
     factory = None
@@ -105,6 +112,8 @@ def run(
                 reuse_port=reuse_port,
                 limits=limits,
                 mirrors=mirrors,
+                usage_db=usage_db,
+                report_timeout_s=report_timeout_s,
             )
         )
 
@@ -125,7 +134,7 @@ def run_workers(
     ``child_cmd + ["--port", PORT]`` and joins the group. SIGTERM/SIGINT are forwarded;
     if a worker dies on its own, the others are stopped and 1 is returned. A single
     Python process serves one core; this spreads requests over all of them. Usage counts
-    stay exact: every worker adds deltas to the same SQLite file.
+    stay exact: every worker adds deltas to the same database (SQLite file or PostgreSQL).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     reserve = socket.socket(family, socket.SOCK_STREAM)

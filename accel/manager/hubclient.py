@@ -4,6 +4,10 @@ Owns GETs of ``/api/models/{id}``, ``.../versions/{v}/manifest`` and the usage r
 and their cache in ``<models_dir>/.accel/manifest_cache.json``: an answer younger than
 the TTL is used as is; an older one is revalidated with ``If-None-Match`` (a 304 costs no
 body); when the hub cannot be reached, a cached answer of any age is used with a warning.
+A hub that cannot answer right now (connection refused or cut, a 502/503/504 from the
+load balancer in front of several hubs, or a hub going away mid-answer) is asked again
+per :data:`HUB_RETRY` before any of that: behind a balancer the next try reaches a
+live hub, so a hub killed mid-install costs the install a retry, not the install.
 HTTP errors are translated to :mod:`accel.errors` here and nowhere else, and every answer
 is parsed by ``hubanswers.py`` (a body that is not JSON or does not match the schema is a
 ``BadManifestError`` naming the field, and is never cached). Never
@@ -30,6 +34,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import portalocker
 
 from accel.errors import AuthError, BadManifestError, HubError, NotFoundError
+from accel.fetch.slots import RetryPolicy
 from accel.manager.credentials import OriginToken
 from accel.manager.fsutil import atomic_write_bytes
 from accel.manager.hubanswers import (
@@ -41,7 +46,12 @@ from accel.manager.hubanswers import (
 )
 from accel.schema import ModelInfo, RankingEntry, VersionManifest
 
-__all__ = ["HubClient"]
+__all__ = ["HUB_RETRY", "HubClient"]
+
+#: four tries over about two seconds: long enough for a balancer to route around a
+#: dead hub, short enough that a hub that is really down is reported (or the cache used)
+HUB_RETRY = RetryPolicy(max_attempts=4, base=0.25, cap=2.0)
+_TRANSIENT = frozenset({502, 503, 504})
 
 log = logging.getLogger("accel.manager")
 T = TypeVar("T")
@@ -59,7 +69,9 @@ class HubClient:
         ttl_s: float = 300.0,
         on_warning: Callable[[str], None] | None = None,
         timeout_s: float = 15.0,
+        retry: RetryPolicy = HUB_RETRY,
     ) -> None:
+        self.retry = retry
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self.cache_path = cache_dir / "manifest_cache.json"
         self.lock_path = cache_dir / "manifest_cache.lock"
@@ -70,6 +82,7 @@ class HubClient:
         self.on_warning = on_warning
         self.timeout_s = timeout_s
         self.requests = 0
+        self.retries = 0
         self.revalidated = 0
         self.offline_hits = 0
 
@@ -157,10 +170,9 @@ class HubClient:
         if cached is not None and cached[0].get("etag"):
             headers["If-None-Match"] = cached[0]["etag"]
         url = self.hub_url + path
-        self.requests += 1
         try:
-            status, etag, raw = await asyncio.to_thread(
-                _http_get, url, {**self.credentials.headers_for(url), **headers}, self.timeout_s
+            status, etag, raw = await self._get_retrying(
+                url, {**self.credentials.headers_for(url), **headers}
             )
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if cached is not None:
@@ -192,6 +204,31 @@ class HubClient:
         if cache:
             self._store(path, {"etag": etag, "fetched_at": now, "body": body})
         return value
+
+    async def _get_retrying(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[int, str | None, bytes]:
+        """One GET, tried again per ``self.retry`` while the hub cannot answer right now."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self.requests += 1
+            try:
+                status, etag, raw = await asyncio.to_thread(_http_get, url, headers, self.timeout_s)
+            except (ConnectionError, http.client.HTTPException):
+                # refused, reset, closed early, cut short: a hub going away. Not a
+                # timeout (it waited timeout_s already) nor any other OSError (EACCES,
+                # no route: asking again changes nothing).
+                if not self.retry.allows(attempt):
+                    raise
+                self.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            if status in _TRANSIENT and self.retry.allows(attempt):
+                self.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            return status, etag, raw
 
     async def model(self, model_id: str, *, revalidate: bool = False) -> ModelInfo:
         """``GET /api/models/{id}``."""
