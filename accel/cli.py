@@ -29,6 +29,29 @@ __all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
+    """``accel``'s parser: usage errors as :class:`UsageError`; a subcommand's parser
+    (``command`` set) fills every option no flag gave from the environment, then the
+    config file, then its default (:mod:`accel._cli._settings`), the same way for all."""
+
+    command: str | None = None
+    known_commands: tuple[str, ...] = ()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self.command is None:
+            return super().parse_known_args(args, namespace)
+        from accel._cli._settings import fill, prepare, restore
+
+        saved = prepare(self)
+        try:
+            ns, extras = super().parse_known_args(args, namespace)
+        except BaseException:
+            restore(saved)
+            raise
+        fill(self, self.command, ns, saved)
+        return ns, extras
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # main() prints "accel: ": name the subcommand only, never "accel: accel: ..."
         where = self.prog.removeprefix("accel").strip()
@@ -77,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"accel._cli.{info.name}")
         module.register(sub)
+    for name, p in sub.choices.items():
+        if isinstance(p, _Parser):
+            p.command = name
+            p.known_commands = tuple(sub.choices)
     return parser
 
 

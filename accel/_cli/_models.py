@@ -66,11 +66,23 @@ def add_common(p: argparse.ArgumentParser, *, hub: bool = True, json_flag: bool 
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Each setting in effect with its source: flag > environment > config file > default."""
-    from accel.config import resolve
+    """Each shared setting in effect with its source: flag > environment > config file >
+    default. The parser already filled the command's own options (and noted where each
+    came from: ``args.config_sources``); :func:`accel.config.resolve` gives the rest
+    (``token_file``, the default models dir)."""
+    from accel.config import KEYS, resolve
 
-    flags = {key: getattr(args, key, None) for key in ("hub", "models_dir", "limit_rate")}
-    return resolve(flags, os.environ)
+    sources = getattr(args, "config_sources", {})
+    flags = {
+        key: getattr(args, key, None)
+        for key in KEYS
+        if key in sources and sources[key].source.startswith("--")
+    }
+    got = resolve(flags, os.environ)
+    for key in KEYS:
+        if key in sources and sources[key].source != "default":
+            got[key] = sources[key]
+    return got
 
 
 def apply_settings(args: argparse.Namespace) -> None:
