@@ -115,6 +115,9 @@ def _env_debug() -> bool:
 # that is a bug to report, not a file problem to describe with a path.
 _NETWORK = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
 
+#: the commands whose rerun resumes what an interrupted run fetched
+_RESUMABLE = {"get", "install", "pull", "update", "preseed"}
+
 _REPORT_HINT = "this is a bug in accel: rerun with --debug or ACCEL_DEBUG=1 to see the traceback, and report it"
 
 
@@ -138,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AccelError as exc:
         return _fail(exc, debug)
     except KeyboardInterrupt:
-        print("accel: interrupted", file=sys.stderr)
+        command = getattr(args, "command", None) if "args" in locals() else None
+        if command in _RESUMABLE:
+            # as aria2c says it: what was fetched is not lost, and how to go on
+            print("accel: interrupted; finished chunks are kept: rerun the same command "
+                  "to resume", file=sys.stderr)  # fmt: skip
+        else:
+            print("accel: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `accel list | head`: the reader left; say nothing, and let no flush at exit fail.

@@ -79,13 +79,21 @@ async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | Non
     failures = 0
     async with mm:
         with Renderer(
-            as_json=args.json, quiet=getattr(args, "quiet", False), failures=False
+            as_json=args.json,
+            quiet=getattr(args, "quiet", False),
+            failures=False,
+            expect=len(refs),
         ) as render:
             mm.subscribe(render)
-            results = await asyncio.gather(
-                *(mm.ainstall(m, v, priority=getattr(args, "priority", 0)) for m, v in refs),
-                return_exceptions=True,
-            )
+
+            async def one(model: str, version: str | None) -> Any:
+                try:
+                    return await mm.ainstall(model, version, priority=getattr(args, "priority", 0))
+                except AccelError:
+                    render.dropped()
+                    raise
+
+            results = await asyncio.gather(*(one(m, v) for m, v in refs), return_exceptions=True)
         for (model, version), result in zip(refs, results, strict=True):
             shown = f"{model}@{version}" if version else model
             if isinstance(result, AccelError):
