@@ -17,10 +17,13 @@ import argparse
 import importlib
 import os
 import pkgutil
+import shutil
 import socket
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from accel import _cli
 from accel.errors import AccelError, InternalError, UsageError, from_os_error
@@ -61,19 +64,48 @@ class _Parser(argparse.ArgumentParser):
 
 
 _DESCRIPTION = (
-    "accel: a fast, verified, resumable downloader (many connections per file) and a\n"
-    "model manager that installs model versions from a hub. Settings: flag > environment\n"
-    "> ~/.config/accel/config.toml > default (see `accel config`)."
+    "accel: a fast, verified, resumable downloader (many connections per file) and\n"
+    "a model manager that installs model versions from a hub. Every option: flag >\n"
+    "environment > ~/.config/accel/config.toml > default (`accel config --help`)."
 )
+
+#: the commands as a person meets them, in groups (a command missing here: "other")
+_GROUPS = {
+    "models from a hub": ["search", "pull", "install", "status", "list", "path", "verify",
+                          "update", "remove"],
+    "one file": ["get"],
+    "a node": ["node", "preseed", "locks", "logs"],
+    "a hub": ["serve", "publish", "gc", "demo-store"],
+    "settings and tools": ["config", "completion", "schema"],
+}  # fmt: skip
+
+
+def _command_list(sub: Any) -> str:
+    """The ``commands:`` section of ``accel --help``: grouped, one line each."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    width = max(map(len, helps), default=8) + 2
+    grouped = [name for names in _GROUPS.values() for name in names]
+    groups = {**_GROUPS, "other": sorted(set(helps) - set(grouped))}
+    columns = min(shutil.get_terminal_size().columns, 100) - 1
+    out = ["commands:"]
+    for title, names in groups.items():
+        names = [n for n in names if n in helps]
+        if not names:
+            continue
+        out.append(f"  {title}:")
+        for name in names:
+            out += textwrap.wrap(helps[name], columns, initial_indent=f"    {name:<{width}}",
+                                 subsequent_indent=" " * (4 + width))  # fmt: skip
+    return "\n".join(out)
 _EXAMPLES = """examples:
   accel search                         what the hub offers
-  accel pull whisper-small             install the default version, print its path
+  accel pull whisper-small             install the default version, its path
   accel install m@1.0 --limit-rate 25M install at most 25 MiB/s
   accel status                         every version: state, bytes, errors
   accel get URL -x 8 -o file.bin       one file, 8 connections, resumable
   accel completion bash                shell completion script
 
-`accel COMMAND --help` describes each command, with its defaults and an example."""
+`accel COMMAND --help`: each command, with its defaults and an example."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"accel._cli.{info.name}")
         module.register(sub)
+    # argparse's list is alphabetical, its long names pushed onto lines of their own:
+    # the top-level help lists the commands in groups instead
+    parser.description = f"{_DESCRIPTION}\n\n{_command_list(sub)}"
+    parser._positionals._group_actions.remove(sub)  # still parsed, and completed by shtab
     for name, p in sub.choices.items():
         if isinstance(p, _Parser):
             p.command = name

@@ -29,3 +29,25 @@ def test_every_subcommand_and_option_is_described() -> None:
                 continue
             missing.append(f"{name}: {action.option_strings or action.dest}")
     assert not missing, missing
+
+
+def test_the_top_level_help_fits_80_columns_and_groups_every_command() -> None:
+    """`accel --help` in an 80-column terminal: no line wraps, and the commands read in
+    groups as a person meets them (search, pull, install first), each listed once."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "80"}
+    r = subprocess.run([sys.executable, "-m", "accel", "--help"], env=env,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "usage: accel [-h] [--version] [--debug] COMMAND ..."
+    long = [line for line in lines if len(line) > 79]
+    assert not long, long
+    assert "commands:" in lines and "  models from a hub:" in lines
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = [line.split()[0] for line in lines if line.startswith("    ") and line[4] != " "]
+    assert sorted(listed) == sorted(sub.choices), listed
+    assert listed[:3] == ["search", "pull", "install"], listed

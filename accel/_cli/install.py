@@ -32,8 +32,13 @@ def register(subparsers: Any) -> None:
         help="models to install (default version: the hub's)",
     )
     add_common(p)
-    p.add_argument("--priority", type=int, default=0, help="queue priority (higher first)")
-    p.add_argument("--limit-rate", metavar="RATE", help="total bandwidth cap, e.g. 50M")
+    p.add_argument("--priority", type=int, default=0, help="queue priority, higher first (default: 0)")
+    p.add_argument(
+        "--limit-rate",
+        metavar="RATE",
+        help="total bandwidth cap in binary units: 50M = 50 MiB/s (default: $ACCEL_LIMIT_RATE, "
+        "the config file's limit_rate, else none)",
+    )
     p.add_argument(
         "--max-parallel-files",
         type=int,
@@ -41,7 +46,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="files of one version fetched at once (default: 3)",
     )
-    p.add_argument("--workers", type=int, default=None, help="download worker processes")
+    p.add_argument("--workers", type=int, default=None, help="download worker processes (default: one per core)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the paths")
     p.set_defaults(func=handler)
 
