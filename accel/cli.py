@@ -97,6 +97,8 @@ def _command_list(sub: Any) -> str:
             out += textwrap.wrap(helps[name], columns, initial_indent=f"    {name:<{width}}",
                                  subsequent_indent=" " * (4 + width))  # fmt: skip
     return "\n".join(out)
+
+
 _EXAMPLES = """examples:
   accel search                         what the hub offers
   accel pull whisper-small             install the default version, its path
@@ -160,6 +162,7 @@ _REPORT_HINT = "this is a bug in accel: rerun with --debug or ACCEL_DEBUG=1 to s
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``accel`` console script; returns the exit code."""
     debug = _env_debug()
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         debug = debug or bool(getattr(args, "debug", False))
@@ -172,13 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from accel._cli._models import emit_json
 
             emit_json({"event": "error", **exc.to_dict()})
-        print(f"accel: {exc}", file=sys.stderr)
+        text = str(exc)
+        command = getattr(args, "command", None)
+        if command and not text.startswith(f"{command}:"):
+            text = f"{command}: {text}"  # one form for every usage error: `accel: get: ...`
+        print(f"accel: {text}", file=sys.stderr)
         return 2
     except AccelError as exc:
         return _fail(exc, debug)
     except KeyboardInterrupt:
-        command = getattr(args, "command", None) if "args" in locals() else None
-        if command in _RESUMABLE:
+        if getattr(args, "command", None) in _RESUMABLE:
             # as aria2c says it: what was fetched is not lost, and how to go on
             print("accel: interrupted; finished chunks are kept: rerun the same command "
                   "to resume", file=sys.stderr)  # fmt: skip

@@ -122,9 +122,8 @@ def layout(
         # no room for a bar: labels give way first (down to a few characters), then figures
         bar = 0
         label = max(min(_MIN_LABEL, widths.label), room - figures - 1)
-        label = min(label, widths.label)
-        if label + 1 + figures > room:
-            figures = max(0, room - label - 1)
+        label = min(label, widths.label, room)
+        figures = max(0, min(figures, room - label - 1))
     bar = min(bar, _MAX_BAR)
     out = []
     for row in rows:
@@ -165,11 +164,13 @@ class LiveBlock:
     _closed: bool = False
 
     def width(self) -> int:
-        """The terminal's width now (a resize shows at the next frame)."""
+        """The terminal's width now (a resize shows at the next frame); a pty that was
+        never given a size (``script``, some CI runners) says 0: then $COLUMNS, or 80."""
         try:
-            return os.get_terminal_size(self.stream.fileno()).columns
+            columns = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, ValueError):
-            return shutil.get_terminal_size().columns
+            columns = 0
+        return columns or shutil.get_terminal_size((80, 24)).columns or 80
 
     def _rows_drawn(self, width: int) -> int:
         """Screen rows the last frame takes now: a narrowed terminal re-wrapped them."""

@@ -24,6 +24,7 @@ from accel.units import format_bytes, format_progress, format_rate
 
 __all__ = [
     "NDJSON_SCHEMA",
+    "NO_HUB_HINT",
     "Renderer",
     "add_common",
     "apply_settings",
@@ -31,6 +32,7 @@ __all__ = [
     "manager_from",
     "settings",
     "split_ref",
+    "token_from_settings",
 ]
 
 
@@ -87,8 +89,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def apply_settings(args: argparse.Namespace) -> None:
     """Fill the unset options of ``args`` from the environment and the config file."""
-    from accel.config import read_token
-
     got = settings(args)
     models_dir = got["models_dir"].value
     args.models_dir = local_path_str(models_dir) if models_dir else None
@@ -97,10 +97,17 @@ def apply_settings(args: argparse.Namespace) -> None:
     if getattr(args, "limit_rate", None) is None and got["limit_rate"].value is not None:
         args.limit_rate = got["limit_rate"].value
     if getattr(args, "token", None) is None:
-        token = os.environ.get("ACCEL_TOKEN") or None
-        if token is None and got["token_file"].value:
-            token = read_token(got["token_file"].value)
-        args.token = token
+        args.token = token_from_settings(got)
+
+
+def token_from_settings(got: dict[str, Any]) -> str | None:
+    """The hub token when no --token was given: $ACCEL_TOKEN, else the token file."""
+    from accel.config import read_token
+
+    token = os.environ.get("ACCEL_TOKEN") or None
+    if token is None and got["token_file"].value:
+        token = read_token(got["token_file"].value)
+    return token
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -134,7 +141,7 @@ def manager_from(
         _check_models_dir(Path(args.models_dir))
     hub = getattr(args, "hub", None)
     if need_hub and not hub:
-        raise UsageError("no hub given", hint="pass --hub URL or set ACCEL_HUB")
+        raise UsageError("no hub given", hint=NO_HUB_HINT)
     return ModelManager(
         Path(args.models_dir),
         hub,
@@ -170,6 +177,12 @@ def _check_models_dir(path: Path) -> None:
             errno_name="ENOTDIR",
         )
 
+
+#: what to do when no hub is set: every place one can be given
+NO_HUB_HINT = (
+    'pass --hub URL, set ACCEL_HUB, or put hub = "http://HOST:8600" in '
+    "~/.config/accel/config.toml (see `accel config --help`)"
+)
 
 #: the version of the NDJSON lines (`accel schema events` prints their JSON Schema)
 NDJSON_SCHEMA = 1

@@ -113,7 +113,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     url = args.url
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UsageError(f"URL: expected an http:// or https:// URL, got {url!r}")
+        raise UsageError(
+            f"URL: expected an http:// or https:// URL, got {url!r}",
+            hint="e.g. accel get https://example.org/model.bin -o model.bin",
+        )
     if args.sha256 is not None and not _HEX64.match(args.sha256):
         raise UsageError(f"--sha256: expected 64 hex digits, got {args.sha256!r}")
     size = parse_size(args.size, option="--size") if args.size is not None else None

@@ -32,7 +32,9 @@ def register(subparsers: Any) -> None:
         help="models to install (default version: the hub's)",
     )
     add_common(p)
-    p.add_argument("--priority", type=int, default=0, help="queue priority, higher first (default: 0)")
+    p.add_argument(
+        "--priority", type=int, default=0, help="queue priority, higher first (default: 0)"
+    )
     p.add_argument(
         "--limit-rate",
         metavar="RATE",
@@ -46,7 +48,12 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="files of one version fetched at once (default: 3)",
     )
-    p.add_argument("--workers", type=int, default=None, help="download worker processes (default: one per core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="download worker processes (default: one per core)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the paths")
     p.set_defaults(func=handler)
 

@@ -35,8 +35,8 @@ def register(subparsers: Any) -> None:
     p.epilog = "Example: accel node --hub http://hub:8600 --models-dir /var/lib/accel/models --listen 127.0.0.1:8700"
     p.add_argument(
         "--models-dir",
-        help="models dir (default: $ACCEL_MODELS_DIR, the config file's models_dir, else "
-        "~/.local/share/accel/models; /var/lib/accel/models as root)",
+        help="models dir (default: $ACCEL_MODELS_DIR, the config file's models_dir; a "
+        "service names its own, no built-in default)",
     )
     p.add_argument("--hub", help="hub URL (default: $ACCEL_HUB, the config file's hub)")
     p.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT (port 0 picks a free one)")
@@ -93,14 +93,15 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from accel._cli._models import apply_settings
+    from accel._cli._models import NO_HUB_HINT, settings, token_from_settings
     from accel.node.daemon import NodeConfig, run_node
 
-    apply_settings(args)  # the default models dir, the token from token_file
+    if args.token is None:
+        args.token = token_from_settings(settings(args))  # the config's token_file
     if not args.models_dir:
         raise UsageError("--models-dir is required", hint="or set ACCEL_MODELS_DIR")
     if not args.hub:
-        raise UsageError("--hub is required", hint="or set ACCEL_HUB, e.g. http://127.0.0.1:8600")
+        raise UsageError("--hub is required", hint=NO_HUB_HINT)
     if args.preseed_top < 0:
         raise UsageError("--preseed-top must be >= 0")
     if args.preseed_interval <= 0:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from accel._cli._models import apply_settings, emit_json
+from accel._cli._models import NO_HUB_HINT, apply_settings, emit_json
 from accel._cli._table import print_table
 from accel.errors import UsageError
 from accel.units import format_bytes
@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
 def handler(args: argparse.Namespace) -> int:
     apply_settings(args)
     if not args.hub:
-        raise UsageError("no hub given", hint="pass --hub URL or set ACCEL_HUB")
+        raise UsageError("no hub given", hint=NO_HUB_HINT)
     from accel.manager.hubclient import HubClient
 
     with tempfile.TemporaryDirectory(prefix="accel-search-") as tmp:
