@@ -26,7 +26,6 @@ CREDENTIAL_HEADERS = frozenset(
     }
 )
 
-
 def strip_credentials(
     headers: Iterable[tuple[str, str]], secret: Iterable[str] = ()
 ) -> list[tuple[str, str]]:
