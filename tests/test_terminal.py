@@ -10,6 +10,7 @@ before an error, a resumed ``get`` whose speed counted the bytes it kept.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -56,6 +57,8 @@ def terminal_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHu
     small = {f"shards/part-{i:03d}.bin": 20_000 for i in range(40)}
     publish_model(root, "marian-zh-en", "1.1.0", small, task="mt", block_size=1 * MiB)
     publish_model(root, "big", "1", {"big.bin": 48 * MiB}, block_size=4 * MiB)
+    # 16 MiB blocks (the publish default): a 5 MiB file is fetched in one request
+    publish_model(root, "one-request", "1", {"model.bin": 5 * MiB})
     with running_hub(root) as hub:
         yield hub
 
@@ -239,5 +242,34 @@ def test_search_lines_up_its_columns_on_a_terminal(
     assert rows[0].split() == ["MODEL@DEFAULT", "SIZE", "TASK", "LANGUAGES", "INSTALL", "WITH"]
     starts = {row.index("accel pull ") for row in rows[1:]}
     sizes = {re.search(r"\d+\.\d (B|KiB|MiB)", row).start() for row in rows[1:]}  # type: ignore[union-attr]
-    assert len(rows) == 4 and len(starts) == 1 and len(sizes) == 1, "\n".join(rows)
+    assert len(rows) == 5 and len(starts) == 1 and len(sizes) == 1, "\n".join(rows)
     assert rows[0].index("INSTALL") == starts.pop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="accel/fetch/supervisor.py: a file fetched in one request (_run_whole, every "
+    "file up to the probe length) emits no progress while it downloads: its bytes show "
+    "only when it ends. One line fixes it (_on_progress calls self._tick()); the fetch "
+    "owner's to make, then this marker goes",
+)
+def test_a_file_fetched_in_one_request_shows_its_bytes_as_they_come(
+    terminal_hub: RunningHub, tmp_path: Path
+) -> None:
+    """The version row moves while its 5 MiB file downloads at 1 MiB/s: it is never
+    frozen for more than 2 s (it was for the whole file: ~5 s)."""
+    key = "one-request@1"
+    cmd = [*ACCEL, "install", key, "--limit-rate", "1M"]
+    term = Terminal(cmd, _env(terminal_hub, tmp_path / "models"), columns=100)
+    try:
+        assert term.wait() == 0, "\n".join(term.screen())
+    finally:
+        term.close()
+    changes: list[tuple[float, float]] = []
+    for t, frame in term.frames:
+        row = next((r for r in frame if r.startswith(key + " ")), None)
+        f = _figures(row) if row else None
+        if f is not None and f[3] is None and (not changes or f[0] != changes[-1][1]):
+            changes.append((t, f[0]))
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(changes)]
+    assert changes and max(gaps, default=0) <= 2.0, [round(g, 1) for g in gaps]

@@ -342,7 +342,7 @@ class Renderer:
             files = self._files.get(key, {})
             if files:
                 n = len(files)
-                label = max(label, len(f"  {n} files done, {n} waiting"),
+                label = max(label, len(_done_label(n, n)), len(_done_label(n, 0)),
                             *(len(_file_label(p)) for p in files))  # fmt: skip
             figures = max(figures, figures_room(format_bytes(size)))
         return Widths(label, figures)
@@ -385,9 +385,7 @@ class Renderer:
         if not rest or held == 0:
             return rows
         size = sum(f.bytes_total for f in rest)
-        label = f"  {n_done} file{'s' if n_done != 1 else ''} done"
-        if len(rest) > n_done:
-            label += f", {len(rest) - n_done} waiting"
+        label = _done_label(n_done, len(rest) - n_done)
         rows.append(Row(label, held / size if size else 1.0,
                         f"{format_bytes(held)} / {format_bytes(size)}"))  # fmt: skip
         return rows
@@ -425,6 +423,13 @@ class Renderer:
 
 #: how long the first frame may wait for the other versions' first event
 _HOLD_S = 1.5
+
+
+def _done_label(done: int, waiting: int) -> str:
+    """``  118 files done``, or ``  62 done, 58 waiting`` (short: 80 columns keep a bar)."""
+    if waiting:
+        return f"  {done} done, {waiting} waiting"
+    return f"  {done} file{'s' if done != 1 else ''} done"
 
 
 def _file_label(path: str) -> str:
