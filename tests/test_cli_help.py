@@ -51,3 +51,42 @@ def test_the_top_level_help_fits_80_columns_and_groups_every_command() -> None:
     listed = [line.split()[0] for line in lines if line.startswith("    ") and line[4] != " "]
     assert sorted(listed) == sorted(sub.choices), listed
     assert listed[:3] == ["search", "pull", "install"], listed
+
+
+def test_every_hint_names_a_command_and_flags_that_exist() -> None:
+    """A hint that says "`accel list --hub URL`" must name a real command with real
+    options (that one pointed to a flag that did not exist)."""
+    import re
+    from pathlib import Path
+
+    import accel
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    wrong = []
+    seen = 0
+    for path in Path(accel.__file__).parent.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"`accel ([a-z][a-z-]*)([^`]*)`", text):
+            seen += 1
+            name, rest = m.group(1), m.group(2)
+            if name not in sub.choices:
+                wrong.append(f"{path.name}: {m.group(0)}")
+                continue
+            options = {o for a in sub.choices[name]._actions for o in a.option_strings}
+            for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", rest):
+                if flag not in options:
+                    wrong.append(f"{path.name}: {m.group(0)} ({flag})")
+    assert seen > 40 and not wrong, wrong
+
+
+def test_every_command_that_prints_progress_takes_quiet() -> None:
+    parse = build_parser().parse_args
+    for argv in (
+        ["install", "m"],
+        ["pull", "m"],
+        ["update"],
+        ["preseed", "m"],
+        ["get", "http://h/f"],
+    ):
+        for flag in ("-q", "--quiet"):
+            assert parse([*argv, flag]).quiet is True, (argv, flag)
