@@ -26,6 +26,7 @@ CREDENTIAL_HEADERS = frozenset(
     }
 )
 
+
 def strip_credentials(
     headers: Iterable[tuple[str, str]], secret: Iterable[str] = ()
 ) -> list[tuple[str, str]]:
