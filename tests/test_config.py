@@ -255,3 +255,35 @@ def test_serve_gc_and_node_run_from_the_config_file_alone(tmp_path: Path) -> Non
     finally:
         serve.terminate()
         serve.wait(timeout=30)
+
+
+def test_serve_workers_from_the_file_start_that_many_hub_processes(tmp_path: Path) -> None:
+    """`[serve] workers = 2`: the two worker processes must not read it too (each would
+    start workers of its own): they are told --workers 1."""
+    import urllib.request
+
+    import psutil
+
+    store = tmp_path / "store"
+    (store / "models").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
+    _write(
+        tmp_path / "cfg/accel/config.toml", f'[serve]\nroot = "{store}"\nport = 0\nworkers = 2\n'
+    )
+    serve = subprocess.Popen([sys.executable, "-m", "accel", "serve"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        line = serve.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:\d+) \(2 workers\)", line)
+        assert m, line + (serve.stderr.read() if serve.stderr else "")
+        for _ in range(4):
+            with urllib.request.urlopen(m.group(1) + "/healthz", timeout=30) as r:
+                assert r.status == 200
+        hubs = [p for p in psutil.Process(serve.pid).children(recursive=True)
+                if "serve" in p.cmdline()]  # fmt: skip
+        assert len(hubs) == 2, [p.cmdline() for p in hubs]
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
