@@ -74,9 +74,20 @@ def test_every_hint_names_a_command_and_flags_that_exist() -> None:
                 continue
             options = {o for a in sub.choices[name]._actions for o in a.option_strings}
             for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", rest):
-                if flag not in options:
+                if flag not in options and f"{name} {flag}" not in _PENDING:
                     wrong.append(f"{path.name}: {m.group(0)} ({flag})")
     assert seen > 40 and not wrong, wrong
+    # each pending one is still missing: once it lands, it leaves this list
+    for pending in _PENDING:
+        name, flag = pending.split()
+        assert flag not in {o for a in sub.choices[name]._actions for o in a.option_strings}, (
+            f"{pending} exists now: remove it from _PENDING"
+        )
+
+
+#: flags a hint names that their owner is still adding (issue 20's peer tracker names
+#: `accel serve --peer-token` in accel/hub/peerapi.py; serve.py's flags are theirs)
+_PENDING = {"serve --peer-token"}
 
 
 def test_every_command_that_prints_progress_takes_quiet() -> None:

@@ -6,7 +6,7 @@ import io
 import os
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accel._cli._live import MARGIN, LiveBlock, Row, Widths, layout
@@ -23,6 +23,11 @@ _rows = st.lists(
 )
 
 
+# pure and fast: only the generation of inputs is slow on a loaded machine
+_RELAXED = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+
+
+@_RELAXED
 @given(rows=_rows, width=st.integers(8, 240), color=st.booleans())
 def test_no_line_reaches_the_last_two_columns(rows: list[Row], width: int, color: bool) -> None:
     widths = Widths()
@@ -34,6 +39,7 @@ def test_no_line_reaches_the_last_two_columns(rows: list[Row], width: int, color
         assert len(visible) <= width - MARGIN, (line, width)
 
 
+@_RELAXED
 @given(first=_rows, later=_rows, width=st.integers(40, 240))
 def test_columns_only_widen_and_bars_start_in_one_column(
     first: list[Row], later: list[Row], width: int
