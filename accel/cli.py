@@ -17,10 +17,13 @@ import argparse
 import importlib
 import os
 import pkgutil
+import shutil
 import socket
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from accel import _cli
 from accel.errors import AccelError, InternalError, UsageError, from_os_error
@@ -29,6 +32,29 @@ __all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
+    """``accel``'s parser: usage errors as :class:`UsageError`; a subcommand's parser
+    (``command`` set) fills every option no flag gave from the environment, then the
+    config file, then its default (:mod:`accel._cli._settings`), the same way for all."""
+
+    command: str | None = None
+    known_commands: tuple[str, ...] = ()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self.command is None:
+            return super().parse_known_args(args, namespace)
+        from accel._cli._settings import fill, prepare, restore
+
+        saved = prepare(self)
+        try:
+            ns, extras = super().parse_known_args(args, namespace)
+        except BaseException:
+            restore(saved)
+            raise
+        fill(self, self.command, ns, saved)
+        return ns, extras
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # main() prints "accel: ": name the subcommand only, never "accel: accel: ..."
         where = self.prog.removeprefix("accel").strip()
@@ -38,19 +64,50 @@ class _Parser(argparse.ArgumentParser):
 
 
 _DESCRIPTION = (
-    "accel: a fast, verified, resumable downloader (many connections per file) and a\n"
-    "model manager that installs model versions from a hub. Settings: flag > environment\n"
-    "> ~/.config/accel/config.toml > default (see `accel config`)."
+    "accel: a fast, verified, resumable downloader (many connections per file) and\n"
+    "a model manager that installs model versions from a hub. Every option: flag >\n"
+    "environment > ~/.config/accel/config.toml > default (`accel config --help`)."
 )
+
+#: the commands as a person meets them, in groups (a command missing here: "other")
+_GROUPS = {
+    "models from a hub": ["search", "pull", "install", "status", "list", "path", "verify",
+                          "update", "remove"],
+    "one file": ["get"],
+    "a node": ["node", "preseed", "locks", "logs"],
+    "a hub": ["serve", "publish", "gc", "demo-store"],
+    "settings and tools": ["config", "completion", "schema"],
+}  # fmt: skip
+
+
+def _command_list(sub: Any) -> str:
+    """The ``commands:`` section of ``accel --help``: grouped, one line each."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    width = max(map(len, helps), default=8) + 2
+    grouped = [name for names in _GROUPS.values() for name in names]
+    groups = {**_GROUPS, "other": sorted(set(helps) - set(grouped))}
+    columns = min(shutil.get_terminal_size().columns, 100) - 1
+    out = ["commands:"]
+    for title, names in groups.items():
+        names = [n for n in names if n in helps]
+        if not names:
+            continue
+        out.append(f"  {title}:")
+        for name in names:
+            out += textwrap.wrap(helps[name], columns, initial_indent=f"    {name:<{width}}",
+                                 subsequent_indent=" " * (4 + width))  # fmt: skip
+    return "\n".join(out)
+
+
 _EXAMPLES = """examples:
   accel search                         what the hub offers
-  accel pull whisper-small             install the default version, print its path
+  accel pull whisper-small             install the default version, its path
   accel install m@1.0 --limit-rate 25M install at most 25 MiB/s
   accel status                         every version: state, bytes, errors
   accel get URL -x 8 -o file.bin       one file, 8 connections, resumable
   accel completion bash                shell completion script
 
-`accel COMMAND --help` describes each command, with its defaults and an example."""
+`accel COMMAND --help`: each command, with its defaults and an example."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"accel._cli.{info.name}")
         module.register(sub)
+    # argparse's list is alphabetical, its long names pushed onto lines of their own:
+    # the top-level help lists the commands in groups instead
+    parser.description = f"{_DESCRIPTION}\n\n{_command_list(sub)}"
+    parser._positionals._group_actions.remove(sub)  # still parsed, and completed by shtab
+    for name, p in sub.choices.items():
+        if isinstance(p, _Parser):
+            p.command = name
+            p.known_commands = tuple(sub.choices)
     return parser
 
 
@@ -88,12 +153,16 @@ def _env_debug() -> bool:
 # that is a bug to report, not a file problem to describe with a path.
 _NETWORK = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
 
+#: the commands whose rerun resumes what an interrupted run fetched
+_RESUMABLE = {"get", "install", "pull", "update", "preseed"}
+
 _REPORT_HINT = "this is a bug in accel: rerun with --debug or ACCEL_DEBUG=1 to see the traceback, and report it"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``accel`` console script; returns the exit code."""
     debug = _env_debug()
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         debug = debug or bool(getattr(args, "debug", False))
@@ -106,12 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             from accel._cli._models import emit_json
 
             emit_json({"event": "error", **exc.to_dict()})
-        print(f"accel: {exc}", file=sys.stderr)
+        text = str(exc)
+        command = getattr(args, "command", None)
+        if command and not text.startswith(f"{command}:"):
+            text = f"{command}: {text}"  # one form for every usage error: `accel: get: ...`
+        print(f"accel: {text}", file=sys.stderr)
         return 2
     except AccelError as exc:
         return _fail(exc, debug)
     except KeyboardInterrupt:
-        print("accel: interrupted", file=sys.stderr)
+        if getattr(args, "command", None) in _RESUMABLE:
+            # as aria2c says it: what was fetched is not lost, and how to go on
+            print("accel: interrupted; finished chunks are kept: rerun the same command "
+                  "to resume", file=sys.stderr)  # fmt: skip
+        else:
+            print("accel: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `accel list | head`: the reader left; say nothing, and let no flush at exit fail.

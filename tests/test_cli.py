@@ -91,3 +91,14 @@ def test_a_reader_that_left_is_a_quiet_exit(accel_cmd: list[str], tmp_path: Path
         os.close(w)
     assert proc.stderr == ""
     assert proc.returncode == 1
+
+
+def test_a_usage_error_from_a_handler_names_its_command(accel_cmd: list[str]) -> None:
+    """Every usage error reads `accel: COMMAND: ...`, whether argparse or the command's
+    own checks found it (`accel get htp://x` said `accel: URL: ...`)."""
+    proc = subprocess.run([*accel_cmd, "get", "htp://x"], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("accel: get: URL: expected an http"), lines
+    assert "e.g. accel get https://" in lines[0]

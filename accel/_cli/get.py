@@ -131,7 +131,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     url = args.url
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UsageError(f"URL: expected an http:// or https:// URL, got {url!r}")
+        raise UsageError(
+            f"URL: expected an http:// or https:// URL, got {url!r}",
+            hint="e.g. accel get https://example.org/model.bin -o model.bin",
+        )
     if args.sha256 is not None and not _HEX64.match(args.sha256):
         raise UsageError(f"--sha256: expected 64 hex digits, got {args.sha256!r}")
     size = parse_size(args.size, option="--size") if args.size is not None else None
@@ -292,6 +295,7 @@ def handler(args: argparse.Namespace) -> int:
     held = _held(opts["dest"])
     if held is not None:
         renderer.resuming(opts["dest"], *held)
+        renderer.kept(held[0])
     try:
         result = run(_main(opts, expected, renderer))
     except AccelError as exc:
@@ -371,6 +375,12 @@ class _Renderer:
 
     def event(self, ev: Any) -> None:
         pass
+
+    def kept(self, kept: int) -> None:
+        """A rerun starts from ``kept`` bytes: shown at once, and not counted as speed
+        (the first frame read 116 MiB/s under a 40M cap when they were)."""
+        now = time.monotonic()
+        self.meter.add(now, self.shown.see(kept))
 
     def resuming(self, dest: Path, kept: int, size: int) -> None:
         """A rerun: say what the earlier run left and what is still to fetch."""
@@ -511,32 +521,34 @@ class _LineRenderer(_Renderer):
 
 
 class _BarRenderer(_LineRenderer):
-    """A rich progress bar on a terminal: bytes, MiB/s, ETA (the same figures as lines)."""
+    """A live bar on a terminal: bytes, MiB/s, ETA (the same figures as lines), drawn by
+    :class:`accel._cli._live.LiveBlock` (columns that hold still, no torn frame on
+    Ctrl-C or a resize)."""
 
     def __init__(self) -> None:
         super().__init__()
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn
+        from accel._cli._live import LiveBlock
 
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[figures]}"),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.task: Any = None
+        self.live = LiveBlock(sys.stderr)
 
     def event(self, ev: Any) -> None:
+        from accel._cli._live import Row, Widths, figures_room
+
         done, speed, left = self.figures(ev)
-        if self.task is None:
-            self.progress.start()
-            self.task = self.progress.add_task(ev.dest.name, total=ev.total, figures="")
-        figures = format_progress(done, ev.total, speed, left)
-        self.progress.update(self.task, total=ev.total, completed=done, figures=figures)
+        if ev.kind == "done" and ev.total is not None:
+            figures = f"{format_bytes(done)} / {format_bytes(ev.total)} done"
+        else:
+            figures = format_progress(done, ev.total, speed, left)
+        fraction = done / ev.total if ev.total else None
+        size = format_bytes(ev.total) if ev.total is not None else "?"
+        self.live.show([Row(ev.dest.name, fraction, figures)], Widths(0, figures_room(size)))
         if ev.message and ev.kind in ("chunk_retry", "progress", "source_quarantined"):
-            self.progress.console.print(f"[yellow]{ev.message}")
+            self.live.print_above(ev.message)
+
+    def resuming(self, dest: Path, kept: int, size: int) -> None:
+        self.live.print_above(
+            f"resuming {dest.name}: {format_bytes(kept)} kept, {format_bytes(size - kept)} to fetch"
+        )
 
     def close(self) -> None:
-        if self.task is not None:
-            self.progress.stop()
+        self.live.close()

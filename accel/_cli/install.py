@@ -32,8 +32,15 @@ def register(subparsers: Any) -> None:
         help="models to install (default version: the hub's)",
     )
     add_common(p)
-    p.add_argument("--priority", type=int, default=0, help="queue priority (higher first)")
-    p.add_argument("--limit-rate", metavar="RATE", help="total bandwidth cap, e.g. 50M")
+    p.add_argument(
+        "--priority", type=int, default=0, help="queue priority, higher first (default: 0)"
+    )
+    p.add_argument(
+        "--limit-rate",
+        metavar="RATE",
+        help="total bandwidth cap in binary units: 50M = 50 MiB/s (default: $ACCEL_LIMIT_RATE, "
+        "the config file's limit_rate, else none)",
+    )
     p.add_argument(
         "--max-parallel-files",
         type=int,
@@ -41,7 +48,12 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="files of one version fetched at once (default: 3)",
     )
-    p.add_argument("--workers", type=int, default=None, help="download worker processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="download worker processes (default: one per core)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the paths")
     p.set_defaults(func=handler)
 
@@ -79,13 +91,21 @@ async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | Non
     failures = 0
     async with mm:
         with Renderer(
-            as_json=args.json, quiet=getattr(args, "quiet", False), failures=False
+            as_json=args.json,
+            quiet=getattr(args, "quiet", False),
+            failures=False,
+            expect=len(refs),
         ) as render:
             mm.subscribe(render)
-            results = await asyncio.gather(
-                *(mm.ainstall(m, v, priority=getattr(args, "priority", 0)) for m, v in refs),
-                return_exceptions=True,
-            )
+
+            async def one(model: str, version: str | None) -> Any:
+                try:
+                    return await mm.ainstall(model, version, priority=getattr(args, "priority", 0))
+                except AccelError:
+                    render.dropped()
+                    raise
+
+            results = await asyncio.gather(*(one(m, v) for m, v in refs), return_exceptions=True)
         for (model, version), result in zip(refs, results, strict=True):
             shown = f"{model}@{version}" if version else model
             if isinstance(result, AccelError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import socket
 import sys
 from pathlib import Path
@@ -36,12 +35,10 @@ def register(subparsers: Any) -> None:
     p.epilog = "Example: accel node --hub http://hub:8600 --models-dir /var/lib/accel/models --listen 127.0.0.1:8700"
     p.add_argument(
         "--models-dir",
-        default=os.environ.get("ACCEL_MODELS_DIR"),
-        help="models dir (default: $ACCEL_MODELS_DIR)",
+        help="models dir (default: $ACCEL_MODELS_DIR, the config file's models_dir; a "
+        "service names its own, no built-in default)",
     )
-    p.add_argument(
-        "--hub", default=os.environ.get("ACCEL_HUB"), help="hub URL (default: $ACCEL_HUB)"
-    )
+    p.add_argument("--hub", help="hub URL (default: $ACCEL_HUB, the config file's hub)")
     p.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT (port 0 picks a free one)")
     add_limit_options(p)
     p.add_argument(
@@ -49,7 +46,6 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--scheduler-token",
-        default=os.environ.get("ACCEL_SCHEDULER_TOKEN"),
         help="bearer token for the scheduler (default: $ACCEL_SCHEDULER_TOKEN)",
     )
     p.add_argument(
@@ -66,14 +62,20 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="how often to pre-seed the top models again (default: 600)",
     )
-    p.add_argument("--token", default=os.environ.get("ACCEL_TOKEN"), help="hub token")
+    p.add_argument(
+        "--token", help="hub token (default: $ACCEL_TOKEN, the config file's token_file)"
+    )
     p.add_argument("--node-id", default=socket.gethostname(), help="this node's id in reports")
     p.add_argument(
         "--no-install-missing",
         action="store_true",
         help="the job guard reports missing models but does not install them",
     )
-    p.add_argument("--limit-rate", help="bandwidth cap for all downloads, e.g. 50M")
+    p.add_argument(
+        "--limit-rate",
+        help="bandwidth cap for all downloads, e.g. 50M = 50 MiB/s (default: $ACCEL_LIMIT_RATE, "
+        "the config file's limit_rate, else none)",
+    )
     p.add_argument(
         "--max-parallel-files",
         type=int,
@@ -91,12 +93,15 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from accel._cli._models import NO_HUB_HINT, settings, token_from_settings
     from accel.node.daemon import NodeConfig, run_node
 
+    if args.token is None:
+        args.token = token_from_settings(settings(args))  # the config's token_file
     if not args.models_dir:
         raise UsageError("--models-dir is required", hint="or set ACCEL_MODELS_DIR")
     if not args.hub:
-        raise UsageError("--hub is required", hint="or set ACCEL_HUB, e.g. http://127.0.0.1:8600")
+        raise UsageError("--hub is required", hint=NO_HUB_HINT)
     if args.preseed_top < 0:
         raise UsageError("--preseed-top must be >= 0")
     if args.preseed_interval <= 0:

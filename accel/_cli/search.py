@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from accel._cli._models import apply_settings, emit_json
+from accel._cli._models import NO_HUB_HINT, apply_settings, emit_json
+from accel._cli._table import print_table
 from accel.errors import UsageError
 from accel.units import format_bytes
 
@@ -42,7 +43,7 @@ def register(subparsers: Any) -> None:
 def handler(args: argparse.Namespace) -> int:
     apply_settings(args)
     if not args.hub:
-        raise UsageError("no hub given", hint="pass --hub URL or set ACCEL_HUB")
+        raise UsageError("no hub given", hint=NO_HUB_HINT)
     from accel.manager.hubclient import HubClient
 
     with tempfile.TemporaryDirectory(prefix="accel-search-") as tmp:
@@ -50,6 +51,7 @@ def handler(args: argparse.Namespace) -> int:
         models = asyncio.run(hub.catalog(args.task, args.language))
     q = args.query.lower()
     found = [m for m in models if q in m.id.lower() or q in m.name.lower()]
+    rows = []
     for m in sorted(found, key=lambda m: m.id):
         default = next((v for v in m.versions if v.version == m.default_version), None)
         if default is None and m.versions:
@@ -58,14 +60,13 @@ def handler(args: argparse.Namespace) -> int:
             emit_json(m)
             continue
         if default is None:
-            print(f"{m.id}\t(no versions)")
+            rows.append([m.id, "(no versions)", "", "", ""])
             continue
         extra = f" (+{len(m.versions) - 1} more)" if len(m.versions) > 1 else ""
         facts = [x for x in (m.task, ",".join(m.languages)) if x]
-        print(
-            f"{m.id}@{default.version}{extra}\t{format_bytes(default.size_bytes)}\t"
-            f"{' '.join(facts)}\taccel pull {m.id}@{default.version}"
-        )
+        rows.append([f"{m.id}@{default.version}{extra}", format_bytes(default.size_bytes),
+                     " ".join(facts), f"accel pull {m.id}@{default.version}"])  # fmt: skip
+    print_table(rows, ["MODEL@DEFAULT", "SIZE", "TASK LANGUAGES", "INSTALL WITH"])
     if not found and not args.json:
         print("no model matches" if q or args.task or args.language else "the hub has no models")
     return 0

@@ -165,7 +165,8 @@ def _serve(args: argparse.Namespace) -> int:
         from accel.hub.server import run_workers
 
         child = [sys.executable, "-m", "accel", "serve", "--root", str(root), "--host", args.host,
-                 "--reuse-port", "--header-timeout", str(limits.header_timeout_s),
+                 "--reuse-port", "--workers", "1",  # never a config file's workers
+                 "--header-timeout", str(limits.header_timeout_s),
                  "--max-connections", str(limits.max_connections),
                  "--presign-ttl", str(args.presign_ttl), "--storage-mode", args.storage_mode]  # fmt: skip
         if args.s3_endpoint:
