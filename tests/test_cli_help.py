@@ -85,9 +85,9 @@ def test_every_hint_names_a_command_and_flags_that_exist() -> None:
         )
 
 
-#: flags a hint names that their owner is still adding (issue 20's peer tracker names
-#: `accel serve --peer-token` in accel/hub/peerapi.py; serve.py's flags are theirs)
-_PENDING = {"serve --peer-token"}
+#: flags a hint names that their owner is still adding (none now: issue 20's
+#: `accel serve --peer-token` has landed)
+_PENDING: set[str] = set()
 
 
 def test_every_command_that_prints_progress_takes_quiet() -> None:

@@ -247,13 +247,6 @@ def test_search_lines_up_its_columns_on_a_terminal(
     assert rows[0].index("INSTALL") == starts.pop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="accel/fetch/supervisor.py: a file fetched in one request (_run_whole, every "
-    "file up to the probe length) emits no progress while it downloads: its bytes show "
-    "only when it ends. One line fixes it (_on_progress calls self._tick()); the fetch "
-    "owner's to make, then this marker goes",
-)
 def test_a_file_fetched_in_one_request_shows_its_bytes_as_they_come(
     terminal_hub: RunningHub, tmp_path: Path
 ) -> None:

@@ -92,6 +92,17 @@ def register(subparsers: Any) -> None:
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--token", help="require Authorization: Bearer TOKEN on /api and /storage")
     auth.add_argument("--tokens-file", type=Path, help="file with one accepted token per line")
+    p.add_argument(
+        "--peer-token",
+        help="the fleet token: the peer tracker's routes (/api/peers/announce, "
+        ".../peers) need it or a hub token (env ACCEL_PEER_TOKEN)",
+    )
+    p.add_argument(
+        "--peer-ttl",
+        type=float,
+        default=30.0,
+        help="seconds an announce keeps a node listed; nodes announce every ttl/3 (default 30)",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -151,6 +162,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--root {root} is not a directory")
     tokens = _tokens(args)
     mirrors = [_mirror(m) for m in args.mirror]
+    peer_token = (args.peer_token or os.environ.get("ACCEL_PEER_TOKEN", "")).strip()
+    if args.peer_token is not None and not peer_token:
+        raise UsageError("--peer-token must not be empty")
+    if not 1 <= args.peer_ttl <= 3600:
+        raise UsageError(f"--peer-ttl {args.peer_ttl:g} must be between 1 and 3600 s")
 
     if not 1 <= args.workers <= 64:
         raise UsageError(f"--workers {args.workers} must be between 1 and 64")
@@ -179,6 +195,9 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ["ACCEL_USAGE_DB"] = args.usage_db
         child += ["--catalog-poll", str(args.catalog_poll)]
         child += ["--report-timeout", str(args.report_timeout)]
+        child += ["--peer-ttl", str(args.peer_ttl)]
+        if peer_token:  # through the environment: not in the process list
+            os.environ["ACCEL_PEER_TOKEN"] = peer_token
         if args.token is not None:
             child += ["--token", args.token]
         elif args.tokens_file is not None:
@@ -202,6 +221,8 @@ def _serve(args: argparse.Namespace) -> int:
             mirrors=mirrors,
             usage_db=args.usage_db,
             report_timeout_s=args.report_timeout,
+            peer_tokens=[peer_token] if peer_token else [],
+            peer_ttl=args.peer_ttl,
         )
     except OSError as exc:
         raise ConfigError(

@@ -656,6 +656,7 @@ class FileDownload(SourceVoters):
 
     def _on_progress(self, old: int, new: int) -> None:
         self.received += new - old
+        self._tick()  # a file fetched in one request has no drive loop to tick for it
 
     # --- checkpoint -----------------------------------------------------------------
     def _checkpoint_value(self) -> Checkpoint:

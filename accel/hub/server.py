@@ -39,6 +39,8 @@ async def serve(
     mirrors: Sequence[str] = (),
     usage_db: str | None = None,
     report_timeout_s: float = 5.0,
+    peer_tokens: Sequence[str] = (),
+    peer_ttl: float = 30.0,
 ) -> None:
     """Serve the store ``root`` (a directory or a :class:`ModelStore`) until ``stop`` is set (or SIGTERM/SIGINT arrive).
 
@@ -52,7 +54,13 @@ async def serve(
     limits = replace(limits, max_connections=room)
     sock = bind_listening_socket(host, port, reuse_port=reuse_port)  # fails before any setup
     app = create_app(
-        root, tokens=tokens, mirrors=mirrors, usage_db=usage_db, report_timeout_s=report_timeout_s
+        root,
+        tokens=tokens,
+        mirrors=mirrors,
+        usage_db=usage_db,
+        report_timeout_s=report_timeout_s,
+        peer_tokens=peer_tokens,
+        peer_ttl=peer_ttl,
     )
     runner = web.AppRunner(app, handle_signals=False)
     try:
@@ -91,6 +99,8 @@ def run(
     mirrors: Sequence[str] = (),
     usage_db: str | None = None,
     report_timeout_s: float = 5.0,
+    peer_tokens: Sequence[str] = (),
+    peer_ttl: float = 30.0,
 ) -> None:
     """Blocking entry point: uvloop when installed, else asyncio's default loop."""
     factory = None
@@ -114,6 +124,8 @@ def run(
                 mirrors=mirrors,
                 usage_db=usage_db,
                 report_timeout_s=report_timeout_s,
+                peer_tokens=peer_tokens,
+                peer_ttl=peer_ttl,
             )
         )
 

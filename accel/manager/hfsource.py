@@ -237,7 +237,7 @@ class HfInstalls:
 
     Each resolved revision is also written to ``<state_dir>/hf/<org--name>@<sha>.json``
     (its manifest and endpoint) before its install starts, so a later process that never
-    resolved it (``accel retry`` or ``resume`` of ``REPO@SHA``, the node daemon after a
+    resolved it (a retry or ``resume`` of ``REPO@SHA`` through ``ModelManager``, the node daemon after a
     restart, a rerun after kill -9) installs it from the same endpoint, not from the hub.
     A commit's files never change, so the copy never goes stale.
     """

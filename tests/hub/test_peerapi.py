@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from accel.hub.app import create_app
-from tests.support.hub import publish_model
+from tests.hub.test_api import call
+from tests.support.hub import publish_model, running_hub
 
 FLEET = "fleet-secret"
 HUB = "hub-secret"
@@ -162,3 +165,26 @@ def test_without_a_fleet_token_the_tracker_is_under_the_hubs_auth(tmp_path: Path
     ]
     r = asyncio.run(_calls(root, steps, tokens=[HUB]))
     assert [s for s, _ in r] == [401, 200, 401, 200]
+
+
+def test_accel_serve_takes_the_fleet_token_and_the_ttl(tmp_path: Path) -> None:
+    """The real `accel serve --peer-token T --peer-ttl 6`, with two workers: each worker
+    checks the token and answers the TTL it was given."""
+    root = _store(tmp_path)
+    body = json.dumps(_announce("n1")).encode()
+    args = ["--peer-token", FLEET, "--peer-ttl", "6", "--workers", "2"]
+    with running_hub(root, extra_args=args) as h:
+        for _ in range(4):  # SO_REUSEPORT spreads connections over both workers
+            status, _, _ = call(h.url + "/api/peers/announce", "POST", body, {})
+            assert status == 401
+            status, _, answer = call(
+                h.url + "/api/peers/announce", "POST", body, {"Authorization": f"Bearer {FLEET}"}
+            )
+            assert status == 200 and json.loads(answer) == {"ttl": 6.0, "interval": 2.0}
+    r = subprocess.run(
+        [sys.executable, "-m", "accel", "serve", "--root", str(root), "--peer-ttl", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "--peer-ttl" in r.stderr and "Traceback" not in r.stderr
