@@ -178,8 +178,7 @@ class HubClient:
             if cached is not None:
                 return self._fall_back(path, cached, f"hub unreachable ({type(exc).__name__})", now)
             raise HubError(
-                f"cannot reach the hub at {self.hub_url}: {exc or type(exc).__name__}",
-                url=url,
+                f"cannot reach the hub at {self.hub_url}: {_reason(exc)}", url=url
             ) from exc
         if status == 304 and cached is not None:
             self.revalidated += 1
@@ -342,3 +341,13 @@ def _http_get(url: str, headers: dict[str, str], timeout: float) -> tuple[int, s
         return resp.status, resp.getheader("ETag"), resp.read()
     finally:
         conn.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, in words: ``connection refused``, not ``[Errno 111] ...``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    reason = getattr(exc, "reason", None)  # urllib's URLError wraps the OSError
+    if isinstance(reason, OSError):
+        return _reason(reason)
+    return str(exc) or type(exc).__name__

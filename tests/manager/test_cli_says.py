@@ -115,3 +115,15 @@ def test_version_and_usage_errors_read_once(models_dir: Path) -> None:
     r = run(["install"], env)
     assert r.returncode == 2 and r.stderr.startswith("accel: install: ")
     assert "accel: accel" not in r.stderr
+
+
+def test_a_hub_nothing_listens_on_is_said_in_words(models_dir: Path) -> None:
+    """'connection refused', not '[Errno 111] Connection refused'."""
+    with socket.socket() as s:  # a port nothing listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        r = run(["install", "m", "--hub", f"http://127.0.0.1:{port}", "-q"], _env(None, models_dir))
+    assert r.returncode == 1
+    line = _one_error_line(r, "hub_error")
+    assert f"cannot reach the hub at http://127.0.0.1:{port}: connection refused" in line
+    assert "Errno" not in line
