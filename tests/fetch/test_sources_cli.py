@@ -40,7 +40,7 @@ def test_a_bad_mirror_is_one_usage_line(tmp_path: Path) -> None:
     out = run("get", "http://127.0.0.1:9/f", "--mirror", "ftp://x/f", "-o", str(tmp_path / "f"))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "accel: --mirror: expected an http:// or https:// URL, got 'ftp://x/f'"
+        "accel: get: --mirror: expected an http:// or https:// URL, got 'ftp://x/f'"
     ]
     out = run("get", "http://127.0.0.1:9/f", "--max-connections-per-source", "0")
     assert out.returncode == 2 and "--max-connections-per-source" in out.stderr

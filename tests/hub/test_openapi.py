@@ -59,7 +59,8 @@ def test_live_hub_conforms_to_its_description(live: RunningHub, tmp_path: Path) 
     traps: no 5xx, documented statuses, bodies match schemas. The same command as
     tests/reliability/test_hub_openapi.py, fewer examples."""
     for run in run_schemathesis(live.url, tmp_path, max_examples=15):
-        assert run.returncode == 0, (run.command, run.output[-4000:])
+        shown = re.sub(r"(.)\1{40,}", r"\1…", run.output)  # generated runs of one character
+        assert run.returncode == 0, (run.command, shown[-6000:])
         assert " passed" in run.summary, run.output[-2000:]
 
 

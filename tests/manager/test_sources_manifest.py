@@ -45,7 +45,9 @@ async def test_install_reads_from_the_manifest_mirror(
          "--model", "asr", "--version", "1.0", "--mirror", "ftp://m/x"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.startswith("accel: --mirror: expected a base URL")
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        "accel: publish: --mirror: expected a base URL"
+    )
     with running_hub(root) as hub:
         with urllib.request.urlopen(f"{hub.url}/api/models/asr/versions/1.0/manifest") as r:
             assert json.loads(r.read())["mirrors"] == [base]
@@ -82,4 +84,6 @@ async def test_the_hubs_own_mirror_is_added_to_every_manifest(
         [sys.executable, "-m", "accel", "serve", "--root", str(root), "--mirror", "x:/y"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.startswith("accel: --mirror: expected an http(s)")
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        "accel: serve: --mirror: expected an http(s)"
+    )
