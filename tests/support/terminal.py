@@ -52,6 +52,9 @@ class Terminal:
 
         def controlling_tty() -> None:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            # A runner that started us with SIGINT ignored (a shell's `cmd &`) would pass
+            # that on across exec, and the Ctrl-C a test types would do nothing.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
         self.proc = subprocess.Popen(
             cmd,
