@@ -34,6 +34,7 @@ from tests.support.balancer import Balancer, start_balancer
 from tests.support.hub import REPO, RunningHub, make_files, publish_model, running_hub
 from tests.support.postgres import Postgres, pg_url, postgres, running_postgres
 from tests.support.s3 import S3Bucket, run_accel, running_s3_hub, s3_bucket, s3_server
+from tests.support.wait import wait_until
 
 __all__ = ["pg_url", "postgres", "s3_bucket", "s3_server"]  # fixtures used by this module
 
@@ -181,10 +182,8 @@ def test_healthz_is_503_while_the_database_is_gone_and_a_refused_report_is_not_c
             time.sleep(0.1)
         assert _get(f"{hub.url}/healthz") == (200, {"status": "ok"})
         # 20 answered + the manifest fetch (counted when the database came back)
-        deadline = time.monotonic() + 10
-        while _ranking(hub.url) != [{"model_id": "m", "request_count": 21, "rank": 1}]:
-            assert time.monotonic() < deadline, _ranking(hub.url)
-            time.sleep(0.1)
+        want = [{"model_id": "m", "request_count": 21, "rank": 1}]
+        wait_until(lambda: _ranking(hub.url) == want, what="all 21 counts", timeout=10)
 
 
 def test_healthz_is_503_when_the_store_cannot_be_read(hub_root: Path, pg_url: str) -> None:
@@ -201,10 +200,7 @@ def test_healthz_is_503_when_the_store_cannot_be_read(hub_root: Path, pg_url: st
             assert health[1]["usage_db"] == "ok"
         finally:
             hidden.rename(hub_root)
-        deadline = time.monotonic() + 5
-        while _get(f"{hub.url}/healthz")[0] != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: _get(f"{hub.url}/healthz")[0] == 200, what="healthz 200", timeout=5)
 
 
 def _install_json(hub_url: str, models_dir: Path, spec: str, *extra: str) -> subprocess.Popen[str]:
@@ -261,10 +257,11 @@ def test_an_install_through_the_balancer_survives_a_hub_killed_under_it(
         assert hashlib.sha256(path.read_bytes()).hexdigest() == f.sha256
     a.restart()  # the killed hub comes back on its port, and reads the same counts
     want = _ranked(before + Counter({"big": 1}))
-    deadline = time.monotonic() + 2
-    while [_ranking(a.url), _ranking(b.url)] != [want, want]:
-        assert time.monotonic() < deadline, [_ranking(a.url), _ranking(b.url)]
-        time.sleep(0.05)
+    wait_until(
+        lambda: [_ranking(a.url), _ranking(b.url)] == [want, want],
+        what="the install counted on both hubs",
+        timeout=2,
+    )
 
 
 def test_a_publish_notice_reaches_every_hub_at_once(
