@@ -23,7 +23,6 @@ bench/out/verified.md (the table for bench/RESULTS.md).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_fetch import make_file  # noqa: E402
 from measure import Run, load, machine, run_steps, settle  # noqa: E402
 
 from tests.support.nginx import start_nginx  # noqa: E402
@@ -52,24 +52,6 @@ TITLES = {
     "aria2c_nocheck": "aria2c, no check",
     "curl_null": "curl to /dev/null",
 }
-
-
-def make_file(path: Path, size: int) -> str:
-    """A random file of ``size`` bytes (kept between runs) and its SHA256."""
-    sha_path = path.with_suffix(".sha256")
-    if path.exists() and path.stat().st_size == size and sha_path.exists():
-        return sha_path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 16 << 20))
-            f.write(block)
-            h.update(block)
-            left -= len(block)
-    sha_path.write_text(h.hexdigest())
-    return h.hexdigest()
 
 
 def openssl(out: Path) -> list[str]:
