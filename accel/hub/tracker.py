@@ -95,8 +95,10 @@ class Tracker:
         self.ttl = ttl
         self.max_nodes = max_nodes
         self._nodes: dict[str, _Node] = {}
-        # (model id, version) -> node ids holding it: an ask reads one entry, not every node
-        self._holders: dict[tuple[str, str], set[str]] = {}
+        # (model id, version) -> node ids holding it: an ask reads one entry, not every
+        # node. A dict, not a set: its order is the order of announces, so an ask with a
+        # seeded rng answers the same every run (the simulation's need) with no sort.
+        self._holders: dict[tuple[str, str], dict[str, None]] = {}
         self._next_sweep = 0.0
         self.announces = 0
         self.asks = 0
@@ -128,7 +130,7 @@ class Tracker:
         for model_id, version, complete in holds:
             key = (model_id, version)
             node.holds[key] = min(1.0, max(0.0, complete))
-            self._holders.setdefault(key, set()).add(node_id)
+            self._holders.setdefault(key, {})[node_id] = None
         self._nodes[node_id] = node
         return True
 
@@ -160,14 +162,13 @@ class Tracker:
                 continue
             complete = node.holds[(model_id, version)]
             live.append(PeerSeen(node_id, node.url, node.zone, complete))
-        live.sort(key=lambda p: p.node_id)  # the shuffle alone decides, not set order
         return choose_peers(live, zone=zone, k=min(k, MAX_PEERS_ANSWERED), rng=rng)
 
     def _unindex(self, node_id: str, node: _Node) -> None:
         for key in node.holds:
             holders = self._holders.get(key)
             if holders is not None:
-                holders.discard(node_id)
+                holders.pop(node_id, None)
                 if not holders:
                     del self._holders[key]
 
