@@ -8,8 +8,9 @@ unless ``--force``), then writes ``bench/out/fleet.md`` and the plots
 
 Policies (``--policies``): ``off`` (no peers: the store only), ``engine`` (peers with the
 engine's source policy as it is: every connection may go to the store, which is never
-given up), ``tuned`` (one store connection per node and the store only when no peer
-holds a block the node lacks: the levers this simulation points at).
+given up), ``tuned`` (one store connection per node, the store only when no peer holds
+a block the node lacks, and a store that answers 64 requests at once and 503s the
+rest: the levers this simulation points at).
 
     nice -n 19 python bench/bench_fleet.py                # the matrix, tables, plots
     nice -n 19 python bench/bench_fleet.py --calibrate    # the 5-node netns test's figures
@@ -44,7 +45,12 @@ Mbit = 1e6 / 8
 POLICIES: dict[str, dict[str, Any]] = {
     "off": {"peers": False},
     "engine": {"peers": True},
-    "tuned": {"peers": True, "store_connections": 1, "store_fallback": "useful"},
+    "tuned": {
+        "peers": True,
+        "store_connections": 1,
+        "store_fallback": "useful",
+        "store_max_clients": 64,
+    },
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
-__all__ = ["ORDERS", "ChunkOrder", "stand_in_random", "stand_in_stripe"]
+__all__ = ["ORDERS", "ChunkOrder", "stand_in_random", "stand_in_rare", "stand_in_stripe"]
 
 
 class ChunkOrder(Protocol):
@@ -79,5 +79,26 @@ def stand_in_stripe(
     return _first_at_or_after(candidates, rng.randrange(nblocks))
 
 
+def stand_in_rare(
+    candidates: int,
+    nblocks: int,
+    rng: random.Random,
+    from_store: bool,
+    peers_hold: int,
+    offset: int,
+) -> int:
+    """STAND-IN variant, rarest first in two levels: among the candidates, those at most
+    one of the node's peers holds (as it last saw; ``peers_hold`` is then the blocks
+    two or more hold), at random; BitTorrent's rule, so that no piece stays rare."""
+    if from_store:
+        return stand_in_random(candidates, nblocks, rng, from_store, peers_hold, offset)
+    rare = candidates & ~peers_hold
+    return _first_at_or_after(rare or candidates, rng.randrange(nblocks))
+
+
 #: by name, for ``bench_fleet.py --order``
-ORDERS: dict[str, ChunkOrder] = {"random": stand_in_random, "stripe": stand_in_stripe}
+ORDERS: dict[str, ChunkOrder] = {
+    "random": stand_in_random,
+    "stripe": stand_in_stripe,
+    "rare": stand_in_rare,
+}

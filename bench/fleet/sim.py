@@ -96,6 +96,8 @@ class FleetConfig:
     ttl: float = DEFAULT_TTL_S
     announce_interval: float = 0.0  # 0: ttl / 3, as the hub tells nodes
     ask_interval: float = 0.0  # 0: the announce interval
+    #: the next ask after an answer with fewer than K peers
+    ask_retry: float = 1.0
     #: a node asks each peer's ``?have`` this often while downloading, and sooner (at
     #: most every ``have_min_age``) for a peer whose last answer offers it nothing
     have_refresh: float = 0.25
@@ -112,6 +114,11 @@ class FleetConfig:
     #: "useful": only while none of its usable peers holds a block it lacks (the store
     #: as the last resort in the strict sense)
     store_fallback: Literal["free", "idle", "useful"] = "free"
+    #: the store answers at most this many requests at once (0: no limit); the others
+    #: get a 503 and the node leaves the store alone for ``store_retry`` seconds (the
+    #: engine's backoff), reading its peers meanwhile
+    store_max_clients: int = 0
+    store_retry: float = 1.0
     start_spread: float = 1.0
     liars: int = 0
     seed: int = 0
@@ -153,6 +160,7 @@ class FleetResult:
     quarantined: int = 0
     have_asks: int = 0
     races: int = 0
+    store_refused: int = 0
     wall_s: float = 0.0
 
     @property
@@ -196,6 +204,7 @@ class _Node:
         "src_node",
         "start",
         "store_active",
+        "store_wait",
         "up",
         "zi",
         "zone",
@@ -216,6 +225,7 @@ class _Node:
         self.got = 0
         self.offset = 0
         self.store_active = 0
+        self.store_wait = 0.0
         self.flows: set[int] = set()
         self.race = -1  # the duplicate flow of this node's tail race, if one runs
         self.policy = SourcePolicy.of(["store"], max_connections=store_conns)
@@ -273,6 +283,8 @@ class _Sim:
     def __init__(self, cfg: FleetConfig, chunk_order: ChunkOrder) -> None:
         self.cfg = cfg
         self.order = chunk_order
+        #: the order wants, for a peer, the blocks 2+ peers hold (not the union)
+        self.rare = getattr(chunk_order, "__name__", "") == "stand_in_rare"
         self.rng = random.Random(cfg.seed)
         n = cfg.nodes
         piece = cfg.piece_bytes
@@ -326,6 +338,7 @@ class _Sim:
         self.f_size = [0.0] * cap
         self.f_twin = [-1] * cap
         self.t_win = 0.0
+        self.store_serving = 0
         self.free = list(range(cap - 1, -1, -1))
         self.freed_later: list[int] = []
         self.measuring: set[int] = set()
@@ -359,7 +372,9 @@ class _Sim:
         )
         self.res.announces.append(now)
 
-    def _ask(self, node: _Node, now: float) -> None:
+    def _ask(self, node: _Node, now: float) -> float:
+        """Ask the tracker for peers; the delay until the next ask (sooner when the
+        answer held fewer than K: the fleet is still announcing itself)."""
         cfg = self.cfg
         seen = self.tracker.peers(
             MODEL_ID, VERSION, zone=node.zone, k=cfg.k, exclude=node.name, now=now, rng=self.rng
@@ -380,6 +395,7 @@ class _Sim:
             added = True
         if added:
             self._fill(node, now)
+        return cfg.ask_interval if len(seen) >= cfg.k else cfg.ask_retry
 
     def _refresh(self, node: _Node, now: float) -> None:
         snap = node.snap
@@ -398,9 +414,9 @@ class _Sim:
             node.start = now
             if cfg.peers:
                 self._announce(node, now)
-                self._ask(node, now)
+                delay = self._ask(node, now)
                 self._at(now + cfg.announce_interval, _ANNOUNCE, nid)
-                self._at(now + cfg.ask_interval, _ASK, nid)
+                self._at(now + delay, _ASK, nid)
                 self._at(now + cfg.have_refresh, _REFRESH, nid)
             self._fill(node, now)
         elif kind == _ANNOUNCE:
@@ -408,8 +424,7 @@ class _Sim:
             self._at(now + cfg.announce_interval, _ANNOUNCE, nid)
         elif kind == _ASK:
             if node.ready < 0:
-                self._ask(node, now)
-                self._at(now + cfg.ask_interval, _ASK, nid)
+                self._at(now + self._ask(node, now), _ASK, nid)
         elif kind == _REFRESH and node.ready < 0:
             self._refresh(node, now)
             self._at(now + cfg.have_refresh, _REFRESH, nid)
@@ -444,6 +459,14 @@ class _Sim:
                     # the peer is at --peer-max-clients: a 503, a failure in a row
                     node.policy = node.policy.started(i).failed(i, 0, now)
                     cand = 0
+                if cand and pid < 0 and cfg.store_max_clients:
+                    if now < node.store_wait:
+                        cand = 0
+                    elif self.store_serving >= cfg.store_max_clients:
+                        node.policy = node.policy.started(i).failed(i, 0, now)
+                        node.store_wait = now + cfg.store_retry
+                        self.res.store_refused += 1
+                        cand = 0
                 if cand and pid < 0 and exclude and useful_only:
                     policy = node.policy
                     if any(
@@ -462,6 +485,11 @@ class _Sim:
             if pid < 0:
                 for held in node.snap[1:]:
                     seen |= held
+            elif self.rare:  # the blocks two or more of its peers hold
+                once = 0
+                for held in node.snap[1:]:
+                    seen |= once & held
+                    once |= held
             block = self.order(cand, self.nblocks, self.rng, pid < 0, seen, node.offset)
             self._start(node, i, pid, block, self.sizes[block], now)
 
@@ -520,6 +548,7 @@ class _Sim:
         row[1] = node.down
         if pid < 0:
             node.store_active += 1
+            self.store_serving += 1
             row[0] = 0
             row[2] = self.zin0 + node.zi
             row[3] = self.none
@@ -561,6 +590,7 @@ class _Sim:
         pid = self.f_peer[f]
         if pid < 0:
             node.store_active -= 1
+            self.store_serving -= 1
             self.res.store_bytes += sent
         else:
             self.nodes[pid].serving -= 1
