@@ -43,6 +43,7 @@ import numpy as np
 
 from accel.fetch.sources import SourcePolicy, SourceState
 from accel.hub.tracker import Tracker
+from bench.fleet.assign import RealOrder
 from bench.fleet.config import FleetConfig, FleetResult, piece_size
 from bench.fleet.fairshare import max_min_rates
 from bench.fleet.order import ChunkOrder, stand_in_random
@@ -65,8 +66,10 @@ _START, _ANNOUNCE, _ASK, _REFRESH = 0, 1, 2, 3
 class _Node:
     __slots__ = (
         "active",
+        "border",
         "down",
         "flows",
+        "front",
         "got",
         "have",
         "inflight",
@@ -108,6 +111,8 @@ class _Node:
         self.store_wait = 0.0
         self.flows: set[int] = set()
         self.race = -1  # the duplicate flow of this node's tail race, if one runs
+        self.border: object = None  # sources_order.BlockOrder, with the real order
+        self.front: int | None = None  # the block after the store's last one
         self.policy = SourcePolicy.of(["store"], max_connections=store_conns)
         self.src_node: list[int] = [-1]  # policy index -> peer node (-1: the store)
         self.snap: list[int] = [full]  # what the node last saw each source hold
@@ -117,13 +122,18 @@ class _Node:
         self.up = 0
 
 
-def simulate(cfg: FleetConfig, *, chunk_order: ChunkOrder = stand_in_random) -> FleetResult:
-    """Run one fleet to the end (every node holds the whole model)."""
-    return _Sim(cfg.resolved(), chunk_order).run()
+def simulate(
+    cfg: FleetConfig, *, chunk_order: ChunkOrder = stand_in_random, real_order: bool = False
+) -> FleetResult:
+    """Run one fleet to the end (every node holds the whole model). ``real_order``: the
+    node's own ``accel.fetch.sources_order.assign`` picks source and block (when accel
+    has it: :func:`bench.fleet.assign.available`) instead of SourcePolicy.pick and
+    ``chunk_order``."""
+    return _Sim(cfg.resolved(), chunk_order, real_order).run()
 
 
 class _Sim:
-    def __init__(self, cfg: FleetConfig, chunk_order: ChunkOrder) -> None:
+    def __init__(self, cfg: FleetConfig, chunk_order: ChunkOrder, real_order: bool) -> None:
         self.cfg = cfg
         self.order = chunk_order
         #: the order wants, for a peer, the blocks 2+ peers hold (not the union)
@@ -155,7 +165,11 @@ class _Sim:
         if cfg.peers and cfg.store_connections:
             store_conns = cfg.store_connections
         self.nodes = [_Node(i, i // cfg.zone_size, self.full, store_conns) for i in range(n)]
+        self.real = RealOrder(nb, piece, cfg.model_bytes) if real_order else None
         for node in self.nodes:
+            if self.real is not None and cfg.peers:
+                node.policy = self.real.store_policy(store_conns)
+                node.border = self.real.block_order(cfg.seed * 100_003 + node.nid)
             node.down = 1 + node.nid
             node.up = 1 + n + node.nid
             node.offset = self.rng.randrange(nb)
@@ -229,7 +243,11 @@ class _Sim:
             if pid in node.known or len(node.known) >= cfg.max_known_peers:
                 continue
             node.known.add(pid)
-            state = SourceState(p.url, max_connections=cfg.max_connections_per_source)
+            if self.real is not None:
+                bits = self.nodes[pid].have
+                state = self.real.peer(p.url, cfg.max_connections_per_source, bits)
+            else:
+                state = SourceState(p.url, max_connections=cfg.max_connections_per_source)
             node.policy = SourcePolicy((*node.policy.sources, state))
             node.src_node.append(pid)
             node.snap.append(self.nodes[pid].have)  # its ?have, asked on learning of it
@@ -247,6 +265,8 @@ class _Sim:
             if pid >= 0:
                 snap[i] = nodes[pid].have
                 node.snap_t[i] = now
+                if self.real is not None:
+                    node.policy = self.real.with_have(node.policy, i, snap[i])
         self.res.have_asks += len(snap) - 1
         self._fill(node, now)
 
@@ -277,6 +297,9 @@ class _Sim:
         """Give the node's free connections pieces, as the engine would: the source
         by SourcePolicy.pick, the piece by the chunk order among what it holds; with
         nothing left to ask for, race the slowest running piece on the fastest source."""
+        if self.real is not None and self.cfg.peers:
+            self._fill_real(node, now)
+            return
         cfg = self.cfg
         idle_only = cfg.peers and cfg.store_fallback == "idle"
         useful_only = cfg.peers and cfg.store_fallback == "useful"
@@ -334,6 +357,30 @@ class _Sim:
                     seen |= once & held
                     once |= held
             block = self.order(cand, self.nblocks, self.rng, pid < 0, seen, node.offset)
+            self._start(node, i, pid, block, self.sizes[block], now)
+
+    def _fill_real(self, node: _Node, now: float) -> None:
+        """The same with the node's own rule: ``sources_order.assign`` picks source
+        and block together from the policy's bitmaps (refreshed as ``?have`` is)."""
+        cfg = self.cfg
+        real = self.real
+        assert real is not None
+        while node.active < cfg.connections:
+            want = self.full & ~node.have & ~node.inflight
+            if not want:
+                if node.race < 0 and len(node.policy.sources) > 1:
+                    self._maybe_race(node, now)
+                return
+            got = real.choose(node.policy, want, now, node.border, node.front)
+            if got is None:
+                return
+            i, block = got
+            pid = node.src_node[i]
+            if pid >= 0 and self.nodes[pid].serving >= cfg.peer_max_clients:
+                node.policy = node.policy.started(i).failed(i, 0, now)
+                continue
+            if pid < 0:
+                node.front = block + 1
             self._start(node, i, pid, block, self.sizes[block], now)
 
     def _left(self, f: int, now: float) -> float:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.fleet.assign import available
 from bench.fleet.fairshare import max_min_rates
 from bench.fleet.sim import FleetConfig, piece_size, simulate
 
@@ -153,3 +154,13 @@ def test_a_run_repeats_exactly_for_a_seed() -> None:
     assert a.ready.tolist() == b.ready.tolist()
     c = simulate(FleetConfig(seed=4, **TINY))
     assert c.ready.tolist() != a.ready.tolist()
+
+
+@pytest.mark.skipif(not available(), reason="accel.fetch.sources_order (issue 20) not merged")
+def test_the_nodes_own_chunk_order_runs_the_fleet_with_every_byte_accounted_for() -> None:
+    cfg = FleetConfig(have_refresh=0.5, **SMALL)
+    r = simulate(cfg, real_order=True)
+    assert (r.delivered == cfg.model_bytes).all()
+    sent = r.store_bytes + r.peer_bytes - r.discarded_bytes
+    assert sent == pytest.approx(cfg.nodes * cfg.model_bytes, rel=1e-9)
+    assert r.store_x < cfg.nodes / 2  # the peers carried most of it
