@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -136,7 +136,7 @@ def matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if pol == "real" and not available():
                     print("skipped: policy real needs accel.fetch.sources_order (issue 20)")
                     continue
-                tracker = "hub" if n <= 1000 else "index"
+                tracker: Literal["hub", "index"] = "hub" if n <= 1000 else "index"
                 cfg = FleetConfig(nodes=n, model_bytes=size, tracker=tracker, **POLICIES[pol])
                 out.append(run_one(f"{pol}-{n}-{size // GB}GB", cfg, args.order, args.force))
     return out
@@ -144,7 +144,7 @@ def matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def calibrate(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Issue 20's netns proof: hub link 200 Mbit/s, 5 nodes at 200 Mbit/s, 256 MiB."""
-    base = {
+    base: dict[str, Any] = {
         "model_bytes": 256 * MiB,
         "node_down": 200 * Mbit,
         "node_up": 200 * Mbit,
