@@ -53,6 +53,7 @@ from accel.manager.locks import (
     process_start_time,
     task_lock_name,
 )
+from accel.manager.manifests import ManifestStore
 from accel.manager.progress import live_fields
 from accel.manager.registry import RegistryStore, install_key
 from accel.manager.staging import StagedUpdates
@@ -603,6 +604,7 @@ class ModelManager:
                 self.registry.update(change)
                 self._delete_dir(Path(rec.path))
                 self.staged.drop(key)
+                ManifestStore(self.state_dir).drop(rec.model_id, rec.version)
             finally:
                 held.release()
             log.info("removed %s", key, extra={"key": key})
