@@ -112,7 +112,7 @@ class Announcer:
         self.stats.sent += 1
         self.stats.last_ok_at = time.time()
         self.stats.last_error = None
-        self.stats.interval_s = max(1.0, answer.interval)
+        self.stats.interval_s = max(0.25, answer.interval)  # a bad answer must not make a busy loop
         self.stats.versions = [h.model_dump() for h in body.versions]
         return True
 

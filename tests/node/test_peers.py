@@ -134,8 +134,9 @@ def store(tmp_path: Path) -> Path:
 def test_ready_file_is_served_like_the_hub_only_with_the_fleet_token(
     tmp_path: Path, store: Path
 ) -> None:
+    # a 2 s TTL: the node must keep announcing to stay listed
     with (
-        running_hub(store, extra_args=["--peer-token", TOKEN]) as hub,
+        running_hub(store, extra_args=["--peer-token", TOKEN, "--peer-ttl", "2"]) as hub,
         peer_node(tmp_path / "models", hub.url, "--zone", "rack-1") as (node, peer),
     ):
         path = _install_and_wait(node, "asr", "1.0")
@@ -212,7 +213,16 @@ def test_ready_file_is_served_like_the_hub_only_with_the_fleet_token(
             "zone": "rack-1",
             "complete": 1.0,
         }
-        assert _state(node)["peers"]["announce"]["last_error"] is None
+        announce = _state(node)["peers"]["announce"]
+        assert announce["last_error"] is None and announce["interval_s"] <= 1.0
+        # heartbeats: three more announces (over two TTLs) and still listed
+        beats = announce["sent"]
+        wait_until(
+            lambda: _state(node)["peers"]["announce"]["sent"] >= beats + 3,
+            what="three heartbeats",
+            timeout=30,
+        )
+        assert listed() is not None
         assert node.terminate() == 0
         # a clean stop withdraws what it held: askers are no longer sent to it
         assert _tracker_peers(hub, "asr", "1.0") == []
