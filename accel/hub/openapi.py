@@ -473,7 +473,6 @@ OPENAPI["paths"]["/api/models/{model_id}/versions/{version}/peers"] = {
     }
 }
 
-
 def _with_org_name_twins(paths: dict[str, Any]) -> dict[str, Any]:
     """``paths`` plus, for each path with ``{model_id}``, its ``{org}/{name}`` twin."""
     out: dict[str, Any] = {}
