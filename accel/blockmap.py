@@ -65,10 +65,25 @@ def held_from_ranges(ranges: Iterable[tuple[int, int]], size: int, block_size: i
             merged.append([start, end])
     for start, end in merged:
         first = -(-start // block_size)  # the first block starting inside the range
-        last = n - 1 if end >= size else end // block_size - 1  # the last ending inside it
-        for i in range(first, last + 1):
-            bits[i >> 3] |= 0x80 >> (i & 7)
+        last = n if end >= size else end // block_size  # one past the last ending inside it
+        _set_bits(bits, first, last)
     return bytes(bits)
+
+
+def _set_bits(bits: bytearray, first: int, stop: int) -> None:
+    """Set bits ``first..stop-1``: whole bytes by slice (a 100 GB file has 100,000 blocks
+    of 1 MiB, and a peer answers ?have often), the ragged ends bit by bit."""
+    i = first
+    while i < stop and i & 7:
+        bits[i >> 3] |= 0x80 >> (i & 7)
+        i += 1
+    whole = (stop - i) >> 3
+    if whole > 0:
+        bits[i >> 3 : (i >> 3) + whole] = b"\xff" * whole
+        i += whole << 3
+    while i < stop:
+        bits[i >> 3] |= 0x80 >> (i & 7)
+        i += 1
 
 
 def _bit(bits: bytes, i: int) -> bool:
@@ -90,7 +105,7 @@ def covers(bits: bytes, start: int, end_inclusive: int, block_size: int) -> bool
 def held_bytes(bits: bytes, size: int, block_size: int) -> int:
     """Bytes of the file in held blocks (the last block may be shorter)."""
     n = block_count(size, block_size)
-    held = sum(bin(b).count("1") for b in bits[: -(-n // 8)])
+    held = int.from_bytes(bits[: -(-n // 8)], "big").bit_count()
     if n and _bit(bits, n - 1):
         held -= 1
         return held * block_size + (size - (n - 1) * block_size)

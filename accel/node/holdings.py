@@ -39,7 +39,7 @@ from accel.errors import AccelError, UnsafePathError
 from accel.fetch.checkpoint import load_checkpoint
 from accel.manager.manifests import ManifestStore
 from accel.manager.registry import RegistryStore, install_key
-from accel.schema import InstallRecord, ManifestFile, Registry, VersionManifest
+from accel.schema import FileStatus, InstallRecord, ManifestFile, Registry, VersionManifest
 from accel.serving.paths import check_relpath
 
 __all__ = ["HeldFile", "Holdings"]
@@ -94,6 +94,36 @@ class _Cached:
     value: Any
 
 
+@dataclass(frozen=True)
+class _Listing:
+    """The registry, indexed for lookups (built once per registry write)."""
+
+    registry: Registry
+    files: dict[str, dict[str, FileStatus]]  #: install key -> path -> file
+    ids: frozenset[str]
+
+    @classmethod
+    def of(cls, reg: Registry) -> _Listing:
+        files = {key: {f.path: f for f in rec.files} for key, rec in reg.installs.items()}
+        return cls(reg, files, frozenset(r.model_id for r in reg.installs.values()))
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A kept manifest, indexed by path."""
+
+    checksum: str
+    files: dict[str, ManifestFile]
+    updated_at: int | None
+
+    @classmethod
+    def of(cls, manifest: VersionManifest | None) -> _Kept | None:
+        if manifest is None:
+            return None
+        files = {f.path: f for f in manifest.files}
+        return cls(manifest.checksum_sha256, files, _epoch(manifest.updated_at))
+
+
 def _stat_key(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
@@ -137,29 +167,24 @@ class Holdings:
         self._cache[path] = _Cached(key, value)
         return value
 
-    def _registry(self) -> Registry:
+    def _listing(self) -> _Listing:
         try:
-            reg = self._read(self.registry.path, self.registry.read)
+            listing = self._read(self.registry.path, lambda: _Listing.of(self.registry.read()))
         except (AccelError, OSError):
-            return Registry()
-        return reg if reg is not None else Registry()
+            listing = None
+        return listing if listing is not None else _Listing.of(Registry())
 
-    def _manifest_files(self, rec: InstallRecord) -> dict[str, ManifestFile]:
-        """The kept manifest's files of ``rec``, when it describes the recorded content."""
-        path = self.manifests.path(rec.model_id, rec.version)
-        manifest = self._read(path, lambda: self.manifests.load(rec.model_id, rec.version))
-        if not isinstance(manifest, VersionManifest):
-            return {}
-        if manifest.checksum_sha256 != rec.checksum_sha256:
-            return {}  # another content of this version (an update): no blocks known
-        return {f.path: f for f in manifest.files}
+    def _registry(self) -> Registry:
+        return self._listing().registry
 
-    def _manifest_time(self, rec: InstallRecord) -> int | None:
+    def _kept(self, rec: InstallRecord) -> _Kept | None:
+        """The kept manifest of ``rec``, when it describes the recorded content (not,
+        say, an update's that has not swapped in yet, or an older accel's absence)."""
         path = self.manifests.path(rec.model_id, rec.version)
-        manifest = self._read(path, lambda: self.manifests.load(rec.model_id, rec.version))
-        if isinstance(manifest, VersionManifest):
-            return _epoch(manifest.updated_at)
-        return None
+        kept = self._read(path, lambda: _Kept.of(self.manifests.load(rec.model_id, rec.version)))
+        if kept is None or kept.checksum != rec.checksum_sha256:
+            return None
+        return kept
 
     def _base(self, rec: InstallRecord) -> str | None:
         try:
@@ -172,7 +197,7 @@ class Holdings:
         """``(model_id, version, relpath)`` of a request's path segments, as the hub reads
         them: a model id is one segment (``whisper``) or two (``org/whisper``), and a
         one-segment id this node has wins."""
-        ids = {rec.model_id for rec in self._registry().installs.values()}
+        ids = self._listing().ids
         n = 1 if segments and segments[0] in ids else 2
         if len(segments) < n + 2:
             return None
@@ -181,10 +206,12 @@ class Holdings:
     def find(self, model_id: str, version: str, relpath: str) -> HeldFile | None:
         """The listed file ``relpath`` of ``model_id`` ``version`` and what of it is held,
         or None when this node does not list it (not installed, removed, not a file of it)."""
-        rec = self._registry().installs.get(install_key(model_id, version))
+        listing = self._listing()
+        key = install_key(model_id, version)
+        rec = listing.registry.installs.get(key)
         if rec is None:
             return None
-        status = next((f for f in rec.files if f.path == relpath), None)
+        status = listing.files[key].get(relpath)
         if status is None:
             return None
         try:
@@ -195,7 +222,8 @@ class Holdings:
         if base is None:
             return None
         whole = rec.state == "ready" or status.state == "done"
-        mf = self._manifest_files(rec).get(status.path)
+        kept = self._kept(rec)
+        mf = kept.files.get(status.path) if kept is not None else None
         chunks = mf.chunks if mf is not None and mf.sha256 == status.sha256 else None
         size = status.bytes_total
         block_size = chunks.size if chunks is not None else size
@@ -217,7 +245,7 @@ class Holdings:
             block_size=block_size,
             bits=bits,
             whole=whole,
-            last_modified=self._manifest_time(rec),
+            last_modified=kept.updated_at if kept is not None else None,
         )
 
     def _verified_blocks(self, dest: Path, size: int, block_size: int) -> bytes:
