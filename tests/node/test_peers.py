@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -168,6 +169,20 @@ def test_ready_file_is_served_like_the_hub_only_with_the_fleet_token(
         assert status == 416 and h3["content-range"] == f"bytes */{BIG}"
         status, h4, _ = curl("-H", bearer, "-I", url)
         assert status == 200 and int(h4["content-length"]) == BIG
+
+        # real multi-connection clients read it whole: aria2c -x4, and accel's own engine
+        subprocess.run(
+            ["aria2c", "-q", "-x4", "-s4", "-k1M", "--header", bearer, "-d", str(tmp_path),
+             "-o", "by-aria2.bin", url],
+            check=True, timeout=60,
+        )  # fmt: skip
+        assert hashlib.sha256((tmp_path / "by-aria2.bin").read_bytes()).hexdigest() == sha
+        subprocess.run(
+            [sys.executable, "-m", "accel", "get", "--quiet", "--header-secret", bearer,
+             "--sha256", sha, "-o", str(tmp_path / "by-accel.bin"), url],
+            check=True, timeout=60,
+        )  # fmt: skip
+        assert (tmp_path / "by-accel.bin").read_bytes() == want
 
         # ?have of a ready file: every block
         status, _, body = curl("-H", bearer, url + "?have")
