@@ -53,7 +53,6 @@ from accel.manager.locks import (
     process_start_time,
     task_lock_name,
 )
-from accel.manager.manifests import ManifestStore
 from accel.manager.progress import live_fields
 from accel.manager.registry import RegistryStore, install_key
 from accel.manager.staging import StagedUpdates
@@ -604,6 +603,8 @@ class ModelManager:
                 self.registry.update(change)
                 self._delete_dir(Path(rec.path))
                 self.staged.drop(key)
+                from accel.manager.manifests import ManifestStore  # (a peer server's record)
+
                 ManifestStore(self.state_dir).drop(rec.model_id, rec.version)
             finally:
                 held.release()
