@@ -13,23 +13,31 @@ The policies are the ones the node and the hub run, imported, not copied:
 - who to read the next piece from: :class:`accel.fetch.sources.SourcePolicy` (one per
   node; the store is its last resort; measured throughput, demotion and quarantine on
   a bad block, rest after failures), with the engine's "rate a first request by its
-  progress after 0.5 s" (``estimated``);
+  progress after 0.5 s" (``estimated``) and its tail race (``sources_race``: the
+  slowest running piece fetched again from a source twice as fast, first wins);
 - whom a node learns of: :class:`accel.hub.tracker.Tracker` and its
   :func:`~accel.hub.tracker.choose_peers` (K peers, same zone first, shuffled, TTL).
   Nodes learn of peers only through announces and asks, at the intervals given;
 - which piece to ask a source for: the injected :data:`bench.fleet.order.ChunkOrder`
-  (a clearly marked stand-in until the node's own rule is on main).
+  (a clearly marked stand-in until the node's own rule is on main), or, with
+  ``real_order``, that rule itself (``accel.fetch.sources_order.assign``, which
+  picks source and block together: :mod:`bench.fleet.assign`).
+
+Levers the node does not have (yet), off by default in :class:`FleetConfig`:
+``store_connections`` (the store's own per-source cap), ``store_fallback`` (when a
+node whose peers offer nothing may read the store), ``store_max_clients`` (a store
+that answers so many requests at once and 503s the rest).
 
 Events: a node starts, a piece transfer ends, a node announces, asks the tracker, or
 refreshes what its peers hold (``?have``). Rates are recomputed once per *window*: a
 window ends when ``batch_fraction`` of the running flows have changed (ended or
 started) and at least ``min_step`` has passed; within it each transfer ends at its
 exact time, and a transfer started inside it runs at rate 0 until the next window (a
-small, pessimistic error: ~1% at the defaults; ``batch_fraction=0`` recomputes at every
-event and is exact, for tests).
+small, pessimistic error; ``batch_fraction=0, min_step=0`` recomputes at every event
+and is exact: the tests hold the default within a few percent of it).
 
 Not modelled: TCP slow start and latency, the engine's connection tuner (a fixed
-number of connections), the tail race, disk speed, hashing time, node failures.
+number of connections), disk speed, hashing time, node failures.
 """
 
 from __future__ import annotations
