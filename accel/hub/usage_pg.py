@@ -47,6 +47,21 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE INDEX accel_usage_batches_committed_at ON accel_usage_batches (committed_at)",
         ),
     ),
+    (
+        3,
+        "the peer tracker's live table (accel/hub/tracker_pg.py)",
+        (
+            # Unlogged: heartbeats, written hundreds of times a second and worth nothing
+            # after a crash (every node announces again within ttl/3), so no WAL for them.
+            # No index on expires_at, so a heartbeat's update stays a HOT update.
+            "CREATE UNLOGGED TABLE accel_peers ("
+            " node_id text NOT NULL, model_id text NOT NULL, version text NOT NULL,"
+            " url text NOT NULL, zone text NOT NULL, complete double precision NOT NULL,"
+            " expires_at timestamptz NOT NULL,"
+            " PRIMARY KEY (node_id, model_id, version)) WITH (fillfactor = 70)",
+            "CREATE INDEX accel_peers_by_version ON accel_peers (model_id, version)",
+        ),
+    ),
 )
 
 #: pg_advisory_xact_lock key of the migrations ("accel" + "mig" as a number)
