@@ -1,0 +1,142 @@
+"""The tracker's shared live table (accel/hub/tracker_table.py) on both of its databases:
+a SQLite file and a real PostgreSQL (tests/support/postgres.py). Two tables over one
+database stand for two hub processes: what one records the other hands out."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from accel.hub.tracker import PeerSeen, choose_peers, peer_rank
+from accel.hub.tracker_table import PeerTable, open_peer_table
+from accel.hub.usage_sqlite import SqliteUsage
+from tests.support.postgres import pg_url, postgres
+
+__all__ = ["pg_url", "postgres"]  # fixtures used by this module
+
+V = ("m", "1")
+Opener = Callable[..., PeerTable]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    """Opens tables over one database of the kind named; all closed at the end."""
+    if request.param == "sqlite":
+        spec = str(tmp_path / "usage.sqlite3")
+        usage = SqliteUsage(Path(spec))  # the hub opens its counts first: WAL, the file
+        await usage.open()
+        await usage.close()
+    else:
+        spec = request.getfixturevalue("pg_url")
+    opened: list[PeerTable] = []
+
+    def open_one(**kw: int) -> PeerTable:
+        table = open_peer_table(spec, **kw)
+        opened.append(table)
+        return table
+
+    yield open_one
+    for table in opened:
+        await table.close()
+
+
+async def _two(opener: Opener, **kw: int) -> tuple[PeerTable, PeerTable]:
+    a, b = opener(**kw), opener(**kw)
+    await asyncio.gather(a.open(), b.open())
+    return a, b
+
+
+async def _ids(t: PeerTable, *, zone: str = "", k: int = 10, exclude: str = "") -> list[str]:
+    got = await t.candidates(*V, zone=zone, k=k, exclude=exclude)
+    return [p.node_id for p in choose_peers(got, zone=zone, k=k, rng=random.Random(0))]
+
+
+async def test_what_one_process_records_the_other_hands_out_and_replaces_whole(
+    opener: Opener,
+) -> None:
+    a, b = await _two(opener)
+    assert await a.announce("n1", "http://n1:1", "a", [(*V, 1.0), ("m", "2", 0.5)], ttl=30)
+    assert await b.announce("n2", "http://n2:1", "b", [(*V, 0.25)], ttl=30)
+    assert sorted(await _ids(b)) == ["n1", "n2"]
+    assert sorted(await _ids(a, exclude="n1")) == ["n2"]  # never the asker itself
+    assert await b.candidates("m", "2", zone="", k=5, exclude="") == [
+        PeerSeen("n1", "http://n1:1", "a", 0.5)
+    ]
+    # n1's next announce, through the other process, replaces its last one whole
+    assert await b.announce("n1", "http://n1:2", "c", [("m", "2", 0.75)], ttl=30)
+    assert await a.candidates(*V, zone="", k=5, exclude="") == [
+        PeerSeen("n2", "http://n2:1", "b", 0.25)
+    ]
+    assert await a.candidates("m", "2", zone="", k=5, exclude="") == [
+        PeerSeen("n1", "http://n1:2", "c", 0.75)
+    ]
+    assert await a.announce("n1", "http://n1:2", "c", [], ttl=30)  # leaving: holds nothing
+    assert await b.candidates("m", "2", zone="", k=5, exclude="") == []
+
+
+async def test_an_announce_lists_each_version_once_the_last_winning_clamped(
+    opener: Opener,
+) -> None:
+    (t, _) = await _two(opener)
+    assert await t.announce("n1", "http://n1:1", "", [(*V, 0.5), (*V, 7.0)], ttl=30)
+    assert await t.announce("n2", "http://n2:1", "", [(*V, -1.0)], ttl=30)
+    got = {p.node_id: p.complete for p in await t.candidates(*V, zone="", k=5, exclude="")}
+    assert got == {"n1": 1.0, "n2": 0.0}
+
+
+async def test_an_announce_is_listed_until_its_ttl_ends_whoever_asks(opener: Opener) -> None:
+    a, b = await _two(opener)
+    start = time.monotonic()
+    assert await a.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=0.6)
+    assert await _ids(b) == ["n1"]
+    while await _ids(b):  # polled: expiry is in the query, no sweep needed
+        assert time.monotonic() - start < 10, "never expired"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - start >= 0.6
+    assert await b.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=30)  # a heartbeat
+    assert await _ids(a) == ["n1"]
+
+
+async def test_candidates_are_k_of_each_group_sampled_and_choose_peers_orders_them(
+    opener: Opener,
+) -> None:
+    a, b = await _two(opener)
+    for i in range(8):
+        await a.announce(f"near{i}", f"http://near{i}:1", "a", [(*V, 1.0)], ttl=30)
+        await b.announce(f"far{i}", f"http://far{i}:1", "b", [(*V, 0.5)], ttl=30)
+        await a.announce(f"empty{i}", f"http://empty{i}:1", "a", [(*V, 0.0)], ttl=30)
+    got = await b.candidates(*V, zone="a", k=3, exclude="")
+    assert Counter(peer_rank(p.complete, p.zone, "a") for p in got) == {0: 3, 1: 3, 2: 3}
+    ranks = [peer_rank(p.complete, p.zone, "a") for p in choose_peers(
+        await b.candidates(*V, zone="a", k=20, exclude=""), zone="a", k=20, rng=random.Random(1)
+    )]  # fmt: skip
+    assert ranks == [0] * 8 + [1] * 8 + [2] * 4
+    # the sample is the database's random(): over many asks each near node about as often
+    seen: Counter[str] = Counter()
+    for _ in range(160):
+        cands = await a.candidates(*V, zone="a", k=1, exclude="")
+        seen.update(p.node_id for p in cands if p.zone == "a" and p.complete > 0)
+    assert set(seen) == {f"near{i}" for i in range(8)}
+    assert max(seen.values()) < 4 * min(seen.values()), seen  # ~20 each
+
+
+async def test_a_full_table_refuses_new_nodes_and_renews_known_ones(opener: Opener) -> None:
+    (t, _) = await _two(opener, max_nodes=2)
+    assert await t.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=0.5)
+    assert await t.announce("n2", "http://n2:1", "", [(*V, 1.0)], ttl=0.5)
+    other = opener(max_nodes=2)  # a process starting now counts the table at its first write
+    await other.open()
+    assert not await other.announce("n3", "http://n3:1", "", [(*V, 1.0)], ttl=0.5)
+    assert await other.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=0.5)
+    # once they have expired, a later sweep (at most one per ttl) lets a new node in
+    deadline = time.monotonic() + 10
+    while not await other.announce("n3", "http://n3:1", "", [(*V, 1.0)], ttl=30):
+        assert time.monotonic() < deadline, "the expired nodes kept the table full"
+        await asyncio.sleep(0.05)
+    assert await _ids(t) == ["n3"]
