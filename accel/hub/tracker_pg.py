@@ -12,6 +12,7 @@ hubs on several machines agree on what is expired even when their clocks do not.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,29 +33,29 @@ WITH new (model_id, version, complete) AS (
     DELETE FROM accel_peers p WHERE p.node_id = %(node)s AND NOT EXISTS (
         SELECT 1 FROM new WHERE new.model_id = p.model_id AND new.version = p.version)
 )
-INSERT INTO accel_peers (node_id, model_id, version, url, zone, complete, expires_at)
+INSERT INTO accel_peers (node_id, model_id, version, url, zone, complete, expires_at, draw)
 SELECT %(node)s, model_id, version, %(url)s, %(zone)s, complete,
-       now() + %(ttl)s * interval '1 second'
+       now() + %(ttl)s * interval '1 second', random()
 FROM new
 ON CONFLICT (node_id, model_id, version) DO UPDATE SET
     url = excluded.url, zone = excluded.zone, complete = excluded.complete,
-    expires_at = excluded.expires_at
+    expires_at = excluded.expires_at, draw = excluded.draw
 """
 
-_LIVE = (
-    "model_id = %(model)s AND version = %(version)s AND expires_at > now()"
-    " AND node_id <> %(exclude)s"
-)
-# The three groups of accel.hub.tracker.peer_rank, each sampled at random, k at most.
-_CANDIDATES = " UNION ALL ".join(
-    f"(SELECT node_id, url, zone, complete FROM accel_peers WHERE {_LIVE} AND {cond}"
-    " ORDER BY random() LIMIT %(k)s)"
-    for cond in (
-        "complete > 0 AND zone = %(zone)s",
-        "complete > 0 AND zone <> %(zone)s",
-        "complete <= 0",
+# The groups of accel.hub.tracker.peer_rank, each read in `draw` order from a random point.
+_GROUPS = ("zone = %(zone)s AND complete > 0", "zone <> %(zone)s AND complete > 0", "complete <= 0")
+
+
+def _window_sql(group: str, side: str) -> str:
+    return (
+        "SELECT node_id, url, zone, complete FROM accel_peers"
+        f" WHERE model_id = %(model)s AND version = %(version)s AND {group}"
+        f" AND draw {side} %(start)s AND expires_at > now() AND node_id <> %(exclude)s"
+        " ORDER BY draw LIMIT %(k)s"
     )
-)
+
+
+_WINDOWS = tuple((_window_sql(g, ">="), _window_sql(g, "<")) for g in _GROUPS)
 
 
 class PostgresPeers:
@@ -67,6 +68,7 @@ class PostgresPeers:
         self._pool: Any = None
         self._next_sweep = 0.0
         self._full = False
+        self._rng = random.Random()
 
     @property
     def description(self) -> str:
@@ -150,14 +152,25 @@ class PostgresPeers:
     async def candidates(
         self, model_id: str, version: str, *, zone: str, k: int, exclude: str
     ) -> list[PeerSeen]:
-        params = {"model": model_id, "version": version, "exclude": exclude, "zone": zone, "k": k}
+        out: list[PeerSeen] = []
         try:
             async with self._pool.connection() as conn:
-                cur = await conn.execute(_CANDIDATES, params)
-                rows = await cur.fetchall()
+                for windows in _WINDOWS:
+                    if len(out) >= k:  # choose_peers takes nothing from a later group then
+                        break
+                    params = {"model": model_id, "version": version, "zone": zone,
+                              "exclude": exclude, "start": self._rng.random()}  # fmt: skip
+                    found = 0
+                    for sql in windows:  # from a random point on, then round from the start
+                        cur = await conn.execute(sql, {**params, "k": k - found})
+                        rows = await cur.fetchall()
+                        out += [PeerSeen(str(n), str(u), str(z), float(c)) for n, u, z, c in rows]
+                        found += len(rows)
+                        if found >= k:
+                            break
         except Exception as exc:
             raise self._error("cannot read the peers", exc) from exc
-        return [PeerSeen(str(n), str(u), str(z), float(c)) for n, u, z, c in rows]
+        return out
 
     async def close(self) -> None:
         if self._pool is not None:

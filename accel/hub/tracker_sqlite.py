@@ -1,6 +1,6 @@
 """The tracker's live table in the usage SQLite file (WAL): the hub's default.
 
-Owns the SQL of the ``peers`` table in the file the usage counts use (beside the store,
+Owns the SQL of the ``tracker_peers`` table in the file the usage counts use (beside the store,
 or ``--usage-db PATH``), so the ``--workers`` of one hub, and hubs on one machine over
 one store, hand out each other's announces. Writes go through one connection on one
 thread and reads through another (a SQLite connection stays on the thread that made it;
@@ -11,6 +11,7 @@ WAL lets the reads go on while another process writes). Times are the wall clock
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -27,21 +28,33 @@ __all__ = ["SqlitePeers"]
 T = TypeVar("T")
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS peers ("
+    "CREATE TABLE IF NOT EXISTS tracker_peers ("
     " node_id TEXT NOT NULL, model_id TEXT NOT NULL, version TEXT NOT NULL,"
     " url TEXT NOT NULL, zone TEXT NOT NULL, complete REAL NOT NULL,"
-    " expires_at REAL NOT NULL,"
+    " expires_at REAL NOT NULL, draw REAL NOT NULL,"
     " PRIMARY KEY (node_id, model_id, version)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS peers_by_version ON peers (model_id, version, expires_at)",
+    "CREATE INDEX IF NOT EXISTS tracker_peers_by_zone"
+    " ON tracker_peers (model_id, version, zone, draw)",
+    "CREATE INDEX IF NOT EXISTS tracker_peers_by_draw ON tracker_peers (model_id, version, draw)",
 )
 
-_LIVE = "model_id = ? AND version = ? AND expires_at > ? AND node_id <> ?"
-# The three groups of accel.hub.tracker.peer_rank, each sampled at random, k at most.
-_CANDIDATES = " UNION ALL ".join(
-    f"SELECT * FROM (SELECT node_id, url, zone, complete FROM peers WHERE {_LIVE} AND {cond}"
-    " ORDER BY random() LIMIT ?)"
-    for cond in ("complete > 0 AND zone = ?", "complete > 0 AND zone <> ?", "complete <= 0")
+# The groups of accel.hub.tracker.peer_rank, each read in `draw` order by its own index.
+_GROUPS = (
+    ("tracker_peers_by_zone", "zone = ? AND complete > 0"),
+    ("tracker_peers_by_draw", "zone <> ? AND complete > 0"),
+    ("tracker_peers_by_draw", "complete <= 0"),
 )
+
+
+def _window_sql(index: str, group: str, side: str) -> str:
+    return (
+        f"SELECT node_id, url, zone, complete FROM tracker_peers INDEXED BY {index}"
+        f" WHERE model_id = ? AND version = ? AND {group} AND draw {side} ?"
+        " AND expires_at > ? AND node_id <> ? ORDER BY draw LIMIT ?"
+    )
+
+
+_WINDOWS = tuple((_window_sql(i, g, ">="), _window_sql(i, g, "<")) for i, g in _GROUPS)
 
 
 class SqlitePeers:
@@ -59,6 +72,7 @@ class SqlitePeers:
         self._reader: sqlite3.Connection | None = None
         self._next_sweep = 0.0
         self._full = False
+        self._rng = random.Random()
 
     @property
     def description(self) -> str:
@@ -104,8 +118,8 @@ class SqlitePeers:
         """Delete expired rows and see whether the table is full: once per ``ttl``."""
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM peers WHERE expires_at <= ?", (now,))
-        (nodes,) = conn.execute("SELECT count(DISTINCT node_id) FROM peers").fetchone()
+            conn.execute("DELETE FROM tracker_peers WHERE expires_at <= ?", (now,))
+        (nodes,) = conn.execute("SELECT count(DISTINCT node_id) FROM tracker_peers").fetchone()
         self._full = int(nodes) >= self.max_nodes
 
     def _announce(
@@ -118,17 +132,20 @@ class SqlitePeers:
             self._next_sweep = now + ttl
             self._sweep(conn, now)
         if self._full:
-            known = conn.execute("SELECT 1 FROM peers WHERE node_id = ? LIMIT 1", (node_id,))
+            known = conn.execute(
+                "SELECT 1 FROM tracker_peers WHERE node_id = ? LIMIT 1", (node_id,)
+            )
             if known.fetchone() is None:
                 return False
         expires = now + ttl
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM peers WHERE node_id = ?", (node_id,))
+            conn.execute("DELETE FROM tracker_peers WHERE node_id = ?", (node_id,))
             conn.executemany(
-                "INSERT INTO peers (node_id, model_id, version, url, zone, complete, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(node_id, m, v, url, zone, c, expires) for m, v, c in holds],
+                "INSERT INTO tracker_peers"
+                " (node_id, model_id, version, url, zone, complete, expires_at, draw)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(node_id, m, v, url, zone, c, expires, self._rng.random()) for m, v, c in holds],
             )
         return True
 
@@ -153,10 +170,21 @@ class SqlitePeers:
     ) -> list[PeerSeen]:
         conn = self._reader
         assert conn is not None, "SqlitePeers.open() was not awaited"
-        live = (model_id, version, time.time(), exclude)
-        params = (*live, zone, k, *live, zone, k, *live, k)
-        rows = conn.execute(_CANDIDATES, params).fetchall()
-        return [PeerSeen(str(n), str(u), str(z), float(c)) for n, u, z, c in rows]
+        now = time.time()
+        out: list[PeerSeen] = []
+        for rank, windows in enumerate(_WINDOWS):
+            if len(out) >= k:  # choose_peers takes nothing from a later group then
+                break
+            start = self._rng.random()
+            found = 0
+            for sql in windows:  # from a random point on, then round from the start
+                params = (model_id, version, *((zone,) if rank < 2 else ()), start, now, exclude)
+                rows = conn.execute(sql, (*params, k - found)).fetchall()
+                out += [PeerSeen(str(n), str(u), str(z), float(c)) for n, u, z, c in rows]
+                found += len(rows)
+                if found >= k:
+                    break
+        return out
 
     async def candidates(
         self, model_id: str, version: str, *, zone: str, k: int, exclude: str

@@ -14,12 +14,18 @@ queries (``expires_at > now``), so a node that stopped announcing is gone after 
 whoever answers; expired rows are deleted now and then (at most once per TTL per
 process), only to keep the table small.
 
-An ask reads at most ``k`` live holders of each of :func:`~accel.hub.tracker.choose_peers`'
-three groups (same zone holding something, other zones holding something, holding
-nothing yet), each group sampled uniformly by the database, and the caller passes them to
-``choose_peers``: the same answer, in distribution, as ``choose_peers`` over every
-holder, without carrying 10,000 rows into Python per ask. The groups' SQL must stay in
-step with :func:`~accel.hub.tracker.peer_rank`. Never knows about HTTP.
+An ask must stay cheap with 10,000 holders of one version, so it never reads them all:
+each row carries ``draw``, a random number drawn again at every announce, and each of
+:func:`~accel.hub.tracker.choose_peers`' three groups (same zone holding something,
+other zones holding something, holding nothing yet: :func:`~accel.hub.tracker.peer_rank`,
+which the SQL must follow) is read as the ``k`` rows after a random point in ``draw``
+order (round to the start if short), through an index: O(k) per ask. A later group is
+read only while the earlier ones hold fewer than ``k`` (choose_peers would take none of
+it). Those candidates go to ``choose_peers``, which orders and shuffles them. Within one
+heartbeat a holder's chance to be in a window is k/n give or take 1/sqrt(k) of it (the
+gaps between draws); draws change every ``ttl / 3``, so over a few heartbeats every
+holder is handed out as often as any other.
+Never knows about HTTP.
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ class PeerTable(Protocol):
     async def candidates(
         self, model_id: str, version: str, *, zone: str, k: int, exclude: str
     ) -> list[PeerSeen]:
-        """Up to ``k`` live holders of each of choose_peers' groups, never ``exclude``."""
+        """Up to ``k`` live holders of each of choose_peers' groups in rank order (a later
+        group only while the earlier ones hold fewer than ``k``), never ``exclude``."""
         ...
 
     async def close(self) -> None: ...

@@ -53,13 +53,15 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         (
             # Unlogged: heartbeats, written hundreds of times a second and worth nothing
             # after a crash (every node announces again within ttl/3), so no WAL for them.
-            # No index on expires_at, so a heartbeat's update stays a HOT update.
+            # `draw`: a random key drawn at each announce; asks read k rows after a random
+            # point of it, through these indexes (accel/hub/tracker_table.py says why).
             "CREATE UNLOGGED TABLE accel_peers ("
             " node_id text NOT NULL, model_id text NOT NULL, version text NOT NULL,"
             " url text NOT NULL, zone text NOT NULL, complete double precision NOT NULL,"
-            " expires_at timestamptz NOT NULL,"
-            " PRIMARY KEY (node_id, model_id, version)) WITH (fillfactor = 70)",
-            "CREATE INDEX accel_peers_by_version ON accel_peers (model_id, version)",
+            " expires_at timestamptz NOT NULL, draw double precision NOT NULL,"
+            " PRIMARY KEY (node_id, model_id, version))",
+            "CREATE INDEX accel_peers_by_zone ON accel_peers (model_id, version, zone, draw)",
+            "CREATE INDEX accel_peers_by_draw ON accel_peers (model_id, version, draw)",
         ),
     ),
 )

@@ -162,7 +162,7 @@ def test_the_workers_of_one_hub_share_its_default_sqlite_table(tmp_path: Path) -
         assert [_ids(hub.url) for _ in range(12)] == [nodes] * 12
         # in the usage SQLite file beside the store, whichever worker took them
         with contextlib.closing(sqlite3.connect(root / "usage.sqlite3")) as conn:
-            (rows,) = conn.execute("SELECT count(DISTINCT node_id) FROM peers").fetchone()
+            (rows,) = conn.execute("SELECT count(DISTINCT node_id) FROM tracker_peers").fetchone()
         assert rows == 16
         # a node leaving through one worker is gone for both
         status, _, _ = _call(

@@ -103,7 +103,7 @@ async def test_an_announce_is_listed_until_its_ttl_ends_whoever_asks(opener: Ope
     assert await _ids(a) == ["n1"]
 
 
-async def test_candidates_are_k_of_each_group_sampled_and_choose_peers_orders_them(
+async def test_candidates_are_k_of_each_group_needed_and_choose_peers_orders_them(
     opener: Opener,
 ) -> None:
     a, b = await _two(opener)
@@ -111,19 +111,39 @@ async def test_candidates_are_k_of_each_group_sampled_and_choose_peers_orders_th
         await a.announce(f"near{i}", f"http://near{i}:1", "a", [(*V, 1.0)], ttl=30)
         await b.announce(f"far{i}", f"http://far{i}:1", "b", [(*V, 0.5)], ttl=30)
         await a.announce(f"empty{i}", f"http://empty{i}:1", "a", [(*V, 0.0)], ttl=30)
-    got = await b.candidates(*V, zone="a", k=3, exclude="")
-    assert Counter(peer_rank(p.complete, p.zone, "a") for p in got) == {0: 3, 1: 3, 2: 3}
-    ranks = [peer_rank(p.complete, p.zone, "a") for p in choose_peers(
-        await b.candidates(*V, zone="a", k=20, exclude=""), zone="a", k=20, rng=random.Random(1)
-    )]  # fmt: skip
-    assert ranks == [0] * 8 + [1] * 8 + [2] * 4
-    # the sample is the database's random(): over many asks each near node about as often
+
+    def ranks(peers: list[PeerSeen], zone: str = "a") -> list[int]:
+        return [peer_rank(p.complete, p.zone, zone) for p in peers]
+
+    # enough near ones: the later groups are not read at all
+    assert ranks(await b.candidates(*V, zone="a", k=3, exclude="")) == [0, 0, 0]
+    assert Counter(ranks(await b.candidates(*V, zone="a", k=10, exclude=""))) == {0: 8, 1: 8}
+    got = await b.candidates(*V, zone="a", k=20, exclude="")
+    assert Counter(ranks(got)) == {0: 8, 1: 8, 2: 8}
+    assert ranks(choose_peers(got, zone="a", k=20, rng=random.Random(1))) == (
+        [0] * 8 + [1] * 8 + [2] * 4
+    )
+    # an asker in a zone nobody is in: the far group is everyone holding something
+    assert Counter(ranks(await a.candidates(*V, zone="x", k=20, exclude=""), "x")) == {
+        1: 16,
+        2: 8,
+    }
+
+
+async def test_askers_spread_over_the_holders_as_they_heartbeat(opener: Opener) -> None:
+    """Each ask reads a window after a random point of the draws; the draws change at
+    every announce, so over heartbeats every holder comes up about as often."""
+    a, b = await _two(opener)
     seen: Counter[str] = Counter()
-    for _ in range(160):
-        cands = await a.candidates(*V, zone="a", k=1, exclude="")
-        seen.update(p.node_id for p in cands if p.zone == "a" and p.complete > 0)
-    assert set(seen) == {f"near{i}" for i in range(8)}
-    assert max(seen.values()) < 4 * min(seen.values()), seen  # ~20 each
+    for _ in range(40):
+        for i in range(8):
+            await a.announce(f"n{i}", f"http://n{i}:1", "a", [(*V, 1.0)], ttl=30)
+        for _ in range(4):
+            cands = await b.candidates(*V, zone="a", k=2, exclude="")
+            assert len(cands) == 2 and len({p.node_id for p in cands}) == 2
+            seen.update(p.node_id for p in cands)
+    assert set(seen) == {f"n{i}" for i in range(8)}
+    assert max(seen.values()) < 2 * min(seen.values()), seen  # 40 each on average
 
 
 async def test_a_full_table_refuses_new_nodes_and_renews_known_ones(opener: Opener) -> None:
