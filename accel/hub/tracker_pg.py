@@ -33,17 +33,19 @@ WITH new (model_id, version, complete) AS (
     DELETE FROM accel_peers p WHERE p.node_id = %(node)s AND NOT EXISTS (
         SELECT 1 FROM new WHERE new.model_id = p.model_id AND new.version = p.version)
 )
-INSERT INTO accel_peers (node_id, model_id, version, url, zone, complete, expires_at, draw)
-SELECT %(node)s, model_id, version, %(url)s, %(zone)s, complete,
+INSERT INTO accel_peers
+    (node_id, model_id, version, url, zone, complete, holds, expires_at, draw)
+SELECT %(node)s, model_id, version, %(url)s, %(zone)s, complete, complete > 0,
        now() + %(ttl)s * interval '1 second', random()
 FROM new
 ON CONFLICT (node_id, model_id, version) DO UPDATE SET
     url = excluded.url, zone = excluded.zone, complete = excluded.complete,
-    expires_at = excluded.expires_at, draw = excluded.draw
+    holds = excluded.holds, expires_at = excluded.expires_at, draw = excluded.draw
 """
 
-# The groups of accel.hub.tracker.peer_rank, each read in `draw` order from a random point.
-_GROUPS = ("zone = %(zone)s AND complete > 0", "zone <> %(zone)s AND complete > 0", "complete <= 0")
+# The groups of accel.hub.tracker.peer_rank (`holds` is complete > 0), each read in
+# `draw` order by an index whose leading columns it fixes: no row of another group read.
+_GROUPS = ("holds = true AND zone = %(zone)s", "holds = true AND zone <> %(zone)s", "holds = false")
 
 
 def _window_sql(group: str, side: str) -> str:

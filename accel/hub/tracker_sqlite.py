@@ -31,18 +31,20 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS tracker_peers ("
     " node_id TEXT NOT NULL, model_id TEXT NOT NULL, version TEXT NOT NULL,"
     " url TEXT NOT NULL, zone TEXT NOT NULL, complete REAL NOT NULL,"
-    " expires_at REAL NOT NULL, draw REAL NOT NULL,"
+    " holds INTEGER NOT NULL, expires_at REAL NOT NULL, draw REAL NOT NULL,"
     " PRIMARY KEY (node_id, model_id, version)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS tracker_peers_by_zone"
-    " ON tracker_peers (model_id, version, zone, draw)",
-    "CREATE INDEX IF NOT EXISTS tracker_peers_by_draw ON tracker_peers (model_id, version, draw)",
+    " ON tracker_peers (model_id, version, holds, zone, draw)",
+    "CREATE INDEX IF NOT EXISTS tracker_peers_by_draw"
+    " ON tracker_peers (model_id, version, holds, draw)",
 )
 
-# The groups of accel.hub.tracker.peer_rank, each read in `draw` order by its own index.
+# The groups of accel.hub.tracker.peer_rank (`holds` is complete > 0), each read in
+# `draw` order by an index whose leading columns it fixes: no row of another group read.
 _GROUPS = (
-    ("tracker_peers_by_zone", "zone = ? AND complete > 0"),
-    ("tracker_peers_by_draw", "zone <> ? AND complete > 0"),
-    ("tracker_peers_by_draw", "complete <= 0"),
+    ("tracker_peers_by_zone", "holds = 1 AND zone = ?"),
+    ("tracker_peers_by_draw", "holds = 1 AND zone <> ?"),
+    ("tracker_peers_by_draw", "holds = 0"),
 )
 
 
@@ -89,13 +91,15 @@ class SqlitePeers:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL is set by the usage counts' open
+        conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
     def _open_writer(self) -> None:
         conn = self._connect()
-        for attempt in range(100):  # workers creating the table at once: BUSY at once
+        for attempt in range(100):  # workers making the file at once: BUSY at once
             try:
+                # WAL (the usage counts' open sets it too): asks go on during a write
+                conn.execute("PRAGMA journal_mode=WAL")
                 with conn:
                     conn.execute("BEGIN IMMEDIATE")
                     for sql in _SCHEMA:
@@ -143,9 +147,12 @@ class SqlitePeers:
             conn.execute("DELETE FROM tracker_peers WHERE node_id = ?", (node_id,))
             conn.executemany(
                 "INSERT INTO tracker_peers"
-                " (node_id, model_id, version, url, zone, complete, expires_at, draw)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(node_id, m, v, url, zone, c, expires, self._rng.random()) for m, v, c in holds],
+                " (node_id, model_id, version, url, zone, complete, holds, expires_at, draw)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (node_id, m, v, url, zone, c, int(c > 0), expires, self._rng.random())
+                    for m, v, c in holds
+                ],
             )
         return True
 

@@ -58,10 +58,11 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE UNLOGGED TABLE accel_peers ("
             " node_id text NOT NULL, model_id text NOT NULL, version text NOT NULL,"
             " url text NOT NULL, zone text NOT NULL, complete double precision NOT NULL,"
-            " expires_at timestamptz NOT NULL, draw double precision NOT NULL,"
-            " PRIMARY KEY (node_id, model_id, version))",
-            "CREATE INDEX accel_peers_by_zone ON accel_peers (model_id, version, zone, draw)",
-            "CREATE INDEX accel_peers_by_draw ON accel_peers (model_id, version, draw)",
+            " holds boolean NOT NULL, expires_at timestamptz NOT NULL,"
+            " draw double precision NOT NULL, PRIMARY KEY (node_id, model_id, version))",
+            "CREATE INDEX accel_peers_by_zone"
+            " ON accel_peers (model_id, version, holds, zone, draw)",
+            "CREATE INDEX accel_peers_by_draw ON accel_peers (model_id, version, holds, draw)",
         ),
     ),
 )

@@ -15,7 +15,6 @@ import pytest
 
 from accel.hub.tracker import PeerSeen, choose_peers, peer_rank
 from accel.hub.tracker_table import PeerTable, open_peer_table
-from accel.hub.usage_sqlite import SqliteUsage
 from tests.support.postgres import pg_url, postgres
 
 __all__ = ["pg_url", "postgres"]  # fixtures used by this module
@@ -28,10 +27,7 @@ Opener = Callable[..., PeerTable]
 async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """Opens tables over one database of the kind named; all closed at the end."""
     if request.param == "sqlite":
-        spec = str(tmp_path / "usage.sqlite3")
-        usage = SqliteUsage(Path(spec))  # the hub opens its counts first: WAL, the file
-        await usage.open()
-        await usage.close()
+        spec = str(tmp_path / "usage.sqlite3")  # made by the table itself (no counts first)
     else:
         spec = request.getfixturevalue("pg_url")
     opened: list[PeerTable] = []
