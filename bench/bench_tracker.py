@@ -153,13 +153,32 @@ def _nodes_listed(db: Path | str) -> int:
         return int(row[0]) if row else 0
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) so far of ``pids`` and all their descendants."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 @contextlib.contextmanager
-def _usage_db(kind: str) -> Iterator[list[str]]:
+def _usage_db(kind: str) -> Iterator[tuple[list[str], list[int]]]:
+    """The hub's --usage-db arguments and the database's pids (to count its CPU)."""
     if kind == "sqlite":
-        yield []
+        yield [], []
         return
     with running_postgres() as pg:
-        yield ["--usage-db", pg.create_database()]
+        assert pg.proc is not None
+        yield ["--usage-db", pg.create_database()], [pg.proc.pid]
 
 
 def main() -> int:
@@ -173,19 +192,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="accel-bench-tracker-") as tmp:
         root = Path(tmp) / "store"
         publish_model(root, "m", "1", {"w.bin": 1000})
-        with _usage_db(args.db) as db_args:
+        with _usage_db(args.db) as (db_args, db_pids):
             extra = [*db_args, "--peer-token", FLEET, "--workers", str(args.workers)]
             with running_hub(root, extra_args=extra) as hub:
                 run = {"db": args.db, "workers": args.workers, "nodes": args.nodes,
                        "connections": args.connections}  # fmt: skip
                 fill_s = max(args.duration, 1.0)
                 for phase in ("fill", "announce", "ask"):
+                    hub0, db0 = _cpu_s([hub.proc.pid]), _cpu_s(db_pids)
                     r = _wrk(
                         hub.url,
                         phase,
                         nodes=args.nodes,
                         seconds=fill_s if phase == "fill" else args.duration,
                         connections=args.connections,
+                    )
+                    r["hub_cpu_ms_per_req"] = round(
+                        (_cpu_s([hub.proc.pid]) - hub0) * 1000 / max(1, r["requests"]), 3
+                    )
+                    r["db_cpu_ms_per_req"] = round(
+                        (_cpu_s(db_pids) - db0) * 1000 / max(1, r["requests"]), 3
                     )
                     print(json.dumps({**run, "phase": phase, **r}), flush=True)
                 mixed = _mixed(
