@@ -63,9 +63,16 @@ class SqlitePeers:
     """The live peers in the SQLite file ``path`` (its table made on :meth:`open`)."""
 
     def __init__(
-        self, path: Path, *, max_nodes: int = DEFAULT_MAX_NODES, busy_timeout_s: float = 5.0
+        self,
+        path: Path,
+        *,
+        max_nodes: int = DEFAULT_MAX_NODES,
+        busy_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        #: the wall clock (tests pass their own, to compare with the in-memory Tracker)
+        self.clock = clock
         self.max_nodes = max_nodes
         self.busy_timeout_s = busy_timeout_s
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="accel-peers-w")
@@ -131,7 +138,7 @@ class SqlitePeers:
     ) -> bool:
         conn = self._writer
         assert conn is not None, "SqlitePeers.open() was not awaited"
-        now = time.time()
+        now = self.clock()
         if now >= self._next_sweep:
             self._next_sweep = now + ttl
             self._sweep(conn, now)
@@ -177,7 +184,7 @@ class SqlitePeers:
     ) -> list[PeerSeen]:
         conn = self._reader
         assert conn is not None, "SqlitePeers.open() was not awaited"
-        now = time.time()
+        now = self.clock()
         out: list[PeerSeen] = []
         for rank, windows in enumerate(_WINDOWS):
             if len(out) >= k:  # choose_peers takes nothing from a later group then

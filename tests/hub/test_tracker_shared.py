@@ -28,10 +28,8 @@ from accel.hub.tracker import peer_rank
 from tests.node.stack import running_node
 from tests.support.balancer import Balancer, start_balancer
 from tests.support.hub import RunningHub, publish_model, running_hub
-from tests.support.postgres import Postgres, postgres, running_postgres
+from tests.support.postgres import Postgres, running_postgres
 from tests.support.wait import wait_until
-
-__all__ = ["postgres"]  # fixtures used by this module
 
 FLEET = "fleet-secret"
 AUTH = {"Authorization": f"Bearer {FLEET}", "Content-Type": "application/json"}

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from accel.hub.tracker import PeerSeen, choose_peers, peer_rank
+from accel.hub.tracker import PeerSeen, Tracker, choose_peers, peer_rank
+from accel.hub.tracker_sqlite import SqlitePeers
 from accel.hub.tracker_table import PeerTable, open_peer_table
-from tests.support.postgres import pg_url, postgres
-
-__all__ = ["pg_url", "postgres"]  # fixtures used by this module
 
 V = ("m", "1")
 Opener = Callable[..., PeerTable]
@@ -156,3 +157,52 @@ async def test_a_full_table_refuses_new_nodes_and_renews_known_ones(opener: Open
         assert time.monotonic() < deadline, "the expired nodes kept the table full"
         await asyncio.sleep(0.05)
     assert await _ids(t) == ["n3"]
+
+
+_KEYS = [("m", "1"), ("m", "2"), ("o", "1")]
+_step = st.tuples(
+    st.sampled_from([f"n{i}" for i in range(6)]),
+    st.sampled_from(["a", "b"]),
+    st.lists(st.tuples(st.sampled_from(_KEYS), st.floats(-0.5, 1.5)), max_size=4),
+    st.integers(0, 12),  # seconds since the last announce (whole: no rounding at the edge)
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(_step, max_size=12),
+    ask_after=st.integers(0, 40),
+    zone=st.sampled_from(["a", "b", "z"]),
+)
+def test_the_sqlite_table_lists_exactly_what_the_in_memory_tracker_lists(
+    steps: list[tuple[str, str, list[tuple[tuple[str, str], float]], int]],
+    ask_after: int,
+    zone: str,
+) -> None:
+    """The reference semantics are accel.hub.tracker.Tracker's: replace whole, last
+    duplicate wins, clamped, live until exactly the TTL, never the asker."""
+    clock = [1_000_000.0]
+
+    async def run(path: Path) -> None:
+        table = SqlitePeers(path, clock=lambda: clock[0])
+        await table.open()
+        ref = Tracker(ttl=30)
+        now = 0.0
+        try:
+            for node, z, holds, dt in steps:
+                now += dt
+                clock[0] = 1_000_000.0 + now
+                listed = [(m, v, c) for (m, v), c in holds]
+                assert await table.announce(node, f"http://{node}:1", z, listed, ttl=30)
+                ref.announce(node, f"http://{node}:1", z, listed, now=now)
+            now += ask_after
+            clock[0] = 1_000_000.0 + now
+            for key in _KEYS:
+                got = await table.candidates(*key, zone=zone, k=50, exclude="n0")
+                want = ref.peers(*key, zone=zone, k=50, exclude="n0", now=now, rng=random.Random(0))
+                assert len(got) == len(set(got)) and set(got) == set(want), key
+        finally:
+            await table.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(Path(tmp) / "usage.sqlite3"))
