@@ -89,15 +89,20 @@ async def test_an_announce_lists_each_version_once_the_last_winning_clamped(
 
 async def test_an_announce_is_listed_until_its_ttl_ends_whoever_asks(opener: Opener) -> None:
     a, b = await _two(opener)
+    ttl = 1.5
     start = time.monotonic()
-    assert await a.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=0.6)
-    assert await _ids(b) == ["n1"]
+    assert await a.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=ttl)
+    listed = await _ids(b)
+    if time.monotonic() - start < ttl:  # (a machine so loaded that it took longer: no news)
+        assert listed == ["n1"]
     while await _ids(b):  # polled: expiry is in the query, no sweep needed
-        assert time.monotonic() - start < 10, "never expired"
+        assert time.monotonic() - start < 20, "never expired"
         await asyncio.sleep(0.05)
-    assert time.monotonic() - start >= 0.6
+    assert time.monotonic() - start >= ttl  # not before the TTL
     assert await b.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=30)  # a heartbeat
     assert await _ids(a) == ["n1"]
+    # exact edges, with a clock of our own: accel/hub/tracker's Tracker as the reference
+    # (test_the_sqlite_table_lists_exactly_what_the_in_memory_tracker_lists)
 
 
 async def test_candidates_are_k_of_each_group_needed_and_choose_peers_orders_them(
@@ -147,16 +152,19 @@ async def test_askers_spread_over_the_holders_as_they_heartbeat(opener: Opener) 
 
 async def test_a_full_table_refuses_new_nodes_and_renews_known_ones(opener: Opener) -> None:
     (t, _) = await _two(opener, max_nodes=2)
-    assert await t.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=0.5)
-    assert await t.announce("n2", "http://n2:1", "", [(*V, 1.0)], ttl=0.5)
+    assert await t.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=60)
+    assert await t.announce("n2", "http://n2:1", "", [(*V, 1.0)], ttl=60)
     other = opener(max_nodes=2)  # a process starting now counts the table at its first write
     await other.open()
-    assert not await other.announce("n3", "http://n3:1", "", [(*V, 1.0)], ttl=0.5)
-    assert await other.announce("n1", "http://n1:1", "", [(*V, 1.0)], ttl=0.5)
-    # once they have expired, a later sweep (at most one per ttl) lets a new node in
-    deadline = time.monotonic() + 10
-    while not await other.announce("n3", "http://n3:1", "", [(*V, 1.0)], ttl=30):
-        assert time.monotonic() < deadline, "the expired nodes kept the table full"
+    # (its announces' ttl of 1 s is also how often it sweeps and counts again)
+    assert not await other.announce("n3", "http://n3:1", "", [(*V, 1.0)], ttl=1)
+    assert await other.announce("n2", "http://n2:1", "", [(*V, 1.0)], ttl=60)  # known: renewed
+    # both leave; the next sweep (at most one per ttl) sees room and lets a new node in
+    for node in ("n1", "n2"):
+        assert await t.announce(node, f"http://{node}:1", "", [], ttl=60)
+    deadline = time.monotonic() + 20
+    while not await other.announce("n3", "http://n3:1", "", [(*V, 1.0)], ttl=60):
+        assert time.monotonic() < deadline, "the table stayed full after its nodes left"
         await asyncio.sleep(0.05)
     assert await _ids(t) == ["n3"]
 
