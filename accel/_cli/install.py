@@ -46,7 +46,8 @@ def register(subparsers: Any) -> None:
         type=int,
         default=3,
         metavar="N",
-        help="files of one version fetched at once (default: 3)",
+        help="files of one version fetched at once (default: 3); files of at most 4 MiB, "
+        "each one request, up to four times as many",
     )
     p.add_argument(
         "--workers",

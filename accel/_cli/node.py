@@ -133,7 +133,7 @@ def register(subparsers: Any) -> None:
         "--max-parallel-files",
         type=int,
         default=3,
-        help="files of one version at once (default: 3)",
+        help="files of one version at once (default: 3; small files of at most 4 MiB: four times as many)",
     )
     peers = p.add_argument_group(
         "serving peers",

@@ -34,6 +34,7 @@ from accel.hub.peerapi import is_peer_route
 from accel.hub.peerapi import register as register_peer_api
 from accel.hub.stores import DirectoryStore, ModelStore, Sender
 from accel.hub.tracker import DEFAULT_TTL_S
+from accel.hub.tracker_table import open_peer_table
 from accel.hub.usage import UsageCounter, open_usage_db
 from accel.schema import UsageReport
 from accel.serving.bearer import bearer_matches
@@ -210,16 +211,17 @@ def create_app(
     (announces are listed for ``peer_ttl`` seconds); ``mirrors`` are added to every
     manifest (see Catalog). ``usage_db``: a ``postgresql://`` URL shared by several hubs
     (its publish notices then reach this hub's catalog at once), else the store's SQLite;
-    a usage report the database has not taken within ``report_timeout_s`` is a 503."""
+    a usage report the database has not taken within ``report_timeout_s`` is a 503. The
+    tracker's live table is in that database too, so the processes and hubs sharing it
+    hand out each other's announced peers."""
     backend = DirectoryStore(store) if isinstance(store, str | Path) else store
     backend.prepare()  # a store that cannot be used fails here, before anything listens
     catalog = Catalog(backend, mirrors=mirrors)
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CATALOG] = catalog
-    app[USAGE] = UsageCounter(
-        open_usage_db(usage_db) if usage_db else backend.usage_db,
-        report_timeout_s=report_timeout_s,
-    )
+    # The tracker's live table goes where the counts go: whoever shares one shares both.
+    shared_db = usage_db or backend.usage_db
+    app[USAGE] = UsageCounter(open_usage_db(shared_db), report_timeout_s=report_timeout_s)
     app[_HEALTH] = Health(backend, app[USAGE])
     app[_SENDER] = backend.sender(catalog)
     app[_TOKENS] = tuple(t.encode() for t in tokens if t)
@@ -262,6 +264,7 @@ def create_app(
     register_peer_api(
         app,
         catalog,
+        open_peer_table(shared_db),
         hub_tokens=app[_TOKENS],
         peer_tokens=tuple(t.encode() for t in peer_tokens if t),
         ttl=peer_ttl,

@@ -443,7 +443,10 @@ OPENAPI["paths"]["/api/peers/announce"] = {
             "200": _json(_ref("AnnounceAnswer"), "listed; announce again every interval s"),
             "400": _error("malformed announce (code bad_request)"),
             "413": _error("an announce of more than 2 MiB (code payload_too_large)"),
-            "503": _error("the tracker is full (code tracker_full)"),
+            "503": _error(
+                "the tracker is full (code tracker_full) or its database cannot be used "
+                "now (code tracker_unavailable; Retry-After)"
+            ),
             **_FLEET_ERRORS,
         },
     }
@@ -468,10 +471,12 @@ OPENAPI["paths"]["/api/models/{model_id}/versions/{version}/peers"] = {
             "200": _json(_ref("PeerList"), "peers"),
             "400": _error("bad k (code bad_request)"),
             "404": _error("no such version (code version_not_found)"),
+            "503": _error("the tracker's database cannot be used now (code tracker_unavailable)"),
             **_FLEET_ERRORS,
         },
     }
 }
+
 
 def _with_org_name_twins(paths: dict[str, Any]) -> dict[str, Any]:
     """``paths`` plus, for each path with ``{model_id}``, its ``{org}/{name}`` twin."""

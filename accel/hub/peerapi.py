@@ -4,28 +4,32 @@
 the interval to announce at) and ``GET /api/models/{id}/versions/{v}/peers?zone=&k=&node_id=``
 (a :class:`~accel.schema.PeerList`, never cached: the table changes every second). With
 a fleet token (``accel serve --peer-token``), these routes need it (or a hub token);
-without one they fall under the hub's own auth. Owns the HTTP edge of
-:mod:`accel.hub.tracker`, nothing else.
+without one they fall under the hub's own auth. Owns the HTTP edge of the tracker,
+nothing else: the live table is a :class:`~accel.hub.tracker_table.PeerTable` in the
+usage database (shared by every process and hub over it), the choice
+:func:`~accel.hub.tracker.choose_peers`. While that database cannot be used, both routes
+answer 503 ``tracker_unavailable`` (with Retry-After) and the rest of the hub goes on.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from accel.errors import UsageDbError
 from accel.hub.catalog import Catalog
-from accel.hub.tracker import MAX_PEERS_ANSWERED, Tracker
+from accel.hub.tracker import MAX_PEERS_ANSWERED, choose_peers
+from accel.hub.tracker_table import PeerTable
 from accel.schema import AnnounceAnswer, PeerAnnounce, PeerEntry, PeerList
 from accel.serving.bearer import bearer_matches
 from accel.serving.problem import Problem
 
-__all__ = ["TRACKER", "is_peer_route", "register"]
+__all__ = ["PEER_TABLE", "is_peer_route", "register"]
 
-TRACKER = web.AppKey("tracker", Tracker)
+PEER_TABLE = web.AppKey("peer_table", PeerTable)
 _PEER_TOKENS = web.AppKey("peer_tokens", tuple)
 _RNG = web.AppKey("peer_rng", random.Random)
 _ANNOUNCE = "/api/peers/announce"
@@ -73,19 +77,40 @@ async def _read_capped(request: web.Request) -> bytes:
     return b"".join(parts)
 
 
+def _unavailable(exc: UsageDbError, doing: str) -> Problem:
+    return Problem(
+        503,
+        "tracker_unavailable",
+        f"the tracker cannot {doing} now ({exc}); try again in a moment: the hub's other "
+        "routes still answer",
+        {"Retry-After": "1"},
+    )
+
+
 def register(
     app: web.Application,
     catalog: Catalog,
+    table: PeerTable,
     *,
     hub_tokens: tuple[bytes, ...],
     peer_tokens: tuple[bytes, ...],
     ttl: float,
-) -> Tracker:
-    """Add the tracker's routes to ``app``; returns the live table."""
-    tracker = Tracker(ttl=ttl)
-    app[TRACKER] = tracker
+) -> None:
+    """Add the tracker's routes to ``app``, over ``table`` (opened at the app's start,
+    after the hooks already added, closed at its cleanup); announces are listed for
+    ``ttl`` s."""
+    app[PEER_TABLE] = table
     app[_PEER_TOKENS] = peer_tokens
     app[_RNG] = random.Random()
+
+    async def _open(app: web.Application) -> None:
+        await table.open()
+
+    async def _close(app: web.Application) -> None:
+        await table.close()
+
+    app.on_startup.append(_open)
+    app.on_cleanup.append(_close)
 
     async def announce(request: web.Request) -> web.Response:
         _check_fleet_token(request, hub_tokens)
@@ -96,10 +121,14 @@ def register(
             raise Problem(
                 400, "bad_request", f"the announce is malformed at {where}: see PeerAnnounce"
             ) from None
-        holds = ((h.model_id, h.version, h.complete) for h in body.versions)
-        if not tracker.announce(body.node_id, body.url, body.zone, holds, now=time.monotonic()):
+        holds = [(h.model_id, h.version, h.complete) for h in body.versions]
+        try:
+            listed = await table.announce(body.node_id, body.url, body.zone, holds, ttl=ttl)
+        except UsageDbError as exc:
+            raise _unavailable(exc, "record announces") from None
+        if not listed:
             raise Problem(503, "tracker_full", "the tracker holds as many nodes as it may")
-        answer = AnnounceAnswer(ttl=tracker.ttl, interval=tracker.ttl / 3)
+        answer = AnnounceAnswer(ttl=ttl, interval=ttl / 3)
         return web.json_response(answer.model_dump(), headers=_NO_STORE)
 
     async def peers(request: web.Request) -> web.Response:
@@ -113,25 +142,24 @@ def register(
         raw_k = request.query.get("k", "10")
         if not (raw_k.isascii() and raw_k.isdigit()) or not 1 <= int(raw_k) <= 1000:
             raise Problem(400, "bad_request", "k must be an integer between 1 and 1000")
-        seen = tracker.peers(
-            model_id,
-            version,
-            zone=request.query.get("zone", ""),
-            k=min(int(raw_k), MAX_PEERS_ANSWERED),
-            exclude=request.query.get("node_id", ""),
-            now=time.monotonic(),
-            rng=request.app[_RNG],
-        )
+        k = min(int(raw_k), MAX_PEERS_ANSWERED)
+        zone = request.query.get("zone", "")
+        try:
+            candidates = await table.candidates(
+                model_id, version, zone=zone, k=k, exclude=request.query.get("node_id", "")
+            )
+        except UsageDbError as exc:
+            raise _unavailable(exc, "read its peers") from None
+        seen = choose_peers(candidates, zone=zone, k=k, rng=request.app[_RNG])
         answer = PeerList(
             peers=[
                 PeerEntry(node_id=p.node_id, url=p.url, zone=p.zone, complete=p.complete)
                 for p in seen
             ],
-            ttl=tracker.ttl,
+            ttl=ttl,
         )
         return web.json_response(answer.model_dump(), headers=_NO_STORE)
 
     app.router.add_post(_ANNOUNCE, announce)
     app.router.add_get("/api/models/{model_id}/versions/{version}/peers", peers)
     app.router.add_get("/api/models/{org}/{name}/versions/{version}/peers", peers)
-    return tracker

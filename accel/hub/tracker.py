@@ -8,6 +8,11 @@ all read from the same first peer, peers with nothing yet last). Pure: values in
 out, the clock and the random source passed in, so the fleet simulation runs the very
 code the hub runs. Never does I/O and never knows about HTTP (``peerapi.py`` does).
 
+:class:`Tracker` is the table of one process (the simulation's, and the reference for
+the semantics); a hub keeps its live table in its usage database instead
+(:mod:`accel.hub.tracker_table`), so every worker and every hub over that database
+shares it, and hands what it reads there to :func:`choose_peers`.
+
 Kraken's tracker hands out peers by a priority policy and Dragonfly's scheduler by a
 scored one; ours is deliberately the simplest that spreads load: a node never trusts a
 peer's bytes (each block is checked against the hub's blake3 digests), so the tracker
@@ -27,6 +32,7 @@ __all__ = [
     "PeerSeen",
     "Tracker",
     "choose_peers",
+    "peer_rank",
 ]
 
 #: seconds an announce keeps a node listed; nodes announce every ``ttl / 3``
@@ -46,6 +52,12 @@ class _Zoned(Protocol):
 P = TypeVar("P", bound=_Zoned)
 
 
+def peer_rank(complete: float, peer_zone: str, zone: str) -> int:
+    """The group of a peer for an asker in ``zone``: 0 same zone and holding something,
+    1 another zone and holding something, 2 holding nothing yet."""
+    return 2 if complete <= 0 else (0 if peer_zone == zone else 1)
+
+
 def choose_peers(candidates: Sequence[P], *, zone: str, k: int, rng: random.Random) -> list[P]:
     """Up to ``k`` of ``candidates`` for an asker in ``zone``.
 
@@ -58,8 +70,7 @@ def choose_peers(candidates: Sequence[P], *, zone: str, k: int, rng: random.Rand
         return []
     groups: tuple[list[P], list[P], list[P]] = ([], [], [])
     for peer in candidates:
-        rank = 2 if peer.complete <= 0 else (0 if peer.zone == zone else 1)
-        groups[rank].append(peer)
+        groups[peer_rank(peer.complete, peer.zone, zone)].append(peer)
     chosen: list[P] = []
     for group in groups:
         if len(chosen) >= k:

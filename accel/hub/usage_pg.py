@@ -47,6 +47,24 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE INDEX accel_usage_batches_committed_at ON accel_usage_batches (committed_at)",
         ),
     ),
+    (
+        3,
+        "the peer tracker's live table (accel/hub/tracker_pg.py)",
+        (
+            # Unlogged: heartbeats, written hundreds of times a second and worth nothing
+            # after a crash (every node announces again within ttl/3), so no WAL for them.
+            # `draw`: a random key drawn at each announce; asks read k rows after a random
+            # point of it, through these indexes (accel/hub/tracker_table.py says why).
+            "CREATE UNLOGGED TABLE accel_peers ("
+            " node_id text NOT NULL, model_id text NOT NULL, version text NOT NULL,"
+            " url text NOT NULL, zone text NOT NULL, complete double precision NOT NULL,"
+            " holds boolean NOT NULL, expires_at timestamptz NOT NULL,"
+            " draw double precision NOT NULL, PRIMARY KEY (node_id, model_id, version))",
+            "CREATE INDEX accel_peers_by_zone"
+            " ON accel_peers (model_id, version, holds, zone, draw)",
+            "CREATE INDEX accel_peers_by_draw ON accel_peers (model_id, version, holds, draw)",
+        ),
+    ),
 )
 
 #: pg_advisory_xact_lock key of the migrations ("accel" + "mig" as a number)

@@ -4,6 +4,7 @@ Owns :class:`VersionInstall`, the steps of an install once its task lock is held
 the manifest with what the registry already records, hard-link (or copy) files whose
 sha256 an installed version already has, check disk space for everything still missing,
 fetch the rest through the shared fetch engine (at most ``max_parallel_files`` at a time,
+and four times as many small files of at most 4 MiB, each one request,
 ``file_retries`` per file with backoff, a file lock per content), keep verified files when
 others fail, and publish the result in the registry. The engine writes ``<file>.part`` and
 renames only a verified file, so a half-written file never carries a final name, and the
@@ -177,6 +178,12 @@ def link_or_copy(src: Path, dest: Path) -> str:
     os.replace(tmp, dest)
     return how
 
+
+#: files up to this size are "small": fetched in one request, on one connection
+SMALL_FILE_BYTES = 4 * 1024 * 1024
+#: small files in flight per ``max_parallel_files`` (3 -> 12: a version of 500 small
+#: files on a per-connection-capped origin took 0.72x huggingface_hub's wall with 3)
+SMALL_FILES_PER_SLOT = 4
 
 @dataclass
 class FileRun:
@@ -514,6 +521,11 @@ class VersionInstall:
     async def fetch_missing(self) -> list[FileStatus]:
         """Fetch every file not done; returns the files that failed (kept ones stay)."""
         sem = asyncio.Semaphore(self.max_parallel_files)
+        # A small file is one request on one connection: three at once leave a
+        # per-connection-capped origin (a CDN's 25 MB/s) mostly idle for a version of 500
+        # of them, so small files have an allowance of their own (as huggingface_hub's 8
+        # workers, aria2's -j). The engine's connection budget still bounds the total.
+        small_sem = asyncio.Semaphore(SMALL_FILES_PER_SLOT * self.max_parallel_files)
         # Largest first: the long transfer starts at once and small files fill the gaps
         # (and the engine's connection tuning sees the big file's throughput first).
         todo = sorted(
@@ -522,7 +534,8 @@ class VersionInstall:
         )
 
         async def one(run: FileRun) -> None:
-            async with sem:
+            small = run.status.bytes_total <= SMALL_FILE_BYTES
+            async with small_sem if small else sem:
                 path = run.status.path
                 self._begin(path)
                 try:

@@ -74,7 +74,8 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 class ModelManager:
     """Installs model versions from a hub into ``models_dir`` and tells you when they are ready.
 
-    ``max_parallel_files`` caps files in flight per model, ``file_retries`` the attempts
+    ``max_parallel_files`` caps files in flight per model (small files of at most 4 MiB,
+    each one request, four times as many), ``file_retries`` the attempts
     per file, ``limit_rate`` (bytes/s or "50M") the total bandwidth of this manager, and
     ``manifest_ttl_s`` how long a hub answer is used without asking again. Use it as an
     async context manager, or call :meth:`aclose`, so worker processes stop.

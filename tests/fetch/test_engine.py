@@ -188,13 +188,23 @@ async def test_idle_connections_split_the_slow_tail(
 
 async def test_limit_rate_holds_the_average(origin: Nginx, www: Path, tmp_path: Path) -> None:
     rate = 12e6
+    # What the same download costs without a limit (worker start-up, the transfer, the
+    # hash), measured beside it: on a loaded machine that cost grows, and it is not the
+    # limiter's. The limiter may add it at most on top of the ideal time (a fixed 15%
+    # alone failed a fresh-clone run at load 12: 3.4 s for 1.85 s ideal).
+    free = await adownload(origin.file_url("big.bin"), tmp_path / "free.bin", chunk_size=1 << 20)
     result = await adownload(
         origin.file_url("big.bin"), tmp_path / "b.bin", limit_rate=rate, chunk_size=1 << 20
     )
-    assert result.sha256 == sha256_of(www / "big.bin")
+    assert result.sha256 == sha256_of(www / "big.bin") == free.sha256
     burst = max(64 * 1024, rate * 0.25)
     ideal = ((24 << 20) - burst) / rate  # the bucket starts full
-    assert ideal * 0.95 <= result.elapsed_s <= ideal * 1.15, (result.elapsed_s, ideal)
+    # never faster than the limit allows; slower only by the unlimited cost
+    assert ideal * 0.95 <= result.elapsed_s <= ideal * 1.15 + free.elapsed_s, (
+        result.elapsed_s,
+        ideal,
+        free.elapsed_s,
+    )
 
 
 async def test_a_killed_worker_process_costs_only_its_chunks(

@@ -9,7 +9,8 @@ binaries the tests that need it skip, except under ``CI=true``, where they fail 
 what to install: a CI run must not go green by skipping the PostgreSQL tests.
 
 Fixtures: ``postgres`` (one server per session) and ``pg_url`` (a fresh, empty database
-on it per test: ``postgresql://postgres@127.0.0.1:PORT/NAME``).
+on it per test: ``postgresql://postgres@127.0.0.1:PORT/NAME``). By hand:
+``python -m tests.support.postgres`` prints a database URL and runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -195,3 +196,26 @@ def postgres() -> Iterator[Postgres]:
 def pg_url(postgres: Postgres) -> str:
     """A fresh, empty database on the session's server."""
     return postgres.create_database()
+
+
+def main() -> None:
+    """``python -m tests.support.postgres``: a throwaway PostgreSQL for trying hubs by hand
+    (prints a fresh database's URL, runs until Ctrl-C or SIGTERM, then removes it all)."""
+    import sys
+
+    stop = [False]
+
+    def ask_stop(signum: int, frame: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, ask_stop)
+    signal.signal(signal.SIGINT, ask_stop)
+    with running_postgres() as server:
+        print(server.create_database(), flush=True)
+        print(f"postgres running on port {server.port}; Ctrl-C stops it", file=sys.stderr)
+        while not stop[0] and server.proc is not None and server.proc.poll() is None:
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()
