@@ -156,6 +156,9 @@ class Engine:
         check: bool = False,
         mirrors: Sequence[str] = (),
         max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
+        peers: Sequence[str] = (),
+        peer_headers: Mapping[str, str] | None = None,
+        order_seed: int | None = None,
     ) -> DownloadResult:
         """Fetch ``url`` into ``dest``, verified, resumable; see the package docstring.
 
@@ -164,6 +167,13 @@ class Engine:
         expected size and digests are what make them the same file), and ``url``
         stays the source of last resort. ``max_connections_per_source`` caps the
         requests to each at once.
+
+        ``peers`` are URLs of the same file at nodes that may hold only some of its
+        blocks (they answer ``?have``; see :mod:`~accel.fetch.sources_order` for who
+        fetches what). They get ``peer_headers`` (the fleet token) and never this
+        download's own ``headers`` credentials; they are used only with the
+        expected block digests, which check every block they send. ``order_seed``
+        fixes this node's order of the blocks (random when None).
 
         Cancelling the awaiting task leaves ``<dest>.part`` and ``<dest>.part.json``
         resumable and stops all work on this file.
@@ -194,6 +204,9 @@ class Engine:
             check=check,
             mirrors=mirrors,
             max_connections_per_source=max_connections_per_source,
+            peers=peers,
+            peer_headers=peer_headers,
+            order_seed=order_seed,
         )
         self._downloads.add(fd)
         try:

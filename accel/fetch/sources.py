@@ -28,7 +28,13 @@ per source and decides who fetches the next chunk, as aria2's adaptive selector 
   grows with each failure; one that answers with another file (404, a changed ETag, a
   size of its own) is quarantined at once;
 - the *last resort* (the hub's own URL) is never rested nor quarantined: a download
-  never fails while it still answers. Its failures go to the engine's retry policy.
+  never fails while it still answers. Its failures go to the engine's retry policy;
+- a *peer* (a node serving what it holds) may hold only some blocks: its
+  :class:`~accel.fetch.sources_have.Have` bitmap, refreshed by the caller, and no chunk
+  ever goes to a source that does not hold all of its blocks. A peer that says it
+  lacks a block after all (``404 block_not_held``) is no failure: those blocks leave
+  its bitmap until the next refresh, and the chunk goes elsewhere. Which chunk each
+  source gets when peers are there is :mod:`~accel.fetch.sources_order`'s.
 
 It never decides whether bytes are good (the worker's blake3 checks and the final
 SHA256 do), and never reads a socket.
@@ -38,6 +44,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
+
+from accel.fetch.sources_have import Have
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "SourcePolicy", "SourceState", "vote_losers"]
 
@@ -84,6 +92,18 @@ class SourceState:
     resting_until: float = 0.0
     #: a block of it failed and no request of it has ended well since: one at a time
     probation: bool = False
+    #: a peer: it holds only the blocks of :attr:`have` (None: the whole file, as the
+    #: hub and mirrors do), as its last ``?have`` answer said
+    peer: bool = False
+    have: Have | None = None
+    #: a peer that has answered ``?have`` at least once (it is there and serving)
+    heard: bool = False
+    #: ``404 block_not_held`` answers (no failure: its bitmap was older than its disk)
+    not_held: int = 0
+
+    def holds(self, first: int, end: int) -> bool:
+        """It holds every block of ``[first, end)`` (block indexes)."""
+        return self.have is None or self.have.covers(first, end)
 
     def usable(self, now: float) -> bool:
         """May get a request now, capacity aside."""
@@ -111,21 +131,27 @@ class SourcePolicy:
         *,
         last_resort: int = 0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        peers: Sequence[str] = (),
     ) -> SourcePolicy:
-        """Sources for ``urls`` (duplicates dropped, first kept); ``urls[last_resort]``
-        is the one never given up."""
+        """Sources for ``urls`` then ``peers`` (duplicates dropped, first kept);
+        ``urls[last_resort]`` is the one never given up. A peer holds nothing until
+        :meth:`holds` says otherwise."""
         if not urls:
             raise ValueError("a download needs at least one source")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         keep = urls[last_resort]
         seen: list[str] = []
-        for u in urls:
+        for u in [*urls, *peers]:
             if u not in seen:
                 seen.append(u)
+        whole = set(urls)
         return cls(
             tuple(
-                SourceState(u, last_resort=u == keep, max_connections=max_connections) for u in seen
+                SourceState(u, last_resort=u == keep, max_connections=max_connections)
+                if u in whole
+                else SourceState(u, max_connections=max_connections, peer=True, have=Have())
+                for u in seen
             )
         )
 
@@ -135,15 +161,28 @@ class SourcePolicy:
     def __getitem__(self, i: int) -> SourceState:
         return self.sources[i]
 
+    @property
+    def partial(self) -> bool:
+        """Some source is a peer (chunks then go by :mod:`~accel.fetch.sources_order`)."""
+        return any(s.peer for s in self.sources)
+
     # --- choosing ------------------------------------------------------------------
-    def pick(self, now: float, exclude: Collection[int] = ()) -> int | None:
+    def pick(
+        self, now: float, exclude: Collection[int] = (), blocks: tuple[int, int] | None = None
+    ) -> int | None:
         """The source for the next chunk, or None when every usable one is busy.
 
         ``exclude``: sources not to use for this chunk (those it failed on, say). The
         last resort is offered when nothing else can take the chunk, even while its
         first request is still measuring it or the chunk failed there before.
+        ``blocks``: the chunk's block indexes ``[first, end)``; a peer is offered only
+        a chunk it holds every block of (and none without ``blocks``).
         """
-        usable = [i for i, s in enumerate(self.sources) if s.usable(now)]
+        usable = [
+            i
+            for i, s in enumerate(self.sources)
+            if s.usable(now) and (s.holds(*blocks) if blocks is not None else not s.peer)
+        ]
         best = max((self.sources[i].rate or 0.0 for i in usable), default=0.0)
         fast = [i for i in usable if self._fast_enough(i, best)]
         free = [i for i in fast if self.sources[i].active < self.sources[i].max_connections]
@@ -180,13 +219,17 @@ class SourcePolicy:
         s = self.sources[i]
         return s.rate or 0.0
 
-    def fastest(self, now: float, exclude: Collection[int] = ()) -> int | None:
+    def fastest(
+        self, now: float, exclude: Collection[int] = (), blocks: tuple[int, int] | None = None
+    ) -> int | None:
         """The usable measured source with the highest rate that has a free
-        connection (for the tail race), or None."""
+        connection (for the tail race) and holds ``blocks`` (a peer: only with
+        ``blocks`` given), or None."""
         free = [
             i
             for i, s in enumerate(self.sources)
             if i not in exclude
+            and (s.holds(*blocks) if blocks is not None else not s.peer)
             and s.usable(now)
             and s.active < s.max_connections
             and s.rate is not None
@@ -240,6 +283,39 @@ class SourcePolicy:
                 chunks=s.chunks + 1,
                 errors=0,
                 probation=False,
+            ),
+        )
+
+    def holding(self, i: int, have: Have | None) -> SourcePolicy:
+        """Peer ``i``'s ``?have`` answered ``have`` (None: it holds the whole file, a
+        server that does not know ``?have``)."""
+        s = self.sources[i]
+        return self._set(i, replace(s, have=have, heard=True))
+
+    def unheard(self, i: int) -> SourcePolicy:
+        """Peer ``i`` gave no ``?have`` answer: it holds nothing until it answers again
+        (so nothing waits on it and the hub takes its blocks)."""
+        s = self.sources[i]
+        return self._set(i, replace(s, have=Have(), heard=False))
+
+    def lacked(self, i: int, first: int, end: int, nbytes: int = 0) -> SourcePolicy:
+        """Peer ``i`` answered ``404 block_not_held`` for blocks ``[first, end)``: no
+        failure of the source (its bitmap was older than its disk); those blocks leave
+        its bitmap until its next ``?have`` says otherwise."""
+        s = self.sources[i]
+        # A peer that said "whole" and now lacks a block: nothing is known until the
+        # next ?have says what it holds
+        have = s.have.without(first, end) if s.have is not None else Have()
+        nbytes = max(0, nbytes)
+        return self._set(
+            i,
+            replace(
+                s,
+                active=max(0, s.active - 1),
+                have=have,
+                served=s.served + nbytes,
+                discarded=s.discarded + nbytes,
+                not_held=s.not_held + 1,
             ),
         )
 

@@ -112,7 +112,10 @@ class TailRace(ChunkDriver):
             if h is None or placed is None:
                 continue
             src, t0 = placed
-            fast = self.policy.fastest(now, exclude={src})
+            bs = self.block_size or 1
+            fast = self.policy.fastest(
+                now, exclude={src}, blocks=(chunk.start // bs, -(-chunk.end // bs))
+            )
             if fast is None:
                 continue
             left = chunk.end - h.position

@@ -1,0 +1,194 @@
+"""Which chunk each source fetches when peers are among the sources.
+
+With only the hub and whole mirrors, every source holds every byte and the next chunk
+is simply the lowest pending one (:mod:`~accel.fetch.plan`). With peers (nodes serving
+what they hold, :mod:`~accel.fetch.sources_have`) the choice of *which* bytes matters
+as much as *from whom*: five nodes pre-seeding one model at once, each fetching the
+lowest pending chunk from the hub, make the hub send every byte five times. So:
+
+- a peer or mirror gets a chunk only of blocks it holds (:meth:`SourceState.holds`),
+  the rarest first (held by the fewest sources that could send it now), as
+  BitTorrent's rarest-first does, so what only one peer has spreads before it leaves;
+- the last resort (the hub or store) fetches only blocks no usable source but itself
+  holds, in a per-node shuffled order (:class:`BlockOrder`, from a seed), so nodes
+  starting at the same moment fetch different blocks from the hub and then read each
+  other's; and while live peers are there it keeps to :data:`LAST_RESORT_WITH_PEERS`
+  connections, so its blocks finish (and become sharable) soon instead of all at once;
+- a peer that is gone (resting, quarantined, slower than ``MIN_SHARE`` of the best)
+  holds nothing for this choice: the hub takes its blocks, and a node never waits on
+  peers alone.
+
+Pure: the policy's state, the pending chunks and ``now`` in, one :class:`Assignment`
+out; deterministic given the seed, so the fleet simulation imports it as it is.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from accel.fetch.sources import MIN_SHARE, SourcePolicy
+
+__all__ = ["LAST_RESORT_WITH_PEERS", "Assignment", "BlockOrder", "Span", "assign"]
+
+#: the last resort's connections at once while a live peer may soon hold what it would
+#: fetch: few, so each of its blocks finishes early and other nodes can read it from us
+LAST_RESORT_WITH_PEERS = 2
+
+
+@dataclass(frozen=True)
+class BlockOrder:
+    """A node's own order of a file's blocks (``ranks[b]``: block ``b``'s place)."""
+
+    ranks: tuple[int, ...]
+
+    @classmethod
+    def shuffled(cls, nblocks: int, seed: int) -> BlockOrder:
+        """A permutation of ``range(nblocks)`` drawn from ``seed`` (one per node)."""
+        perm = list(range(max(0, nblocks)))
+        random.Random(seed).shuffle(perm)
+        ranks = [0] * len(perm)
+        for place, block in enumerate(perm):
+            ranks[block] = place
+        return cls(tuple(ranks))
+
+    @classmethod
+    def ascending(cls, nblocks: int) -> BlockOrder:
+        return cls(tuple(range(max(0, nblocks))))
+
+    def rank(self, block: int) -> int:
+        return self.ranks[block] if 0 <= block < len(self.ranks) else block
+
+
+@dataclass(frozen=True)
+class Span:
+    """A pending chunk of the plan: its id and bytes ``[start, end)`` (block-aligned
+    start; the end is a block boundary or the end of the file)."""
+
+    chunk: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Source ``source`` fetches bytes ``[start, end)`` of pending chunk ``chunk``."""
+
+    source: int
+    chunk: int
+    start: int
+    end: int
+
+
+def last_resort_cap(policy: SourcePolicy, now: float) -> int:
+    """Connections the last resort may have now: few while a live peer is there."""
+    lr = next(i for i, s in enumerate(policy.sources) if s.last_resort)
+    cap = policy[lr].max_connections
+    if any(s.peer and s.heard and s.usable(now) for s in policy.sources):
+        cap = min(cap, LAST_RESORT_WITH_PEERS)
+    return cap
+
+
+def assign(
+    policy: SourcePolicy,
+    pending: Sequence[Span],
+    *,
+    block_size: int,
+    now: float,
+    order: BlockOrder,
+    limits: Sequence[int | None] | None = None,
+    avoid: Mapping[int, Collection[int]] | None = None,
+) -> Assignment | None:
+    """The next request: which source fetches which bytes, or None (every source
+    that could take something is at its cap, or only busy peers hold what is left).
+
+    ``limits[i]``: the longest request source ``i`` gets now (None: a whole pending
+    chunk); ``avoid[chunk]``: sources that chunk failed on (they do not take it, and
+    do not count as holding it). See the module docstring for the order.
+    """
+    if block_size <= 0 or not pending:
+        return None
+    avoid = avoid or {}
+    sources = policy.sources
+    usable = [i for i, s in enumerate(sources) if s.usable(now)]
+    best = max((sources[i].rate or 0.0 for i in usable if not sources[i].last_resort), default=0.0)
+    helpers = [i for i in usable if not sources[i].last_resort and _fast(sources[i].rate, best)]
+    # every pending block: (block, its span) and who (but the last resort) can send it
+    blocks: list[tuple[int, Span]] = []
+    for sp in pending:
+        for b in range(sp.start // block_size, -(-sp.end // block_size)):
+            blocks.append((b, sp))
+    holders: dict[int, int] = {}
+    for b, sp in blocks:
+        bad = avoid.get(sp.chunk, ())
+        holders[b] = sum(1 for i in helpers if i not in bad and sources[i].holds(b, b + 1))
+    # peers and mirrors first, as the selection policy ranks them; the last resort last
+    free = [
+        i
+        for i in helpers
+        if sources[i].active < sources[i].max_connections and not sources[i].measuring
+    ]
+    free.sort(key=lambda i: _preference(policy, i))
+    for i in free:
+        got = _pick_for(policy, i, blocks, holders, order, avoid, block_size, limits, lr=False)
+        if got is not None:
+            return got
+    lr = next(i for i, s in enumerate(sources) if s.last_resort)
+    if sources[lr].active >= last_resort_cap(policy, now):
+        return None
+    return _pick_for(policy, lr, blocks, holders, order, avoid, block_size, limits, lr=True)
+
+
+def _fast(rate: float | None, best: float) -> bool:
+    return rate is None or rate >= MIN_SHARE * best
+
+
+def _preference(policy: SourcePolicy, i: int) -> tuple[int, float, int, int]:
+    """Untested sources first (their measurement), then the best share per connection."""
+    s = policy[i]
+    share = (s.rate or 0.0) / (s.active + 1)
+    return (0 if s.rate is None else 1, -share, s.active, i)
+
+
+def _pick_for(
+    policy: SourcePolicy,
+    i: int,
+    blocks: list[tuple[int, Span]],
+    holders: Mapping[int, int],
+    order: BlockOrder,
+    avoid: Mapping[int, Collection[int]],
+    block_size: int,
+    limits: Sequence[int | None] | None,
+    *,
+    lr: bool,
+) -> Assignment | None:
+    s = policy[i]
+    best: tuple[tuple[int, int], int, Span] | None = None
+    for b, sp in blocks:
+        if lr:
+            # the last resort takes what nobody else can send: even a chunk that
+            # failed there before (a download never fails while it answers)
+            if holders[b]:
+                continue
+            key = (0, order.rank(b))
+        else:
+            if i in avoid.get(sp.chunk, ()) or not s.holds(b, b + 1):
+                continue
+            key = (holders[b], order.rank(b))
+        if best is None or key < best[0]:
+            best = (key, b, sp)
+    if best is None:
+        return None
+    _, first, sp = best
+    limit = limits[i] if limits is not None and i < len(limits) else None
+    most = max(1, -(-limit // block_size)) if limit else None
+    end = first + 1
+    last = -(-sp.end // block_size)
+    while end < last and (most is None or end - first < most):
+        if lr and holders.get(end, 0):
+            break
+        if not lr and not s.holds(end, end + 1):
+            break
+        end += 1
+    return Assignment(i, sp.chunk, first * block_size, min(sp.end, end * block_size))
