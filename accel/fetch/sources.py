@@ -123,6 +123,9 @@ class SourcePolicy:
     """Every source of one download and what the policy knows of each (index = id)."""
 
     sources: tuple[SourceState, ...]
+    #: peers may come while the download runs (the caller looks for them): chunks go
+    #: by :mod:`~accel.fetch.sources_order` even before one is known
+    expect_peers: bool = False
 
     @classmethod
     def of(
@@ -158,13 +161,31 @@ class SourcePolicy:
     def __len__(self) -> int:
         return len(self.sources)
 
+    def with_peer(self, url: str) -> SourcePolicy:
+        """One more source, a peer holding nothing yet (found while the download runs);
+        the others keep their indexes. A URL already there changes nothing."""
+        if any(s.url == url for s in self.sources):
+            return self
+        cap = max(
+            (s.max_connections for s in self.sources if not s.last_resort),
+            default=DEFAULT_MAX_CONNECTIONS,
+        )
+        return replace(
+            self,
+            sources=(*self.sources, SourceState(url, max_connections=cap, peer=True, have=Have())),
+        )
+
     def __getitem__(self, i: int) -> SourceState:
         return self.sources[i]
 
     @property
     def partial(self) -> bool:
         """Some source is a peer (chunks then go by :mod:`~accel.fetch.sources_order`)."""
-        return any(s.peer for s in self.sources)
+        return self.expect_peers or any(s.peer for s in self.sources)
+
+    def expecting(self, peers: bool) -> SourcePolicy:
+        """Peers may (still) come, or no longer."""
+        return replace(self, expect_peers=peers)
 
     # --- choosing ------------------------------------------------------------------
     def pick(

@@ -85,7 +85,7 @@ def last_resort_cap(policy: SourcePolicy, now: float) -> int:
     """Connections the last resort may have now: few while a live peer is there."""
     lr = next(i for i, s in enumerate(policy.sources) if s.last_resort)
     cap = policy[lr].max_connections
-    if any(s.peer and s.heard and s.usable(now) for s in policy.sources):
+    if policy.expect_peers or any(s.peer and s.heard and s.usable(now) for s in policy.sources):
         cap = min(cap, LAST_RESORT_WITH_PEERS)
     return cap
 

@@ -24,10 +24,11 @@ import contextlib
 import http.client
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from accel.fetch.sources_have import MAX_HAVE_BYTES, Have, HaveError, parse_have
+from accel.fetch.sources_links import Link
 from accel.fetch.sources_votes import SourceVoters
 
 __all__ = ["HAVE_INTERVAL_S", "PeerHaves", "ask_have", "have_url"]
@@ -36,6 +37,11 @@ __all__ = ["HAVE_INTERVAL_S", "PeerHaves", "ask_have", "have_url"]
 HAVE_INTERVAL_S = 1.0
 #: how long one ``?have`` may take
 _HAVE_TIMEOUT_S = 5.0
+#: the longest wait between two asks for more peers
+_FIND_MAX_S = 30.0
+#: asks for peers that found none after which a node stops expecting any (the first
+#: at the start, then after 2 and 4 s: about 6 s)
+_EXPECT_FINDS = 3
 
 log = logging.getLogger("accel.fetch")
 
@@ -102,6 +108,38 @@ class PeerHaves(SourceVoters):
     have_interval: float
     #: set to ask every peer again now (after a ``block_not_held``)
     have_wake: asyncio.Event | None = None
+    #: the caller's way to learn of more peers as the download runs (URLs of this file)
+    find_peers: Callable[[], Awaitable[Sequence[str]]] | None
+    _next_find: float = 0.0
+    _finds: int = 0
+
+    async def _find_peers(self) -> None:
+        """Add the peers :attr:`find_peers` names that are not sources yet; asked again
+        after 2, 4, 8... seconds (at most every 30), since a fleet starting at once
+        finds each other only as each starts."""
+        if self.find_peers is None:
+            return
+        self._finds += 1
+        self._next_find = time.monotonic() + min(_FIND_MAX_S, 2.0**self._finds)
+        try:
+            urls = await self.find_peers()
+        except Exception as exc:  # the caller's lookup (a tracker): never the download's
+            log.info("no more peers for %s: %s", self.url, exc)
+            urls = []
+        if (
+            self.policy.expect_peers
+            and not any(s.peer and s.heard for s in self.policy.sources)
+            and self._finds >= _EXPECT_FINDS
+        ):
+            # nobody answers: this node is alone, the hub gets all its connections back
+            # (a peer that answers later caps it again: sources_order.last_resort_cap)
+            self.policy = self.policy.expecting(False)
+        known = {s.url for s in self.policy.sources}
+        for u in urls:
+            if u not in known:
+                known.add(u)
+                self.policy = self.policy.with_peer(u)
+                self.links.append(Link(u))
 
     def _peer_indexes(self) -> list[int]:
         """The peers worth asking: not given up, and not known to hold the whole file
@@ -151,6 +189,8 @@ class PeerHaves(SourceVoters):
                 await asyncio.wait_for(wake.wait(), self.have_interval)
             wake.clear()
             t0 = time.monotonic()
+            if self.find_peers is not None and t0 >= self._next_find:
+                await self._find_peers()
             await self._ask_haves()
             # a burst of block_not_held answers costs one round, not one per answer
             await asyncio.sleep(max(0.0, 0.05 - (time.monotonic() - t0)))

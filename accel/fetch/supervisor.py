@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from accel.errors import (
@@ -94,6 +94,7 @@ class FileDownload(PeerHaves):
         peer_headers: Mapping[str, str] | None = None,
         order_seed: int | None = None,
         have_interval: float = HAVE_INTERVAL_S,
+        find_peers: Callable[[], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
         self.shared = shared
         self.url = url
@@ -112,6 +113,13 @@ class FileDownload(PeerHaves):
         self.peer_headers = tuple((peer_headers or {}).items())
         self.have_interval = have_interval
         self.have_wake = None
+        #: more peers as the download runs (a fleet starting at once finds each other
+        #: only once they have started); unused without block digests
+        self.find_peers = find_peers if digests is not None else None
+        if self.find_peers is not None:
+            # peers are coming (a fleet starting at once): chunks go by the block order
+            # from the start, and the hub is not asked for everything at once
+            self.policy = self.policy.expecting(True)
         #: this node's own order of the blocks (sources_order.py), from a seed
         self.order_seed = order_seed if order_seed is not None else random.getrandbits(64)
         self.order = BlockOrder.ascending(0)
@@ -264,6 +272,8 @@ class FileDownload(PeerHaves):
             small = await self._run_whole()
             if small is not None:
                 return small
+        if self.find_peers is not None:
+            await self._find_peers()  # before the probe: with peers, it keeps no bytes
         try:
             cp = self.adopted or load_checkpoint(self.dest)
         except CheckpointError:
@@ -309,7 +319,7 @@ class FileDownload(PeerHaves):
         hashing = asyncio.ensure_future(self.hasher.run(self.plan.done_prefix))
         polling: asyncio.Future[None] | None = None
         try:
-            if self.policy.partial and self.ranged:
+            if (self.policy.partial or self.find_peers is not None) and self.ranged:
                 # Before the first chunk: which peers are there and what they hold
                 # decides how much the hub is asked for at once (sources_order.py).
                 await self._ask_haves()
@@ -614,12 +624,13 @@ class FileDownload(PeerHaves):
         )
         if not self.ranged:
             self._emit("progress", "the server ignores Range: falling back to one stream")
-        if self.policy.partial and self.block_size:
+        if self.block_size:
+            # (peers may come later: find_peers)
             self.order = BlockOrder.shuffled(-(-total // self.block_size), self.order_seed)
-            if self.ranged:
-                # Every node's probe asks for the first bytes: with peers, which blocks
-                # come from the hub is the block order's choice, not the probe's.
-                return None
+        if self.policy.partial and self.block_size and self.ranged:
+            # Every node's probe asks for the first bytes: with peers, which blocks
+            # come from the hub is the block order's choice, not the probe's.
+            return None
         at = self.probe_start
         first = self.plan.pending_at(at)
         if first is None or head.end is None or head.end <= at:

@@ -625,8 +625,10 @@ class VersionInstall:
                     extra: dict[str, Any] = {"headers": self.headers} if self.headers else {}
                     if self.mirrors_of is not None and (mirrors := self.mirrors_of(st.path)):
                         extra["mirrors"] = mirrors
-                    if self.peers_of is not None and (peers := await self.peers_of(st.path)):
-                        extra["peers"] = peers
+                    if self.peers_of is not None:
+                        # asked as the download runs: a fleet starting at once finds
+                        # its peers only as each of them starts
+                        extra["find_peers"] = functools.partial(self.peers_of, st.path)
                         extra["peer_headers"] = dict(self.peer_headers or {})
                     result = await self.engine.download(
                         self.url_of(st.path),
