@@ -85,6 +85,8 @@ class ChunkDriver(abc.ABC):
     order: BlockOrder
     #: set to ask every peer for its bitmap now (sources_poll.py)
     have_wake: asyncio.Event | None
+    #: the block after the last one given to the last resort, with peers (None: none yet)
+    hub_front: int | None
 
     @abc.abstractmethod
     def _task(self, start: int, end: int | None, source: int = 0) -> Task: ...
@@ -196,9 +198,12 @@ class ChunkDriver(abc.ABC):
             order=self.order,
             limits=limits,
             avoid=self.avoid,
+            front=self.hub_front,
         )
         if got is None:
             return False
+        if self.policy[got.source].last_resort:
+            self.hub_front = -(-got.end // self.block_size)
         chunk = plan.take_span(by_id[got.chunk], got.start, got.end)
         self.policy = self.policy.started(got.source)
         tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None, got.source)))

@@ -10,10 +10,15 @@ lowest pending chunk from the hub, make the hub send every byte five times. So:
   the rarest first (held by the fewest sources that could send it now), as
   BitTorrent's rarest-first does, so what only one peer has spreads before it leaves;
 - the last resort (the hub or store) fetches only blocks no usable source but itself
-  holds, in a per-node shuffled order (:class:`BlockOrder`, from a seed), so nodes
-  starting at the same moment fetch different blocks from the hub and then read each
-  other's; and while live peers are there it keeps to :data:`LAST_RESORT_WITH_PEERS`
-  connections, so its blocks finish (and become sharable) soon instead of all at once;
+  holds. Each node starts at its own block (:class:`BlockOrder`, from a seed) and goes
+  on in order from there; when the next block is held elsewhere (another node's start
+  region), it jumps into the largest run of blocks nobody holds, a seeded point of its
+  middle half, never its first block (another node is fetching that one: its bitmap
+  says so only once the block is done). Nodes starting at the same moment thus fetch
+  different parts of the file from the hub and read the rest from each other, as
+  bisection does; and while live peers are there it keeps to
+  :data:`LAST_RESORT_WITH_PEERS` connections, so its blocks finish (and become
+  sharable) soon instead of all at once;
 - a peer that is gone (resting, quarantined, slower than ``MIN_SHARE`` of the best)
   holds nothing for this choice: the hub takes its blocks, and a node never waits on
   peers alone.
@@ -99,13 +104,15 @@ def assign(
     order: BlockOrder,
     limits: Sequence[int | None] | None = None,
     avoid: Mapping[int, Collection[int]] | None = None,
+    front: int | None = None,
 ) -> Assignment | None:
     """The next request: which source fetches which bytes, or None (every source
     that could take something is at its cap, or only busy peers hold what is left).
 
     ``limits[i]``: the longest request source ``i`` gets now (None: a whole pending
     chunk); ``avoid[chunk]``: sources that chunk failed on (they do not take it, and
-    do not count as holding it). See the module docstring for the order.
+    do not count as holding it); ``front``: the block after the last one the last
+    resort was given (None: none yet). See the module docstring for the order.
     """
     if block_size <= 0 or not pending:
         return None
@@ -131,13 +138,46 @@ def assign(
     ]
     free.sort(key=lambda i: _preference(policy, i))
     for i in free:
-        got = _pick_for(policy, i, blocks, holders, order, avoid, block_size, limits, lr=False)
+        got = _pick_for(policy, i, blocks, holders, order, avoid, block_size, limits)
         if got is not None:
             return got
     lr = next(i for i, s in enumerate(sources) if s.last_resort)
     if sources[lr].active >= last_resort_cap(policy, now):
         return None
-    return _pick_for(policy, lr, blocks, holders, order, avoid, block_size, limits, lr=True)
+    first = _hub_block(blocks, holders, order, front)
+    if first is None:
+        return None
+    return _extend(policy, lr, first, dict(blocks)[first], holders, block_size, limits, lr=True)
+
+
+def _hub_block(
+    blocks: list[tuple[int, Span]],
+    holders: Mapping[int, int],
+    order: BlockOrder,
+    front: int | None,
+) -> int | None:
+    """The last resort's next block: ``front`` when nobody else holds it, else a seeded
+    point in the middle half of the largest run of blocks nobody holds (the very first
+    block for the first request: this node's own start)."""
+    free = sorted(b for b, _ in blocks if not holders[b])
+    if not free:
+        return None
+    if front is None:
+        return min(free, key=order.rank)
+    if front in holders and not holders[front]:
+        return front
+    runs: list[tuple[int, int]] = []  # (first, length)
+    for b in free:
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((b, 1))
+    start, length = max(runs, key=lambda r: (r[1], -order.rank(r[0])))
+    if length <= 2:
+        return start + length - 1  # the end of a short run: its start is being fetched
+    n = max(1, len(order.ranks))
+    at = length // 4 + (order.rank(start) * (length // 2)) // n
+    return start + max(1, min(length - 1, at))
 
 
 def _fast(rate: float | None, best: float) -> bool:
@@ -160,27 +200,38 @@ def _pick_for(
     avoid: Mapping[int, Collection[int]],
     block_size: int,
     limits: Sequence[int | None] | None,
-    *,
-    lr: bool,
 ) -> Assignment | None:
+    """A peer's (or mirror's) next request: the rarest pending block it holds (ties:
+    this node's order), and on from there."""
     s = policy[i]
     best: tuple[tuple[int, int], int, Span] | None = None
     for b, sp in blocks:
-        if lr:
-            # the last resort takes what nobody else can send: even a chunk that
-            # failed there before (a download never fails while it answers)
-            if holders[b]:
-                continue
-            key = (0, order.rank(b))
-        else:
-            if i in avoid.get(sp.chunk, ()) or not s.holds(b, b + 1):
-                continue
-            key = (holders[b], order.rank(b))
+        if i in avoid.get(sp.chunk, ()) or not s.holds(b, b + 1):
+            continue
+        key = (holders[b], order.rank(b))
         if best is None or key < best[0]:
             best = (key, b, sp)
     if best is None:
         return None
     _, first, sp = best
+    return _extend(policy, i, first, sp, holders, block_size, limits, lr=False)
+
+
+def _extend(
+    policy: SourcePolicy,
+    i: int,
+    first: int,
+    sp: Span,
+    holders: Mapping[int, int],
+    block_size: int,
+    limits: Sequence[int | None] | None,
+    *,
+    lr: bool,
+) -> Assignment:
+    """From block ``first`` on, as far as source ``i`` may go in one request: within
+    the pending chunk, up to its limit, over blocks it holds (the last resort: blocks
+    nobody else holds)."""
+    s = policy[i]
     limit = limits[i] if limits is not None and i < len(limits) else None
     most = max(1, -(-limit // block_size)) if limit else None
     end = first + 1

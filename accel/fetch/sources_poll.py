@@ -34,7 +34,7 @@ from accel.fetch.sources_votes import SourceVoters
 __all__ = ["HAVE_INTERVAL_S", "PeerHaves", "ask_have", "have_url"]
 
 #: seconds between two ``?have`` questions to one peer while the file downloads
-HAVE_INTERVAL_S = 1.0
+HAVE_INTERVAL_S = 0.5
 #: how long one ``?have`` may take
 _HAVE_TIMEOUT_S = 5.0
 #: the longest wait between two asks for more peers

@@ -70,6 +70,8 @@ __all__ = ["FileDownload"]
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
+#: how often a download with peers writes its checkpoint (what a peer server reads)
+PEER_CHECKPOINT_S = 0.25
 
 
 class FileDownload(PeerHaves):
@@ -123,6 +125,7 @@ class FileDownload(PeerHaves):
         #: this node's own order of the blocks (sources_order.py), from a seed
         self.order_seed = order_seed if order_seed is not None else random.getrandbits(64)
         self.order = BlockOrder.ascending(0)
+        self.hub_front = None
         self.links = [Link(s.url) for s in self.policy.sources]
         self.avoid: dict[int, set[int]] = {}
         self.chunk_src: dict[int, tuple[int, float]] = {}
@@ -160,6 +163,10 @@ class FileDownload(PeerHaves):
         self.ranged = True
         self.plan: ChunkPlan | None = None
         self.recorder = ChunkRecorder(url, self.dest, shared.checkpoint_s)
+        if self.policy.partial:
+            # A node serving its verified blocks to peers reads them from the checkpoint:
+            # written often, other nodes see a block soon after it is done here.
+            self.recorder.every_s = min(shared.checkpoint_s, PEER_CHECKPOINT_S)
         self.handles: dict[int, TaskHandle] = {}
         self.fd = -1
         self.hasher: PrefixHasher | None = None
