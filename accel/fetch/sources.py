@@ -43,7 +43,7 @@ SHA256 do), and never reads a socket.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from accel.fetch.sources_have import Have
 
@@ -100,6 +100,10 @@ class SourceState:
     heard: bool = False
     #: ``404 block_not_held`` answers (no failure: its bitmap was older than its disk)
     not_held: int = 0
+    #: the blocks it answered ``block_not_held`` for: not asked of it again in this
+    #: download, whatever its bitmap says next (else a bitmap that keeps claiming them
+    #: would send the same chunk back to it forever)
+    lacking: Have = field(default_factory=Have)
 
     def holds(self, first: int, end: int) -> bool:
         """It holds every block of ``[first, end)`` (block indexes)."""
@@ -311,6 +315,10 @@ class SourcePolicy:
         """Peer ``i``'s ``?have`` answered ``have`` (None: it holds the whole file, a
         server that does not know ``?have``)."""
         s = self.sources[i]
+        if have is not None and s.lacking.bits:
+            have = Have(have.bits & ~s.lacking.bits)
+        elif have is None and s.lacking.bits:
+            have = Have()  # "the whole file", after refusing blocks of it: nothing is sure
         return self._set(i, replace(s, have=have, heard=True))
 
     def unheard(self, i: int) -> SourcePolicy:
@@ -327,6 +335,7 @@ class SourcePolicy:
         # A peer that said "whole" and now lacks a block: nothing is known until the
         # next ?have says what it holds
         have = s.have.without(first, end) if s.have is not None else Have()
+        refused = Have.first(end).without(0, first)
         nbytes = max(0, nbytes)
         return self._set(
             i,
@@ -334,6 +343,7 @@ class SourcePolicy:
                 s,
                 active=max(0, s.active - 1),
                 have=have,
+                lacking=Have(s.lacking.bits | refused.bits),
                 served=s.served + nbytes,
                 discarded=s.discarded + nbytes,
                 not_held=s.not_held + 1,

@@ -94,6 +94,14 @@ def test_block_not_held_is_no_failure_and_never_quarantines() -> None:
     assert s.usable(0.0) and p.started(0).pick(0.0, blocks=(1, 8)) == 1
 
 
+def test_blocks_a_peer_refused_are_not_asked_of_it_again() -> None:
+    """Its next bitmap claims them again (a peer whose bitmap runs ahead of its disk):
+    they stay out, else the same chunk would go back to it forever."""
+    p = peers_policy(1).holding(1, Have.first(8)).started(1).lacked(1, 2, 4)
+    p = p.holding(1, Have.first(8))
+    assert [b for b in range(8) if b in p[1].have] == [0, 1, 4, 5, 6, 7]  # type: ignore[operator]
+
+
 def test_a_peer_that_stops_answering_holds_nothing() -> None:
     p = peers_policy(1).holding(1, Have.first(8)).unheard(1)
     assert not p[1].heard and p.pick(0.0, blocks=(0, 1)) == 0
