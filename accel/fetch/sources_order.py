@@ -30,7 +30,7 @@ out; deterministic given the seed, so the fleet simulation imports it as it is.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from accel.fetch.sources import MIN_SHARE, SourcePolicy
@@ -144,7 +144,11 @@ def assign(
     lr = next(i for i, s in enumerate(sources) if s.last_resort)
     if sources[lr].active >= last_resort_cap(policy, now):
         return None
-    first = _hub_block(blocks, holders, order, front)
+
+    def elsewhere(b: int) -> bool:
+        return b >= 0 and any(sources[i].holds(b, b + 1) for i in helpers)
+
+    first = _hub_block(blocks, holders, order, front, elsewhere, idle=sources[lr].active == 0)
     if first is None:
         return None
     return _extend(policy, lr, first, dict(blocks)[first], holders, block_size, limits, lr=True)
@@ -155,10 +159,19 @@ def _hub_block(
     holders: Mapping[int, int],
     order: BlockOrder,
     front: int | None,
+    elsewhere: Callable[[int], bool],
+    *,
+    idle: bool,
 ) -> int | None:
-    """The last resort's next block: ``front`` when nobody else holds it, else a seeded
-    point in the middle half of the largest run of blocks nobody holds (the very first
-    block for the first request: this node's own start)."""
+    """The last resort's next block (see the module docstring), or None to wait.
+
+    ``front`` when nobody else holds it; else a seeded point in the middle half of the
+    largest run of blocks nobody holds and nobody is likely fetching: a block right
+    after a peer's held blocks is probably that peer's own front (it has two
+    connections to the hub: the two blocks after). Those are taken only when this
+    node has no request at the hub at all (so a node always makes progress, and at
+    the end each asks for at most one block someone else may be fetching). The first
+    request goes to this node's own start: its first block in :class:`BlockOrder`."""
     free = sorted(b for b, _ in blocks if not holders[b])
     if not free:
         return None
@@ -166,15 +179,18 @@ def _hub_block(
         return min(free, key=order.rank)
     if front in holders and not holders[front]:
         return front
+    calm = [b for b in free if not (elsewhere(b - 1) or elsewhere(b - 2))]
+    if not calm:
+        return min(free, key=order.rank) if idle else None
     runs: list[tuple[int, int]] = []  # (first, length)
-    for b in free:
+    for b in calm:
         if runs and runs[-1][0] + runs[-1][1] == b:
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
             runs.append((b, 1))
     start, length = max(runs, key=lambda r: (r[1], -order.rank(r[0])))
     if length <= 2:
-        return start + length - 1  # the end of a short run: its start is being fetched
+        return start + length - 1
     n = max(1, len(order.ranks))
     at = length // 4 + (order.rank(start) * (length // 2)) // n
     return start + max(1, min(length - 1, at))
