@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.client
 import logging
 import time
@@ -155,31 +156,39 @@ class PeerHaves(SourceVoters):
         ]
 
     async def _ask_haves(self) -> None:
-        """Ask every peer once, at the same time; their answers go into the policy."""
+        """Ask every peer once, at the same time; their answers go into the policy.
+
+        Each question runs in a thread (``http.client``), awaited with
+        :func:`asyncio.wait`, which a cancel interrupts at once: the threads' answers
+        are then dropped (each ends within its timeout), never waited for."""
         assert self.total is not None
-        peers = self._peer_indexes()
-        answers = await asyncio.gather(
-            *(
-                asyncio.to_thread(
+        loop = asyncio.get_running_loop()
+        asked = {
+            loop.run_in_executor(
+                None,
+                functools.partial(
                     ask_have,
                     self.links[i].url,
                     self.peer_headers,
                     size=self.total,
                     block_size=self.block_size,
-                )
-                for i in peers
-            ),
-            return_exceptions=True,
-        )
-        for i, got in zip(peers, answers, strict=True):
-            if isinstance(got, HaveUnavailable):
+                ),
+            ): i
+            for i in self._peer_indexes()
+        }
+        if not asked:
+            return
+        await asyncio.wait(asked)
+        for fut, i in asked.items():
+            err = fut.exception()
+            if isinstance(err, HaveUnavailable):
                 if self.policy[i].heard:
-                    log.info("peer %s: %s", self.policy[i].url.split("?", 1)[0], got)
+                    log.info("peer %s: %s", self.policy[i].url.split("?", 1)[0], err)
                 self.policy = self.policy.unheard(i)
-            elif isinstance(got, BaseException):
-                raise got
+            elif err is not None:
+                raise err
             else:
-                self.policy = self.policy.holding(i, got)
+                self.policy = self.policy.holding(i, fut.result())
 
     async def _poll_haves(self) -> None:
         """Ask again every :attr:`have_interval` seconds (or when woken) until cancelled."""

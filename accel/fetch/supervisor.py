@@ -289,10 +289,12 @@ class FileDownload(PeerHaves):
         start = probe_start(cp, self.expected.size, self.block_size)
         if self.digests:
             self.heads = unfinished_blocks(cp, self.block_size)
+        # With peers the probe keeps no bytes (which blocks come from the hub is the
+        # block order's choice): one byte says size and validators, and no node of a
+        # fleet makes the hub send the same first megabytes into a connection it drops.
+        length = 1 if self.policy.partial and self.digests else self._probe_length()
         try:
-            head, first_req = await self._probe(
-                start, probe_length(cp, start, self._probe_length())
-            )
+            head, first_req = await self._probe(start, probe_length(cp, start, length))
         except RemoteChangedError:
             if start == 0:
                 raise
