@@ -70,6 +70,14 @@ def register(subparsers: Any) -> None:
         default=[],
         help="a peer's base URL (as it announces itself; repeatable): used without the tracker",
     )
+    peers.add_argument(
+        "--node-id",
+        metavar="ID",
+        help="this node's id in the tracker (its own announces): never handed itself as a peer",
+    )
+    peers.add_argument(
+        "--zone", metavar="Z", default="", help="this node's zone: same-zone peers first"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the paths")
     p.set_defaults(func=handler)
 
@@ -90,7 +98,12 @@ def peer_options(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--peer: expected a peer's http:// or https:// base URL, got {url!r}")
         if url.rstrip("/") not in bases:
             bases.append(url.rstrip("/"))
-    return {"peer_token": token.strip() if token else None, "peers": tuple(bases)}
+    return {
+        "peer_token": token.strip() if token else None,
+        "peers": tuple(bases),
+        "node_id": getattr(args, "node_id", None) or "",
+        "peer_zone": getattr(args, "zone", "") or "",
+    }
 
 
 def handler(args: argparse.Namespace) -> int:

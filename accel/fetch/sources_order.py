@@ -167,7 +167,8 @@ def _hub_block(
 ) -> int | None:
     """The last resort's next block (see the module docstring), or None to wait.
 
-    ``front`` when nobody else holds it; else a seeded point in the middle half of the
+    ``front`` when nobody else holds it nor the block before it; else a seeded point in
+    the middle half of the
     largest run of blocks nobody holds and nobody is likely fetching: a block right
     after a peer's held blocks is probably that peer's own front (it has two
     connections to the hub: the two blocks after). Those are taken only when this
@@ -179,7 +180,10 @@ def _hub_block(
         return None
     if front is None:
         return min(free, key=order.rank)
-    if front in holders and not holders[front]:
+    if front in holders and not holders[front] and not elsewhere(front - 1):
+        # on in order; unless a peer already holds the block this node just fetched:
+        # it is on the same path at the hub (a copy from here would take longer), and
+        # two nodes in step would fetch every block twice
         return front
     calm = [b for b in free if not (elsewhere(b - 1) or elsewhere(b - 2))]
     if not calm:

@@ -1,7 +1,7 @@
 """Which peers an install reads from: the hub's tracker, and a static list.
 
 A peer is another node serving what it holds of a version over the hub's own
-``/storage/models/{id}/{version}/{path}`` protocol (``accel node --serve-peers``). This
+``/storage/models/{id}/{version}/{path}`` protocol (the node daemon's peer listener). This
 module finds them for one version and turns them into file URLs for the fetch engine,
 which knows only sources and URLs (never trackers or models) and trusts none of them:
 every block a peer sends is checked against the manifest's blake3 digests, the file's

@@ -91,7 +91,7 @@ class Fleet:
             argv = [sys.executable, "-m", "accel", "install", ref, "--models-dir",
                     str(where), "--hub", self.hub_url, "-q"]  # fmt: skip
             if peers:
-                argv += ["--peer-token", TOKEN]
+                argv += ["--peer-token", TOKEN, "--node-id", f"node{k}"]
                 for j in nodes:
                     if j != k:
                         argv += ["--peer", self.peer_url(j)]
