@@ -40,8 +40,6 @@ __all__ = ["LAST_RESORT_WITH_PEERS", "Assignment", "BlockOrder", "Span", "assign
 #: the last resort's connections at once while a live peer may soon hold what it would
 #: fetch: few, so each of its blocks finishes early and other nodes can read it from us
 LAST_RESORT_WITH_PEERS = 2
-#: the shortest run of blocks nobody holds that the hub's second connection jumps into
-_JUMP_INTO = 4
 
 
 @dataclass(frozen=True)
@@ -195,12 +193,8 @@ def _hub_block(
         else:
             runs.append((b, 1))
     start, length = max(runs, key=lambda r: (r[1], -order.rank(r[0])))
-    if length < _JUMP_INTO:
-        # the last few blocks nobody holds: others are likely on them already (their
-        # bitmaps say so only once done); one request at the hub at a time, then
-        if not idle:
-            return None
-        return start + length - 1
+    if length <= 2:
+        return start  # a short run no peer is next to: nobody is on it
     n = max(1, len(order.ranks))
     at = length // 4 + (order.rank(start) * (length // 2)) // n
     return start + max(1, min(length - 1, at))
