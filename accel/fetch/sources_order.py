@@ -165,7 +165,7 @@ def _hub_block(
 ) -> int | None:
     """The last resort's next block (see the module docstring), or None to wait.
 
-    ``front`` when nobody else holds it nor the block before it; else a seeded point in
+    ``front`` when nobody else holds it nor the two blocks before it; else a seeded point in
     the middle half of the
     largest run of blocks nobody holds and nobody is likely fetching: a block right
     after a peer's held blocks is probably that peer's own front (it has two
@@ -178,7 +178,11 @@ def _hub_block(
         return None
     if front is None:
         return min(free, key=order.rank)
-    if front in holders and not holders[front] and not elsewhere(front - 1):
+    if (
+        front in holders
+        and not holders[front]
+        and not (elsewhere(front - 1) or elsewhere(front - 2))
+    ):
         # on in order; unless a peer already holds the block this node just fetched:
         # it is on the same path at the hub (a copy from here would take longer), and
         # two nodes in step would fetch every block twice
