@@ -198,7 +198,9 @@ def _hub_block(
             runs.append((b, 1))
     start, length = max(runs, key=lambda r: (r[1], -order.rank(r[0])))
     if length <= 2:
-        return start  # a short run no peer is next to: nobody is on it
+        # only short runs are left (the end): each node takes its own first of them
+        # (its seeded order), so that nodes ending together do not all take the same
+        return min(calm, key=order.rank)
     n = max(1, len(order.ranks))
     at = length // 4 + (order.rank(start) * (length // 2)) // n
     return start + max(1, min(length - 1, at))
