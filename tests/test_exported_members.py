@@ -28,6 +28,7 @@ def test_public_api_is_curated_and_sorted() -> None:
         - {"limits"}  # their value, apart so that the CLI starts without aiohttp
         - {"modelid"}  # model ids (name, org/name) and their directory names, hub and node
         - {"serving"}  # server-side HTTP rules shared by the hub and the peer server
+        - {"blockmap"}  # the ?have bitmap of held blocks, peer server and engine
     )
     assert not stray, stray
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from accel.errors import UnsafePathError
 from accel.hub.catalog import Catalog
 from accel.schema import ManifestFile
-from accel.serving.files import NOT_FOUND_FILE, FileSender, OpenedFile, open_inside
+from accel.serving.files import NOT_FOUND_FILE, FileSender, OpenedFile, etag_of, open_inside
 from accel.serving.paths import split_raw_path
 from accel.serving.problem import Problem
 
@@ -54,7 +54,7 @@ class ListedFile:
     @property
     def etag(self) -> str:
         """The hub's strong ETag of this file, whatever store holds it."""
-        return f'"{self.entry.sha256[:40]}"'
+        return etag_of(self.entry.sha256)
 
 
 def find_listed_file(catalog: Catalog, raw_path: str) -> ListedFile:

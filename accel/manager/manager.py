@@ -624,6 +624,9 @@ class ModelManager:
                 self.registry.update(change)
                 self._delete_dir(Path(rec.path))
                 self.staged.drop(key)
+                from accel.manager.manifests import ManifestStore  # (a peer server's record)
+
+                ManifestStore(self.state_dir).drop(rec.model_id, rec.version)
             finally:
                 held.release()
             log.info("removed %s", key, extra={"key": key})

@@ -21,6 +21,7 @@ from accel.errors import InsufficientDiskSpaceError, ModelNotAvailableError
 from accel.manager.events import ReadyEvent, ResumeEvent
 from accel.manager.install import VersionInstall, summarize
 from accel.manager.locks import task_lock_name
+from accel.manager.manifests import ManifestStore
 from accel.schema import FileError, VersionManifest
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ async def run_steps(runner: JobRunner, job: Job) -> Path:
     )
     job.inst = inst
     inst.prepare()
+    if staging is None:
+        # Kept before the first byte: a peer server reads it for the blocks in flight.
+        await asyncio.to_thread(ManifestStore(runner.staged.state_dir).save, manifest)
     inst.save("queued")
     runner.publish_state(job, "queued")
     await runner.slots.acquire(job.key, job.priority)
@@ -192,6 +196,8 @@ async def _install(runner: JobRunner, job: Job, inst: VersionInstall) -> Path:
             await swap
             cancelled = exc
         inst.state = "ready"
+        # Now the ready directory holds this manifest's files (see manifests.py).
+        await asyncio.to_thread(ManifestStore(runner.staged.state_dir).save, inst.manifest)
     else:
         inst.save("ready")
     runner.emit_progress(job, force=True)

@@ -155,8 +155,33 @@ async def _state(request: web.Request) -> web.Response:
             "cards": list(d.cards.values()),
             "scheduler": reporter,
             "preseed": d.preseed_status,
+            "peers": _peers_state(d),
         }
     )
+
+
+def _peers_state(d: NodeDaemon) -> dict[str, Any] | None:
+    """The peer server and its announces, when the node serves peers."""
+    if d.peers is None:
+        return None
+    announce = None
+    if d.announcer is not None:
+        st = d.announcer.stats
+        announce = {
+            "sent": st.sent,
+            "failed": st.failed,
+            "last_ok_at": st.last_ok_at,
+            "last_error": st.last_error,
+            "interval_s": st.interval_s,
+            "versions": st.versions,
+        }
+    return {
+        "url": d.peer_url,
+        "zone": d.config.zone,
+        "transfers": d.peers.active,
+        "refused_busy": d.peers.refused_busy,
+        "announce": announce,
+    }
 
 
 async def _models(request: web.Request) -> web.Response:

@@ -2,8 +2,10 @@
 
 Owns the lifecycle of a node: one :class:`~accel.manager.ModelManager`, the scheduler
 reporter and job guard, the event broadcaster fed by the manager's events, the
-pre-seeding loop over the hub's top-N ranking, and the aiohttp server of
-:mod:`accel.node.api` (control API, ``/events``, dashboard). On SIGTERM it stops
+pre-seeding loop over the hub's top-N ranking, the aiohttp server of
+:mod:`accel.node.api` (control API, ``/events``, dashboard) and, with ``serve_peers``,
+the peer server (:mod:`accel.node.peerserver`, on a listener of its own) and the
+announce loop to the hub's tracker (:mod:`accel.node.announce`). On SIGTERM it stops
 accepting work, ends the event streams, and closes the manager, which cancels the
 transfers and leaves every one resumable; the next start re-queues what was in flight.
 Never prints: the CLI wrapper logs.
@@ -23,14 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from accel.errors import AccelError, NotFoundError, UsageError
 from accel.listener import LimitedSite, Limits, bind_listening_socket, raise_open_files_limit
+from accel.node.announce import Announcer
 from accel.node.events import EventBroadcaster, event_name, to_jsonable
 from accel.node.guard import JobGuard
+from accel.node.holdings import Holdings
 from accel.node.hubinfo import HubInfo, preseed_candidates
+from accel.node.peerserver import PeerServer, PeerServerConfig
 from accel.node.reporter import SchedulerReporter
 from accel.node.transport import transport_for_url
 from accel.node.view import model_card, total_line
@@ -41,6 +47,8 @@ log = logging.getLogger("accel.node")
 
 #: states that a restart picks up again (paused stays paused, error waits for retry)
 IN_FLIGHT = frozenset({"queued", "downloading", "verifying"})
+#: manager events after which what this node holds may have changed (announce soon)
+_HOLDING_EVENTS = frozenset({"progress", "ready", "failed", "removed", "state", "resuming"})
 _STATE_RANK = {"ready": 6, "verifying": 5, "downloading": 4, "queued": 3, "paused": 2, "error": 1}
 
 
@@ -63,6 +71,20 @@ class NodeConfig:
     limit_rate: float | None = None
     #: request-head timeout and connection cap of the daemon's HTTP listener
     listen_limits: Limits = field(default_factory=Limits)
+    #: serve this node's files to other nodes (and announce them to the hub's tracker)
+    serve_peers: bool = False
+    peer_host: str = "0.0.0.0"
+    peer_port: int = 8701
+    #: the URL other nodes reach the peer server at (default: from the listen address)
+    peer_url: str | None = None
+    #: the fleet token: peers must send it, and announces carry it
+    peer_token: str | None = None
+    #: bytes per second sent to peers, all together (None: no cap)
+    peer_upload_limit: float | None = None
+    #: peer transfers at once (past it: 503 with Retry-After)
+    peer_max_clients: int = 32
+    #: this node's zone label in announces (the tracker hands out same-zone peers first)
+    zone: str = ""
 
 
 async def call(obj: Any, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -131,6 +153,10 @@ class NodeDaemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
+        self._peer_runner: web.AppRunner | None = None
+        self.peers: PeerServer | None = None
+        self.peer_url: str | None = None
+        self.announcer: Announcer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,6 +193,39 @@ class NodeDaemon:
         port = sock.getsockname()[1]
         self.url = f"http://{self.config.host}:{port}"
         log.info("node %s listening on %s", self.config.node_id, self.url)
+        if self.config.serve_peers:
+            await self._start_peers(replace(limits, max_connections=room))
+
+    async def _start_peers(self, limits: Limits) -> None:
+        """The peer server on its own listener, then the announce loop (with a hub)."""
+        cfg = self.config
+        self.peers = PeerServer(
+            Holdings(cfg.models_dir),
+            PeerServerConfig(
+                token=cfg.peer_token,
+                upload_limit=cfg.peer_upload_limit,
+                max_clients=cfg.peer_max_clients,
+            ),
+        )
+        self._peer_runner = web.AppRunner(
+            self.peers.app(), shutdown_timeout=2.0, handle_signals=False
+        )
+        await self._peer_runner.setup()
+        sock = bind_listening_socket(cfg.peer_host, cfg.peer_port)
+        await LimitedSite(self._peer_runner, sock, limits, access_log=None).start()
+        port = sock.getsockname()[1]
+        self.peer_url = cfg.peer_url or advertised_url(cfg.peer_host, port, cfg.hub_url)
+        log.info("node %s serves peers on %s", cfg.node_id, self.peer_url)
+        if cfg.hub_url:
+            self.announcer = Announcer(
+                cfg.hub_url,
+                node_id=cfg.node_id,
+                url=self.peer_url,
+                zone=cfg.zone,
+                token=cfg.peer_token,
+                holdings=self.peers.holdings.versions,
+            )
+            self._tasks.append(asyncio.create_task(self.announcer.run(), name="node-announce"))
 
     async def stop(self) -> None:
         """Graceful stop: end streams, stop tasks, close the manager (downloads resumable)."""
@@ -178,6 +237,13 @@ class NodeDaemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.announcer is not None:
+            await self.announcer.leave()
+        if self._peer_runner is not None:
+            await self._peer_runner.cleanup()
+            self._peer_runner = None
+        if self.peers is not None:
+            self.peers.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -210,6 +276,8 @@ class NodeDaemon:
         if not isinstance(data, dict):
             data = {"value": data}
         name = event_name(data, event)
+        if self.announcer is not None and name in _HOLDING_EVENTS:
+            self.announcer.poke()
         if isinstance(data.get("model_id"), str):
             card = model_card({**data, "event": name}, self.cards.get(_key(data)))
             if name == "removed":
@@ -405,6 +473,24 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.close(fd)
 
 
+def advertised_url(host: str, port: int, hub_url: str | None) -> str:
+    """The peer server's URL as other nodes reach it: the listen address, or, for a
+    wildcard one (``0.0.0.0``, ``::``), this host's address on the route to the hub
+    (a UDP connect sends nothing; it only picks the source address), else its name."""
+    if host not in ("0.0.0.0", "::", ""):
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}"
+    address = socket.gethostname()
+    hub_host = urlsplit(hub_url).hostname if hub_url else None
+    if hub_host:
+        family = socket.AF_INET6 if host == "::" and ":" in hub_host else socket.AF_INET
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((hub_host, 9))
+            address = probe.getsockname()[0]
+    shown = f"[{address}]" if ":" in address else address
+    return f"http://{shown}:{port}"
+
+
 def _key(data: dict[str, Any]) -> str:
     return f"{data.get('model_id')}@{data.get('version')}"
 
@@ -421,8 +507,9 @@ def _default_manager(config: NodeConfig) -> Any:
     )
 
 
-async def run_node(config: NodeConfig, *, ready: Callable[[str], None] | None = None) -> None:
-    """Run a node until SIGTERM or SIGINT, then stop gracefully."""
+async def run_node(config: NodeConfig, *, ready: Callable[..., None] | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then stop gracefully (``ready(url)`` once it
+    listens; ``ready(url, peer_url)`` when it serves peers too)."""
     daemon = NodeDaemon(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -431,7 +518,10 @@ async def run_node(config: NodeConfig, *, ready: Callable[[str], None] | None = 
     try:
         await daemon.start()
         if ready is not None and daemon.url:
-            ready(daemon.url)
+            if daemon.peer_url:
+                ready(daemon.url, daemon.peer_url)
+            else:
+                ready(daemon.url)
         await stop.wait()
     finally:
         await daemon.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,9 +25,20 @@ from accel.serving.conditional import Representation, Request, evaluate, format_
 from accel.serving.problem import Problem
 from accel.serving.sendfile import send_range
 
-__all__ = ["NOT_FOUND_FILE", "FileSender", "OpenedFile", "open_inside"]
+__all__ = ["NOT_FOUND_FILE", "FileSender", "OpenedFile", "etag_of", "open_inside"]
 
 NOT_FOUND_FILE = "no such file in this model version"
+
+#: ``allow(offset, length)``: raise a Problem when those bytes must not be sent
+Allow = Callable[[int, int], None]
+#: ``pace(nbytes)``: returns once ``nbytes`` more may be sent (an upload limit)
+Pace = Callable[[int], Awaitable[None]]
+
+
+def etag_of(sha256: str) -> str:
+    """The strong ETag every accel server gives a file: its sha256 (first 40 hex digits),
+    whatever holds it (a hub's store, a node's ready file, a node's partial file)."""
+    return f'"{sha256[:40]}"'
 
 
 @dataclass
@@ -86,16 +98,30 @@ class FileSender:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def answer(self, request: web.Request, f: OpenedFile) -> web.StreamResponse:
+    async def answer(
+        self,
+        request: web.Request,
+        f: OpenedFile,
+        *,
+        allow: Allow | None = None,
+        pace: Pace | None = None,
+    ) -> web.StreamResponse:
         """The 200/206/304/412/416 answer to ``request`` for ``f`` (errors as Problem);
-        a client that left before the headers went out gets nothing (and no log)."""
+        a client that left before the headers went out gets nothing (and no log).
+
+        ``allow`` is asked about the bytes a 200 or 206 would carry (a HEAD too: it
+        answers what the GET would) and may refuse them by raising a Problem (a peer
+        holding only some blocks of a file); ``pace`` spaces the body's bytes out (an
+        upload limit)."""
         try:
-            return await self._answer(request, f)
+            return await self._answer(request, f, allow, pace)
         except ConnectionResetError:
             # aiohttp drops the connection when it tries to send this
             return web.Response(status=499)
 
-    async def _answer(self, request: web.Request, f: OpenedFile) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, f: OpenedFile, allow: Allow | None, pace: Pace | None
+    ) -> web.StreamResponse:
         headers = {
             "Accept-Ranges": "bytes",
             "ETag": f.etag,
@@ -123,6 +149,8 @@ class FileSender:
             headers["Content-Range"] = wanted.content_range
         else:
             status, offset, length = 200, 0, f.size
+        if allow is not None:
+            allow(offset, length)
 
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = length
@@ -130,5 +158,5 @@ class FileSender:
             await resp.prepare(request)
             await resp.write_eof()
             return resp
-        await send_range(request, resp, self._pool, f.fd, offset, length)
+        await send_range(request, resp, self._pool, f.fd, offset, length, pace=pace)
         return resp

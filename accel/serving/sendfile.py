@@ -24,6 +24,7 @@ import os
 import select
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -33,6 +34,8 @@ __all__ = ["Wire", "send_range"]
 _STALL_S = 60.0
 _INLINE_MAX = 1024 * 1024
 _HEADERS_WAIT_S = 1.0
+#: the most one paced step sends (an upload limit grants the bytes of each step first)
+PACE_STEP = 256 * 1024
 
 
 class Wire:
@@ -155,11 +158,15 @@ async def send_range(
     fd: int,
     offset: int,
     length: int,
+    *,
+    pace: Callable[[int], Awaitable[None]] | None = None,
 ) -> None:
     """Prepare ``resp`` and send ``length`` bytes of ``fd`` from ``offset`` as its body.
 
     A client that leaves at any point ends the answer quietly (the connection is
-    dropped, nothing is raised); ``fd`` stays the caller's to close.
+    dropped, nothing is raised); ``fd`` stays the caller's to close. With ``pace``, the
+    body goes in steps of at most :data:`PACE_STEP` bytes, each sent once
+    ``await pace(n)`` returned (an upload limit's token bucket).
     """
     wire = Wire(request)
     # Corked, the headers wait in the socket for the first body bytes and leave with
@@ -168,12 +175,36 @@ async def send_range(
     wire.cork(True)
     try:
         await resp.prepare(request)
-        if await _send(wire, resp, pool, fd, offset, length):
+        if pace is None:
+            done = await _send(wire, resp, pool, fd, offset, length)
+        else:
+            done = await _send_paced(wire, resp, pool, fd, offset, length, pace)
+        if done:
             await resp.write_eof()
     except ConnectionResetError:  # aiohttp's "cannot write to closing transport"
         wire.drop(resp)
     finally:
         wire.cork(False)
+
+
+async def _send_paced(
+    wire: Wire,
+    resp: web.StreamResponse,
+    pool: ThreadPoolExecutor,
+    fd: int,
+    offset: int,
+    length: int,
+    pace: Callable[[int], Awaitable[None]],
+) -> bool:
+    """The body in steps, each after ``pace`` granted its bytes; True when all left."""
+    sent = 0
+    while sent < length:
+        step = min(PACE_STEP, length - sent)
+        await pace(step)
+        if not await _send(wire, resp, pool, fd, offset + sent, step):
+            return False
+        sent += step
+    return True
 
 
 async def _send(

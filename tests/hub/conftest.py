@@ -15,6 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.hub import RunningHub, publish_model, publish_small_store, running_hub
+from tests.support.postgres import pg_url, postgres
+from tests.support.s3 import s3_bucket, s3_server
+
+# The S3 gateway (a one-node Ceph, ~14 s to start) and PostgreSQL are session fixtures:
+# defined here, once, they start at most once per run. Imported into each test module
+# instead, each module had its own copy of the fixture and started its own server.
+__all__ = ["pg_url", "postgres", "s3_bucket", "s3_server"]
 
 SECRET = b"TOP-SECRET-7f3a9c-do-not-serve"
 TOKEN = "s3cr3t-token-for-tests"

@@ -17,9 +17,7 @@ import pytest
 
 from tests.support.faultproxy import FaultProxy
 from tests.support.hub import make_files
-from tests.support.s3 import S3Bucket, run_accel, running_s3_hub, s3_bucket, s3_server
-
-__all__ = ["s3_bucket", "s3_server"]  # fixtures used by this module
+from tests.support.s3 import S3Bucket, run_accel, running_s3_hub
 
 MiB = 1024 * 1024
 TOKEN = "hub-token-not-for-the-store"

@@ -10,9 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.support.hub import make_files
-from tests.support.s3 import S3Bucket, run_accel, running_s3_hub, s3_bucket, s3_server
-
-__all__ = ["s3_bucket", "s3_server"]  # fixtures used by this module
+from tests.support.s3 import S3Bucket, run_accel, running_s3_hub
 
 ORG_ID = "openai/whisper-tiny"
 

@@ -21,17 +21,7 @@ import pytest
 from accel.hub.catalog import Catalog
 from accel.hub.stores import open_store
 from tests.support.hub import make_files
-from tests.support.s3 import (
-    REPO,
-    S3Bucket,
-    S3Server,
-    run_accel,
-    s3_bucket,
-    s3_server,
-    slow_uploads,
-)
-
-__all__ = ["s3_bucket", "s3_server"]  # fixtures used by this module
+from tests.support.s3 import REPO, S3Bucket, S3Server, run_accel, slow_uploads
 
 MiB = 1024 * 1024
 

@@ -32,11 +32,9 @@ import pytest
 from accel.schema import VersionManifest
 from tests.support.balancer import Balancer, start_balancer
 from tests.support.hub import REPO, RunningHub, make_files, publish_model, running_hub
-from tests.support.postgres import Postgres, pg_url, postgres, running_postgres
-from tests.support.s3 import S3Bucket, run_accel, running_s3_hub, s3_bucket, s3_server
+from tests.support.postgres import Postgres, running_postgres
+from tests.support.s3 import S3Bucket, run_accel, running_s3_hub
 from tests.support.wait import wait_until
-
-__all__ = ["pg_url", "postgres", "s3_bucket", "s3_server"]  # fixtures used by this module
 
 MiB = 1024 * 1024
 

@@ -13,9 +13,7 @@ import pytest
 from accel.errors import UsageDbError
 from accel.hub.usage import UsageCounter
 from accel.hub.usage_pg import MIGRATIONS, PostgresUsage, redact_url
-from tests.support.postgres import Postgres, pg_url, postgres, running_postgres
-
-__all__ = ["pg_url", "postgres"]  # fixtures used by this module
+from tests.support.postgres import Postgres, running_postgres
 
 
 async def test_hubs_starting_together_apply_each_migration_once(pg_url: str) -> None:

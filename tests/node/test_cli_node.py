@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+PEERS = ["--models-dir", "{tmp}", "--hub", "http://h", "--serve-peers", "--peer-token", "t"]
+
 
 @pytest.mark.parametrize(
     ("args", "needle"),
@@ -18,6 +20,20 @@ import pytest
         (["--models-dir", "{tmp}", "--hub", "http://h", "--preseed-top", "-1"], "--preseed-top"),
         (["--models-dir", "{tmp}", "--hub", "http://h", "--limit-rate", "fast"], "limit-rate"),
         (["--models-dir", "{tmp}", "--hub", "http://h", "--log-level", "loud"], "--log-level"),
+        # a peer server other machines can reach must have a fleet token
+        (["--models-dir", "{tmp}", "--hub", "http://h", "--serve-peers"], "needs a fleet token"),
+        (
+            ["--models-dir", "{tmp}", "--hub", "http://h", "--serve-peers", "--peer-token", " "],
+            "--peer-token must not be empty",
+        ),
+        (
+            [*PEERS, "--peer-listen", "127.0.0.1"],
+            "--peer-listen '127.0.0.1' is not HOST:PORT",
+        ),
+        ([*PEERS, "--peer-max-clients", "0"], "--peer-max-clients must be >= 1"),
+        ([*PEERS, "--peer-upload-limit", "lots"], "lots"),
+        ([*PEERS, "--peer-url", "ftp://x"], "--peer-url"),
+        ([*PEERS, "--node-id", "a b"], "cannot be announced"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
