@@ -3,7 +3,8 @@
 A peer serving a file it is still downloading holds only some of its blocks. It says
 which at ``GET {file URL}?have``: ``{"block_size": N, "size": S, "have": "<base64>"}``,
 bit *i* set when block *i* is held and verified there, most significant bit first in
-each byte (BitTorrent's bitfield order). :class:`Have` is that bitmap as a value the
+each byte (BitTorrent's bitfield order; the wire form is :mod:`accel.blockmap`'s, which
+the node's peer server writes). :class:`Have` is that bitmap as a value the
 selection policy (:mod:`~accel.fetch.sources`) can ask "does this source hold every
 block of this chunk?"; :func:`parse_have` turns an answer into one, held to the size
 and block size the caller expects.
@@ -16,10 +17,10 @@ are checked against the manifest's blake3 digests like any source's.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
+
+from accel import blockmap
 
 __all__ = ["Have", "HaveError", "encode_have", "parse_have"]
 
@@ -103,13 +104,11 @@ def parse_have(body: bytes, *, size: int, block_size: int) -> Have:
         raise HaveError(f"the peer's file is {got_size} bytes, expected {size}")
     if got_block != block_size:
         raise HaveError(f"the peer's blocks are {got_block} bytes, expected {block_size}")
-    nblocks = -(-size // block_size) if block_size > 0 else 0
+    nblocks = blockmap.block_count(size, block_size)
     try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise HaveError("have is not base64") from exc
-    if len(raw) < -(-nblocks // 8):
-        raise HaveError(f"have holds {len(raw) * 8} bits for {nblocks} blocks")
+        raw = blockmap.decode(text, nblocks)
+    except ValueError as exc:
+        raise HaveError(str(exc)) from exc
     return Have(_from_msb_first(raw, nblocks))
 
 
@@ -119,4 +118,4 @@ def encode_have(have: Have, nblocks: int) -> str:
     for b in range(nblocks):
         if b in have:
             out[b // 8] |= 0x80 >> (b % 8)
-    return base64.b64encode(bytes(out)).decode("ascii")
+    return blockmap.encode(bytes(out))
