@@ -121,10 +121,13 @@ async def test_a_lying_mirror_is_quarantined_and_sends_little(
 ) -> None:
     """Fault: a mirror that flips one byte of every answer (status, headers, length
     right). Its blocks fail their blake3 digests: demoted, then quarantined. The honest
-    sources are capped at two connections each, so the demoted liar still gets a
-    second chunk (that is what quarantines it)."""
+    sources are capped at two connections each, and the liar answers from an uncapped
+    nginx: demoted (its rate quartered) it is still faster per connection than a
+    quarter of the honest ones, so it gets the second chunk that quarantines it. (It
+    once proxied a capped honest nginx: quartered, its rate sat right at MIN_SHARE of the
+    best, and under load it got no second chunk: demoted, never quarantined.)"""
     hub, honest = nginx(files, limit_rate="8m"), nginx(files, limit_rate="8m")
-    liar = proxy(honest.url, FaultRule(FaultKind.FLIP, times=None, after_bytes=1000))
+    liar = proxy(nginx(files).url, FaultRule(FaultKind.FLIP, times=None, after_bytes=1000))
     data = (files / "f.bin").read_bytes()
     events: list[ProgressEvent] = []
     liar_url = f"{liar.url}/f.bin"
