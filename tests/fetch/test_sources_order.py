@@ -163,6 +163,27 @@ def test_a_node_never_waits_on_peers_alone() -> None:
     assert taken == 8
 
 
+def test_the_hub_goes_on_in_order_and_leaves_a_node_in_step_with_it() -> None:
+    """From its own start the hub's blocks go on in order; when a peer already holds
+    the block before the front (it is on the same path), the next one is elsewhere:
+    inside the largest run nobody holds, never just after a peer's blocks."""
+    n = 32
+    plan = ChunkPlan(n * BS, BS, align=BS)
+    p = peers_policy(1).holding(1, Have()).started(1).finished(1, 1000, 0.1)
+    order = BlockOrder.shuffled(n, 7)
+    a = assign(p, spans_of(plan), block_size=BS, now=0.0, order=order)
+    assert a is not None and a.source == 0 and a.start // BS == order.ranks.index(0)
+    start = a.start // BS
+    plan.take_span(next(x for x in plan.pending() if x.id == a.chunk), a.start, a.end)
+    b = assign(p, spans_of(plan), block_size=BS, now=0.0, order=order, front=start + 1)
+    assert b is not None and b.start // BS == start + 1  # on in order
+    # a peer holds this node's start block too: in step with it, so jump
+    p2 = p.holding(1, Have.of({start}))
+    c = assign(p2, spans_of(plan), block_size=BS, now=0.0, order=order, front=start + 1)
+    assert c is not None and c.source == 0
+    assert c.start // BS not in (start, start + 1, start + 2)
+
+
 def test_a_chunk_that_failed_on_its_only_holder_goes_to_the_hub() -> None:
     plan = ChunkPlan(2 * BS, BS, align=BS)
     p = peers_policy(1).holding(1, Have.first(2))
@@ -201,13 +222,22 @@ def test_no_chunk_ever_goes_to_a_source_without_all_its_blocks(
     order = BlockOrder.shuffled(nblocks, seed)
     running: dict[int, list[tuple[int, int, int]]] = {i: [] for i in range(4)}
     now = 0.0
+    front: int | None = None
     for kind, i, bits in events:
         now += 0.5
         if kind == "assign":
             pending = spans_of(plan)
-            a = assign(p, pending, block_size=BS, now=now, order=order)
+            a = assign(p, pending, block_size=BS, now=now, order=order, front=front)
             if a is None:
+                if p[0].active == 0:  # an idle hub waits only on usable peers' blocks
+                    for sp in pending:
+                        for b in range(sp.start // BS, -(-sp.end // BS)):
+                            assert any(
+                                s.peer and s.usable(now) and s.holds(b, b + 1) for s in p.sources
+                            ), (b, p)
                 continue
+            if a.source == 0:
+                front = -(-a.end // BS)
             span = next(sp for sp in pending if sp.chunk == a.chunk)
             assert span.start <= a.start < a.end <= span.end
             assert a.start % BS == 0 and (a.end % BS == 0 or a.end == size)
