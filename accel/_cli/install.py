@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from accel._cli._models import Renderer, add_common, emit_json, manager_from, split_ref
-from accel.errors import AccelError
+from accel.errors import AccelError, UsageError
 
 __all__ = ["register", "run_installs"]
 
@@ -55,8 +56,55 @@ def register(subparsers: Any) -> None:
         default=None,
         help="download worker processes (default: one per core)",
     )
+    peers = p.add_argument_group("peers (other nodes serving what they hold; none trusted)")
+    peers.add_argument(
+        "--peer-token",
+        metavar="T",
+        help="the fleet token: ask the hub's tracker for peers of each version and read "
+        "from them with it (default: $ACCEL_PEER_TOKEN); every block is checked and the "
+        "hub stays the last resort",
+    )
+    peers.add_argument(
+        "--peer",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="a peer's base URL (as it announces itself; repeatable): used without the tracker",
+    )
+    peers.add_argument(
+        "--node-id",
+        metavar="ID",
+        help="this node's id in the tracker (its own announces): never handed itself as a peer",
+    )
+    peers.add_argument(
+        "--zone", metavar="Z", default="", help="this node's zone: same-zone peers first"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the paths")
     p.set_defaults(func=handler)
+
+
+def peer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--peer-token`` and ``--peer`` as ModelManager arguments (checked)."""
+    import urllib.parse
+
+    token = getattr(args, "peer_token", None)
+    if token is not None and not token.strip():
+        raise UsageError("--peer-token: the fleet token must not be empty")
+    if token is None:
+        token = os.environ.get("ACCEL_PEER_TOKEN", "").strip() or None
+    bases: list[str] = []
+    for url in getattr(args, "peer", None) or []:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise UsageError(f"--peer: expected a peer's http:// or https:// base URL, got {url!r}")
+        if url.rstrip("/") not in bases:
+            bases.append(url.rstrip("/"))
+    return {
+        "peer_token": token.strip() if token else None,
+        "peers": tuple(bases),
+        "node_id": getattr(args, "node_id", None) or "",
+        "peer_zone": getattr(args, "zone", "") or "",
+    }
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -88,6 +136,7 @@ async def run_installs(args: argparse.Namespace, refs: list[tuple[str, str | Non
         limit_rate=getattr(args, "limit_rate", None),
         max_parallel_files=getattr(args, "max_parallel_files", 3),
         workers=getattr(args, "workers", None),
+        **peer_options(args),
     )
     failures = 0
     async with mm:

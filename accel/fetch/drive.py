@@ -40,6 +40,7 @@ from accel.fetch.recorder import ChunkRecorder
 from accel.fetch.slots import Shared
 from accel.fetch.sources import SourcePolicy
 from accel.fetch.sources_links import Link
+from accel.fetch.sources_order import BlockOrder, Span, assign
 from accel.fetch.types import EventKind
 
 __all__ = ["ChunkDriver"]
@@ -80,6 +81,12 @@ class ChunkDriver(abc.ABC):
     raced: int | None
     #: the source of each finished chunk not fetched from the first one (by start)
     done_src: dict[int, int]
+    #: this node's order of the file's blocks (chunks for the hub, with peers)
+    order: BlockOrder
+    #: set to ask every peer for its bitmap now (sources_poll.py)
+    have_wake: asyncio.Event | None
+    #: the block after the last one given to the last resort, with peers (None: none yet)
+    hub_front: int | None
 
     @abc.abstractmethod
     def _task(self, start: int, end: int | None, source: int = 0) -> Task: ...
@@ -130,7 +137,11 @@ class ChunkDriver(abc.ABC):
                     self._estimate_untested()
                     if plan.pending_count and slots.free() > 0:
                         self._maybe_race(tasks, early=True)
-                while plan.pending_count and slots.try_acquire():
+                while self.policy.partial and plan.pending_count and slots.try_acquire():
+                    if not self._dispatch_with_peers(tasks, limit):
+                        slots.release()
+                        break
+                while not self.policy.partial and plan.pending_count and slots.try_acquire():
                     src = self.policy.pick(time.monotonic())
                     if src is None:  # every source is at its cap, resting or gone
                         slots.release()
@@ -167,6 +178,55 @@ class ChunkDriver(abc.ABC):
                 t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _dispatch_with_peers(self, tasks: set[asyncio.Task[None]], limit: int | None) -> bool:
+        """One request chosen by :mod:`~accel.fetch.sources_order` (which bytes from
+        whom); False when nothing can be sent now (the caller holds a slot for it)."""
+        plan = self.plan
+        assert plan is not None
+        pending = plan.pending()
+        by_id = {c.id: c for c in pending}
+        limits = [
+            self.block_size if s.last_resort else self._limit_for(i, limit)
+            for i, s in enumerate(self.policy.sources)
+        ]
+        got = assign(
+            self.policy,
+            [Span(c.id, c.start, c.end) for c in pending],
+            block_size=self.block_size,
+            now=time.monotonic(),
+            order=self.order,
+            limits=limits,
+            avoid=self.avoid,
+            front=self.hub_front,
+        )
+        if got is None:
+            return False
+        if self.policy[got.source].last_resort:
+            self.hub_front = -(-got.end // self.block_size)
+        chunk = plan.take_span(by_id[got.chunk], got.start, got.end)
+        self.policy = self.policy.started(got.source)
+        tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None, got.source)))
+        return True
+
+    def _not_held(self, src: int, chunk: Chunk, outcome: Outcome, nbytes: int) -> bool:
+        """A peer's ``404 block_not_held``: its bitmap was behind; the blocks leave it,
+        every peer is asked again, and the chunk goes back (no retry spent, no failure
+        of the peer). True when that was the answer."""
+        err = outcome.error
+        if not (
+            isinstance(err, HTTPStatusError)
+            and err.facts.get("problem") == "block_not_held"
+            and self.policy[src].peer
+        ):
+            return False
+        bs = self.block_size or 1
+        self.policy = self.policy.lacked(src, chunk.start // bs, -(-chunk.end // bs), nbytes)
+        if self.have_wake is not None:
+            self.have_wake.set()
+        assert self.plan is not None
+        self.plan.fail(chunk, refund=True)
+        return True
 
     def _estimate_untested(self) -> None:
         """Rank a source by its first request's rate so far once that says something
@@ -243,6 +303,8 @@ class ChunkDriver(abc.ABC):
             self._race_lost(chunk)
             return
         self._race_lost(chunk)
+        if self._not_held(src, chunk, outcome, nbytes):
+            return
         if self._target_refused(handle.task, outcome, link):
             # An expired signed URL (or a mirror that lost the file): the source's own
             # URL decides again where the bytes are; finished chunks are kept.

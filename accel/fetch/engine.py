@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -156,6 +156,10 @@ class Engine:
         check: bool = False,
         mirrors: Sequence[str] = (),
         max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
+        peers: Sequence[str] = (),
+        peer_headers: Mapping[str, str] | None = None,
+        order_seed: int | None = None,
+        find_peers: Callable[[], Awaitable[Sequence[str]]] | None = None,
     ) -> DownloadResult:
         """Fetch ``url`` into ``dest``, verified, resumable; see the package docstring.
 
@@ -164,6 +168,17 @@ class Engine:
         expected size and digests are what make them the same file), and ``url``
         stays the source of last resort. ``max_connections_per_source`` caps the
         requests to each at once.
+
+        ``peers`` are URLs of the same file at nodes that may hold only some of its
+        blocks (they answer ``?have``; see :mod:`~accel.fetch.sources_order` for who
+        fetches what). They get ``peer_headers`` (the fleet token) and never this
+        download's own ``headers`` credentials; they are used only with the
+        expected block digests, which check every block they send. ``order_seed``
+        fixes this node's order of the blocks (random when None). ``find_peers``
+        names more peer URLs as the download runs (asked at the start, then after 2,
+        4, 8... s): nodes of a fleet starting at once find each other only as each
+        starts. While it may still bring some, the hub is not asked for every block
+        at once; after three asks that found nobody, the download goes on alone.
 
         Cancelling the awaiting task leaves ``<dest>.part`` and ``<dest>.part.json``
         resumable and stops all work on this file.
@@ -194,6 +209,10 @@ class Engine:
             check=check,
             mirrors=mirrors,
             max_connections_per_source=max_connections_per_source,
+            peers=peers,
+            peer_headers=peer_headers,
+            order_seed=order_seed,
+            find_peers=find_peers,
         )
         self._downloads.add(fd)
         try:

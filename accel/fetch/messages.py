@@ -84,6 +84,9 @@ class Task:
     #: send the answer's head (:class:`HeadSeen`) without waiting for a decision: the
     #: validators a whole-file request needs to leave a resumable ``.part`` if stopped
     report_head: bool = False
+    #: the source is a peer: a ``404`` naming ``block_not_held`` means "not yet here",
+    #: told apart from a 404 for a missing file (read from the answer's problem body)
+    peer: bool = False
 
 
 @dataclass(frozen=True)

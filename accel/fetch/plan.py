@@ -139,6 +139,13 @@ class ChunkPlan:
     def active(self) -> list[Chunk]:
         return list(self._active.values())
 
+    def pending(self) -> list[Chunk]:
+        """The pending chunks, by start (what a choice among them reads)."""
+        return sorted(
+            (c for c in self._by_start.values() if c.state is ChunkState.PENDING),
+            key=lambda c: c.start,
+        )
+
     @property
     def done_bytes(self) -> int:
         return self._done_bytes
@@ -198,6 +205,27 @@ class ChunkPlan:
             c.end = end
         self._activate(c)  # its heap entry is stale now and skipped by take()
         return c
+
+    def take_span(self, chunk: Chunk, start: int, end: int) -> Chunk:
+        """Make bytes ``[start, end)`` of the pending ``chunk`` active (a choice of which
+        bytes, not the lowest: :mod:`~accel.fetch.sources_order`); what is before and
+        after stays pending. The active piece keeps the chunk's identity (its id and
+        attempts), so what a chunk failed on follows the bytes it is about."""
+        self._expect(chunk, ChunkState.PENDING)
+        if not chunk.start <= start < end <= chunk.end:
+            raise ValueError(f"{start}-{end} is not inside {chunk.start}-{chunk.end}")
+        if start % self.align or (end % self.align and end != chunk.end):
+            raise ValueError(f"{start}-{end} is not aligned to {self.align}")
+        if end < chunk.end:
+            self._add(end, chunk.end, ChunkState.PENDING)
+            chunk.end = end
+        if start > chunk.start:
+            old = chunk.start
+            chunk.start = start
+            self._by_start[start] = chunk
+            self._add(old, start, ChunkState.PENDING)  # takes _by_start[old] over
+        self._activate(chunk)  # its heap entry is stale now and skipped by take()
+        return chunk
 
     def complete(self, chunk: Chunk) -> None:
         self._expect(chunk, ChunkState.ACTIVE)

@@ -28,7 +28,13 @@ per source and decides who fetches the next chunk, as aria2's adaptive selector 
   grows with each failure; one that answers with another file (404, a changed ETag, a
   size of its own) is quarantined at once;
 - the *last resort* (the hub's own URL) is never rested nor quarantined: a download
-  never fails while it still answers. Its failures go to the engine's retry policy.
+  never fails while it still answers. Its failures go to the engine's retry policy;
+- a *peer* (a node serving what it holds) may hold only some blocks: its
+  :class:`~accel.fetch.sources_have.Have` bitmap, refreshed by the caller, and no chunk
+  ever goes to a source that does not hold all of its blocks. A peer that says it
+  lacks a block after all (``404 block_not_held``) is no failure: those blocks leave
+  its bitmap until the next refresh, and the chunk goes elsewhere. Which chunk each
+  source gets when peers are there is :mod:`~accel.fetch.sources_order`'s.
 
 It never decides whether bytes are good (the worker's blake3 checks and the final
 SHA256 do), and never reads a socket.
@@ -37,7 +43,9 @@ SHA256 do), and never reads a socket.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+from accel.fetch.sources_have import Have
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "SourcePolicy", "SourceState", "vote_losers"]
 
@@ -84,6 +92,22 @@ class SourceState:
     resting_until: float = 0.0
     #: a block of it failed and no request of it has ended well since: one at a time
     probation: bool = False
+    #: a peer: it holds only the blocks of :attr:`have` (None: the whole file, as the
+    #: hub and mirrors do), as its last ``?have`` answer said
+    peer: bool = False
+    have: Have | None = None
+    #: a peer that has answered ``?have`` at least once (it is there and serving)
+    heard: bool = False
+    #: ``404 block_not_held`` answers (no failure: its bitmap was older than its disk)
+    not_held: int = 0
+    #: the blocks it answered ``block_not_held`` for: not asked of it again in this
+    #: download, whatever its bitmap says next (else a bitmap that keeps claiming them
+    #: would send the same chunk back to it forever)
+    lacking: Have = field(default_factory=Have)
+
+    def holds(self, first: int, end: int) -> bool:
+        """It holds every block of ``[first, end)`` (block indexes)."""
+        return self.have is None or self.have.covers(first, end)
 
     def usable(self, now: float) -> bool:
         """May get a request now, capacity aside."""
@@ -103,6 +127,9 @@ class SourcePolicy:
     """Every source of one download and what the policy knows of each (index = id)."""
 
     sources: tuple[SourceState, ...]
+    #: peers may come while the download runs (the caller looks for them): chunks go
+    #: by :mod:`~accel.fetch.sources_order` even before one is known
+    expect_peers: bool = False
 
     @classmethod
     def of(
@@ -111,39 +138,76 @@ class SourcePolicy:
         *,
         last_resort: int = 0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        peers: Sequence[str] = (),
     ) -> SourcePolicy:
-        """Sources for ``urls`` (duplicates dropped, first kept); ``urls[last_resort]``
-        is the one never given up."""
+        """Sources for ``urls`` then ``peers`` (duplicates dropped, first kept);
+        ``urls[last_resort]`` is the one never given up. A peer holds nothing until
+        :meth:`holds` says otherwise."""
         if not urls:
             raise ValueError("a download needs at least one source")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         keep = urls[last_resort]
         seen: list[str] = []
-        for u in urls:
+        for u in [*urls, *peers]:
             if u not in seen:
                 seen.append(u)
+        whole = set(urls)
         return cls(
             tuple(
-                SourceState(u, last_resort=u == keep, max_connections=max_connections) for u in seen
+                SourceState(u, last_resort=u == keep, max_connections=max_connections)
+                if u in whole
+                else SourceState(u, max_connections=max_connections, peer=True, have=Have())
+                for u in seen
             )
         )
 
     def __len__(self) -> int:
         return len(self.sources)
 
+    def with_peer(self, url: str) -> SourcePolicy:
+        """One more source, a peer holding nothing yet (found while the download runs);
+        the others keep their indexes. A URL already there changes nothing."""
+        if any(s.url == url for s in self.sources):
+            return self
+        cap = max(
+            (s.max_connections for s in self.sources if not s.last_resort),
+            default=DEFAULT_MAX_CONNECTIONS,
+        )
+        return replace(
+            self,
+            sources=(*self.sources, SourceState(url, max_connections=cap, peer=True, have=Have())),
+        )
+
     def __getitem__(self, i: int) -> SourceState:
         return self.sources[i]
 
+    @property
+    def partial(self) -> bool:
+        """Some source is a peer (chunks then go by :mod:`~accel.fetch.sources_order`)."""
+        return self.expect_peers or any(s.peer for s in self.sources)
+
+    def expecting(self, peers: bool) -> SourcePolicy:
+        """Peers may (still) come, or no longer."""
+        return replace(self, expect_peers=peers)
+
     # --- choosing ------------------------------------------------------------------
-    def pick(self, now: float, exclude: Collection[int] = ()) -> int | None:
+    def pick(
+        self, now: float, exclude: Collection[int] = (), blocks: tuple[int, int] | None = None
+    ) -> int | None:
         """The source for the next chunk, or None when every usable one is busy.
 
         ``exclude``: sources not to use for this chunk (those it failed on, say). The
         last resort is offered when nothing else can take the chunk, even while its
         first request is still measuring it or the chunk failed there before.
+        ``blocks``: the chunk's block indexes ``[first, end)``; a peer is offered only
+        a chunk it holds every block of (and none without ``blocks``).
         """
-        usable = [i for i, s in enumerate(self.sources) if s.usable(now)]
+        usable = [
+            i
+            for i, s in enumerate(self.sources)
+            if s.usable(now) and (s.holds(*blocks) if blocks is not None else not s.peer)
+        ]
         best = max((self.sources[i].rate or 0.0 for i in usable), default=0.0)
         fast = [i for i in usable if self._fast_enough(i, best)]
         free = [i for i in fast if self.sources[i].active < self.sources[i].max_connections]
@@ -180,13 +244,17 @@ class SourcePolicy:
         s = self.sources[i]
         return s.rate or 0.0
 
-    def fastest(self, now: float, exclude: Collection[int] = ()) -> int | None:
+    def fastest(
+        self, now: float, exclude: Collection[int] = (), blocks: tuple[int, int] | None = None
+    ) -> int | None:
         """The usable measured source with the highest rate that has a free
-        connection (for the tail race), or None."""
+        connection (for the tail race) and holds ``blocks`` (a peer: only with
+        ``blocks`` given), or None."""
         free = [
             i
             for i, s in enumerate(self.sources)
             if i not in exclude
+            and (s.holds(*blocks) if blocks is not None else not s.peer)
             and s.usable(now)
             and s.active < s.max_connections
             and s.rate is not None
@@ -240,6 +308,45 @@ class SourcePolicy:
                 chunks=s.chunks + 1,
                 errors=0,
                 probation=False,
+            ),
+        )
+
+    def holding(self, i: int, have: Have | None) -> SourcePolicy:
+        """Peer ``i``'s ``?have`` answered ``have`` (None: it holds the whole file, a
+        server that does not know ``?have``)."""
+        s = self.sources[i]
+        if have is not None and s.lacking.bits:
+            have = Have(have.bits & ~s.lacking.bits)
+        elif have is None and s.lacking.bits:
+            have = Have()  # "the whole file", after refusing blocks of it: nothing is sure
+        return self._set(i, replace(s, have=have, heard=True))
+
+    def unheard(self, i: int) -> SourcePolicy:
+        """Peer ``i`` gave no ``?have`` answer: it holds nothing until it answers again
+        (so nothing waits on it and the hub takes its blocks)."""
+        s = self.sources[i]
+        return self._set(i, replace(s, have=Have(), heard=False))
+
+    def lacked(self, i: int, first: int, end: int, nbytes: int = 0) -> SourcePolicy:
+        """Peer ``i`` answered ``404 block_not_held`` for blocks ``[first, end)``: no
+        failure of the source (its bitmap was older than its disk); those blocks leave
+        its bitmap until its next ``?have`` says otherwise."""
+        s = self.sources[i]
+        # A peer that said "whole" and now lacks a block: nothing is known until the
+        # next ?have says what it holds
+        have = s.have.without(first, end) if s.have is not None else Have()
+        refused = Have.first(end).without(0, first)
+        nbytes = max(0, nbytes)
+        return self._set(
+            i,
+            replace(
+                s,
+                active=max(0, s.active - 1),
+                have=have,
+                lacking=Have(s.lacking.bits | refused.bits),
+                served=s.served + nbytes,
+                discarded=s.discarded + nbytes,
+                not_held=s.not_held + 1,
             ),
         )
 

@@ -40,6 +40,8 @@ __all__ = ["TailRace"]
 MiB = 1024 * 1024
 #: race only a request its source would end this many times later than the fastest
 _SLOWER = 2.0
+#: with peers, a race at the hub only for a request this many times later
+_SLOWER_AT_HUB = 4.0
 #: what a worker may have read past its last report: one read buffer, plus the bytes
 #: of one progress interval (0.1 s) at the request's rate (accel.fetch.worker)
 _READ_BUFFER = 256 * 1024
@@ -112,7 +114,14 @@ class TailRace(ChunkDriver):
             if h is None or placed is None:
                 continue
             src, t0 = placed
-            fast = self.policy.fastest(now, exclude={src})
+            bs = self.block_size or 1
+            blocks = (chunk.start // bs, -(-chunk.end // bs))
+            # With peers, a race at the hub is hub egress twice for the same bytes: only
+            # for the very tail (nothing pending) and a request four times too slow.
+            hub_too = not self.policy.partial or not early
+            fast = self.policy.fastest(
+                now, exclude={src} | (set() if hub_too else {self._last_resort()}), blocks=blocks
+            )
             if fast is None:
                 continue
             left = chunk.end - h.position
@@ -125,7 +134,10 @@ class TailRace(ChunkDriver):
             if t_fast is None:
                 continue
             t_slow = left / own if own > 0 else float("inf")
-            if t_slow <= _SLOWER * t_fast:
+            slower = _SLOWER
+            if self.policy.partial and self.policy[fast].last_resort:
+                slower = _SLOWER_AT_HUB
+            if t_slow <= slower * t_fast:
                 continue
             if early and t_slow <= self._time_left() + t_fast:
                 continue
@@ -143,6 +155,9 @@ class TailRace(ChunkDriver):
         self.raced = chunk.id
         tasks.add(asyncio.ensure_future(self._run_race(self.race)))
         return True
+
+    def _last_resort(self) -> int:
+        return next(i for i, s in enumerate(self.policy.sources) if s.last_resort)
 
     def _time_left(self) -> float:
         """Seconds the pending chunks need at the download's current speed."""

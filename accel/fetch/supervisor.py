@@ -23,9 +23,10 @@ import contextlib
 import dataclasses
 import errno
 import os
+import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from accel.errors import (
@@ -60,7 +61,8 @@ from accel.fetch.single import fetch_once, special_target
 from accel.fetch.slots import Shared
 from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS, SourcePolicy
 from accel.fetch.sources_links import Link
-from accel.fetch.sources_votes import SourceVoters
+from accel.fetch.sources_order import BlockOrder
+from accel.fetch.sources_poll import HAVE_INTERVAL_S, PeerHaves
 from accel.fetch.types import DownloadResult, EventKind, Expected, ProgressEvent
 
 __all__ = ["FileDownload"]
@@ -68,9 +70,11 @@ __all__ = ["FileDownload"]
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
 _TICK_S = 0.25
+#: how often a download with peers writes its checkpoint (what a peer server reads)
+PEER_CHECKPOINT_S = 0.25
 
 
-class FileDownload(SourceVoters):
+class FileDownload(PeerHaves):
     """State of one file's download inside an :class:`~accel.fetch.engine.Engine`."""
 
     def __init__(
@@ -88,14 +92,40 @@ class FileDownload(SourceVoters):
         check: bool = False,
         mirrors: Sequence[str] = (),
         max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS,
+        peers: Sequence[str] = (),
+        peer_headers: Mapping[str, str] | None = None,
+        order_seed: int | None = None,
+        have_interval: float = HAVE_INTERVAL_S,
+        find_peers: Callable[[], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
         self.shared = shared
         self.url = url
+        digests = (expected or Expected()).chunks
+        # Peers are read block by block, each block checked: without block digests
+        # nothing would say which of their bytes are good, so they are not used.
+        peers = [p for p in peers if p not in (url, *mirrors)] if digests is not None else []
         #: every source of these bytes, ``url`` first: the last resort (sources.py)
         # One source keeps the engine's whole connection budget (as before sources
         # existed); with several, each is capped like aria2's per-server limit.
-        cap = max_connections_per_source if mirrors else 1 << 16
-        self.policy = SourcePolicy.of([url, *mirrors], last_resort=0, max_connections=cap)
+        cap = max_connections_per_source if mirrors or peers else 1 << 16
+        self.policy = SourcePolicy.of(
+            [url, *mirrors], last_resort=0, max_connections=cap, peers=peers
+        )
+        #: the fleet token and the like: sent to peers, and to nothing else
+        self.peer_headers = tuple((peer_headers or {}).items())
+        self.have_interval = have_interval
+        self.have_wake = None
+        #: more peers as the download runs (a fleet starting at once finds each other
+        #: only once they have started); unused without block digests
+        self.find_peers = find_peers if digests is not None else None
+        if self.find_peers is not None:
+            # peers are coming (a fleet starting at once): chunks go by the block order
+            # from the start, and the hub is not asked for everything at once
+            self.policy = self.policy.expecting(True)
+        #: this node's own order of the blocks (sources_order.py), from a seed
+        self.order_seed = order_seed if order_seed is not None else random.getrandbits(64)
+        self.order = BlockOrder.ascending(0)
+        self.hub_front = None
         self.links = [Link(s.url) for s in self.policy.sources]
         self.avoid: dict[int, set[int]] = {}
         self.chunk_src: dict[int, tuple[int, float]] = {}
@@ -133,6 +163,10 @@ class FileDownload(SourceVoters):
         self.ranged = True
         self.plan: ChunkPlan | None = None
         self.recorder = ChunkRecorder(url, self.dest, shared.checkpoint_s)
+        if self.policy.partial:
+            # A node serving its verified blocks to peers reads them from the checkpoint:
+            # written often, other nodes see a block soon after it is done here.
+            self.recorder.every_s = min(shared.checkpoint_s, PEER_CHECKPOINT_S)
         self.handles: dict[int, TaskHandle] = {}
         self.fd = -1
         self.hasher: PrefixHasher | None = None
@@ -245,6 +279,8 @@ class FileDownload(SourceVoters):
             small = await self._run_whole()
             if small is not None:
                 return small
+        if self.find_peers is not None:
+            await self._find_peers()  # before the probe: with peers, it keeps no bytes
         try:
             cp = self.adopted or load_checkpoint(self.dest)
         except CheckpointError:
@@ -253,10 +289,12 @@ class FileDownload(SourceVoters):
         start = probe_start(cp, self.expected.size, self.block_size)
         if self.digests:
             self.heads = unfinished_blocks(cp, self.block_size)
+        # With peers the probe keeps no bytes (which blocks come from the hub is the
+        # block order's choice): one byte says size and validators, and no node of a
+        # fleet makes the hub send the same first megabytes into a connection it drops.
+        length = 1 if self.policy.partial and self.digests else self._probe_length()
         try:
-            head, first_req = await self._probe(
-                start, probe_length(cp, start, self._probe_length())
-            )
+            head, first_req = await self._probe(start, probe_length(cp, start, length))
         except RemoteChangedError:
             if start == 0:
                 raise
@@ -288,16 +326,23 @@ class FileDownload(SourceVoters):
             self.policy = self.policy.started(0)
             tasks.add(asyncio.ensure_future(self._run_chunk(first, first_req)))
         hashing = asyncio.ensure_future(self.hasher.run(self.plan.done_prefix))
+        polling: asyncio.Future[None] | None = None
         try:
+            if (self.policy.partial or self.find_peers is not None) and self.ranged:
+                # Before the first chunk: which peers are there and what they hold
+                # decides how much the hub is asked for at once (sources_order.py).
+                await self._ask_haves()
+                polling = asyncio.ensure_future(self._poll_haves())
             await self._drive(tasks)
             self.last_byte_at = time.monotonic()
             self.hasher.wake.set()
             await hashing
             self.hashed_at = time.monotonic()
         finally:
-            if not hashing.done():
-                hashing.cancel()
-                await asyncio.gather(hashing, return_exceptions=True)
+            for job in (hashing, polling):
+                if job is not None and not job.done():
+                    job.cancel()
+                    await asyncio.gather(job, return_exceptions=True)
         return await self._finish()
 
     async def _reuse_existing(self) -> DownloadResult | None:
@@ -588,6 +633,13 @@ class FileDownload(SourceVoters):
         )
         if not self.ranged:
             self._emit("progress", "the server ignores Range: falling back to one stream")
+        if self.block_size:
+            # (peers may come later: find_peers)
+            self.order = BlockOrder.shuffled(-(-total // self.block_size), self.order_seed)
+        if self.policy.partial and self.block_size and self.ranged:
+            # Every node's probe asks for the first bytes: with peers, which blocks
+            # come from the hub is the block order's choice, not the probe's.
+            return None
         at = self.probe_start
         first = self.plan.pending_at(at)
         if first is None or head.end is None or head.end <= at:
@@ -624,7 +676,15 @@ class FileDownload(SourceVoters):
         e = self.shared
         link = self.links[source]
         url, headers = link.target, self.headers
-        if origin_of(url) != origin_of(self.url):
+        peer = self.policy[source].peer
+        if peer:
+            # A peer gets the fleet token and none of the caller's credentials (which
+            # are for the hub), wherever it is.
+            headers = (
+                *strip_credentials(headers, self.secret_headers),
+                *self.peer_headers,
+            )
+        elif origin_of(url) != origin_of(self.url):
             # A mirror, or where a redirect led: the caller's credentials are for the URL.
             headers = tuple(strip_credentials(headers, self.secret_headers))
         etag, last_modified = self.etag, self.last_modified
@@ -649,6 +709,7 @@ class FileDownload(SourceVoters):
             min_rate=e.min_rate,
             sha256=sha256,
             report_head=bool(source) and not link.known,
+            peer=peer,
         )
 
     def _emit_retry(self, message: str) -> None:

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import json
 import os
 import ssl
 import threading
@@ -38,6 +39,7 @@ from urllib.parse import urljoin
 
 from accel.errors import (
     DownloadError,
+    HTTPStatusError,
     InsufficientDiskSpaceError,
     IntegrityError,
     ProtocolViolationError,
@@ -358,6 +360,8 @@ class _Worker:
                 DownloadError(f"{task.url}: more than {_MAX_REDIRECTS} redirects", url=task.url),
                 retryable=False,
             )
+        if resp.status == 404 and task.peer:
+            _raise_if_not_held(resp, task)
         head = check_response(resp.status, resp.reason, resp.headers, resp.content_length, task)
         if url != task.url:
             run.final_url = url
@@ -496,6 +500,40 @@ class _Worker:
     def _throttle(self, n: int) -> float:
         assert self.bucket is not None and self.tat is not None
         return self.tat.consume(self.bucket, n)
+
+
+#: the longest error body read to find a peer's problem code
+_PROBLEM_BYTES = 4096
+
+
+def _raise_if_not_held(resp: Response, task: Task) -> None:
+    """A peer's ``404`` whose problem code is ``block_not_held``: raise it as such (a
+    retry elsewhere, no verdict on the peer); any other 404 goes on as a 404."""
+    if "json" not in resp.headers.get("content-type", ""):
+        return
+    length = resp.content_length
+    if length is None or length > _PROBLEM_BYTES:
+        return
+    buf = bytearray(length)
+    view = memoryview(buf)
+    got = 0
+    while got < length and (n := resp.body.readinto(view[got:])):
+        got += n
+    try:
+        code = json.loads(bytes(buf[:got]))["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return
+    if code == "block_not_held":
+        raise Fail(
+            HTTPStatusError(
+                f"{task.url}: HTTP 404 block_not_held (the peer lacks a block of "
+                f"bytes {task.start}-{(task.end or 0) - 1})",
+                url=task.url,
+                status=404,
+                problem="block_not_held",
+            ),
+            retryable=True,
+        )
 
 
 def _check_blocks(

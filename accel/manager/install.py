@@ -33,7 +33,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -256,6 +256,10 @@ class VersionInstall:
     headers: Mapping[str, str] | None = None
     #: a file's other URLs (the manifest's mirrors), by manifest path
     mirrors_of: Callable[[str], list[str]] | None = None
+    #: a file's URLs at peers (accel.manager.peers), by manifest path, asked as it starts
+    peers_of: Callable[[str], Awaitable[list[str]]] | None = None
+    #: what a request to a peer carries (the fleet token); never the hub's headers
+    peer_headers: Mapping[str, str] | None = None
     files: dict[str, FileRun] = field(default_factory=dict)
     state: str = "queued"
     started: float = field(default_factory=time.monotonic)
@@ -634,6 +638,11 @@ class VersionInstall:
                     extra: dict[str, Any] = {"headers": self.headers} if self.headers else {}
                     if self.mirrors_of is not None and (mirrors := self.mirrors_of(st.path)):
                         extra["mirrors"] = mirrors
+                    if self.peers_of is not None:
+                        # asked as the download runs: a fleet starting at once finds
+                        # its peers only as each of them starts
+                        extra["find_peers"] = functools.partial(self.peers_of, st.path)
+                        extra["peer_headers"] = dict(self.peer_headers or {})
                     result = await self.engine.download(
                         self.url_of(st.path),
                         dest,

@@ -44,6 +44,7 @@ from accel.manager.hfsource import HfInstalls
 from accel.manager.hubclient import HubClient
 from accel.manager.install import Downloader, VersionInstall
 from accel.manager.locks import HeldLock, LockBusy, LockSpace, describe_holder, task_lock_name
+from accel.manager.peers import PeerFinder
 from accel.manager.progress import PROGRESS_EVERY_S, progress_event, total_progress
 from accel.manager.queue import PrioritySlots
 from accel.manager.registry import RegistryStore, install_key
@@ -126,6 +127,7 @@ class JobRunner:
         locks: LockSpace,
         hub: HubClient,
         hf: HfInstalls | None = None,
+        peers: PeerFinder | None = None,
         staged: StagedUpdates,
         events: EventBus,
         engine: Callable[[], Awaitable[Downloader]],
@@ -138,6 +140,8 @@ class JobRunner:
         self.hub = hub
         #: hf:// versions: their manifests, file URLs and token come from there
         self.hf = hf
+        #: where a version's peers are (tracker, static list); None: no peers
+        self.peers = peers
         self.staged = staged
         self.events = events
         self.engine = engine

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from accel.manager.locks import (
     process_start_time,
     task_lock_name,
 )
+from accel.manager.peers import PEER_TOKEN_ENV, PeerFinder
 from accel.manager.progress import live_fields
 from accel.manager.registry import RegistryStore, install_key
 from accel.manager.staging import StagedUpdates
@@ -79,6 +80,12 @@ class ModelManager:
     per file, ``limit_rate`` (bytes/s or "50M") the total bandwidth of this manager, and
     ``manifest_ttl_s`` how long a hub answer is used without asking again. Use it as an
     async context manager, or call :meth:`aclose`, so worker processes stop.
+
+    Peers (other nodes serving what they hold, :mod:`accel.manager.peers`): with
+    ``peer_token`` (else ``$ACCEL_PEER_TOKEN``) the hub's tracker is asked for each
+    version's peers (``peer_zone`` and ``node_id`` tell it where this node is and who
+    it is), and ``peers`` are base URLs used without the tracker. None is trusted:
+    every block is checked, and the hub stays the source of last resort.
     """
 
     def __init__(
@@ -100,6 +107,10 @@ class ModelManager:
         retry_backoff_s: float = 0.5,
         hf_endpoint: str | None = None,
         hf_token: str | None = None,
+        peer_token: str | None = None,
+        peers: Sequence[str] = (),
+        peer_zone: str = "",
+        node_id: str = "",
     ) -> None:
         self.models_dir = Path(models_dir).resolve()
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +136,15 @@ class ModelManager:
         )
         # hf://REPO[@REV] installs (HF_ENDPOINT / HF_TOKEN when not given)
         self.hf = HfInstalls(hf_endpoint, hf_token, self.state_dir)
+        # Peers (accel.manager.peers): the tracker's with the fleet token (argument, else
+        # ACCEL_PEER_TOKEN), and the static ones; the hub stays the last resort.
+        self.peers = PeerFinder(
+            self.hub,
+            token=(peer_token or os.environ.get(PEER_TOKEN_ENV, "")).strip() or None,
+            static=tuple(peers),
+            zone=peer_zone,
+            node_id=node_id,
+        )
         self._own_engine = engine is None
         self._engine: Downloader | None = engine
         self._engine_lock = asyncio.Lock()
@@ -142,6 +162,7 @@ class ModelManager:
             locks=self.locks,
             hub=self.hub,
             hf=self.hf,
+            peers=self.peers,
             staged=self.staged,
             events=self.events,
             engine=self._get_engine,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -70,6 +70,8 @@ async def run_steps(runner: JobRunner, job: Job) -> Path:
         url_of=_url_of(runner, job),
         headers=_headers(runner, job),
         mirrors_of=_mirrors_of(manifest),
+        peers_of=_peers_of(runner, job, manifest),
+        peer_headers=runner.peers.headers if runner.peers is not None else None,
         manifest=manifest,
         priority=job.priority,
         max_parallel_files=s.max_parallel_files,
@@ -112,6 +114,24 @@ def _headers(runner: JobRunner, job: Job) -> dict[str, str]:
     if hf is not None:
         return hf
     return runner.hub.headers  # its /storage URLs are at the hub's own origin
+
+
+def _peers_of(
+    runner: JobRunner, job: Job, manifest: VersionManifest
+) -> Callable[[str], Awaitable[list[str]]] | None:
+    """A file's URLs at the version's peers (accel.manager.peers), asked as the file
+    starts; none for an ``hf://`` version (no blake3 blocks to check a peer's bytes)."""
+    finder = runner.peers
+    if finder is None or not finder.enabled:
+        return None
+    if runner.hf is not None and runner.hf.manifest(job.model_id, job.version) is not None:
+        return None
+    model_id, version = manifest.model_id, manifest.version
+
+    async def urls(path: str) -> list[str]:
+        return await finder.urls(model_id, version, path)
+
+    return urls
 
 
 def _mirrors_of(manifest: VersionManifest) -> Callable[[str], list[str]] | None:

@@ -504,6 +504,10 @@ def _default_manager(config: NodeConfig) -> Any:
         token=config.token,
         max_parallel_files=config.max_parallel_files,
         limit_rate=config.limit_rate,
+        # its installs read from peers with the fleet token (never handed themselves)
+        peer_token=config.peer_token,
+        node_id=config.node_id,
+        peer_zone=config.zone,
     )
 
 

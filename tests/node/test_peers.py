@@ -288,8 +288,10 @@ def test_a_file_still_downloading_serves_its_verified_blocks_only(
         # any range touching block 0 (even by one byte), and the whole file
         for rng in ([], ["-r", "0-99"], ["-r", f"{MiB - 1}-{start + 10}"], ["-r", "-1"], ["-I"]):
             status, _, body = curl("-H", bearer, *rng, url)
-            if rng == ["-r", "-1"] and blockmap.covers(bits, size - 1, size - 1, MiB):
-                assert status == 206 and body == want[-1:]
+            if rng == ["-r", "-1"] and status == 206:
+                # the last block may have arrived since ``bits`` was read (the install
+                # goes on): then it is served, byte-exact
+                assert body == want[-1:]
                 continue
             assert status == 404, rng
             if rng != ["-I"]:  # a HEAD has no body

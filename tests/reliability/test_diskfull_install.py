@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from accel.errors import InsufficientDiskSpaceError, ModelNotAvailableError
+from accel.manager.install import SMALL_FILE_BYTES
 from accel.manager.manager import ModelManager
 from accel.schema import Registry
 from tests.reliability.store import publish_catalog
@@ -61,7 +62,9 @@ async def test_disk_full_before_start(tmp_path: Path) -> None:
 
 async def test_disk_fills_up_mid_install_then_resumes(tmp_path: Path) -> None:
     require_root()
-    version = publish(tmp_path, 6, 3 * MiB)
+    # Files larger than the small-file size (each is then one of max_parallel_files=2 at
+    # once; 3 MiB files ran 8 at once, all their space taken before the filler came)
+    version = publish(tmp_path, 6, SMALL_FILE_BYTES + MiB)
     # 2 MB/s per response: the install is still running when the disk fills up.
     with (
         tmpfs(tmp_path / "mnt", "48m") as models,
