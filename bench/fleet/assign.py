@@ -3,10 +3,10 @@
 Issue 20's node side (branch ``peerfetch``) decides source and block together:
 ``assign(policy, pending, block_size=, now=, order=, front=)`` over a
 :class:`~accel.fetch.sources.SourcePolicy` whose peers carry their ``?have`` bitmap
-(``SourceState.have``). Until that is on main this module finds nothing
-(:func:`available` is False) and the simulation runs the injected stand-in order of
-:mod:`bench.fleet.order`; once it is, ``--order real`` runs the real one, imported as
-it is. A block bitmap here is the same Python int the real ``Have`` holds.
+(``SourceState.have``). :func:`available` says whether this accel has it (main has, since
+the peerfetch merge); ``simulate(..., real_order=True)`` (``bench_fleet.py --policies
+real``) runs it, imported as it is, instead of the injected stand-in of
+:mod:`bench.fleet.order`. A block bitmap here is the same Python int the real ``Have`` holds.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Which block a node asks a source for next: the one policy the simulation injects.
 
-STAND-IN. The real chunk-order / partial-source policy is being written for the node
-(issue 20, branch ``peerfetch``) and is not on main yet. Until it lands, the
-simulation takes this rule as one callable, :class:`ChunkOrder`, so that swapping in
-the real one is a one-line change in :func:`bench.fleet.sim.simulate`'s default
-(``chunk_order=``) and nothing else. Replace :func:`stand_in_random` by an import of
-the real function (wrapped to this signature) when it is on main.
+STAND-IN. These were written while the node's own chunk-order / partial-source policy
+(issue 20, ``accel.fetch.sources_order``) was not on main. It is now, and it decides
+source and block together (``assign``), not the block alone, so it does not fit this
+callable: ``simulate(cfg, real_order=True)`` (``bench_fleet.py --policies real``)
+runs it through :mod:`bench.fleet.assign` instead of ``SourcePolicy.pick`` plus this
+order. The stand-ins stay for the ``engine`` and ``tuned`` runs of bench/RESULTS.md
+and for comparison; a next step is to make ``real`` the default.
 
 A block set is a Python int used as a bitmap (bit ``b`` = block ``b``): the node's
 candidates for one source are ``lacks & ~asked & source_has`` (what the node last saw
