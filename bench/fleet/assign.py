@@ -44,18 +44,18 @@ class RealOrder:
     def store_policy(self, max_connections: int) -> SourcePolicy:
         """The store alone, peers expected (the node asks the tracker at once)."""
         policy = SourcePolicy.of(["store"], max_connections=max_connections)
-        return policy.expecting(True)  # type: ignore[attr-defined, no-any-return]
+        return policy.expecting(True)
 
     def peer(self, url: str, max_connections: int, bits: int) -> SourceState:
         """A peer that has answered its first ``?have``."""
-        return SourceState(  # type: ignore[call-arg]
+        return SourceState(
             url, max_connections=max_connections, peer=True, have=self._have(bits), heard=True
         )
 
     def with_have(self, policy: SourcePolicy, i: int, bits: int) -> SourcePolicy:
         """Source ``i``'s bitmap is now ``bits`` (a fresh ``?have``)."""
         sources = list(policy.sources)
-        sources[i] = replace(sources[i], have=self._have(bits))  # type: ignore[call-arg]
+        sources[i] = replace(sources[i], have=self._have(bits))
         return replace(policy, sources=tuple(sources))
 
     def choose(
