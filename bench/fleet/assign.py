@@ -1,0 +1,82 @@
+"""The node's own chunk order, ``accel.fetch.sources_order.assign``, when accel has it.
+
+Issue 20's node side (branch ``peerfetch``) decides source and block together:
+``assign(policy, pending, block_size=, now=, order=, front=)`` over a
+:class:`~accel.fetch.sources.SourcePolicy` whose peers carry their ``?have`` bitmap
+(``SourceState.have``). :func:`available` says whether this accel has it (main has, since
+the peerfetch merge); ``simulate(..., real_order=True)`` (``bench_fleet.py --policies
+real``) runs it, imported as it is, instead of the injected stand-in of
+:mod:`bench.fleet.order`. A block bitmap here is the same Python int the real ``Have`` holds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import replace
+from typing import Any
+
+from accel.fetch.sources import SourcePolicy, SourceState
+
+__all__ = ["RealOrder", "available"]
+
+
+def available() -> bool:
+    """accel has the node's chunk order (issue 20's ``sources_order``)."""
+    return importlib.util.find_spec("accel.fetch.sources_order") is not None
+
+
+class RealOrder:
+    """The calls the simulation makes into ``sources_order`` for one model."""
+
+    def __init__(self, nblocks: int, piece: int, size: int) -> None:
+        self._order: Any = importlib.import_module("accel.fetch.sources_order")
+        self._have: Any = importlib.import_module("accel.fetch.sources_have").Have
+        span = self._order.Span
+        self.piece = piece
+        self.nblocks = nblocks
+        self.spans = [span(b, b * piece, min(size, (b + 1) * piece)) for b in range(nblocks)]
+
+    def block_order(self, seed: int) -> Any:
+        """A node's own seeded order of the blocks (``BlockOrder.shuffled``)."""
+        return self._order.BlockOrder.shuffled(self.nblocks, seed)
+
+    def store_policy(self, max_connections: int) -> SourcePolicy:
+        """The store alone, peers expected (the node asks the tracker at once)."""
+        policy = SourcePolicy.of(["store"], max_connections=max_connections)
+        return policy.expecting(True)
+
+    def peer(self, url: str, max_connections: int, bits: int) -> SourceState:
+        """A peer that has answered its first ``?have``."""
+        return SourceState(
+            url, max_connections=max_connections, peer=True, have=self._have(bits), heard=True
+        )
+
+    def with_have(self, policy: SourcePolicy, i: int, bits: int) -> SourcePolicy:
+        """Source ``i``'s bitmap is now ``bits`` (a fresh ``?have``)."""
+        sources = list(policy.sources)
+        sources[i] = replace(sources[i], have=self._have(bits))
+        return replace(policy, sources=tuple(sources))
+
+    def choose(
+        self, policy: SourcePolicy, want: int, now: float, order: Any, front: int | None
+    ) -> tuple[int, int] | None:
+        """(source, block) for the next request of a node lacking ``want``, or None."""
+        pending = []
+        bits = want
+        while bits:
+            low = bits & -bits
+            pending.append(self.spans[low.bit_length() - 1])
+            bits ^= low
+        got = self._order.assign(
+            policy,
+            pending,
+            block_size=self.piece,
+            now=now,
+            order=order,
+            limits=[self.piece] * len(policy.sources),
+            front=front,
+        )
+        if got is None:
+            return None
+        return int(got.source), int(got.start // self.piece)
