@@ -20,7 +20,7 @@ from typing import Any
 from accel.errors import UsageDbError
 from accel.hub.tracker import PeerSeen
 from accel.hub.tracker_table import DEFAULT_MAX_NODES, dedupe_holds
-from accel.hub.usage_pg import connect_kwargs, migrate, redact_url
+from accel.hub.usage_pg import connect_kwargs, db_error, migrate, redact_url
 
 __all__ = ["PostgresPeers"]
 
@@ -77,10 +77,7 @@ class PostgresPeers:
         return redact_url(self.url)
 
     def _error(self, doing: str, exc: BaseException) -> UsageDbError:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return UsageDbError(
-            f"usage database {self.description}: {doing}: {reason}", url=self.description
-        )
+        return db_error(self.description, doing, exc)
 
     async def open(self) -> None:
         import psycopg

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from accel.errors import UsageDbError
 from accel.hub.usage import CommitFailed, Outcome
 
-__all__ = ["MIGRATIONS", "PostgresUsage", "connect_kwargs", "migrate", "redact_url"]
+__all__ = ["MIGRATIONS", "PostgresUsage", "connect_kwargs", "db_error", "migrate", "redact_url"]
 
 log = logging.getLogger("accel.hub")
 # The pool says so at every failed connection attempt; the writer says it once per outage.
@@ -89,6 +89,12 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = (parts.username or "") + ":***"
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def db_error(description: str, doing: str, exc: BaseException) -> UsageDbError:
+    """One line for a failure of the database named ``description`` (no password)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UsageDbError(f"usage database {description}: {doing}: {reason}", url=description)
 
 
 def connect_kwargs() -> dict[str, Any]:
@@ -162,10 +168,7 @@ class PostgresUsage:
         return redact_url(self.url)
 
     def _error(self, doing: str, exc: BaseException) -> UsageDbError:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return UsageDbError(
-            f"usage database {self.description}: {doing}: {reason}", url=self.description
-        )
+        return db_error(self.description, doing, exc)
 
     async def open(self) -> None:
         import psycopg

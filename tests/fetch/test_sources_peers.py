@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,8 +96,9 @@ async def test_a_peer_that_fills_up_is_read_as_it_does(
     with PartialPeer(data, BLOCK) as peer:
 
         async def fill() -> None:
-            await asyncio.sleep(0)
+            deadline = time.monotonic() + 30
             while peer.have_asks < 1:
+                assert time.monotonic() < deadline, "the peer's ?have was never asked"
                 await asyncio.sleep(0.02)
             peer.hold(range(NBLOCKS // 2, NBLOCKS))  # the second half, once asked once
 

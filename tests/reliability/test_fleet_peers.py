@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,17 +27,8 @@ MiB = 1 << 20
 FIGURES = Path(__file__).resolve().parents[2] / "bench" / "out" / "fleet.jsonl"
 
 
-def _nodes_serve_peers() -> bool:
-    out = subprocess.run(
-        [sys.executable, "-m", "accel", "node", "--help"], capture_output=True, text=True
-    )
-    return "--serve-peers" in out.stdout
-
-
 def proof(tmp_path: Path, *, nodes: int, size: int, block: int, rate: str) -> dict[str, float]:
     require_root()
-    if not _nodes_serve_peers():
-        pytest.skip("accel node has no --serve-peers yet (the peer listener of issue 20)")
     root = tmp_path / "store"
     spec: dict[str, int | bytes] = {"model.bin": size, "config.json": b'{"layers": 2}\n'}
     publish_model(root, "fleet", "1", spec, block_size=block)
