@@ -22,6 +22,7 @@ from accel.fetch.ratelimit import TokenBucket
 from accel.fetch.slots import ConnectionSlots, RetryPolicy, Shared
 from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS
 from accel.fetch.supervisor import FileDownload
+from accel.fetch.tuner import Tuner
 from accel.fetch.types import DownloadResult, Expected, ProgressEvent
 from accel.units import parse_rate
 
@@ -221,44 +222,21 @@ class Engine:
             self._downloads.discard(fd)
 
     async def _tune(self) -> None:
-        """Grow the connections while more of them buy more throughput.
-
-        Starts at 8 (64 is the ceiling): on a fast origin a few connections fill the
-        link, and each extra one costs CPU on a 2-core machine. A doubling that buys at
-        least 1.8x the throughput means each connection is capped (as CDNs do): the
-        tuner then goes straight to the ceiling instead of doubling again. One that buys
-        less than 1.5x is undone and the tuner stops there. The window right after a
-        change mixes two regimes and is skipped; so are windows without enough demand
-        to fill the connections.
-        """
+        """Feed the connection tuner (:mod:`~accel.fetch.tuner`) a window at a time."""
         slots = self.slots
-        baseline: float | None = None
-        before = slots.capacity
-        settle = True
+        tuner = Tuner(self.max_connections)
         last = self._total_received()
         t_last = time.monotonic()
-        while True:
+        while not tuner.done:
             await asyncio.sleep(_TUNE_S)
             now_bytes, now = self._total_received(), time.monotonic()
             rate = (now_bytes - last) / max(1e-3, now - t_last)
             last, t_last = now_bytes, now
-            if slots.used < slots.capacity or rate <= 0:
-                settle = True
-                continue
-            if settle:
-                settle = False
-                continue
-            if baseline is not None and rate < baseline * 1.5:
-                slots.capacity = before  # the last step did not pay: undo it
-                return
-            if slots.capacity >= self.max_connections:
-                return
-            linear = baseline is not None and rate >= baseline * 1.8
-            baseline, before = rate, slots.capacity
-            slots.grow(
-                self.max_connections if linear else min(self.max_connections, slots.capacity * 2)
-            )
-            settle = True
+            capacity = tuner.observe(slots.capacity, rate, busy=slots.used >= slots.capacity)
+            if capacity > slots.capacity:
+                slots.grow(capacity)
+            else:
+                slots.capacity = capacity
 
     def _total_received(self) -> int:
         return sum(d.received for d in self._downloads)
