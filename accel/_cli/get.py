@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +244,8 @@ def _expected(args: argparse.Namespace, size: int | None, headers: dict[str, str
             sha, linked_size = linked_digest(args.url, headers)
             size = size if size is not None else linked_size
         return Expected(size=size, sha256=sha)
+    from urllib.request import Request, urlopen  # here: email + http.client cost every get
+
     from pydantic import ValidationError
 
     from accel.schema import VersionManifest
@@ -252,8 +253,8 @@ def _expected(args: argparse.Namespace, size: int | None, headers: dict[str, str
     src = args.manifest
     try:
         if src.startswith(("http://", "https://")):
-            req = urllib.request.Request(src, headers=headers)
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            req = Request(src, headers=headers)
+            with urlopen(req, timeout=30) as resp:
                 raw = resp.read()
         else:
             raw = Path(src).read_bytes()
