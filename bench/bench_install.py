@@ -24,6 +24,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -169,15 +170,24 @@ def hub_sha256s(hub_url: str, model: str) -> dict[str, str]:
     return {f["path"]: f["sha256"] for f in version["files"]}
 
 
+def _openssl_check(out: Path, sha256s: dict[str, str]) -> str:
+    """A shell line: ``openssl dgst -sha256`` over every file, each digest compared."""
+    paths = " ".join(shlex.quote(str(out / rel)) for rel in sha256s)
+    want = "\n".join(f"{sha256s[rel]} *{out / rel}" for rel in sha256s)
+    return f"openssl dgst -sha256 -r {paths} | diff -q - <(printf '%s\\n' {shlex.quote(want)})"
+
+
 def run_aria2c(
     hub_url: str,
     model: str,
     spec: dict[str, int],
     work: Path,
     sha256s: dict[str, str] | None = None,
+    openssl: dict[str, str] | None = None,
 ) -> float:
     """aria2c over the version's storage URLs; with ``sha256s``, each entry carries
-    ``checksum=sha-256=...`` and aria2c checks it after the download (exit 32 if not)."""
+    ``checksum=sha-256=...`` and aria2c checks it after the download (exit 32 if not);
+    with ``openssl``, ``openssl dgst -sha256`` checks every file after aria2c ends."""
     out = work / "aria2"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -187,25 +197,46 @@ def run_aria2c(
         lines.append(f"{hub_url}/storage/models/{model}/1/{rel}\n  out={rel}\n{check}")
     listing = work / "list.txt"
     listing.write_text("".join(lines))
-    wall = timed(
-        [
-            "aria2c",
-            "-i",
-            str(listing),
-            "-j3",
-            "-x16",
-            "-s16",
-            "-d",
-            str(out),
-            "--file-allocation=none",
-            "--allow-overwrite=true",
-            "--auto-file-renaming=false",
-            "--console-log-level=error",
-            "--summary-interval=0",
-            "-q",
-        ],
-        f"{model}/aria2c" + ("_sha256" if sha256s is not None else ""),
-    )
+    argv = [
+        "aria2c",
+        "-i",
+        str(listing),
+        "-j3",
+        "-x16",
+        "-s16",
+        "-d",
+        str(out),
+        "--file-allocation=none",
+        "--allow-overwrite=true",
+        "--auto-file-renaming=false",
+        "--console-log-level=error",
+        "--summary-interval=0",
+        "-q",
+    ]
+    suffix = "_sha256" if sha256s is not None else ""
+    if openssl is not None:
+        line = " ".join(shlex.quote(a) for a in argv) + " && " + _openssl_check(out, openssl)
+        argv, suffix = ["bash", "-c", line], "_openssl"
+    wall = timed(argv, f"{model}/aria2c{suffix}")
+    got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert got == sum(spec.values()), (got, sum(spec.values()))
+    shutil.rmtree(out, ignore_errors=True)
+    return wall
+
+
+def run_curl_openssl(
+    hub_url: str, model: str, spec: dict[str, int], work: Path, sha256s: dict[str, str]
+) -> float:
+    """curl fetching the files one after another, then ``openssl dgst -sha256`` over
+    each: the serial verified pipeline of issue 15's CPU-per-verified-GiB figure."""
+    out = work / "curl"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    argv = ["curl", "-sS", "--fail", "--create-dirs"]
+    for rel in spec:
+        argv += ["-o", str(out / rel), f"{hub_url}/storage/models/{model}/1/{rel}"]
+    line = " ".join(shlex.quote(a) for a in argv) + " && " + _openssl_check(out, sha256s)
+    wall = timed(["bash", "-c", line], f"{model}/curl_openssl")
     got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert got == sum(spec.values()), (got, sum(spec.values()))
     shutil.rmtree(out, ignore_errors=True)
@@ -305,7 +336,8 @@ def main() -> int:
         for model in [m for m in ("big", "many") if m in only]:
             spec = specs[model]
             sha256s = hub_sha256s(hub.url, model)
-            walls: dict[str, list[float]] = {"accel": [], "aria2c": [], "aria2c_sha256": []}
+            tools = ["accel", "aria2c", "aria2c_sha256", "aria2c_openssl", "curl_openssl"]
+            walls: dict[str, list[float]] = {t: [] for t in tools}
             order = list(walls)
             for i in range(args.runs):
                 # Rotated every run: none of the tools always follows the same one (the
@@ -313,6 +345,10 @@ def main() -> int:
                 for tool in order[i % len(order) :] + order[: i % len(order)]:
                     if tool == "accel":
                         walls[tool].append(run_accel(hub.url, model, work))
+                    elif tool == "aria2c_openssl":
+                        walls[tool].append(run_aria2c(hub.url, model, spec, work, openssl=sha256s))
+                    elif tool == "curl_openssl":
+                        walls[tool].append(run_curl_openssl(hub.url, model, spec, work, sha256s))
                     else:
                         check = sha256s if tool == "aria2c_sha256" else None
                         walls[tool].append(run_aria2c(hub.url, model, spec, work, check))
@@ -337,6 +373,14 @@ def main() -> int:
                 # a reference, not the issue's figure: aria2c told to check each file's
                 # SHA256 too (it reads every file back after its download)
                 "ratio_accel_to_aria2c_sha256": round(med["accel"] / med["aria2c_sha256"], 3),
+                # issue 15: against aria2c followed by openssl over the files
+                "ratio_accel_to_aria2c_openssl": round(med["accel"] / med["aria2c_openssl"], 3),
+                # issue 15's CPU per verified GiB: accel's tree against curl + openssl's
+                "cpu_ratio_accel_to_curl_openssl": round(
+                    statistics.median(CPU[f"{model}/accel"]["own"])
+                    / statistics.median(CPU[f"{model}/curl_openssl"]["own"]),
+                    3,
+                ),
             }
         if "ten" in only:
             results["ten"] = scenario_ten(hub.url, specs, work)
