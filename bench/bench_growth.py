@@ -268,11 +268,14 @@ def wrk(url: str, duration: int) -> tuple[float, float, int]:
 
 
 @contextlib.contextmanager
-def slow_start_hub(root: Path, wait_s: float = 300.0) -> Iterator[str]:
+def slow_start_hub(root: Path, wait_s: float = 300.0, workers: int = 1) -> Iterator[str]:
     """``accel serve`` over ``root``; its URL. tests/support/hub.py waits 20 s for the
     hub's first line: a catalog of 10,000 models takes longer than that to load on a
     busy machine (seen: > 20 s at load 20-30), so this waits up to ``wait_s``."""
-    proc = subprocess.Popen([PY, "-m", "accel", "serve", "--root", str(root), "--port", "0"],
+    argv = [PY, "-m", "accel", "serve", "--root", str(root), "--port", "0"]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    proc = subprocess.Popen(argv,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -301,11 +304,11 @@ def slow_start_hub(root: Path, wait_s: float = 300.0) -> Iterator[str]:
             proc.stdout.close()
 
 
-def bench_hub(sizes: list[int], duration: int, rounds: int) -> dict[str, Any]:
+def bench_hub(sizes: list[int], duration: int, rounds: int, workers: int = 1) -> dict[str, Any]:
     stores = ensure_hub_stores(sizes)
     rows = []
     for n in sizes:
-        with slow_start_hub(stores[n]) as hub_url:
+        with slow_start_hub(stores[n], workers=workers) as hub_url:
             paths = {"model": f"/api/models/m{n // 2:05d}", "catalog": "/api/models"}
             row: dict[str, Any] = {"models": n}
             for label, path in paths.items():
@@ -324,7 +327,13 @@ def bench_hub(sizes: list[int], duration: int, rounds: int) -> dict[str, Any]:
                       f"p99 {row[label]['p99_ms']:7.2f} ms body {body} B load {load()}",
                       flush=True)  # fmt: skip
             rows.append(row)
-    return {"rows": rows, "duration_s": duration, "rounds": rounds, "load_after": load()}
+    return {
+        "rows": rows,
+        "duration_s": duration,
+        "rounds": rounds,
+        "hub_workers": workers,
+        "load_after": load(),
+    }
 
 
 # ---- tables and plots -----------------------------------------------------------------------
@@ -467,6 +476,9 @@ def main() -> None:
     ap.add_argument("--big", action="store_true", help="also accel get a 16 GiB file")
     ap.add_argument("--duration", type=int, default=5, help="wrk seconds per round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--hub-workers", type=int, default=1, help="accel serve --workers for the hub rows"
+    )
     args = ap.parse_args()
     only = args.only or ["installs", "get", "hub"]
     units = {"M": MiB, "G": GiB}
@@ -485,7 +497,9 @@ def main() -> None:
     if "get" in only:
         res["get"] = bench_get(get_sizes, args.runs)
     if "hub" in only:
-        res["hub"] = bench_hub([int(s) for s in args.models.split(",")], args.duration, args.rounds)
+        res["hub"] = bench_hub(
+            [int(s) for s in args.models.split(",")], args.duration, args.rounds, args.hub_workers
+        )
     out = REPO / "bench" / "out"
     out.mkdir(exist_ok=True)
     name = "growth" if len(only) == 3 else "growth-" + "-".join(only)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -101,6 +102,11 @@ class Catalog:
             self._snap = self._load()
             self._signature = sig
             self.generation += 1
+            # The catalog is most of the heap and lives until the next load: out of the
+            # cyclic collector's sight, a full collection no longer walks 10,000 models'
+            # objects (126-164 ms at 10,000 models) in the middle of requests.
+            # Refcounting still frees the old snapshot when the new one replaces it.
+            gc.freeze()
 
     def notice(self) -> None:
         """A publish notice: have the store look now (call on the event loop).
