@@ -278,6 +278,11 @@ def _expected(args: argparse.Namespace, size: int | None, headers: dict[str, str
 def handler(args: argparse.Namespace) -> int:
     opts = _options(args)
     expected = _expected(args, opts["size"], opts["headers"])
+    if opts["limit_rate"] is None:
+        # The workers' interpreters start now, while this one imports the engine.
+        from accel.fetch.pool import DEFAULT_WORKER_NICE, default_workers, prespawn
+
+        prespawn(opts["workers"] or default_workers(), nice=DEFAULT_WORKER_NICE)
     renderer: _Renderer
     if args.json:
         renderer = _JsonRenderer()

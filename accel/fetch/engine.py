@@ -10,14 +10,13 @@ models.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from accel.errors import UsageError
-from accel.fetch.pool import WorkerPool
+from accel.fetch.pool import DEFAULT_WORKER_NICE, WorkerPool, default_workers
 from accel.fetch.ratelimit import TokenBucket
 from accel.fetch.slots import ConnectionSlots, RetryPolicy, Shared
 from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS
@@ -57,10 +56,10 @@ class Engine:
         backoff_cap: float = 15.0,
         checkpoint_s: float = 1.0,
         max_connections: int = 64,
-        worker_nice: int = 10,
+        worker_nice: int = DEFAULT_WORKER_NICE,
         secret_headers: Iterable[str] = (),
     ) -> None:
-        n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        n_workers = workers if workers is not None else default_workers()
         if n_workers < 1:
             raise UsageError(f"--workers: must be at least 1, got {n_workers}")
         self.auto = connections == "auto"

@@ -38,9 +38,75 @@ from accel.fetch.messages import (
     Trimmed,
 )
 
-__all__ = ["Outcome", "TaskHandle", "WorkerPool"]
+__all__ = [
+    "DEFAULT_WORKER_NICE",
+    "Outcome",
+    "TaskHandle",
+    "WorkerPool",
+    "default_workers",
+    "prespawn",
+]
+
+#: how much nicer than the caller workers run by default (see ``Engine``)
+DEFAULT_WORKER_NICE = 10
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+#: workers started by :func:`prespawn` that no pool has adopted yet: (process, the
+#: parent's end of its pipe, its nice)
+_PRESPAWNED: list[tuple[subprocess.Popen[bytes], Connection, int]] = []
+
+
+def default_workers() -> int:
+    """Worker processes when the caller names no number: one per core, at most 4."""
+    return min(4, os.cpu_count() or 1)
+
+
+def prespawn(n: int, *, nice: int) -> None:
+    """Start ``n`` workers (without a rate limit) now, for the next pool to adopt.
+
+    ``accel get`` calls this first thing, so the workers' interpreters start while the
+    command's own process is still importing the engine; the pool then waits for no
+    interpreter (on two cores, ~0.07-0.1 s of every download's start). A worker no
+    pool adopts stops when this process exits (its pipe closes).
+    """
+    for _ in range(n):
+        parent, proc = _popen_worker(-1, 0.0, 0.0, nice)
+        _PRESPAWNED.append((proc, parent, nice))
+
+
+def _adopt(nice: int) -> tuple[subprocess.Popen[bytes], Connection] | None:
+    for i, (proc, conn, their_nice) in enumerate(_PRESPAWNED):
+        if their_nice == nice:
+            del _PRESPAWNED[i]
+            return proc, conn
+    return None
+
+
+def _popen_worker(
+    bucket_fd: int, rate: float, burst: float, nice: int
+) -> tuple[Connection, subprocess.Popen[bytes]]:
+    parent, child = multiprocessing.Pipe(duplex=True)
+    fds = [child.fileno()] + ([bucket_fd] if bucket_fd >= 0 else [])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [_PACKAGE_ROOT, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+    )
+    argv = [
+        sys.executable,
+        "-c",
+        "from accel.fetch.worker import main_from_argv; main_from_argv()",
+        str(child.fileno()),
+        str(bucket_fd),
+        repr(rate),
+        repr(burst),
+        str(nice),
+    ]
+    try:
+        proc = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+    finally:
+        child.close()
+    return parent, proc
 
 
 @dataclass
@@ -132,26 +198,18 @@ class WorkerPool:
 
     async def _spawn(self) -> _Worker:
         loop = asyncio.get_running_loop()
-        parent, child = multiprocessing.Pipe(duplex=True)
-        fds = [child.fileno()] + ([self._bucket_fd] if self._bucket_fd >= 0 else [])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_PACKAGE_ROOT, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
-        )
-        argv = [
-            sys.executable,
-            "-c",
-            "from accel.fetch.worker import main_from_argv; main_from_argv()",
-            str(child.fileno()),
-            str(self._bucket_fd),
-            repr(self.rate or 0.0),
-            repr(self.burst or 0.0),
-            str(self.nice),
-        ]
-        proc = await loop.run_in_executor(
-            None, lambda: subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
-        )
-        child.close()
+        adopted = _adopt(self.nice) if self._bucket_fd < 0 else None
+        if adopted is not None:
+            proc, parent = adopted
+        else:
+            parent, proc = await loop.run_in_executor(
+                None,
+                _popen_worker,
+                self._bucket_fd,
+                self.rate or 0.0,
+                self.burst or 0.0,
+                self.nice,
+            )
         w = _Worker(proc, parent, ready=loop.create_future())
         self._workers.append(w)
         loop.add_reader(parent.fileno(), self._on_readable, w)
