@@ -170,11 +170,17 @@ def hub_sha256s(hub_url: str, model: str) -> dict[str, str]:
     return {f["path"]: f["sha256"] for f in version["files"]}
 
 
-def _openssl_check(out: Path, sha256s: dict[str, str]) -> str:
-    """A shell line: ``openssl dgst -sha256`` over every file, each digest compared."""
-    paths = " ".join(shlex.quote(str(out / rel)) for rel in sha256s)
-    want = "\n".join(f"{sha256s[rel]} *{out / rel}" for rel in sha256s)
-    return f"openssl dgst -sha256 -r {paths} | diff -q - <(printf '%s\\n' {shlex.quote(want)})"
+def _openssl_check(out: Path, sha256s: dict[str, str], work: Path) -> str:
+    """A shell line: ``openssl dgst -sha256`` over every file, each digest compared
+    (the lists go through files: 500 paths are too long for one command line)."""
+    names = work / "openssl-files.txt"
+    names.write_text("".join(f"{out / rel}\n" for rel in sha256s))
+    want = work / "openssl-want.txt"
+    want.write_text("".join(f"{sha256s[rel]} *{out / rel}\n" for rel in sha256s))
+    return (
+        f"xargs -d '\\n' -a {shlex.quote(str(names))} openssl dgst -sha256 -r"
+        f" | diff -q - {shlex.quote(str(want))}"
+    )
 
 
 def run_aria2c(
@@ -215,7 +221,7 @@ def run_aria2c(
     ]
     suffix = "_sha256" if sha256s is not None else ""
     if openssl is not None:
-        line = " ".join(shlex.quote(a) for a in argv) + " && " + _openssl_check(out, openssl)
+        line = " ".join(shlex.quote(a) for a in argv) + " && " + _openssl_check(out, openssl, work)
         argv, suffix = ["bash", "-c", line], "_openssl"
     wall = timed(argv, f"{model}/aria2c{suffix}")
     got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -232,10 +238,15 @@ def run_curl_openssl(
     out = work / "curl"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    argv = ["curl", "-sS", "--fail", "--create-dirs"]
-    for rel in spec:
-        argv += ["-o", str(out / rel), f"{hub_url}/storage/models/{model}/1/{rel}"]
-    line = " ".join(shlex.quote(a) for a in argv) + " && " + _openssl_check(out, sha256s)
+    config = work / "curl.cfg"  # one request after another, as the list says
+    config.write_text(
+        "".join(
+            f'url = "{hub_url}/storage/models/{model}/1/{rel}"\noutput = "{out / rel}"\n'
+            for rel in spec
+        )
+    )
+    argv = ["curl", "-sS", "--fail", "--create-dirs", "-K", str(config)]
+    line = " ".join(shlex.quote(a) for a in argv) + " && " + _openssl_check(out, sha256s, work)
     wall = timed(["bash", "-c", line], f"{model}/curl_openssl")
     got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert got == sum(spec.values()), (got, sum(spec.values()))
