@@ -129,8 +129,8 @@ class FileDownload(PeerHaves):
         self.links = [Link(s.url) for s in self.policy.sources]
         self.avoid: dict[int, set[int]] = {}
         self.chunk_src: dict[int, tuple[int, float]] = {}
-        self.raced: int | None = None
-        self.race = None
+        self.races = {}
+        self.observe_mark = (0.0, [])
         #: the source of each finished chunk (by start): the first vote of a repair
         self.done_src: dict[int, int] = {}
         #: a repair's answers per piece start: (source, xxh3), oldest first
