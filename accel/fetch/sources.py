@@ -294,6 +294,22 @@ class SourcePolicy:
         s = self.sources[i]
         return s.rate or 0.0
 
+    def wanted(self, now: float) -> int:
+        """Connections its sources could use at once now: for each usable mirror (or
+        the URL) fast enough to get chunks, its trial requests while on trial, else its
+        allowance. What an engine-wide connection tuner can grow to for this download:
+        beyond it, more connections only wait (a doubling that "buys nothing" then says
+        the sources are at their allowance, not that the link is full)."""
+        usable = [s for s in self.sources if s.usable(now) and not s.peer]
+        best = max((s.rate or 0.0 for s in usable), default=0.0)
+        total = 0
+        for s in usable:
+            if s.rate is not None and s.rate < MIN_SHARE * best:
+                continue
+            unproven = s.rate is None or s.chunks == 0 or s.probation
+            total += min(s.trial, s.max_connections) if unproven else s.allowance
+        return total
+
     def fastest(
         self, now: float, exclude: Collection[int] = (), blocks: tuple[int, int] | None = None
     ) -> int | None:

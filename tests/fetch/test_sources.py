@@ -106,6 +106,19 @@ def test_an_allowance_never_goes_below_the_trial_nor_above_the_cap() -> None:
     assert peer.observed(1, 1.0)[1].allowance == peer[1].max_connections  # peers: no cut
 
 
+def test_wanted_is_what_the_sources_could_use_at_once() -> None:
+    p = SourcePolicy.of([HUB, M1, M2], max_connections=16)
+    assert p.wanted(0.0) == 3 * TRIAL_REQUESTS  # all on trial
+    p = measured(measured(p, 0, 12e6), 1, 12e6)
+    assert p.wanted(0.0) == 16 + 16 + TRIAL_REQUESTS
+    for _ in range(16):
+        p = p.started(1)
+    p = p.observed(1, 100e6)  # capped at 100 MB/s: 9 + 1
+    assert p.wanted(0.0) == 16 + 10 + TRIAL_REQUESTS
+    p = measured(p, 2, 1e6)  # a twelfth of the best: gets no chunk, wants none
+    assert p.wanted(0.0) == 16 + 10
+
+
 def test_the_fastest_source_with_a_free_connection_gets_the_next_chunk() -> None:
     p = SourcePolicy.of([HUB, M1, M2], max_connections=2)
     p = measured(measured(measured(p, 0, 15e6), 1, 50e6), 2, 20e6)
