@@ -22,11 +22,11 @@ per source and decides who fetches the next chunk, as aria2's adaptive selector 
   mirror's total is capped as surely as its connections are); at most
   ``max_connections`` each, and no more than a mirror's total needs
   (:meth:`SourcePolicy.observed`: while the bytes per second all its connections
-  bring hold up to their number times its best rate per connection, it may have one
-  more; once they fall short (its total is capped), no more than that total needs
-  at its best rate, plus one. Sixteen connections to a mirror that eight fill left
-  some of them starved for seconds, and every byte after a starved chunk waited for
-  it in the SHA256 pass);
+  bring stay at ``SATURATED`` of their number times its best rate per connection or
+  more, it may have one more; once they fall short (its total is capped), no more than
+  that total needs at its best rate, plus ``HEADROOM``. Sixteen connections to a
+  mirror that eight fill left some of them starved for seconds, and every byte after
+  a starved chunk waited for it in the SHA256 pass);
 - a source slower per connection than ``MIN_SHARE`` of the best usable one gets no
   chunk at all (its chunks would be the tail; the race of
   :mod:`~accel.fetch.sources_race` takes back the one it may hold);
