@@ -9,7 +9,8 @@ start (first byte of each source, when each reached its full connections), the m
 (bytes per second with every connection busy) and the tail (from the last chunk handed
 out to the last byte, and how many connections ran in it).
 
-Needs root. ``python bench/trace_sources.py [--size 1GiB] [--block 4MiB] [--mirrors 2]``.
+Needs root. ``python bench/trace_sources.py [--size 1GiB] [--block 4MiB] [--only two]
+[--per-source 16] [--connections 32|auto] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ MiB = 1 << 20
 
 
 async def traced(
-    urls: list[str], expected: Expected, out: Path, per_source: int = 16
+    urls: list[str],
+    expected: Expected,
+    out: Path,
+    per_source: int = 16,
+    connections: int | str = CONNECTIONS,
 ) -> dict[str, Any]:
     requests: list[dict[str, Any]] = []
     original = ChunkDriver._run_chunk
@@ -87,7 +92,7 @@ async def traced(
 
     TailRace._run_race = run_race  # type: ignore[method-assign]
     samples: list[dict[str, Any]] = []
-    async with Engine(connections=CONNECTIONS) as engine:
+    async with Engine(connections=connections) as engine:
         await engine.start()
         t_begin = time.monotonic()
 
@@ -108,6 +113,8 @@ async def traced(
                             "sources": per,
                             "pending": d.plan.pending_count if d.plan else None,
                             "races": len(d.races),
+                            "capacity": engine.slots.capacity,
+                            "allowance": [s.allowance for s in d.policy.sources],
                         }
                     )
                 await asyncio.sleep(0.05)
@@ -183,6 +190,7 @@ def main() -> int:
     ap.add_argument("--block", default="4MiB")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--per-source", type=int, default=16)
+    ap.add_argument("--connections", default=str(CONNECTIONS), help="a number or auto")
     ap.add_argument("--only", choices=["one", "two"])
     args = ap.parse_args()
     size, block = parse_size(args.size), parse_size(args.block)
@@ -204,7 +212,8 @@ def main() -> int:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 out.unlink()
-            traces[name] = asyncio.run(traced(urls, expected, out, args.per_source))
+            conns = args.connections if args.connections == "auto" else int(args.connections)
+            traces[name] = asyncio.run(traced(urls, expected, out, args.per_source, conns))
             report(name, traces[name])
             report_races(traces[name])
     out.unlink(missing_ok=True)

@@ -96,7 +96,7 @@ class ChunkDriver(abc.ABC):
     #: the block after the last one given to the last resort, with peers (None: none yet)
     hub_front: int | None
     #: when each source's bytes were last looked at, and how many there were then
-    observe_mark: tuple[float, list[int]]
+    observe_mark: tuple[float, list[int], list[int]]
 
     @abc.abstractmethod
     def _task(self, start: int, end: int | None, source: int = 0) -> Task: ...
@@ -256,22 +256,27 @@ class ChunkDriver(abc.ABC):
     def _observe_sources(self) -> None:
         """Each mirror's bytes per second over the last ``_OBSERVE_S``, all its
         connections together (what it sent, and what its running requests have so
-        far): the policy's measure of whether its total is capped."""
+        far): the policy's measure of whether its total is capped. Counted against
+        the fewest connections it had in that time (a window that began before they
+        were all sent says nothing of them)."""
         now = time.monotonic()
         seen = [s.served for s in self.policy.sources]
         for cid, (src, _) in self.chunk_src.items():
             h = self.handles.get(cid)
             if h is not None:
                 seen[src] += max(0, h.position - h.task.start)
-        then, before = self.observe_mark
+        active = [s.active for s in self.policy.sources]
+        then, before, fewest = self.observe_mark
         if len(before) != len(seen):  # the first look, or a peer came
-            self.observe_mark = (now, seen)
+            self.observe_mark = (now, seen, active)
             return
+        fewest = [min(a, b) for a, b in zip(fewest, active, strict=True)]
         if now - then < _OBSERVE_S:
+            self.observe_mark = (then, before, fewest)
             return
         for i, (a, b) in enumerate(zip(before, seen, strict=True)):
-            self.policy = self.policy.observed(i, (b - a) / (now - then))
-        self.observe_mark = (now, seen)
+            self.policy = self.policy.observed(i, (b - a) / (now - then), fewest[i])
+        self.observe_mark = (now, seen, active)
 
     def _limit_for(self, src: int, limit: int | None) -> int | None:
         """The longest chunk ``src`` gets now: its measurement chunk when untested, else

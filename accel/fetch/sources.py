@@ -379,17 +379,18 @@ class SourcePolicy:
             ),
         )
 
-    def observed(self, i: int, total: float) -> SourcePolicy:
-        """All of ``i``'s connections (``active`` of them) brought ``total`` bytes per
-        second lately: its allowance grows by one while that holds up to
-        ``SATURATED`` of their number at its best rate per connection, and is cut to
-        what ``total`` needs at that rate (plus ``HEADROOM``) when it falls short. (The
-        requests that end are the fast ones: the rate they end with cannot show the
-        starved ones, the total does.)"""
+    def observed(self, i: int, total: float, connections: int | None = None) -> SourcePolicy:
+        """``i``'s connections (``connections`` of them all along, its ``active`` by
+        default) brought ``total`` bytes per second lately: its allowance grows by one
+        while that holds up to ``SATURATED`` of their number at its best rate per
+        connection, and is cut to what ``total`` needs at that rate (plus
+        ``HEADROOM``) when it falls short. (The requests that end are the fast ones:
+        the rate they end with cannot show the starved ones, the total does.)"""
         s = self.sources[i]
-        if s.peer or not s.peak or s.active <= 0 or total < 0:
+        n = s.active if connections is None else min(connections, s.active)
+        if s.peer or not s.peak or n <= 0 or total < 0:
             return self
-        if total >= SATURATED * s.active * s.peak:
+        if total >= SATURATED * n * s.peak:
             target = max(s.target or 0, s.active + HEADROOM)
         else:
             target = math.ceil(total / s.peak) + HEADROOM

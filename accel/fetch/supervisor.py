@@ -131,7 +131,7 @@ class FileDownload(PeerHaves):
         self.avoid: dict[int, set[int]] = {}
         self.chunk_src: dict[int, tuple[int, float]] = {}
         self.races = {}
-        self.observe_mark = (0.0, [])
+        self.observe_mark = (0.0, [], [])
         #: the source of each finished chunk (by start): the first vote of a repair
         self.done_src: dict[int, int] = {}
         #: a repair's answers per piece start: (source, xxh3), oldest first

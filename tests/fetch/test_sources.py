@@ -96,6 +96,17 @@ def test_a_mirror_whose_total_is_capped_gets_the_connections_that_fill_it() -> N
     assert p[1].allowance == 9
 
 
+def test_a_window_is_counted_against_the_fewest_connections_it_had() -> None:
+    """Sixteen connections sent a moment before the window ended, seven all along: the
+    total of the window (84 MB/s) is seven connections' worth at 12 MB/s, no cap.
+    (Counted against sixteen, the start of every download cut a mirror to 8.)"""
+    p = measured(SourcePolicy.of([HUB, M1], max_connections=16), 1, 12e6)
+    for _ in range(16):
+        p = p.started(1)
+    assert p.observed(1, 84e6, connections=7)[1].allowance == 16  # holds up: no cut
+    assert p.observed(1, 84e6)[1].allowance == 8  # against sixteen: "capped"
+
+
 def test_an_allowance_never_goes_below_the_trial_nor_above_the_cap() -> None:
     p = measured(SourcePolicy.of([HUB, M1], max_connections=16), 1, 12e6).started(1)
     assert p.observed(1, 1.0)[1].allowance == TRIAL_REQUESTS
