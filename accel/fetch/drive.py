@@ -23,6 +23,7 @@ import abc
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from accel.errors import (
     AccelError,
@@ -52,6 +53,12 @@ _TARGET_GONE = frozenset({401, 403, 404, 410})
 #: not become the download's tail)
 _MEASURE = 2 * MiB
 
+#: a source not measured yet is ranked by its first requests' rate so far after this
+#: long (and 64 KiB): until then it has only its trial requests (sources.py)
+_RANK_AFTER_S = 0.2
+#: how often each mirror's total bytes per second is looked at (sources.observed)
+_OBSERVE_S = 0.5
+
 log = logging.getLogger("accel.fetch")
 
 
@@ -77,8 +84,9 @@ class ChunkDriver(abc.ABC):
     avoid: dict[int, set[int]]
     #: the source of each running chunk and when its request was sent (by chunk id)
     chunk_src: dict[int, tuple[int, float]]
-    #: the chunk a tail race runs for (none of _maybe_split's business meanwhile)
-    raced: int | None
+    #: the tail races running, by the id of the chunk each is for (those chunks are
+    #: none of _maybe_split's business meanwhile)
+    races: Mapping[int, object]
     #: the source of each finished chunk not fetched from the first one (by start)
     done_src: dict[int, int]
     #: this node's order of the file's blocks (chunks for the hub, with peers)
@@ -87,6 +95,8 @@ class ChunkDriver(abc.ABC):
     have_wake: asyncio.Event | None
     #: the block after the last one given to the last resort, with peers (None: none yet)
     hub_front: int | None
+    #: when each source's bytes were last looked at, and how many there were then
+    observe_mark: tuple[float, list[int], list[int]]
 
     @abc.abstractmethod
     def _task(self, start: int, end: int | None, source: int = 0) -> Task: ...
@@ -135,6 +145,7 @@ class ChunkDriver(abc.ABC):
                 limit = None if self.chunk_size or not self.ranged else self._auto_chunk_size()
                 if len(self.policy) > 1:
                     self._estimate_untested()
+                    self._observe_sources()
                     if plan.pending_count and slots.free() > 0:
                         self._maybe_race(tasks, early=True)
                 while self.policy.partial and plan.pending_count and slots.try_acquire():
@@ -157,8 +168,10 @@ class ChunkDriver(abc.ABC):
                     # loop must see each other (one measuring chunk per source).
                     self.policy = self.policy.started(src)
                     tasks.add(asyncio.ensure_future(self._run_chunk(chunk, None, src)))
-                if not plan.pending_count and slots.free() > 0 and not self._maybe_race(tasks):
-                    self._maybe_split()
+                if not plan.pending_count and slots.free() > 0:
+                    self._maybe_race(tasks)  # the tail: every slow chunk, raced at once
+                    if slots.free() > 0:
+                        self._maybe_split()
                 if not tasks:
                     await asyncio.sleep(0.05)
                     continue
@@ -229,16 +242,41 @@ class ChunkDriver(abc.ABC):
         return True
 
     def _estimate_untested(self) -> None:
-        """Rank a source by its first request's rate so far once that says something
-        (half a second, 64 KiB), instead of after its whole first chunk."""
+        """Rank a source by its first requests' rate so far once that says something
+        (``_RANK_AFTER_S``, 64 KiB), instead of after its whole first chunk."""
         now = time.monotonic()
         for cid, (src, t0) in self.chunk_src.items():
-            if self.policy[src].rate is not None or now - t0 < 0.5:
+            if self.policy[src].rate is not None or now - t0 < _RANK_AFTER_S:
                 continue
             h = self.handles.get(cid)
             got = h.position - h.task.start if h is not None else 0
             if got >= 64 * 1024:
                 self.policy = self.policy.estimated(src, got, now - t0)
+
+    def _observe_sources(self) -> None:
+        """Each mirror's bytes per second over the last ``_OBSERVE_S``, all its
+        connections together (what it sent, and what its running requests have so
+        far): the policy's measure of whether its total is capped. Counted against
+        the fewest connections it had in that time (a window that began before they
+        were all sent says nothing of them)."""
+        now = time.monotonic()
+        seen = [s.served for s in self.policy.sources]
+        for cid, (src, _) in self.chunk_src.items():
+            h = self.handles.get(cid)
+            if h is not None:
+                seen[src] += max(0, h.position - h.task.start)
+        active = [s.active for s in self.policy.sources]
+        then, before, fewest = self.observe_mark
+        if len(before) != len(seen):  # the first look, or a peer came
+            self.observe_mark = (now, seen, active)
+            return
+        fewest = [min(a, b) for a, b in zip(fewest, active, strict=True)]
+        if now - then < _OBSERVE_S:
+            self.observe_mark = (then, before, fewest)
+            return
+        for i, (a, b) in enumerate(zip(before, seen, strict=True)):
+            self.policy = self.policy.observed(i, (b - a) / (now - then), fewest[i])
+        self.observe_mark = (now, seen, active)
 
     def _limit_for(self, src: int, limit: int | None) -> int | None:
         """The longest chunk ``src`` gets now: its measurement chunk when untested, else
@@ -426,7 +464,7 @@ class ChunkDriver(abc.ABC):
         best: tuple[int, Chunk, TaskHandle] | None = None
         for chunk in self.plan.active():
             h = self.handles.get(chunk.id)
-            if h is None or chunk.id == self.raced:
+            if h is None or chunk.id in self.races:
                 continue
             left = chunk.end - h.position
             if best is None or left > best[0]:

@@ -10,14 +10,23 @@ caller passes ``now``), property-tested like :mod:`~accel.fetch.plan`, so a flee
 simulation can import it as it is. :class:`SourcePolicy` holds one :class:`SourceState`
 per source and decides who fetches the next chunk, as aria2's adaptive selector does:
 
-- a source nobody has measured gets one chunk (its measurement) and no second one
-  before that chunk ends;
+- a source nobody has measured gets ``TRIAL_REQUESTS`` chunks at once (its
+  measurement) and no more before one ends well: a mirror serves the whole file, and
+  one connection until its first chunk ended left a fast mirror nearly idle for the
+  first half second of a 5 s download; a peer, or a source on probation after a bad
+  block, gets one;
 - otherwise the source whose measured throughput per connection, shared by one more
   connection than it has running, is the highest gets the chunk (``rate / (active +
   1)``): the fastest get the next chunks, and equally fast sources share the
   connections evenly instead of one taking all of them while the others idle (a
   mirror's total is capped as surely as its connections are); at most
-  ``max_connections`` each;
+  ``max_connections`` each, and no more than a mirror's total needs
+  (:meth:`SourcePolicy.observed`: while the bytes per second all its connections
+  bring stay at ``SATURATED`` of their number times its best rate per connection or
+  more, it may have one more; once they fall short (its total is capped), no more than
+  that total needs at its best rate, plus ``HEADROOM``. Sixteen connections to a
+  mirror that eight fill left some of them starved for seconds, and every byte after
+  a starved chunk waited for it in the SHA256 pass);
 - a source slower per connection than ``MIN_SHARE`` of the best usable one gets no
   chunk at all (its chunks would be the tail; the race of
   :mod:`~accel.fetch.sources_race` takes back the one it may hold);
@@ -42,17 +51,33 @@ SHA256 do), and never reads a socket.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from accel.fetch.sources_have import Have
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "SourcePolicy", "SourceState", "vote_losers"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "TRIAL_REQUESTS",
+    "SourcePolicy",
+    "SourceState",
+    "vote_losers",
+]
 
 #: connections to one source at once (aria2's ``--max-connection-per-server`` idea)
 DEFAULT_MAX_CONNECTIONS = 16
 #: weight of the newest measurement in a source's throughput average (EWMA)
 ALPHA = 0.4
+#: requests a mirror (a whole-file source) nobody has measured gets at once; the caller
+#: ranks it by their rate so far within a fraction of a second (a slow mirror's trial
+#: chunks are raced back by sources_race.py)
+TRIAL_REQUESTS = 4
+#: connections beyond what a mirror's measured total needs (its allowance)
+HEADROOM = 1
+#: a source whose connections together bring less than this share of their number
+#: times its best rate per connection has a capped total (they share it)
+SATURATED = 0.75
 #: a bad blake3 block divides the source's measured rate by this
 DEMOTE = 4.0
 #: bad blocks that quarantine a source
@@ -81,6 +106,10 @@ class SourceState:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     active: int = 0
     rate: float | None = None
+    #: the highest its rate has been: what one connection of it carries
+    peak: float | None = None
+    #: connections worth running to it (None: ``max_connections``): ``observed``
+    target: int | None = None
     served: int = 0
     discarded: int = 0
     chunks: int = 0
@@ -116,10 +145,31 @@ class SourceState:
         return not self.quarantined and self.resting_until <= now
 
     @property
+    def trial(self) -> int:
+        """Requests it may have at once before one ends (or is ranked): a mirror not
+        measured yet ``TRIAL_REQUESTS`` (within its cap); a peer (it may hold little)
+        and a source on probation (its bytes just failed) one."""
+        if self.peer or self.probation:
+            return 1
+        return max(1, min(TRIAL_REQUESTS, self.max_connections))
+
+    @property
+    def allowance(self) -> int:
+        """Connections worth running to it now (a peer: ``max_connections``), never
+        fewer than its trial requests; see :meth:`SourcePolicy.observed`."""
+        if self.peer or self.target is None:
+            return self.max_connections
+        return max(min(self.trial, self.max_connections), min(self.max_connections, self.target))
+
+    @property
     def measuring(self) -> bool:
-        """Its first request (or its first since a bad block) is running: no second one
-        before it says how fast, or how honest, it is."""
-        return (self.rate is None or self.probation) and self.active > 0
+        """Its trial requests (its first, or its first since a bad block) are running:
+        no more before one says how fast, or how honest, it is. A mirror ranked by
+        its first requests' rate so far (:meth:`SourcePolicy.estimated`) is still on
+        trial until one of them ends well: a fast liar would otherwise get every
+        connection before its first block fails."""
+        unproven = self.rate is None or (self.chunks == 0 and not self.peer)
+        return (unproven or self.probation) and self.active >= self.trial
 
 
 @dataclass(frozen=True)
@@ -210,7 +260,7 @@ class SourcePolicy:
         ]
         best = max((self.sources[i].rate or 0.0 for i in usable), default=0.0)
         fast = [i for i in usable if self._fast_enough(i, best)]
-        free = [i for i in fast if self.sources[i].active < self.sources[i].max_connections]
+        free = [i for i in fast if self.sources[i].active < self.sources[i].allowance]
         choice = self._best([i for i in free if i not in exclude and not self.sources[i].measuring])
         if choice is None:
             # the last resort, when nothing else may take the chunk: even while it is
@@ -232,8 +282,8 @@ class SourcePolicy:
         if not candidates:
             return None
         untested = [i for i in candidates if self.sources[i].rate is None]
-        if untested:
-            return untested[0]
+        if untested:  # their trial requests, spread over them
+            return min(untested, key=lambda i: (self.sources[i].active, i))
         return max(candidates, key=lambda i: (self._share(i), -self.sources[i].active, -i))
 
     def _share(self, i: int) -> float:
@@ -243,6 +293,22 @@ class SourcePolicy:
     def _score(self, i: int) -> float:
         s = self.sources[i]
         return s.rate or 0.0
+
+    def wanted(self, now: float) -> int:
+        """Connections its sources could use at once now: for each usable mirror (or
+        the URL) fast enough to get chunks, its trial requests while on trial, else its
+        allowance. What an engine-wide connection tuner can grow to for this download:
+        beyond it, more connections only wait (a doubling that "buys nothing" then says
+        the sources are at their allowance, not that the link is full)."""
+        usable = [s for s in self.sources if s.usable(now) and not s.peer]
+        best = max((s.rate or 0.0 for s in usable), default=0.0)
+        total = 0
+        for s in usable:
+            if s.rate is not None and s.rate < MIN_SHARE * best:
+                continue
+            unproven = s.rate is None or s.chunks == 0 or s.probation
+            total += min(s.trial, s.max_connections) if unproven else s.allowance
+        return total
 
     def fastest(
         self, now: float, exclude: Collection[int] = (), blocks: tuple[int, int] | None = None
@@ -256,7 +322,7 @@ class SourcePolicy:
             if i not in exclude
             and (s.holds(*blocks) if blocks is not None else not s.peer)
             and s.usable(now)
-            and s.active < s.max_connections
+            and s.active < s.allowance
             and s.rate is not None
         ]
         return max(free, key=self._score) if free else None
@@ -294,22 +360,41 @@ class SourcePolicy:
     def finished(self, i: int, nbytes: int, seconds: float) -> SourcePolicy:
         """A request to ``i`` ended well: ``nbytes`` in ``seconds`` (its measurement)."""
         s = self.sources[i]
-        rate = s.rate
+        rate, peak = s.rate, s.peak
         if nbytes > 0 and seconds > 0:
             sample = nbytes / seconds
             rate = sample if rate is None else (1 - ALPHA) * rate + ALPHA * sample
+            peak = max(peak or 0.0, rate)
         return self._set(
             i,
             replace(
                 s,
                 active=max(0, s.active - 1),
                 rate=rate,
+                peak=peak,
                 served=s.served + max(0, nbytes),
                 chunks=s.chunks + 1,
                 errors=0,
                 probation=False,
             ),
         )
+
+    def observed(self, i: int, total: float, connections: int | None = None) -> SourcePolicy:
+        """``i``'s connections (``connections`` of them all along, its ``active`` by
+        default) brought ``total`` bytes per second lately: its allowance grows by one
+        while that holds up to ``SATURATED`` of their number at its best rate per
+        connection, and is cut to what ``total`` needs at that rate (plus
+        ``HEADROOM``) when it falls short. (The requests that end are the fast ones:
+        the rate they end with cannot show the starved ones, the total does.)"""
+        s = self.sources[i]
+        n = s.active if connections is None else min(connections, s.active)
+        if s.peer or not s.peak or n <= 0 or total < 0:
+            return self
+        if total >= SATURATED * n * s.peak:
+            target = max(s.target or 0, s.active + HEADROOM)
+        else:
+            target = math.ceil(total / s.peak) + HEADROOM
+        return self._set(i, replace(s, target=min(target, s.max_connections)))
 
     def holding(self, i: int, have: Have | None) -> SourcePolicy:
         """Peer ``i``'s ``?have`` answered ``have`` (None: it holds the whole file, a

@@ -1,10 +1,14 @@
 """The slow tail raced on the fastest source: first verified bytes win.
 
-When nothing is pending and a connection is free, the running chunk that its source
-would finish last (its own rate so far against the fastest source's) is fetched again
-from the fastest source, from a block boundary ahead of where the slow request is.
-The duplicate writes into a side file (``<name>.part.race``), never into the ``.part``:
-two writers on the same bytes would let a lying or late loser overwrite the winner.
+When nothing is pending and connections are free, each running chunk that its source
+would finish much later than another source would fetch it again (its own rate so far
+against that source's, for the bytes the duplicate would fetch) is fetched again from
+the fastest source with a free connection, from the block boundary the slow request
+is in: the slowest first, as many races at once as there are free connections (a
+tail of starved connections ends together, not one race after another). The
+duplicates write into a side file (``<name>.part.race``, each race its own chunk's
+bytes of it), never into the ``.part``: two writers on the same bytes would let a
+lying or late loser overwrite the winner.
 
 - The slow request ends first: the duplicate is cancelled (it only wrote the side file).
 - The duplicate ends first, its blake3 blocks checked as they streamed: the slow
@@ -18,7 +22,7 @@ two writers on the same bytes would let a lying or late loser overwrite the winn
 
 Only with block digests: without them nothing says which of two answers is right. The
 choice (which chunk, from where) reads :mod:`~accel.fetch.sources`' measurements; this
-module does the I/O of one race at a time.
+module does the I/O of the races.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ MiB = 1024 * 1024
 _SLOWER = 2.0
 #: with peers, a race at the hub only for a request this many times later
 _SLOWER_AT_HUB = 4.0
+#: races at once while chunks are still pending (nothing pending: one per free slot)
+_EARLY_RACES = 2
 #: what a worker may have read past its last report: one read buffer, plus the bytes
 #: of one progress interval (0.1 s) at the request's rate (accel.fetch.worker)
 _READ_BUFFER = 256 * 1024
@@ -70,7 +76,8 @@ class TailRace(ChunkDriver):
     digests: tuple[str, ...]
     #: the download's received bytes per second (the supervisor's EWMA)
     speed: float
-    race: _Race | None = None
+    #: the races running, by the id of the chunk each is for
+    races: dict[int, _Race]
 
     @property
     def race_path(self) -> Path:
@@ -87,7 +94,7 @@ class TailRace(ChunkDriver):
     def _race_stopped(self, chunk: Chunk) -> bool:
         """The chunk's own request ended because a race that won trimmed it: True (the
         race finishes the chunk; the request's cut last block is no verdict)."""
-        race = self.race
+        race = self.races.get(chunk.id)
         if race is None or race.chunk is not chunk or race.stop_at is None:
             return False
         if race.stopped is not None and not race.stopped.done():
@@ -95,26 +102,40 @@ class TailRace(ChunkDriver):
         return True
 
     def _maybe_race(self, tasks: set[asyncio.Task[None]], early: bool = False) -> bool:
-        """Start a race for the slowest running chunk; True when one runs now.
+        """Start races for the slowest running chunks, one per free connection; True
+        when a race runs now.
 
         ``early``: chunks are still pending; race only a chunk that would still be
         running after everything else is done (its source's time for what it has
         left, against the pending bytes at the download's speed plus the fastest
-        source's time for it): the duplicate then costs nothing the tail would not.
+        source's time for it): the duplicate then costs nothing the tail would not;
+        or (without peers) the first unfinished chunk, the SHA256 pass's front: every
+        byte after it waits for it, and a request starved from its first second (a
+        mirror's total shared by more connections than it carries) left the whole
+        file to hash after the last byte.
         """
-        if self.race is not None:
-            return True
+        # While chunks are pending, few races at once: free connections are for them.
+        most = _EARLY_RACES if early else len(self.races) + self.shared.slots.free()
+        while len(self.races) < most and self._start_race(tasks, early):
+            pass
+        return bool(self.races)
+
+    def _start_race(self, tasks: set[asyncio.Task[None]], early: bool) -> bool:
+        """Start the race that gains the most, if any; True when one started."""
         if len(self.policy) == 1 or not self.digests or not self.ranged or self.plan is None:
             return False
         now = time.monotonic()
-        best: tuple[float, Chunk, TaskHandle, int, int] | None = None
-        for chunk in self.plan.active():
+        bs = self.block_size or 1
+        best: tuple[tuple[bool, float], Chunk, TaskHandle, int, int] | None = None
+        running = self.plan.active()
+        # the SHA256 pass's front: the first unfinished chunk (peers: no such order)
+        front = -1 if self.policy.partial else min((c.start for c in running), default=-1)
+        for chunk in running:
             h = self.handles.get(chunk.id)
             placed = self.chunk_src.get(chunk.id)
-            if h is None or placed is None:
+            if h is None or placed is None or chunk.id in self.races:
                 continue
             src, t0 = placed
-            bs = self.block_size or 1
             blocks = (chunk.start // bs, -(-chunk.end // bs))
             # With peers, a race at the hub is hub egress twice for the same bytes: only
             # for the very tail (nothing pending) and a request four times too slow.
@@ -130,7 +151,8 @@ class TailRace(ChunkDriver):
             if elapsed < 0.2:
                 continue  # too early to tell how fast this request is
             own = got / elapsed if got > 0 else 0.0
-            t_fast = self.policy.seconds_for(fast, left)
+            # the duplicate fetches from the block the slow request is in
+            t_fast = self.policy.seconds_for(fast, chunk.end - _race_start(chunk, h, bs))
             if t_fast is None:
                 continue
             t_slow = left / own if own > 0 else float("inf")
@@ -139,21 +161,25 @@ class TailRace(ChunkDriver):
                 slower = _SLOWER_AT_HUB
             if t_slow <= slower * t_fast:
                 continue
-            if early and t_slow <= self._time_left() + t_fast:
+            first = chunk.start == front
+            if early and not first and t_slow <= self._time_left() + t_fast:
                 continue
-            if best is None or t_slow - t_fast > best[0]:
-                best = (t_slow - t_fast, chunk, h, src, fast)
+            gain = (first, t_slow - t_fast)  # the front first, then the most time saved
+            if best is None or gain > best[0]:
+                best = (gain, chunk, h, src, fast)
         if best is None:
             return False
         _, chunk, h, _, fast = best
-        bs = self.block_size or 1
-        # from the block the slow request is in: every block before it was checked
-        start = max(chunk.start, h.position - (h.position - chunk.start) % bs)
         if h.task.start != chunk.start or not self.shared.slots.try_acquire():
             return False
-        self.race = _Race(chunk, start, fast)
-        self.raced = chunk.id
-        tasks.add(asyncio.ensure_future(self._run_race(self.race)))
+        if not self.races:
+            # the side file, for the races from now until the last of them ends (each
+            # writes only its own chunk's bytes of it): a few syscalls, a sparse file
+            _side_file(self.race_path, self.total or 0)
+        race = self.races[chunk.id] = _Race(chunk, _race_start(chunk, h, bs), fast)
+        # Counted now, not when the task first runs: the next pick must see it.
+        self.policy = self.policy.started(fast)
+        tasks.add(asyncio.ensure_future(self._run_race(race)))
         return True
 
     def _last_resort(self) -> int:
@@ -168,7 +194,7 @@ class TailRace(ChunkDriver):
 
     def _race_lost(self, chunk: Chunk) -> None:
         """The raced chunk's own request ended (well or not): the duplicate is moot."""
-        race = self.race
+        race = self.races.get(chunk.id)
         if race is None or race.chunk is not chunk or race.phase != "fetching":
             return
         race.lost = True
@@ -178,12 +204,8 @@ class TailRace(ChunkDriver):
     async def _run_race(self, race: _Race) -> None:
         pool = self.shared.pool
         chunk = race.chunk
-        self.policy = self.policy.started(race.source)
         t0 = time.monotonic()
-        claimed = False
         try:
-            fd = await asyncio.to_thread(_side_file, self.race_path, self.total or 0)
-            os.close(fd)
             task = dataclasses.replace(
                 self._task(race.start, chunk.end, race.source), path=str(self.race_path)
             )
@@ -210,7 +232,6 @@ class TailRace(ChunkDriver):
             if at is None:
                 self.policy = self.policy.ended(race.source, nbytes, kept=False)
                 return
-            claimed = True
             self.policy = self.policy.finished(race.source, nbytes, time.monotonic() - t0)
             self._emit(
                 "progress",
@@ -219,9 +240,8 @@ class TailRace(ChunkDriver):
             )
         finally:
             self.shared.slots.release()
-            self.race = None
-            self.raced = None
-            if not claimed:
+            self.races.pop(chunk.id, None)
+            if not self.races:  # the last race: its bytes are copied in, or dropped
                 with contextlib.suppress(OSError):
                     self.race_path.unlink()
 
@@ -249,13 +269,11 @@ class TailRace(ChunkDriver):
                 acked.set_result(new_end)
 
         h.on_trim = on_trim
-        self.splitting = True
         self.shared.pool.trim(h, at)
         try:
             new_end = await acked
         finally:
             h.on_trim = previous
-            self.splitting = False
         if new_end is None:
             return None
         await race.stopped  # the slow request's last write is done
@@ -288,10 +306,18 @@ def _xxh3_of(path: Path, start: int, end: int) -> str:
         os.close(fd)
 
 
-def _side_file(path: Path, size: int) -> int:
+def _race_start(chunk: Chunk, h: TaskHandle, block: int) -> int:
+    """Where a duplicate of ``chunk`` starts: the block its request is in (every block
+    before it was checked)."""
+    return max(chunk.start, h.position - (h.position - chunk.start) % block)
+
+
+def _side_file(path: Path, size: int) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.ftruncate(fd, size)
-    return fd
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
 
 
 def _copy_range(src: Path, dst: Path, start: int, end: int) -> str:

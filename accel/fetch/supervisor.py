@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -129,8 +130,8 @@ class FileDownload(PeerHaves):
         self.links = [Link(s.url) for s in self.policy.sources]
         self.avoid: dict[int, set[int]] = {}
         self.chunk_src: dict[int, tuple[int, float]] = {}
-        self.raced: int | None = None
-        self.race = None
+        self.races = {}
+        self.observe_mark = (0.0, [], [])
         #: the source of each finished chunk (by start): the first vote of a repair
         self.done_src: dict[int, int] = {}
         #: a repair's answers per piece start: (source, xxh3), oldest first
@@ -381,13 +382,33 @@ class FileDownload(PeerHaves):
 
         The ``.part`` is created first and the worker streams the whole file into it,
         checking blake3 blocks and computing the SHA256 as it goes; the supervisor then
-        only compares and renames. Any failure gives the file back to the full path
-        (probe, plan, retries) from a clean start: ``None``. Errors no retry can fix
-        (404, 401, a size that is not the expected one) are raised as they are.
+        only compares and renames. With mirrors, the request goes to one source picked
+        by the file's path (a version's small files spread over its sources), and a
+        source that fails (or answers with other bytes) hands the file to the next one,
+        each in one request. Any failure of them all gives the file back to the full
+        path (probe, plan, retries) from a clean start: ``None``. Errors no retry can
+        fix (404, 401, a size that is not the expected one) from the URL itself are
+        raised as they are; from a mirror they are that mirror's (quarantined).
         """
         size = self.expected.size
         assert size is not None
         self._check_space(size)
+        whole = [i for i, s in enumerate(self.policy.sources) if not s.peer]
+        k = zlib.crc32(str(self.dest).encode()) % len(whole)
+        order = whole[k:] + whole[:k]
+        for n, src in enumerate(order):
+            if not self.policy[src].usable(time.monotonic()):
+                continue
+            result = await self._whole_from(src, last=n == len(order) - 1)
+            if result is not None:
+                return result
+        return None
+
+    async def _whole_from(self, src: int, *, last: bool) -> DownloadResult | None:
+        """The whole file in one request to source ``src``; None when it failed (the
+        ``.part`` dropped, the source charged)."""
+        size = self.expected.size
+        assert size is not None
         try:
             self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
@@ -397,23 +418,30 @@ class FileDownload(PeerHaves):
         # A mismatch then goes to the ranged path, where the blocks find the bad bytes.
         verify_by_sha = bool(self.expected.sha256)
         task = dataclasses.replace(
-            self._task(0, size, sha256=True, blocks=not verify_by_sha), report_head=True
+            self._task(0, size, src, sha256=True, blocks=not verify_by_sha), report_head=True
         )
+        link = self.links[src]
+        self.policy = self.policy.started(src)
+        t0 = time.monotonic()
         try:
             outcome, handle = await fetch_once(
                 self.shared,
                 task,
                 on_progress=self._on_progress,
                 handles=self.handles,
-                on_head=self._whole_head,
-                on_cancel=self._keep_whole_prefix,
+                # a mirror's validators are its own: the file's (and a resume's) are
+                # the URL's
+                on_head=self._whole_head if src == 0 else link.learn,
+                on_cancel=self._keep_whole_prefix if src == 0 else lambda h: None,
             )
         except asyncio.CancelledError:
             raise  # _keep_whole_prefix decided what stays
         except BaseException:
+            self.policy = self.policy.ended(src, 0)
             self._drop_part()  # a few bytes at most: the rerun fetches them again
             raise
         self.received += max(0, (outcome.end or handle.position) - handle.position)
+        nbytes = max(0, (outcome.end or handle.position) - task.start)
         mismatch = (
             outcome.sha256 is not None
             and verify_by_sha
@@ -426,22 +454,29 @@ class FileDownload(PeerHaves):
             and outcome.sha256 is not None
             and not mismatch
         ):
+            self.policy = self.policy.finished(src, nbytes, time.monotonic() - t0)
             self.plan = ChunkPlan(size, size, done=[(0, size)])
             self.hasher = PrefixHasher(self.part, size)
             self.hasher.adopt(outcome.sha256)
             self.last_byte_at = time.monotonic()
             return await self._finish()
         self._drop_part()
-        if outcome.error is not None and not outcome.retryable:
-            raise outcome.error
-        self.retries += 1
+        where = "" if src == 0 else f" from {self.policy[src].url.split('?', 1)[0]}"
         if mismatch:
+            self.policy = self.policy.corrupt(src, nbytes)
             why = f"SHA256 {outcome.sha256} is not the expected one"
-        elif outcome.error is not None:
+        elif outcome.error is not None and not outcome.retryable:
+            if src == 0:
+                self.policy = self.policy.ended(src, nbytes, kept=False)
+                raise outcome.error
+            self.policy = self.policy.refused(src, nbytes, outcome.error.message)
             why = outcome.error.message
         else:
-            why = "incomplete answer"
-        self._emit("chunk_retry", f"whole-file request: {why}; trying again by ranges")
+            self.policy = self.policy.failed(src, nbytes, time.monotonic())
+            why = outcome.error.message if outcome.error is not None else "incomplete answer"
+        self.retries += 1
+        then = "trying again by ranges" if last else "trying the next source"
+        self._emit("chunk_retry", f"whole-file request{where}: {why}; {then}")
         return None
 
     def _whole_head(self, head: Head) -> None:

@@ -12,11 +12,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
 
 from accel.fetch import Engine, Expected, ProgressEvent
+from accel.fetch.sources_race import TailRace
 from accel.fetch.types import DownloadResult
 from accel.schema import ChunkDigests
 from tests.fetch.test_redirect import chain  # noqa: F401 (a fixture: signed redirects)
@@ -266,6 +268,38 @@ async def test_a_slow_one_block_chunk_is_raced_and_the_first_verified_bytes_win(
     assert result.verified and (tmp_path / "f").read_bytes() == data
     assert any("race" in e.message and "won" in e.message for e in events)
     assert result.elapsed_s < 10.0, result.elapsed_s
+    assert not (tmp_path / "f.part.race").exists()
+
+
+async def test_the_slow_mirrors_trial_chunks_are_raced_at_once(
+    nginx: Callable[..., Nginx], files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: a mirror at 256 KiB/s per connection holding its four trial chunks (4 s
+    each) while the fast source has idle connections: they are raced together, not
+    one after another (each race waited for the one before: the tail was their sum)."""
+    fast = nginx(files, limit_rate="2m")
+    slow = nginx(files, limit_rate="256k")
+    data = (files / "f.bin").read_bytes()
+    running: list[int] = []
+    most = 0
+    race = TailRace._run_race
+
+    async def counted(self: TailRace, r: Any) -> None:
+        nonlocal most
+        running.append(1)
+        most = max(most, len(running))
+        try:
+            await race(self, r)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(TailRace, "_run_race", counted)
+    result = await fetch(
+        fast.file_url("f.bin"), [slow.file_url("f.bin")], tmp_path / "f", data, connections=8
+    )
+    assert result.verified and (tmp_path / "f").read_bytes() == data
+    assert most >= 2, most
+    assert figures(result, slow.file_url("f.bin")).bytes < 3 * MiB  # type: ignore[attr-defined]
     assert not (tmp_path / "f.part.race").exists()
 
 
