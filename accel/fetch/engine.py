@@ -21,7 +21,7 @@ from accel.fetch.ratelimit import TokenBucket
 from accel.fetch.slots import ConnectionSlots, RetryPolicy, Shared
 from accel.fetch.sources import DEFAULT_MAX_CONNECTIONS
 from accel.fetch.supervisor import FileDownload
-from accel.fetch.tuner import Tuner
+from accel.fetch.tuner import Tuner, capacity_for_sources
 from accel.fetch.types import DownloadResult, Expected, ProgressEvent
 from accel.units import parse_rate
 
@@ -221,17 +221,26 @@ class Engine:
             self._downloads.discard(fd)
 
     async def _tune(self) -> None:
-        """Feed the connection tuner (:mod:`~accel.fetch.tuner`) a window at a time."""
+        """Feed the connection tuner (:mod:`~accel.fetch.tuner`) a window at a time; while
+        downloads of several sources run, their sources' wants set the connections."""
         slots = self.slots
+        start = slots.capacity
         tuner = Tuner(self.max_connections)
         last = self._total_received()
         t_last = time.monotonic()
-        while not tuner.done:
+        while True:
             await asyncio.sleep(_TUNE_S)
             now_bytes, now = self._total_received(), time.monotonic()
             rate = (now_bytes - last) / max(1e-3, now - t_last)
             last, t_last = now_bytes, now
-            capacity = tuner.observe(slots.capacity, rate, busy=slots.used >= slots.capacity)
+            wanted = [d.policy.wanted(now) for d in self._downloads if len(d.policy) > 1]
+            capacity = capacity_for_sources(wanted, floor=start, ceiling=self.max_connections)
+            if capacity is not None:
+                tuner.observe(slots.capacity, 0.0, busy=False)  # its next window settles
+            elif not tuner.done:
+                capacity = tuner.observe(slots.capacity, rate, busy=slots.used >= slots.capacity)
+            else:
+                continue
             if capacity > slots.capacity:
                 slots.grow(capacity)
             else:

@@ -26,9 +26,10 @@ tests running beside it: the tuner stopped at 8 connections, 190 MB/s for 420).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Tuner"]
+__all__ = ["Tuner", "capacity_for_sources"]
 
 #: a doubling must buy this much to be kept and to try the next one
 _DOUBLING_PAYS = 1.5
@@ -90,3 +91,20 @@ class Tuner:
         self._baseline, self._before, self._jumped = rate, capacity, linear
         self._settle = True
         return self.ceiling if linear else min(self.ceiling, capacity * 2)
+
+
+def capacity_for_sources(wanted: Sequence[int], *, floor: int, ceiling: int) -> int | None:
+    """The engine's connections while downloads of several sources run; None if none do.
+
+    Those downloads say what their sources can use at once
+    (:meth:`~accel.fetch.sources.SourcePolicy.wanted`: each mirror's trial requests,
+    then its allowance), and that is what they get, between ``floor`` (what the engine
+    starts with, for the downloads of one source beside them) and ``ceiling``. Doubling
+    on the total throughput does not work there: a doubling made while a mirror is on
+    trial sends most new connections to the other source and "buys" too little, and
+    once each source is at its allowance the connections are never all busy, so the
+    throughput tuner stopped two mirrors at 8 connections, one mirror's worth.
+    """
+    if not wanted:
+        return None
+    return max(floor, min(ceiling, sum(wanted)))

@@ -90,3 +90,16 @@ def test_one_slow_window_does_not_undo_a_doubling_that_pays() -> None:
     cap = t.observe(16, 2.5e8, busy=True)  # a slow one (1.25x: would undo alone)
     cap = t.observe(16, 4.2e8, busy=True)  # the level's real rate
     assert cap == 64 and not t.done
+
+
+def test_downloads_of_several_sources_get_what_their_sources_want() -> None:
+    from accel.fetch.sources import TRIAL_REQUESTS, SourcePolicy
+    from accel.fetch.tuner import capacity_for_sources
+
+    assert capacity_for_sources([], floor=8, ceiling=64) is None  # the tuner decides
+    two_mirrors = SourcePolicy.of(["http://a/f", "http://b/f", "http://c/f"])
+    wanted = two_mirrors.wanted(0.0)
+    assert wanted == 3 * TRIAL_REQUESTS  # all on trial: 12, more than the start's 8
+    assert capacity_for_sources([wanted], floor=8, ceiling=64) == 12
+    assert capacity_for_sources([2], floor=8, ceiling=64) == 8  # never under the start
+    assert capacity_for_sources([40, 40], floor=8, ceiling=64) == 64
