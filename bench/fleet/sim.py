@@ -36,8 +36,13 @@ exact time, and a transfer started inside it runs at rate 0 until the next windo
 small, pessimistic error; ``batch_fraction=0, min_step=0`` recomputes at every event
 and is exact: the tests hold the default within a few percent of it).
 
-Not modelled: TCP slow start and latency, the engine's connection tuner (a fixed
-number of connections), disk speed, hashing time, node failures.
+The host model (:mod:`bench.fleet.hosts`, off by default: one node per host, CPU never
+binding): nodes sharing a host's CPU (hashing and HTTP, as CPU-seconds per GiB), an
+install's start-up, the wire's headers, a request's round trip before its first byte.
+
+Not modelled: TCP slow start, the engine's connection tuner (a fixed number of
+connections), multi-block requests to peers, the lag of a node's checkpoint (what its
+daemon serves) behind its verified blocks, disk speed, node failures.
 """
 
 from __future__ import annotations
