@@ -138,6 +138,17 @@ def test_the_tracker_index_answers_as_the_hub_tracker_does() -> None:
     assert a.store_bytes == b.store_bytes
 
 
+def test_the_tracker_index_answers_as_the_hub_tracker_does_with_full_zones() -> None:
+    """Zones of 15 and K=10: the index's shortcut (the asker's zone alone once 10 of it
+    hold something) gives the hub tracker's answers, draw for draw."""
+    cfg: dict[str, Any] = {**SMALL, "nodes": 30, "zone_size": 15, "ask_interval": 0.02, "announce_interval": 0.05,
+                           "ask_retry": 0.02}  # fmt: skip
+    a = simulate(FleetConfig(tracker="hub", **cfg))
+    b = simulate(FleetConfig(tracker="index", **cfg))
+    assert a.ready.tolist() == b.ready.tolist()
+    assert (a.store_bytes, len(a.asks), a.have_asks) == (b.store_bytes, len(b.asks), b.have_asks)
+
+
 def test_coarse_windows_stay_close_to_the_exact_simulation() -> None:
     """The default (rates recomputed once 2% of the flows changed) against rates
     recomputed at every event: ready times and store egress within a few percent."""
