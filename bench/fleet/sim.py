@@ -399,7 +399,7 @@ class _Sim:
                 if node.race < 0 and len(node.policy.sources) > 1:
                     self._maybe_race(node, now)
                 return
-            got = real.choose(node.policy, want, now, node.border, node.front)
+            got = real.choose(node.policy, want, now, node.border, node.front, node.nid)
             if got is None:
                 return
             i, block = got
