@@ -9,7 +9,7 @@ does, and samples every process's CPU time (``/proc/PID/stat`` utime + stime, ev
 (``accel serve``), the node daemons (``accel node --serve-peers``, what serves peers)
 and the installs (``accel install``). Needs root, ip, tc::
 
-    python bench/bench_fleet.py --cpu [--rate 200mbit|none] [--nodes 5]
+    python bench/bench_fleet.py --cpu [--rate 200mbit|none] [--cpu-nodes 5]
 
 Per GiB: an install's CPU over the bytes it received (its start-up included: the
 ``tiny`` pre-seed of a 1 MiB model gives that start-up alone), the hub's over what it
