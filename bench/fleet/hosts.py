@@ -27,16 +27,19 @@ GiB = float(1 << 30)
 
 
 def cpu_modelled(cfg: FleetConfig) -> bool:
+    """The hosts' CPU is a link of the fair share (it has cores to count)."""
     return cfg.host_cores > 0
 
 
 def hosts(cfg: FleetConfig) -> int:
+    """How many hosts the fleet's nodes are on."""
     if cfg.nodes_per_host <= 0:
         return 1
     return max(1, math.ceil(cfg.nodes / cfg.nodes_per_host))
 
 
 def host_of(cfg: FleetConfig, nid: int) -> int:
+    """The host node ``nid`` runs on (consecutive ids share one)."""
     return 0 if cfg.nodes_per_host <= 0 else nid // cfg.nodes_per_host
 
 
