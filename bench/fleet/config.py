@@ -79,6 +79,27 @@ class FleetConfig:
     batch_fraction: float = 0.02
     min_step: float = -1.0  # <0: 1% of a piece's time at a node's fair share
     tracker: Literal["hub", "index"] = "hub"
+    # --- the host model (bench/fleet/hosts.py); the defaults leave it out: one node per
+    # host, CPU never binding, links carrying payload at their rate, no request latency
+    #: nodes per host, consecutive ids (0: all on one host); they share its CPU
+    nodes_per_host: int = 1
+    #: each host's cores (CPU-seconds per second); 0: CPU is not modelled
+    host_cores: float = 0.0
+    #: the store (the hub) runs on host 0 and spends that host's CPU on what it sends
+    store_on_host: bool = False
+    #: CPU-seconds per GiB: an install's on what it receives, a node daemon's on what it
+    #: serves to peers, the hub's on what it sends (bench/fleet/cpucost.py measures them)
+    cpu_recv: float = 0.0
+    cpu_peer_send: float = 0.0
+    cpu_store_send: float = 0.0
+    #: CPU-seconds of an install's start-up before its first request (process start,
+    #: imports, the manifest), shared with the host's other start-ups
+    startup_cpu: float = 0.0
+    #: payload per byte on the wire (TCP/IP/Ethernet headers: 1448 / 1514 at MTU 1500
+    #: with TCP timestamps); every link's cap is multiplied by it
+    wire_efficiency: float = 1.0
+    #: seconds from a request to its first byte (a loaded round trip)
+    request_latency: float = 0.0
 
     def resolved(self) -> FleetConfig:
         """Defaults filled in (piece size, intervals, the window's minimum)."""

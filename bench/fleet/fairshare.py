@@ -30,15 +30,23 @@ IntArray = npt.NDArray[np.int64]
 
 
 def max_min_rates(
-    links: IntArray, caps: FloatArray, flow_caps: FloatArray | None = None
+    links: IntArray,
+    caps: FloatArray,
+    flow_caps: FloatArray | None = None,
+    weights: FloatArray | None = None,
 ) -> FloatArray:
     """The max-min fair rate of each flow.
 
     ``links``: shape (F, W), the links each flow crosses; pad with the index of a link
     whose capacity is ``inf`` (it never binds). ``caps``: each link's capacity (bytes/s).
     ``flow_caps``: each flow's own limit (``inf``: none). Every flow must cross at least
-    one finite link or have a finite cap.
+    one finite link or have a finite cap. ``weights``: shape (F, W), what a flow's unit
+    of rate uses of each of its links (a host's CPU: CPU-seconds per byte; a link listed
+    twice in a row counts twice); None: 1 everywhere (bytes on a network link). At a
+    bottleneck every flow still gets the same rate, ``capacity / sum of weights``.
     """
+    if weights is not None:
+        return _weighted(links, caps, flow_caps, weights)
     nflows, width = links.shape
     rate = np.zeros(nflows)
     if nflows == 0:
@@ -71,6 +79,46 @@ def max_min_rates(
         used = np.bincount(
             paths[fix].ravel(), weights=np.repeat(fixed_rate, width), minlength=nlinks
         )
+        rem = np.maximum(rem - used, 0.0)
+        active = active[~fix]
+    return rate
+
+
+def _weighted(
+    links: IntArray, caps: FloatArray, flow_caps: FloatArray | None, weights: FloatArray
+) -> FloatArray:
+    """:func:`max_min_rates` with per-link weights (the same filling, weighted sums)."""
+    nflows, width = links.shape
+    rate = np.zeros(nflows)
+    if nflows == 0:
+        return rate
+    nlinks = caps.shape[0]
+    rem = caps.astype(np.float64, copy=True)
+    own_all = np.full(nflows, np.inf) if flow_caps is None else flow_caps.astype(np.float64)
+    active = np.arange(nflows)
+    unbounded = ~np.isfinite(caps)
+    while active.size:
+        paths = links[active]
+        w = weights[active]
+        flat = paths.ravel()
+        load = np.bincount(flat, weights=w.ravel(), minlength=nlinks)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(load > 0, rem / np.where(load > 0, load, 1.0), np.inf)
+        share[unbounded] = np.inf
+        tightest = np.where(w > 0, share[paths], np.inf).min(axis=1)
+        own = own_all[active]
+        bound = np.minimum(tightest, own)
+        if not np.isfinite(bound).all():
+            raise ValueError("a flow crosses no finite link and has no cap of its own")
+        lowest = np.full(nlinks, np.inf)
+        np.minimum.at(lowest, flat[w.ravel() > 0], np.repeat(bound, width)[w.ravel() > 0])
+        bottleneck = (share <= lowest * (1 + _EPS)) & ~unbounded & (load > 0)
+        fix = (own <= tightest * (1 + _EPS)) | (bottleneck[paths] & (w > 0)).any(axis=1)
+        fixed_rate = bound[fix]
+        used = np.bincount(
+            paths[fix].ravel(), weights=(w[fix] * fixed_rate[:, None]).ravel(), minlength=nlinks
+        )
+        rate[active[fix]] = fixed_rate
         rem = np.maximum(rem - used, 0.0)
         active = active[~fix]
     return rate

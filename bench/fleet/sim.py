@@ -36,8 +36,13 @@ exact time, and a transfer started inside it runs at rate 0 until the next windo
 small, pessimistic error; ``batch_fraction=0, min_step=0`` recomputes at every event
 and is exact: the tests hold the default within a few percent of it).
 
-Not modelled: TCP slow start and latency, the engine's connection tuner (a fixed
-number of connections), disk speed, hashing time, node failures.
+The host model (:mod:`bench.fleet.hosts`, off by default: one node per host, CPU never
+binding): nodes sharing a host's CPU (hashing and HTTP, as CPU-seconds per GiB), an
+install's start-up, the wire's headers, a request's round trip before its first byte.
+
+Not modelled: TCP slow start, the engine's connection tuner (a fixed number of
+connections), multi-block requests to peers, the lag of a node's checkpoint (what its
+daemon serves) behind its verified blocks, disk speed, node failures.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from accel.hub.tracker import Tracker
 from bench.fleet.assign import RealOrder
 from bench.fleet.config import FleetConfig, FleetResult, piece_size
 from bench.fleet.fairshare import max_min_rates
+from bench.fleet.hosts import GiB, cpu_modelled, host_of, hosts, startup_delay
 from bench.fleet.order import ChunkOrder, stand_in_random
 from bench.fleet.tracking import IndexTracker
 
@@ -68,7 +74,7 @@ _ESTIMATE_MIN_BYTES = 64 * 1024
 #: fastest (accel.fetch.sources_race._SLOWER)
 _RACE_SLOWER = 2.0
 
-_START, _ANNOUNCE, _ASK, _REFRESH = 0, 1, 2, 3
+_START, _ANNOUNCE, _ASK, _REFRESH, _FIRST_BYTE = 0, 1, 2, 3, 4
 
 
 class _Node:
@@ -155,18 +161,28 @@ class _Sim:
         self.full = (1 << nb) - 1
         zones = max(1, math.ceil(n / cfg.zone_size))
         self.zones = zones
-        # links: 0 store egress | 1..n downlinks | n+1..2n uplinks | zone in | zone out | inf
+        # links: 0 store egress | 1..n downlinks | n+1..2n uplinks | zone in | zone out |
+        # host CPUs (with the host model) | inf
+        self.cpu = cpu_modelled(cfg)
+        self.width = 6 if self.cpu else 4
         self.caps = np.concatenate(
             [
-                [cfg.store_egress],
-                np.full(n, cfg.node_down),
-                np.full(n, cfg.node_up),
-                np.full(zones, cfg.zone_uplink),
-                np.full(zones, cfg.zone_uplink),
+                np.concatenate(
+                    [
+                        [cfg.store_egress],
+                        np.full(n, cfg.node_down),
+                        np.full(n, cfg.node_up),
+                        np.full(zones, cfg.zone_uplink),
+                        np.full(zones, cfg.zone_uplink),
+                    ]
+                )
+                * cfg.wire_efficiency,
+                np.full(hosts(cfg) if self.cpu else 0, cfg.host_cores),
                 [np.inf],
             ]
         )
         self.none = len(self.caps) - 1
+        self.host0 = 1 + 2 * n + 2 * zones
         self.zin0 = 1 + 2 * n
         self.zout0 = 1 + 2 * n + zones
         store_conns = cfg.max_connections_per_source if cfg.peers else 1 << 16
@@ -190,7 +206,11 @@ class _Sim:
         )
         # flows: numpy for what the fair share needs, lists for the rest
         cap = max(1024, n * cfg.connections * 2)
-        self.f_links = np.full((cap, 4), self.none, dtype=np.int64)
+        self.f_links = np.full((cap, self.width), self.none, dtype=np.int64)
+        self.f_w = np.ones((cap, self.width)) if self.cpu else None
+        #: flows waiting for their first byte (request_latency): flow -> its event's seq
+        self.waiting: dict[int, int] = {}
+        self.spawn = [0.0] * n
         self.f_rem = np.zeros(cap)
         self.f_rate = np.zeros(cap)
         self.f_cap = np.full(cap, np.inf)
@@ -282,7 +302,7 @@ class _Sim:
         node = self.nodes[nid]
         cfg = self.cfg
         if kind == _START:
-            node.start = now
+            node.start = self.spawn[nid]
             if cfg.peers:
                 self._announce(node, now)
                 delay = self._ask(node, now)
@@ -379,7 +399,7 @@ class _Sim:
                 if node.race < 0 and len(node.policy.sources) > 1:
                     self._maybe_race(node, now)
                 return
-            got = real.choose(node.policy, want, now, node.border, node.front)
+            got = real.choose(node.policy, want, now, node.border, node.front, node.nid)
             if got is None:
                 return
             i, block = got
@@ -462,10 +482,16 @@ class _Sim:
                 row[2] = self.none
                 row[3] = self.none
             self.f_cap[f] = np.inf
+        if self.f_w is not None:
+            self._on_hosts(f, node.nid, pid)
         self.f_rem[f] = nbytes
         self.f_size[f] = nbytes
         self.f_rate[f] = 0.0
         self.f_alive[f] = True
+        if self.cfg.request_latency > 0:  # no byte before a round trip
+            self.f_alive[f] = False
+            self._at(now + self.cfg.request_latency, _FIRST_BYTE, f)
+            self.waiting[f] = self.seq
         self.f_dst[f] = node.nid
         self.f_src[f] = i
         self.f_peer[f] = pid
@@ -476,10 +502,36 @@ class _Sim:
         self.res.transfers += 1
         return f
 
+    def _on_hosts(self, f: int, nid: int, pid: int) -> None:
+        """The host model: flow ``f`` also uses its receiver's and sender's CPU."""
+        cfg = self.cfg
+        assert self.f_w is not None
+        row = self.f_links[f]
+        w = self.f_w[f]
+        row[4] = self.host0 + host_of(cfg, nid)
+        w[4] = cfg.cpu_recv / GiB
+        if pid >= 0:
+            row[5] = self.host0 + host_of(cfg, pid)
+            w[5] = cfg.cpu_peer_send / GiB
+        elif cfg.store_on_host:
+            row[5] = self.host0
+            w[5] = cfg.cpu_store_send / GiB
+        else:
+            row[5] = self.none
+            w[5] = 1.0
+
+    def _first_byte(self, f: int, seq: int) -> None:
+        """Flow ``f``'s request has had its round trip: its bytes start to flow."""
+        if self.waiting.get(f) == seq:
+            del self.waiting[f]
+            self.f_alive[f] = True
+            self.changes += 1
+
     def _end(self, f: int, sent: float) -> None:
         """Flow ``f`` stops having sent ``sent`` bytes: its slot, counts, egress."""
         node = self.nodes[self.f_dst[f]]
         self.f_alive[f] = False
+        self.waiting.pop(f, None)
         self.freed_later.append(f)
         self.measuring.discard(f)
         node.flows.discard(f)
@@ -542,7 +594,11 @@ class _Sim:
     def _grow(self) -> None:
         old = len(self.f_rem)
         new = old * 2
-        self.f_links = np.concatenate([self.f_links, np.full((old, 4), self.none, dtype=np.int64)])
+        self.f_links = np.concatenate(
+            [self.f_links, np.full((old, self.width), self.none, dtype=np.int64)]
+        )
+        if self.f_w is not None:
+            self.f_w = np.concatenate([self.f_w, np.ones((old, self.width))])
         self.f_rem = np.concatenate([self.f_rem, np.zeros(old)])
         self.f_rate = np.concatenate([self.f_rate, np.zeros(old)])
         self.f_cap = np.concatenate([self.f_cap, np.full(old, np.inf)])
@@ -568,7 +624,8 @@ class _Sim:
         cfg = self.cfg
         wall0 = time.perf_counter()
         for node in self.nodes:
-            self._at(self.rng.uniform(0.0, cfg.start_spread), _START, node.nid)
+            self.spawn[node.nid] = t0 = self.rng.uniform(0.0, cfg.start_spread)
+            self._at(t0 + startup_delay(cfg, node.nid), _START, node.nid)
         t = 0.0
         heap = self.heap
         while self.not_ready:
@@ -580,7 +637,8 @@ class _Sim:
                 fin = np.empty(0)
                 t_stop = t
             else:
-                rates = max_min_rates(self.f_links[idx], self.caps, self.f_cap[idx])
+                weights = None if self.f_w is None else self.f_w[idx]
+                rates = max_min_rates(self.f_links[idx], self.caps, self.f_cap[idx], weights)
                 self.f_rate[idx] = rates
                 with np.errstate(divide="ignore"):
                     fin = t + self.f_rem[idx] / rates
@@ -614,8 +672,11 @@ class _Sim:
                         continue
                     self._complete(f, tc)
                 else:
-                    _, _, kind, nid = heapq.heappop(heap)
-                    self._handle(kind, nid, tt)
+                    _, seq, kind, nid = heapq.heappop(heap)
+                    if kind == _FIRST_BYTE:
+                        self._first_byte(nid, seq)
+                    else:
+                        self._handle(kind, nid, tt)
                 t_last = te
                 if not self.not_ready:
                     break
