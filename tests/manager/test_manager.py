@@ -264,9 +264,10 @@ async def test_pause_keeps_bytes_and_resume_finishes(store: Path, models_dir: Pa
             await mm.apause("big", "1")
             rec = mm.status("big", "1")[0]
             assert rec.state == "paused"
-            # bytes_done counted chunks in flight; paused, it is the finished chunks kept
+            # paused, bytes_done is what is kept: the finished chunks and what the
+            # running ones had written (recorded with their workers' xxh3), not all
             kept = rec.bytes_done
-            assert 4_000_000 <= kept <= 20_000_000, kept
+            assert 4_000_000 <= kept < 40_000_000, kept
             with pytest.raises(ModelNotAvailableError) as e:
                 mm.get_model_path("big", "1")
             assert e.value.reason == "paused"
