@@ -65,7 +65,7 @@ class Engine:
         self.auto = connections == "auto"
         rate = parse_rate(limit_rate) if limit_rate is not None else None
         if self.auto:
-            start = 4 if rate else 8
+            start = 4 if rate else 16
             self.max_connections = 16 if rate else max_connections
         else:
             try:
