@@ -77,8 +77,8 @@ class PrefixHasher:
         # L2 and the hash reads it there. Hashing the page cache through a mapping
         # (4 MiB windows, populated first) cost more: on this 2-core VM, 1 GiB hashed
         # in 0.87-0.97 CPU-s mapped against 0.74-0.77 CPU-s read 256 KiB at a time
-        # (the prefetcher stops at every 4 KiB page of a mapping; the mapping's page
-        # tables are built and torn down each window). A disk that cannot read the
+        # (not measured why; likely the page tables built and torn down each window and
+        # reads from memory instead of from a cache-sized buffer). A disk that cannot read the
         # bytes back is an EIO here, a clear DownloadError (a mapping would SIGBUS).
         start = self.hashed
         if os.fstat(rfd).st_size < target:
