@@ -159,10 +159,13 @@ class HeadSeen(NamedTuple):
 
 
 class Progress(NamedTuple):
-    """Task ``tid`` has written every byte before ``pos``."""
+    """Task ``tid`` has written every byte before ``pos``; ``xxh3`` is the xxh3_128 of
+    the bytes ``[start, pos)`` it wrote (what a checkpoint records of a running chunk,
+    so a kill -9 keeps them)."""
 
     tid: int
     pos: int
+    xxh3: str = ""
 
 
 class Trimmed(NamedTuple):

@@ -136,6 +136,9 @@ class TaskHandle:
     on_head: Callable[[Head], None] | None = None
     on_trim: Callable[[int | None], None] | None = None
     on_progress: Callable[[int, int], None] | None = None
+    #: the xxh3_128 of ``[task.start, position)`` as the worker reported it ("" before
+    #: its first report)
+    prefix_xxh3: str = ""
 
 
 @dataclass(eq=False)
@@ -241,9 +244,9 @@ class WorkerPool:
         if h is None:
             return
         match msg:
-            case Progress(_, pos):
+            case Progress(_, pos, digest):
                 old = h.position
-                h.position = pos
+                h.position, h.prefix_xxh3 = pos, digest
                 if h.on_progress is not None:
                     h.on_progress(old, pos)
             case HeadSeen(_, head):

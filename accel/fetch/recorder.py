@@ -2,10 +2,11 @@
 
 The :class:`ChunkRecorder` keeps the finished chunks with their xxh3 (what a resume
 trusts after re-hashing) and writes :mod:`accel.fetch.checkpoint` every ``every_s``
-seconds or every 8 MiB finished, one write at a time in a thread. A running chunk's
-written prefix can be recorded too (``partial``), so an interrupt keeps the bytes
-already written, not only whole chunks.
-"""
+seconds or every 8 MiB written, one write at a time in a thread. Each checkpoint also
+holds what the running chunks have written, with the xxh3 their workers reported, so a
+kill -9 loses only the bytes since the last checkpoint and the last report. On an
+interrupt a running chunk's written prefix is found again (``partial``), with the
+blocks written after its last report when block digests name them."""
 
 from __future__ import annotations
 
@@ -55,11 +56,20 @@ class ChunkRecorder:
     def record(self, chunk: DoneChunk) -> None:
         self.chunks[chunk.start] = chunk
 
-    def value(self, size: int, etag: str | None, last_modified: str | None) -> Checkpoint:
+    def value(
+        self,
+        size: int,
+        etag: str | None,
+        last_modified: str | None,
+        running: Iterable[DoneChunk] = (),
+    ) -> Checkpoint:
+        """The checkpoint of the finished chunks and the ``running`` chunks' prefixes."""
         # Never two records over the same bytes (a resume refuses them): a kept head of
-        # an unfinished block that a chunk starting earlier fetched again goes.
+        # an unfinished block that a chunk starting earlier fetched again goes, and of
+        # two records from one start the longer stays.
         chunks: list[DoneChunk] = []
-        for c in sorted(self.chunks.values(), key=lambda c: (c.start, -c.end)):
+        records = [*self.chunks.values(), *running]
+        for c in sorted(records, key=lambda c: (c.start, -c.end)):
             if chunks and c.start < chunks[-1].end:
                 continue
             chunks.append(c)

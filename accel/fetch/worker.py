@@ -474,7 +474,7 @@ class _Worker:
                     )
                 window_start, window_bytes = now, 0
             if pos - reported >= _PROGRESS_BYTES or now - last_report >= _PROGRESS_S:
-                self._send(Progress(tid, pos))
+                self._send(Progress(tid, pos, xxh.hexdigest()))
                 reported, last_report = pos, now
         end = run.end
         if end is not None and pos != end:
