@@ -14,6 +14,7 @@ from collections.abc import Callable
 from accel.fetch.checkpoint import Checkpoint
 from accel.fetch.messages import Head, Task
 from accel.fetch.pool import Outcome, TaskHandle
+from accel.fetch.recorder import block_pieces
 from accel.fetch.slots import Shared
 
 __all__ = ["probe", "probe_length", "probe_start"]
@@ -34,16 +35,31 @@ def probe_start(cp: Checkpoint | None, expected_size: int | None, block_size: in
     return pos if pos < cp.size else 0
 
 
-def probe_length(cp: Checkpoint | None, start: int, length: int) -> int:
+def probe_length(cp: Checkpoint | None, start: int, length: int, block_size: int = 0) -> int:
     """A resumed probe asks only for the gap at ``start``: the server keeps sending while
     the probe's worker waits for the supervisor's decision, and whatever it sent past
-    the gap (up to the socket buffers' megabytes) would be thrown away. Interrupts
-    record running chunks' prefixes, so such gaps are often small."""
+    the gap (up to the socket buffers' megabytes) would be thrown away. Checkpoints
+    record running chunks' prefixes, so such gaps are often small.
+
+    With block digests the gap ends where the next record's *kept* bytes begin
+    (:func:`~accel.fetch.recorder.block_pieces`): a record starting inside a block
+    (the continuation of a kept head) keeps nothing of that block, and the probe, which
+    starts at the head's end, must fetch the block's rest. Measured from the raw record
+    start, a head ``[0, h)`` and its continuation ``[h, x)`` gave the probe the empty
+    range ``[h, h)``: HTTP 416, and the resume failed as "the remote file changed"."""
     if cp is None:
         return length
     # Up to the plan's first chunk end too: the plan cuts at multiples of the chunk size.
     length = min(length, length - start % length)
-    after = [c.start for c in cp.chunks if c.start > start]
+    if block_size:
+        after = [
+            s
+            for c in cp.chunks
+            for s, _ in block_pieces(c.start, c.end, block_size, cp.size)
+            if s > start
+        ]
+    else:
+        after = [c.start for c in cp.chunks if c.start > start]
     return min(length, min(after) - start) if after else length
 
 

@@ -295,7 +295,9 @@ class FileDownload(PeerHaves):
         # fleet makes the hub send the same first megabytes into a connection it drops.
         length = 1 if self.policy.partial and self.digests else self._probe_length()
         try:
-            head, first_req = await self._probe(start, probe_length(cp, start, length))
+            head, first_req = await self._probe(
+                start, probe_length(cp, start, length, self.block_size)
+            )
         except RemoteChangedError:
             if start == 0:
                 raise

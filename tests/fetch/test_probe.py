@@ -31,6 +31,22 @@ def test_probe_length_stops_at_the_next_recorded_chunk() -> None:
     assert probe_length(Checkpoint(url="u", size=10, chunks=[DoneChunk(0, 2, "a")]), 2, 8) == 6
 
 
+def test_with_blocks_the_probe_skips_a_head_and_its_continuation() -> None:
+    """A kept head ``[0, 3)`` of block 0 and a running chunk that went on from it,
+    ``[3, 5)``, both in one checkpoint (blocks of 4): the resume keeps the head and
+    nothing of the continuation before block 1, so the probe (which starts at the head's
+    end) must reach block 1. From the raw starts it was ``[3, 3)``: nginx answered 416."""
+    cp = Checkpoint(url="u", size=16, chunks=[DoneChunk(0, 3, "a"), DoneChunk(3, 5, "b")])
+    assert probe_length(cp, 0, 8, 4) == 4
+    assert probe_length(cp, 0, 8) == 3  # no blocks: the gap ends at the next record
+    # a record inside a block that keeps nothing at all does not end the gap
+    cp = Checkpoint(url="u", size=16, chunks=[DoneChunk(0, 3, "a"), DoneChunk(5, 7, "b")])
+    assert probe_length(cp, 0, 16, 4) == 16
+    # a record starting at a block boundary does
+    cp = Checkpoint(url="u", size=16, chunks=[DoneChunk(0, 3, "a"), DoneChunk(8, 12, "b")])
+    assert probe_length(cp, 0, 16, 4) == 8
+
+
 async def test_a_resumed_probe_asks_only_for_the_gap(
     origin: Nginx, www: Path, tmp_path: Path
 ) -> None:
