@@ -159,13 +159,11 @@ class HeadSeen(NamedTuple):
 
 
 class Progress(NamedTuple):
-    """Task ``tid`` has written every byte before ``pos``; ``xxh3`` is the xxh3_128 of
-    the bytes ``[start, pos)`` it wrote (what a checkpoint records of a running chunk,
-    so a kill -9 keeps them)."""
+    """Task ``tid`` has written every byte before ``pos`` (what a checkpoint records
+    of a running chunk comes from :mod:`accel.fetch.written`, not from here)."""
 
     tid: int
     pos: int
-    xxh3: str = ""
 
 
 class Trimmed(NamedTuple):

@@ -37,6 +37,7 @@ from accel.fetch.messages import (
     Trim,
     Trimmed,
 )
+from accel.fetch.written import WrittenTable, table_fd
 
 __all__ = [
     "DEFAULT_WORKER_NICE",
@@ -55,6 +56,9 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 #: workers started by :func:`prespawn` that no pool has adopted yet: (process, the
 #: parent's end of its pipe, its nice)
 _PRESPAWNED: list[tuple[subprocess.Popen[bytes], Connection, int]] = []
+#: task ids, unique in the process: every pool's workers share one table of what each
+#: task has written (:mod:`accel.fetch.written`), a slot per tid
+_IDS = itertools.count(1)
 
 
 def default_workers() -> int:
@@ -87,7 +91,8 @@ def _popen_worker(
     bucket_fd: int, rate: float, burst: float, nice: int
 ) -> tuple[Connection, subprocess.Popen[bytes]]:
     parent, child = multiprocessing.Pipe(duplex=True)
-    fds = [child.fileno()] + ([bucket_fd] if bucket_fd >= 0 else [])
+    written = table_fd()
+    fds = [child.fileno(), written] + ([bucket_fd] if bucket_fd >= 0 else [])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [_PACKAGE_ROOT, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
@@ -101,6 +106,7 @@ def _popen_worker(
         repr(rate),
         repr(burst),
         str(nice),
+        str(written),
     ]
     try:
         proc = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
@@ -136,9 +142,6 @@ class TaskHandle:
     on_head: Callable[[Head], None] | None = None
     on_trim: Callable[[int | None], None] | None = None
     on_progress: Callable[[int, int], None] | None = None
-    #: the xxh3_128 of ``[task.start, position)`` as the worker reported it ("" before
-    #: its first report)
-    prefix_xxh3: str = ""
 
 
 @dataclass(eq=False)
@@ -170,7 +173,8 @@ class WorkerPool:
             self._bucket_fd = os.memfd_create("accel-bucket", 0)
             os.ftruncate(self._bucket_fd, 8)
         self._workers: list[_Worker] = []
-        self._ids = itertools.count(1)
+        #: what each running task has written (its slot of :mod:`accel.fetch.written`)
+        self.written = WrittenTable(table_fd())
         self._started = False
         self._respawns: set[asyncio.Task[None]] = set()
         self._spawning: set[asyncio.Future[_Worker]] = set()
@@ -244,9 +248,9 @@ class WorkerPool:
         if h is None:
             return
         match msg:
-            case Progress(_, pos, digest):
+            case Progress(_, pos):
                 old = h.position
-                h.position, h.prefix_xxh3 = pos, digest
+                h.position = pos
                 if h.on_progress is not None:
                     h.on_progress(old, pos)
             case HeadSeen(_, head):
@@ -298,7 +302,7 @@ class WorkerPool:
         if not live:
             raise DownloadError("no download worker process is running")
         w = min(live, key=lambda w: w.load)
-        tid = next(self._ids)
+        tid = next(_IDS)
         loop = asyncio.get_running_loop()
         h = TaskHandle(tid, w, task, task.start, loop.create_future())
         w.handles[tid] = h

@@ -764,16 +764,19 @@ class FileDownload(PeerHaves):
         )
 
     def _running_prefixes(self) -> list[DoneChunk]:
-        """What each running chunk has written into ``.part``, with the xxh3 its worker
-        reported for those bytes: a kill -9 keeps them, not only the finished chunks
-        (at 16 connections of 4 MiB chunks that was half of the 64 MiB in flight). A
-        race's copy (another file) is not among them."""
-        part = str(self.part)
-        return [
-            DoneChunk(start=h.task.start, end=h.position, xxh3=h.prefix_xxh3)
-            for h in self.handles.values()
-            if h.prefix_xxh3 and h.position > h.task.start and h.task.path == part
-        ]
+        """What each running chunk has written into ``.part``, with the xxh3 of those
+        bytes, as its worker last wrote them into the shared table
+        (:mod:`accel.fetch.written`): a kill -9 keeps them, not only the finished
+        chunks. A race's copy (another file) is not among them."""
+        part, table = str(self.part), self.shared.pool.written
+        out = []
+        for h in self.handles.values():
+            if h.task.path != part:
+                continue
+            got = table.read(h.tid)
+            if got is not None and got[0] > h.task.start:
+                out.append(DoneChunk(start=h.task.start, end=got[0], xxh3=got[1]))
+        return out
 
     def _maybe_checkpoint(self) -> None:
         """Checkpoint every ``checkpoint_s`` or every 8 MiB written, one at a time."""

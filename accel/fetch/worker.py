@@ -75,6 +75,7 @@ from accel.fetch.messages import (
 )
 from accel.fetch.ratelimit import TokenBucket
 from accel.fetch.redirects import strip_credentials
+from accel.fetch.written import WrittenTable
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -118,7 +119,8 @@ class _Cancelled(Exception):
 
 
 def main_from_argv() -> None:
-    """Entry point of a worker process: ``python -c ... PIPE_FD BUCKET_FD RATE BURST NICE``."""
+    """Entry point of a worker process:
+    ``python -c ... PIPE_FD BUCKET_FD RATE BURST NICE WRITTEN_FD``."""
     import signal
     import sys
     from multiprocessing.connection import Connection
@@ -136,8 +138,9 @@ def main_from_argv() -> None:
     conn = Connection(pipe_fd)
     shared = _SharedTat(bucket_fd) if bucket_fd >= 0 and rate > 0 else None
     bucket = TokenBucket(rate, burst) if shared is not None else None
+    written = WrittenTable(int(sys.argv[6])) if len(sys.argv) > 6 else None
     with contextlib.suppress(KeyboardInterrupt):
-        _Worker(conn, shared, bucket).serve()
+        _Worker(conn, shared, bucket, written).serve()
     # Do not wait for a task thread stuck in a write to a hung disk: the supervisor is
     # gone or said stop, and every file descriptor is the kernel's to close.
     os._exit(0)
@@ -196,9 +199,14 @@ class _Run:
 
 class _Worker:
     def __init__(
-        self, conn: Connection, tat: _SharedTat | None, bucket: TokenBucket | None
+        self,
+        conn: Connection,
+        tat: _SharedTat | None,
+        bucket: TokenBucket | None,
+        written: WrittenTable | None = None,
     ) -> None:
         self.conn = conn
+        self.written = written
         self.tat = tat
         self.bucket = bucket
         self.runs: dict[int, _Run] = {}
@@ -409,6 +417,7 @@ class _Worker:
         buf = bytearray(_THROTTLED_READ if self.bucket is not None else _BUF)
         whole = memoryview(buf)
         lock = self.lock
+        written = self.written
         while True:
             end = run.end
             if end is not None and pos >= end:
@@ -451,6 +460,9 @@ class _Worker:
                     task, pos,
                 )  # fmt: skip
             pos += n
+            if written is not None:
+                # after the block check: a block that failed it is never claimed
+                written.write(tid, pos, xxh.digest())
             window_bytes += n
             if self.bucket is not None:
                 # Pay for these bytes before reading more: the socket stays unread and
@@ -474,7 +486,7 @@ class _Worker:
                     )
                 window_start, window_bytes = now, 0
             if pos - reported >= _PROGRESS_BYTES or now - last_report >= _PROGRESS_S:
-                self._send(Progress(tid, pos, xxh.hexdigest()))
+                self._send(Progress(tid, pos))
                 reported, last_report = pos, now
         end = run.end
         if end is not None and pos != end:

@@ -9,6 +9,7 @@ bytes since the last checkpoint (8 MiB written, or a second) and the last report
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -17,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from accel.fetch.checkpoint import load_checkpoint
+from accel.fetch.checkpoint import CheckpointError, load_checkpoint
 from tests.reliability.origin import NginxOrigin
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultKind, FaultProxy, FaultRule
 
 MiB = 1024 * 1024
 
@@ -61,3 +62,41 @@ def test_a_kill_mid_chunk_keeps_the_written_prefixes(tmp_path: Path) -> None:
     assert dest.read_bytes() == data
     # the rerun fetched what was not kept, and what was kept was not fetched again
     assert total - size <= sent_at_kill - kept + 2 * MiB, (total, size, sent_at_kill, kept)
+
+
+def test_bytes_written_before_a_chunks_first_report_are_kept(tmp_path: Path) -> None:
+    """Each of four chunks gets 768 KiB at once and then nothing: no chunk reaches its
+    first progress report (every 1 MiB or 0.1 s, checked after a read), so a checkpoint
+    built from the reports kept none of the 3 MiB written. The workers' shared table
+    (accel/fetch/written.py) says what each wrote after every write: the next
+    checkpoint holds it, and a kill -9 keeps it."""
+    size, head = 32 * MiB, 768 * 1024
+    www = tmp_path / "www"
+    www.mkdir()
+    data = os.urandom(size)
+    (www / "f.bin").write_bytes(data)
+    dest = tmp_path / "out" / "f.bin"
+    dest.parent.mkdir()
+    stall = FaultRule(FaultKind.STALL_BODY, times=None, after_bytes=head, stall_s=60)
+    with NginxOrigin(www) as origin, FaultProxy(origin.url, [stall]) as proxy:
+        argv = [sys.executable, "-m", "accel", "get", f"{proxy.url}/f.bin", "-o", str(dest)]
+        argv += ["--connections", "4", "--chunk-size", "8M", "--quiet"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            kept = 0
+            deadline = time.monotonic() + 20
+            while kept < 4 * head:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, f"the checkpoints kept {kept} bytes"
+                time.sleep(0.05)
+                with contextlib.suppress(CheckpointError):
+                    cp = load_checkpoint(dest)
+                    kept = sum(c.end - c.start for c in cp.chunks) if cp is not None else 0
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    cp = load_checkpoint(dest)
+    assert cp is not None
+    part = dest.with_name(dest.name + ".part").read_bytes()
+    for c in cp.chunks:  # what it claims is what was written
+        assert part[c.start : c.end] == data[c.start : c.end]
