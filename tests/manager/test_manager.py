@@ -265,7 +265,7 @@ async def test_pause_keeps_bytes_and_resume_finishes(store: Path, models_dir: Pa
             rec = mm.status("big", "1")[0]
             assert rec.state == "paused"
             # paused, bytes_done is what is kept: the finished chunks and what the
-            # running ones had written (found again when the pause stopped them)
+            # running ones had written (their slots of accel/fetch/written.py), not all
             kept = rec.bytes_done
             assert 4_000_000 <= kept < 40_000_000, kept
             with pytest.raises(ModelNotAvailableError) as e:

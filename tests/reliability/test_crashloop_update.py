@@ -64,8 +64,10 @@ def test_update_killed_repeatedly_keeps_the_version_usable_and_ends_updated(
             republish_file(store, "m", "1", rel, data)
         before = hub.storage_bytes()
         argv = ["-m", "tests.manager.updater", str(models), hub.url]
-        # Slow enough for its kills: 17 MiB at 4 MB/s could end before the fifth kill
-        # (U(0.2, 1.5) s apart), and at 2 MB/s more kills land mid-chunk.
+        # Slow enough for its kills: a kill keeps what the running chunks wrote, so
+        # 17 MiB at 4 MB/s could end before the fifth kill (U(0.2, 1.5) s apart); at
+        # 2 MB/s more kills land mid-chunk (where a resumed probe once asked for an
+        # empty range: tests/fetch/test_probe.py).
         argv.append("--limit-rate=3M" if SOAK else "--limit-rate=2M")
         report = crash_loop(
             argv,
