@@ -64,6 +64,21 @@ class RealOrder:
         sources[i] = replace(sources[i], have=self._have(bits))
         return replace(policy, sources=tuple(sources))
 
+    def with_haves(self, policy: SourcePolicy, held: list[int]) -> SourcePolicy:
+        """Every peer's bitmap is now ``held[i]`` (a ``?have`` round; the last resort's
+        entry is not read): the same value as :meth:`with_have` peer by peer, but one
+        new policy per round, and none when no bitmap changed (10,000 nodes each ask
+        ~20 peers twice a simulated second: the copies were 65% of the run)."""
+        sources = policy.sources
+        new: list[SourceState] | None = None
+        for i, s in enumerate(sources):
+            if s.last_resort or (s.have is not None and s.have.bits == held[i]):
+                continue
+            if new is None:
+                new = list(sources)
+            new[i] = replace(s, have=self._have(held[i]))
+        return policy if new is None else replace(policy, sources=tuple(new))
+
     def choose(
         self,
         policy: SourcePolicy,

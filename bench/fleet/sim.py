@@ -293,8 +293,8 @@ class _Sim:
             if pid >= 0:
                 snap[i] = nodes[pid].have
                 node.snap_t[i] = now
-                if self.real is not None:
-                    node.policy = self.real.with_have(node.policy, i, snap[i])
+        if self.real is not None:
+            node.policy = self.real.with_haves(node.policy, snap)
         self.res.have_asks += len(snap) - 1
         self._fill(node, now)
 
