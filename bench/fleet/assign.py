@@ -32,10 +32,12 @@ class RealOrder:
     def __init__(self, nblocks: int, piece: int, size: int) -> None:
         self._order: Any = importlib.import_module("accel.fetch.sources_order")
         self._have: Any = importlib.import_module("accel.fetch.sources_have").Have
-        span = self._order.Span
+        self._span = self._order.Span
         self.piece = piece
+        self.size = size
         self.nblocks = nblocks
-        self.spans = [span(b, b * piece, min(size, (b + 1) * piece)) for b in range(nblocks)]
+        #: (first piece, pieces) -> the Span of that run
+        self._spans: dict[tuple[int, int], Any] = {}
         #: per node, its last call that got None: (policy, want, front, when)
         self._idle: dict[int, tuple[SourcePolicy, int, int | None, float]] = {}
         self.calls = 0
@@ -61,6 +63,21 @@ class RealOrder:
         sources = list(policy.sources)
         sources[i] = replace(sources[i], have=self._have(bits))
         return replace(policy, sources=tuple(sources))
+
+    def with_haves(self, policy: SourcePolicy, held: list[int]) -> SourcePolicy:
+        """Every peer's bitmap is now ``held[i]`` (a ``?have`` round; the last resort's
+        entry is not read): the same value as :meth:`with_have` peer by peer, but one
+        new policy per round, and none when no bitmap changed (10,000 nodes each ask
+        ~20 peers twice a simulated second: the copies were 65% of the run)."""
+        sources = policy.sources
+        new: list[SourceState] | None = None
+        for i, s in enumerate(sources):
+            if s.last_resort or (s.have is not None and s.have.bits == held[i]):
+                continue
+            if new is None:
+                new = list(sources)
+            new[i] = replace(s, have=self._have(held[i]))
+        return policy if new is None else replace(policy, sources=tuple(new))
 
     def choose(
         self,
@@ -102,12 +119,23 @@ class RealOrder:
     def _assign(
         self, policy: SourcePolicy, want: int, now: float, order: Any, front: int | None
     ) -> tuple[int, int] | None:
+        # the pending pieces as runs, one span each: every request is one piece (limits),
+        # so a run's span gives the answers one span per piece gives (the chunk id is
+        # not read back), with a fifth of the spans; each run's Span made once
         pending = []
         bits = want
+        spans = self._spans
         while bits:
-            low = bits & -bits
-            pending.append(self.spans[low.bit_length() - 1])
-            bits ^= low
+            lo = (bits & -bits).bit_length() - 1
+            above = bits >> lo
+            n = (above ^ (above + 1)).bit_length() - 1  # the run's length
+            sp = spans.get((lo, n))
+            if sp is None:
+                sp = spans[lo, n] = self._span(
+                    lo, lo * self.piece, min(self.size, (lo + n) * self.piece)
+                )
+            pending.append(sp)
+            bits ^= ((1 << n) - 1) << lo
         got = self._order.assign(
             policy,
             pending,

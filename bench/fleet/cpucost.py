@@ -7,7 +7,9 @@ node alone and then on all N at once, as ``tests/reliability/test_fleet_peers.py
 does, and samples every process's CPU time (``/proc/PID/stat`` utime + stime, every
 50 ms; a process's last 50 ms before it exits can be missed) by role: the hub
 (``accel serve``), the node daemons (``accel node --serve-peers``, what serves peers)
-and the installs (``accel install``). Needs root, ip, tc::
+and the installs (``accel install``), each with its child processes (an install's
+fetch workers: counted since branch fleet10k, before which the install figures were
+its main process alone). Needs root, ip, tc::
 
     python bench/bench_fleet.py --cpu [--rate 200mbit|none] [--cpu-nodes 5]
 
@@ -48,6 +50,20 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+def _parents() -> dict[int, int]:
+    """Every process's parent (pid -> ppid), from /proc."""
+    out: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(d.name)] = int(fields[1])
+    return out
+
+
 def _role(args: Any) -> str:
     argv = list(args)
     for role in ("install", "serve", "node"):
@@ -70,11 +86,19 @@ class _Sampler:
             self.sample()
 
     def sample(self) -> None:
+        roles: dict[int, str] = {}
         for ns in self.spaces:
             for proc in list(ns._procs):  # the namespace's own record of what it started
-                cpu = _cpu_s(proc.pid)
-                if cpu is not None:
-                    self.seen[proc.pid] = (_role(proc.args), cpu)
+                roles[proc.pid] = _role(proc.args)
+        # and their children, under the parent's role: an install's fetch workers are
+        # processes of their own (pool.py), which do its receiving, blake3 and writes
+        for pid, ppid in _parents().items():
+            if ppid in roles and pid not in roles:
+                roles[pid] = roles[ppid]
+        for pid, role in roles.items():
+            cpu = _cpu_s(pid)
+            if cpu is not None:
+                self.seen[pid] = (role, cpu)
 
     def by_role(self) -> dict[str, float]:
         self.sample()
@@ -169,6 +193,9 @@ def measure_cpu(nodes: int = 5, size: int = 256 * MiB, block: int = 4 * MiB,
             "alone_install": round(out["alone"]["cpu_s"].get("install", 0.0) / (size / GiB), 2),
         }
         out["startup_cpu_s"] = out["tiny"]["cpu_s"].get("install", 0.0)
+        # what the host model's cpu_recv is: past the start-ups, which it charges apart
+        past = fl["cpu_s"].get("install", 0.0) - nodes * out["startup_cpu_s"]
+        out["per_gib"]["install_past_startup"] = round(past / (got / GiB), 2)
         out["load1_after"] = os.getloadavg()[0]
     print(json.dumps(out))
     return out

@@ -11,6 +11,9 @@ as :func:`bench.fleet.fairshare.max_min_rates` shares a weighted link. Also: the
 install's start-up CPU before its first request, shared by the host's nodes starting
 together; the wire's headers (``wire_efficiency``); and a request's latency.
 
+The CPU figures are whole process trees (an install with its fetch workers, which do
+its receiving, blake3 and writes: :mod:`bench.fleet.cpucost`).
+
 The defaults of :class:`~bench.fleet.config.FleetConfig` leave all of it out (one node
 per host, CPU never binding), so the large fleets are those of bench/RESULTS.md.
 """

@@ -42,7 +42,10 @@ install's start-up, the wire's headers, a request's round trip before its first 
 
 Not modelled: TCP slow start, the engine's connection tuner (a fixed number of
 connections), multi-block requests to peers, the lag of a node's checkpoint (what its
-daemon serves) behind its verified blocks, disk speed, node failures.
+daemon serves) behind its verified blocks, disk speed, node failures, and what an
+install does after its last byte (the SHA256 of the suffix its prefix hasher had not
+reached, the filesystem-wide ``syncfs`` before ``ready``, the exit: 2.2-2.8 s in the
+5-node netns test, where all five share one disk; bench/fleet/timeline.py measures it).
 """
 
 from __future__ import annotations
@@ -293,8 +296,8 @@ class _Sim:
             if pid >= 0:
                 snap[i] = nodes[pid].have
                 node.snap_t[i] = now
-                if self.real is not None:
-                    node.policy = self.real.with_have(node.policy, i, snap[i])
+        if self.real is not None:
+            node.policy = self.real.with_haves(node.policy, snap)
         self.res.have_asks += len(snap) - 1
         self._fill(node, now)
 
