@@ -361,25 +361,18 @@ def _phases_real(d: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
     for k, f in enumerate(sorted(d.glob("install-*.jsonl"))):
         evs = [json.loads(x) for x in f.open()]
 
-        def first(ev: str, evs: list[dict[str, Any]] = evs) -> float:
-            return (
-                min(
-                    e["t"]
-                    for e in evs
-                    if e["ev"] == ev and e.get("file", "model.bin") == "model.bin"
-                )
-                - t0
-            )
+        def times(ev: str, evs: list[dict[str, Any]] = evs) -> list[float]:
+            return [
+                e["t"] - t0
+                for e in evs
+                if e["ev"] == ev and e.get("file", "model.bin") == "model.bin"
+            ]
 
-        def last(ev: str, evs: list[dict[str, Any]] = evs) -> float:
-            return (
-                max(
-                    e["t"]
-                    for e in evs
-                    if e["ev"] == ev and e.get("file", "model.bin") == "model.bin"
-                )
-                - t0
-            )
+        def first(ev: str) -> float:
+            return min(times(ev))
+
+        def last(ev: str) -> float:
+            return max(times(ev))
 
         reqs = [e for e in evs if e["ev"] == "req" and e["file"] == "model.bin"]
         rows.append({
