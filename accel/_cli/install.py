@@ -109,6 +109,13 @@ def peer_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def handler(args: argparse.Namespace) -> int:
     refs = [split_ref(r) for r in args.models]
+    if getattr(args, "limit_rate", None) is None:
+        # Forked now, from this one thread, the engine's workers cost no interpreter
+        # start (accel.fetch.pool.prespawn); an install that stops early leaves them
+        # behind, and they end with this process.
+        from accel.fetch.pool import DEFAULT_WORKER_NICE, default_workers, prespawn
+
+        prespawn(getattr(args, "workers", None) or default_workers(), nice=DEFAULT_WORKER_NICE)
     return asyncio.run(_cancel_on_sigterm(run_installs(args, refs)))
 
 

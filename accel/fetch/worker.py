@@ -82,7 +82,7 @@ if TYPE_CHECKING:
 
     from accel.fetch.http1 import Connection as HTTPConnection
 
-__all__ = ["main_from_argv"]
+__all__ = ["main_from_argv", "serve"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
@@ -121,15 +121,26 @@ class _Cancelled(Exception):
 def main_from_argv() -> None:
     """Entry point of a worker process:
     ``python -c ... PIPE_FD BUCKET_FD RATE BURST NICE WRITTEN_FD``."""
-    import signal
     import sys
+
+    a = sys.argv
+    serve(int(a[1]), int(a[2]), float(a[3]), float(a[4]), int(a[5]), int(a[6]))
+
+
+def serve(
+    pipe_fd: int, bucket_fd: int, rate: float, burst: float, nice: int, written_fd: int
+) -> None:
+    """Serve the supervisor on ``pipe_fd`` until it says stop or goes away; never returns.
+
+    The body of a worker process, whether a fresh interpreter (:func:`main_from_argv`)
+    or a child forked by :func:`accel.fetch.pool.prespawn`.
+    """
+    import signal
     from multiprocessing.connection import Connection
 
-    pipe_fd, bucket_fd = int(sys.argv[1]), int(sys.argv[2])
-    rate, burst = float(sys.argv[3]), float(sys.argv[4])
-    if len(sys.argv) > 5 and int(sys.argv[5]):
+    if nice:
         with contextlib.suppress(OSError):
-            os.nice(int(sys.argv[5]))
+            os.nice(nice)
     # Ctrl-C and systemd's stop signal the whole process group: the supervisor decides
     # (it records what each task wrote, then says Stop); a worker dying first would take
     # its tasks' positions with it. A supervisor that dies closes the pipe: we end then.
@@ -138,7 +149,7 @@ def main_from_argv() -> None:
     conn = Connection(pipe_fd)
     shared = _SharedTat(bucket_fd) if bucket_fd >= 0 and rate > 0 else None
     bucket = TokenBucket(rate, burst) if shared is not None else None
-    written = WrittenTable(int(sys.argv[6])) if len(sys.argv) > 6 else None
+    written = WrittenTable(written_fd) if written_fd >= 0 else None
     with contextlib.suppress(KeyboardInterrupt):
         _Worker(conn, shared, bucket, written).serve()
     # Do not wait for a task thread stuck in a write to a hung disk: the supervisor is

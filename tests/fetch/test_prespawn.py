@@ -1,8 +1,9 @@
 """Workers started before the engine (``accel get``'s start): adopted, or gone with us.
 
-``accel get`` starts its worker interpreters first thing, so they import while the
-command's own process imports the engine. The next pool must adopt exactly those
-processes (not start more), and workers nobody adopts must not outlive their parent.
+``accel get`` starts its workers first thing: forked children when its process runs one
+thread (no interpreter start, no imports of their own), fresh interpreters otherwise.
+The next pool must adopt exactly those processes (not start more), and workers nobody
+adopts must not outlive their parent.
 """
 
 from __future__ import annotations
@@ -74,3 +75,48 @@ def test_prespawned_workers_nobody_adopts_leave_with_their_parent() -> None:
         ]
         time.sleep(0.05)
     assert alive == [], "prespawned workers outlived the process that started them"
+
+
+_HOLD = r"""
+import sys, threading
+if sys.argv[1] == "thread":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+from accel.fetch.pool import _PRESPAWNED, prespawn
+prespawn(2, nice=10)
+print(*[p.pid for p, _, _ in _PRESPAWNED], flush=True)
+sys.stdin.readline()
+"""
+
+
+def _started_by_prespawn(mode: str) -> list[list[str]]:
+    """The command lines of the workers ``prespawn`` starts in a process (with a thread
+    running beside it or not), read while that process still runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        assert all(psutil.Process(p).ppid() == proc.pid for p in pids)
+        return [psutil.Process(p).cmdline() for p in pids]
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(30)
+
+
+def test_prespawned_workers_are_forked_from_a_process_of_one_thread() -> None:
+    # a forked child keeps its parent's command line; a fresh worker's names the worker
+    for cmdline in _started_by_prespawn("alone"):
+        assert cmdline[-1] == "alone", cmdline
+        assert not any("main_from_argv" in a for a in cmdline), cmdline
+
+
+def test_prespawned_workers_are_fresh_interpreters_beside_a_thread() -> None:
+    # forking beside a running thread could copy a lock that thread holds
+    for cmdline in _started_by_prespawn("thread"):
+        assert any("main_from_argv" in a for a in cmdline), cmdline
