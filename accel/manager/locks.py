@@ -1,13 +1,21 @@
 """Cross-process locks for installs: OS-level locks plus JSON records that say who holds them.
 
 Owns the task lock (one per model@version, default timeout 30 min) and the file lock (one
-per file content, keyed by sha256, default 5 min). The lock itself is a portalocker
-(flock) lock on ``<name>.lock``, so a crash releases it; next to it, ``<name>.json`` holds
-a :class:`~accel.schema.LockRecord` that the holder refreshes (heartbeat). A waiter never
-breaks a lock: it waits while the holder heartbeats and gives up with
-:class:`~accel.errors.LockTimeoutError`, naming the holder, once the heartbeat is older
-than the record's ``timeout_s``. Lock files are never deleted (deleting a file another
-process is opening breaks mutual exclusion); only records of dead holders are.
+per file content, keyed by sha256, default 5 min). A task lock is a portalocker (flock)
+lock on ``<name>.lock``; a file lock is a byte-range lock (an open file description
+lock, ``F_OFD_SETLK``) on one byte of the one file ``files.ranges``, at an offset the
+lock's name hashes to (56 bits: two names share a byte about once in 10^16 pairs, and
+then only wait for each other). Both are released by a crash and held per open file,
+not per process, so two holders in one process exclude each other too; a file lock
+costs no file of its own: creating one per file content cost a version of 500 files
+500 creates, each ~0.13 ms of CPU and up to 1 ms of wall in the event loop while the
+workers write, and left one file per content ever installed. Next to a lock,
+``<name>.json`` holds a :class:`~accel.schema.LockRecord` that the holder refreshes
+(heartbeat). A waiter never breaks a lock: it waits while the holder heartbeats and
+gives up with :class:`~accel.errors.LockTimeoutError`, naming the holder, once the
+heartbeat is older than the record's ``timeout_s``. Lock files are never deleted
+(deleting a file another process is opening breaks mutual exclusion); only records of
+dead holders are.
 
 A file lock's record may be written late (``record=False``, then :meth:`HeldLock.ensure_recorded`
 or the first heartbeat): a version of 500 small files holds 500 file locks for a few
@@ -24,9 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import functools
+import hashlib
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +72,29 @@ RECORD_MAX_AGE_S = 60 * 60.0
 _START_TOLERANCE_S = 1.0
 
 HolderStatus = Literal["alive", "dead", "reused", "old", "unknown"]
+
+#: locks whose names start so are byte-range locks in :data:`RANGES_FILE`
+_RANGED_PREFIX = "files/"
+RANGES_FILE = "files.ranges"
+#: ``struct flock`` (Linux, 64-bit off_t): l_type, l_whence, l_start, l_len, l_pid
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def _range_of(name: str) -> int:
+    """The byte of :data:`RANGES_FILE` that lock ``name`` locks."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+
+
+def _lock_byte(handle: IO[str], offset: int) -> bool:
+    """Take an exclusive open-file-description lock on one byte; False if another holds it."""
+    arg = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+    try:
+        fcntl.fcntl(handle.fileno(), fcntl.F_OFD_SETLK, arg)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
 
 
 def task_lock_name(model_id: str, version: str) -> str:
@@ -149,9 +184,10 @@ class HeldLock:
         if self.recorded:
             with contextlib.suppress(OSError):
                 self.space.record_path(self.name).unlink(missing_ok=True)
-        with contextlib.suppress(Exception):
-            portalocker.unlock(self.handle)
-        self.handle.close()
+        if not self.name.startswith(_RANGED_PREFIX):
+            with contextlib.suppress(Exception):
+                portalocker.unlock(self.handle)
+        self.handle.close()  # a byte-range lock goes with its open file
 
 
 class LockSpace:
@@ -208,17 +244,9 @@ class LockSpace:
         ``record=False`` defers the record (see the module docstring): the caller must
         call :meth:`HeldLock.ensure_recorded` if it holds the lock for long.
         """
-        path = self.lock_path(name)
-        try:
-            handle = open(path, "a")  # noqa: SIM115 - kept open while the lock is held
-        except FileNotFoundError:  # the first lock of its folder
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "a")  # noqa: SIM115
-        try:
-            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            handle.close()
-            raise LockBusy(self.read_record(name)) from None
+        handle = self._take(name)
+        if handle is None:
+            raise LockBusy(self.read_record(name))
         now = time.time()
         value = LockRecord(
             kind=kind,
@@ -346,13 +374,37 @@ class LockSpace:
         return removed
 
     def _lock_is_free(self, name: str) -> bool:
-        path = self.lock_path(name)
-        if not path.exists():
+        if not name.startswith(_RANGED_PREFIX) and not self.lock_path(name).exists():
             return True
-        with open(path, "a") as handle:
-            try:
-                portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-            except portalocker.LockException:
-                return False
+        handle = self._take(name)
+        if handle is None:
+            return False
+        if not name.startswith(_RANGED_PREFIX):
             portalocker.unlock(handle)
-            return True
+        handle.close()
+        return True
+
+    def _take(self, name: str) -> IO[str] | None:
+        """Lock ``name`` without waiting: the open file that holds it, or None if busy."""
+        ranged = name.startswith(_RANGED_PREFIX)
+        path = self.directory / RANGES_FILE if ranged else self.lock_path(name)
+        try:
+            handle = open(path, "a")  # noqa: SIM115 - kept open while the lock is held
+        except FileNotFoundError:  # the first lock of its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a")  # noqa: SIM115
+        try:
+            if ranged:
+                if _lock_byte(handle, _range_of(name)):
+                    return handle
+            else:
+                try:
+                    portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                    return handle
+                except portalocker.LockException:
+                    pass
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+        return None

@@ -267,3 +267,59 @@ async def test_waiter_on_an_unrecorded_lock_waits_while_its_record_heartbeats(
     await beater
     assert got.record.model_id == "m"
     got.release()
+
+
+_FILE_HOLDER = """
+import sys
+from pathlib import Path
+from accel.manager.locks import LockSpace
+space = LockSpace(Path(sys.argv[1]))
+held = space.try_acquire(sys.argv[2], kind="file", model_id="m", version="1", timeout_s=60)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_file_locks_exclude_other_processes_and_a_crash_frees_them(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FILE_HOLDER, str(tmp_path), "files/aa"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    space = LockSpace(tmp_path)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"held"
+        with pytest.raises(LockBusy):
+            space.try_acquire("files/aa", kind="file", model_id="m", version="1", timeout_s=5)
+        # another content's lock is free meanwhile
+        space.try_acquire("files/bb", kind="file", model_id="m", version="1", timeout_s=5).release()
+        assert "files/aa" not in dict(space.cleanup())  # held: cleanup leaves it
+    finally:
+        proc.kill()  # no release: the kernel's drops the lock with the process
+        proc.wait()
+    space.try_acquire("files/aa", kind="file", model_id="m", version="1", timeout_s=5).release()
+
+
+def test_two_holders_in_one_process_exclude_each_other(tmp_path: Path) -> None:
+    a, b = LockSpace(tmp_path), LockSpace(tmp_path)
+    held = a.try_acquire("files/aa", kind="file", model_id="m", version="1", timeout_s=5)
+    with pytest.raises(LockBusy):
+        b.try_acquire("files/aa", kind="file", model_id="m", version="1", timeout_s=5)
+    held.release()
+    b.try_acquire("files/aa", kind="file", model_id="m", version="1", timeout_s=5).release()
+
+
+def test_file_locks_leave_no_file_per_content(tmp_path: Path) -> None:
+    # a version of many files takes one lock per file: creating a file for each cost
+    # the install a create per file and left them all behind
+    space = LockSpace(tmp_path)
+    held = [
+        space.try_acquire(
+            f"files/{i:064x}", kind="file", model_id="m", version="1", timeout_s=5, record=False
+        )
+        for i in range(200)
+    ]
+    for h in held:
+        h.release()
+    left = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(left) <= 1, left[:5]
