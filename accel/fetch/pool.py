@@ -214,6 +214,13 @@ class _Worker:
     alive: bool = True
     ready: asyncio.Future[None] | None = None
     handles: dict[int, TaskHandle] = field(default_factory=dict)
+    #: asks whether more is waiting in the pipe: ``Connection.poll`` builds a selector
+    #: each call (S1: ~2,500 calls, 0.2 CPU-s profiled of the supervisor's thread)
+    poller: Any = None
+
+    def __post_init__(self) -> None:
+        self.poller = select.poll()
+        self.poller.register(self.conn.fileno(), select.POLLIN)
 
 
 class WorkerPool:
@@ -285,7 +292,9 @@ class WorkerPool:
 
     def _on_readable(self, w: _Worker) -> None:
         try:
-            while w.conn.poll():
+            # Called when the pipe is readable: a message (or EOF) is there; after each,
+            # more only if the pipe still says so.
+            while w.alive:
                 msg = w.conn.recv()
                 try:
                     self._dispatch(w, msg)
@@ -298,6 +307,8 @@ class WorkerPool:
                         raise
                     err = DownloadError(f"internal error handling a worker message: {exc!r}")
                     self._finish(h, Outcome(error=err, retryable=False))
+                if not w.alive or not w.poller.poll(0):
+                    return
         except (EOFError, OSError):
             self._lost(w)
 
