@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -112,8 +113,13 @@ def safe_segment(value: str, what: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def safe_relpath(value: str, what: str = "file path") -> PurePosixPath:
-    """A relative POSIX path whose every segment is safe (no '..', absolute, NUL, '\\')."""
+    """A relative POSIX path whose every segment is safe (no '..', absolute, NUL, '\\').
+
+    Cached (an unsafe value raises every time): an install asks it of each file at
+    each step, seven times per file, and a ``PurePosixPath`` is immutable.
+    """
     if not value or value.startswith("/") or "\\" in value or "\0" in value:
         raise UnsafePathError(f"unsafe {what}: {value!r}", path=value)
     parts = value.split("/")
@@ -123,19 +129,28 @@ def safe_relpath(value: str, what: str = "file path") -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def refuse_symlinks(root: Path, rel: PurePosixPath) -> Path:
+def refuse_symlinks(root: Path, rel: PurePosixPath, checked: set[Path] | None = None) -> Path:
     """``root / rel``, after checking no existing component below ``root`` is a symlink.
 
     A symlink planted inside the models dir (``<model>`` or a sub-folder of a version)
     would make every later write land outside it; we refuse instead of following it.
+    ``checked`` holds the folders one caller has already checked (a version's files
+    share them): each is looked at once, and the folders checked here are added.
     """
+    checked = set() if checked is None else checked
     path = root
-    for part in rel.parts:
+    parts = rel.parts
+    for i, part in enumerate(parts):
         path = path / part
+        folder = i < len(parts) - 1
+        if folder and path in checked:
+            continue
         if path.is_symlink():
             raise UnsafePathError(
                 f"{path} is a symbolic link; refusing to write through it",
                 hint="remove the link from the models dir, then rerun",
                 path=str(path),
             )
+        if folder:
+            checked.add(path)
     return path

@@ -433,6 +433,7 @@ class VersionInstall:
         old = self.records(self.registry.read()).get(self.key)
         previous = {f.path: f for f in old.files} if old is not None else {}
         seen: set[str] = set()
+        checked: set[Path] = set()
         target_rel = PurePosixPath(self.target.relative_to(self.models_dir))
         for mf in self.manifest.files:
             rel = safe_relpath(mf.path)
@@ -441,7 +442,7 @@ class VersionInstall:
                     f"the manifest of {self.key} lists {mf.path!r} twice", path=mf.path
                 )
             seen.add(mf.path)
-            refuse_symlinks(self.models_dir, target_rel / rel)
+            refuse_symlinks(self.models_dir, target_rel / rel, checked)
             status = FileStatus(path=mf.path, bytes_total=mf.size_bytes, sha256=mf.sha256)
             prev = previous.get(mf.path)
             final = self.target / rel

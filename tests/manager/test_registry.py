@@ -138,3 +138,22 @@ def test_registry_is_never_torn_under_a_kill_loop(tmp_path: Path) -> None:
     # temp files of killed writers are cleaned up at start-up
     store.cleanup_temp()
     assert not list(tmp_path.glob(".registry.json.*.tmp"))
+
+
+def test_refuse_symlinks_checks_each_folder_once_and_every_new_one(tmp_path: Path) -> None:
+    from accel.manager.fsutil import refuse_symlinks
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "models"
+    (root / "m" / "1" / "a").mkdir(parents=True)
+    (root / "m" / "1" / "b").symlink_to(outside)
+    checked: set[Path] = set()
+    for name in ("x.bin", "a/y.bin", "a/z.bin"):
+        refuse_symlinks(root, safe_relpath(f"m/1/{name}"), checked)
+    assert root / "m" / "1" / "a" in checked
+    with pytest.raises(UnsafePathError, match="symbolic link"):  # a folder not yet checked
+        refuse_symlinks(root, safe_relpath("m/1/b/w.bin"), checked)
+    assert root / "m" / "1" / "b" not in checked
+    with pytest.raises(UnsafePathError, match="symbolic link"):  # and again: never cached
+        refuse_symlinks(root, safe_relpath("m/1/b/w.bin"), checked)
