@@ -138,19 +138,23 @@ def refuse_symlinks(root: Path, rel: PurePosixPath, checked: set[Path] | None = 
     share them): each is looked at once, and the folders checked here are added.
     """
     checked = set() if checked is None else checked
-    path = root
-    parts = rel.parts
-    for i, part in enumerate(parts):
-        path = path / part
-        folder = i < len(parts) - 1
-        if folder and path in checked:
-            continue
-        if path.is_symlink():
-            raise UnsafePathError(
-                f"{path} is a symbolic link; refusing to write through it",
-                hint="remove the link from the models dir, then rerun",
-                path=str(path),
-            )
-        if folder:
-            checked.add(path)
+    folder = root.joinpath(*rel.parts[:-1])
+    if folder not in checked:
+        path = root
+        for part in rel.parts[:-1]:
+            path = path / part
+            if path not in checked:
+                _refuse_link(path)
+                checked.add(path)
+    path = folder / rel.name
+    _refuse_link(path)
     return path
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise UnsafePathError(
+            f"{path} is a symbolic link; refusing to write through it",
+            hint="remove the link from the models dir, then rerun",
+            path=str(path),
+        )
