@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from measure import load, machine, run_one, settle  # noqa: E402
+from measure import discard, load, machine, run_one, settle  # noqa: E402
 
 from accel.hub.publish import publish  # noqa: E402
 from tests.support.hub import make_files, publish_model, running_hub  # noqa: E402
@@ -83,7 +83,7 @@ def install_accel(hub_url: str, model: str, work: Path) -> tuple[float, float]:
                  "--models-dir", str(models), "--quiet"])  # fmt: skip
     reg = json.loads((models / "registry.json").read_text())
     assert reg["installs"][f"{model}@1"]["state"] == "ready", reg
-    shutil.rmtree(models, ignore_errors=True)
+    discard(models)
     return r.wall, r.cpu
 
 
@@ -104,7 +104,7 @@ def install_aria2c(
                  "--console-log-level=error", "--summary-interval=0", "-q"])  # fmt: skip
     got = sum(1 for p in out.rglob("*.bin"))
     assert got == len(files), (got, len(files))
-    shutil.rmtree(out, ignore_errors=True)
+    discard(out)
     return r.wall, r.cpu
 
 

@@ -39,6 +39,9 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from measure import discard  # noqa: E402
 
 from accel.hub.publish import publish  # noqa: E402
 from tests.support.faultproxy import FaultProxy  # noqa: E402
@@ -158,7 +161,7 @@ def run_accel(hub_url: str, model: str, work: Path) -> float:
     )
     reg = json.loads((models / "registry.json").read_text())
     assert reg["installs"][f"{model}@1"]["state"] == "ready"
-    shutil.rmtree(models, ignore_errors=True)
+    discard(models)
     return wall
 
 
@@ -226,7 +229,7 @@ def run_aria2c(
     wall = timed(argv, f"{model}/aria2c{suffix}")
     got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert got == sum(spec.values()), (got, sum(spec.values()))
-    shutil.rmtree(out, ignore_errors=True)
+    discard(out)
     return wall
 
 
@@ -250,7 +253,7 @@ def run_curl_openssl(
     wall = timed(["bash", "-c", line], f"{model}/curl_openssl")
     got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert got == sum(spec.values()), (got, sum(spec.values()))
-    shutil.rmtree(out, ignore_errors=True)
+    discard(out)
     return wall
 
 
@@ -302,7 +305,7 @@ def scenario_ten(hub_url: str, specs: dict[str, dict[str, int]], work: Path) -> 
         "origin_storage_and_api_bytes": sent,
         "ratio_sent_to_needed": round(sent / need, 4),
     }
-    shutil.rmtree(models, ignore_errors=True)
+    discard(models)
     return result
 
 

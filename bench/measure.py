@@ -6,11 +6,14 @@
 - Peak tree PSS is sampled every 50 ms in a run of its own (``sample_pss=True``): reading
   smaps of a tree costs CPU on two cores and would slow the timed runs.
 - ``machine()`` records CPU model, SHA extensions (``sha_ni``), cores, load, commit.
+- ``discard(path)`` moves a run's output aside instead of deleting it (see there).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -21,6 +24,33 @@ from typing import Any
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: folders that :func:`discard` moved runs' outputs into, emptied when the bench exits
+_TRASH: set[Path] = set()
+
+
+def discard(path: Path) -> None:
+    """Move ``path`` (a run's output) into a trash folder beside it; deleted at exit.
+
+    Deleting a run's files before the next run makes the next run's creates slow on an
+    ext4 without a journal (this VM's root: ``/sys/fs/ext4/vda/journal_task`` is
+    ``<none>``): the inode allocator skips every inode deleted in the last 60-300 s,
+    reading each one's inode table entry (``find_inode_bit`` -> ``recently_deleted``,
+    seen with ``perf record``), so after a 10,000-file run was deleted one create took
+    0.4-1.4 ms instead of 20 us, and the tool that creates the most files paid the most.
+    A user's install into a models dir has no such deletes just before it. With
+    ``ACCEL_BENCH_KEEP_TRASH=1`` the trash stays (a series of benches removes it at
+    its end, so no bench pays for the one before).
+    """
+    if not path.exists():
+        return
+    trash = path.parent / ".bench-trash"
+    trash.mkdir(exist_ok=True)
+    if trash not in _TRASH:
+        _TRASH.add(trash)
+        if not os.environ.get("ACCEL_BENCH_KEEP_TRASH"):
+            atexit.register(shutil.rmtree, trash, True)
+    os.rename(path, trash / f"{os.getpid()}-{time.monotonic_ns()}")
 
 
 @dataclass
