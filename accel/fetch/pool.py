@@ -122,7 +122,6 @@ def _fork_worker(nice: int) -> tuple[Connection, _Forked]:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the worker: keep stdout, stderr, its pipe and the table; nothing else
-        code = 1
         try:
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
@@ -136,7 +135,7 @@ def _fork_worker(nice: int) -> tuple[Connection, _Forked]:
         except BaseException:
             traceback.print_exc()
         finally:
-            os._exit(code)
+            os._exit(1)  # serve() ends the process itself; here only after an error
     child.close()
     return parent, _Forked(pid)
 

@@ -184,10 +184,7 @@ class HeldLock:
         if self.recorded:
             with contextlib.suppress(OSError):
                 self.space.record_path(self.name).unlink(missing_ok=True)
-        if not self.name.startswith(_RANGED_PREFIX):
-            with contextlib.suppress(Exception):
-                portalocker.unlock(self.handle)
-        self.handle.close()  # a byte-range lock goes with its open file
+        self.handle.close()  # the flock or the byte-range lock goes with its open file
 
 
 class LockSpace:
@@ -379,8 +376,6 @@ class LockSpace:
         handle = self._take(name)
         if handle is None:
             return False
-        if not name.startswith(_RANGED_PREFIX):
-            portalocker.unlock(handle)
         handle.close()
         return True
 
