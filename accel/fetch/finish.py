@@ -134,6 +134,7 @@ def publish(
     *,
     sweep: bool = True,
     verified: tuple[str, Expected] | None = None,
+    checkpoint: bool = True,
 ) -> None:
     """fsync the data, rename ``.part`` to its final name, fsync the directory, and
     remove the checkpoint (its cleanup scans the directory: kept off the event loop).
@@ -146,6 +147,8 @@ def publish(
     file with :func:`accel.fetch.complete.stamp`, so a rerun trusts it without a
     request. Only when ``durable``: the record must never outlive bytes a power cut
     lost, and the one fsync of the data carries the attribute too.
+
+    ``checkpoint=False``: the caller knows none was ever written (no unlink to try).
     """
     stamped = True
     if verified is not None and durable:
@@ -162,7 +165,8 @@ def publish(
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    remove_checkpoint(dest, sweep=sweep)
+    if checkpoint or sweep:
+        remove_checkpoint(dest, sweep=sweep)
 
 
 def disk_error(exc: OSError, dest: Path) -> AccelError:

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import pickle
 import select
 import signal
 import subprocess
@@ -294,7 +295,7 @@ class WorkerPool:
             # Called when the pipe is readable: a message (or EOF) is there; after each,
             # more only if the pipe still says so.
             while w.alive:
-                msg = w.conn.recv()
+                msg = pickle.loads(w.conn.recv_bytes())
                 try:
                     self._dispatch(w, msg)
                 except Exception as exc:
@@ -408,7 +409,10 @@ class WorkerPool:
         if not w.alive:
             return
         try:
-            w.conn.send(msg)
+            # (what Connection.send does, without a ForkingPickler and a buffer per
+            # message: the messages are plain dataclasses, and the worker's recv()
+            # reads them alike)
+            w.conn.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
         except OSError:
             self._lost(w)
 

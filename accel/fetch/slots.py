@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -90,3 +90,9 @@ class Shared:
     min_rate: float = 1024.0
     #: seconds between checkpoints of a running download (also every 8 MiB finished)
     checkpoint_s: float = 1.0
+    #: folders this engine made or found (a version's files share a few): a ``.part``
+    #: whose folder went away since is created again by its open (``FileDownload``)
+    made_dirs: set[str] = field(default_factory=set)
+    #: ``{folder: (when, free bytes)}``: one statvfs per folder and second, less what
+    #: the downloads checked since have claimed (``FileDownload._check_space``)
+    free_space: dict[str, tuple[float, int]] = field(default_factory=dict)

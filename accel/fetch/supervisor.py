@@ -70,6 +70,8 @@ __all__ = ["FileDownload"]
 
 MiB = 1024 * 1024
 _DISK_MARGIN = 16 * MiB
+#: seconds a folder's free-space figure is used before it is read again
+_FREE_SPACE_S = 1.0
 _TICK_S = 0.25
 #: how often a download with peers writes its checkpoint (what a peer server reads)
 PEER_CHECKPOINT_S = 0.25
@@ -182,6 +184,8 @@ class FileDownload(PeerHaves):
         self.hashed_at = 0.0
         self.probe_start = 0
         self.had_part = False
+        #: no checkpoint before this run (``_fits_one_request`` looked) nor since
+        self.no_checkpoint = False
 
     # --- events ------------------------------------------------------------------
     def _emit(self, kind: EventKind, message: str = "") -> None:
@@ -266,13 +270,21 @@ class FileDownload(PeerHaves):
 
     async def _run(self) -> DownloadResult:
         pool, slots = self.shared.pool, self.shared.slots
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        parent = str(self.dest.parent)
+        if parent not in self.shared.made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self.shared.made_dirs.add(parent)
+        try:
+            os.lstat(self.dest)
+            there = True
+        except FileNotFoundError:
+            there = False  # nothing at dest (every file of a fresh install): one lstat
+        if there and special_target(self.dest):
+            return await self._run_stream()
         # A previous run left traces (a killed checkpoint writer's temp file) only if it
         # got as far as creating the .part: otherwise the final cleanup skips its scan.
-        if special_target(self.dest):
-            return await self._run_stream()
         self.had_part = self.part.exists()
-        if not self.had_part:
+        if not self.had_part and there:
             already = await self._reuse_existing()
             if already is not None:
                 return already
@@ -351,10 +363,7 @@ class FileDownload(PeerHaves):
     async def _reuse_existing(self) -> DownloadResult | None:
         """A file already at ``dest``: complete (no request), or the ``.part`` of a
         repair that fetches only the blocks that differ (see complete.py)."""
-        if not os.path.lexists(self.dest):
-            # Nothing there (every file of a fresh install): no hop to a thread and back,
-            # which cost more than the lstat itself (~1 ms a file on two busy cores).
-            return None
+        # (called only with something at dest: a fresh file costs no hop to a thread)
         try:
             reuse = await asyncio.to_thread(
                 reuse_existing, self.url, self.dest, self.expected, self.check, self.durable
@@ -377,7 +386,10 @@ class FileDownload(PeerHaves):
         size = self.expected.size
         if not size or (self.chunk_size is not None and self.chunk_size < size):
             return False
-        return size <= self._probe_length() and not checkpoint_path(self.dest).exists()
+        if size > self._probe_length() or checkpoint_path(self.dest).exists():
+            return False
+        self.no_checkpoint = True  # none before; only the recorder could write one now
+        return True
 
     async def _run_whole(self) -> DownloadResult | None:
         """Small files (most files of a model version): one request, no round trip.
@@ -394,7 +406,7 @@ class FileDownload(PeerHaves):
         """
         size = self.expected.size
         assert size is not None
-        self._check_space(size)
+        self._check_space(size, existing=0)  # (no .part: _run looked)
         whole = [i for i, s in enumerate(self.policy.sources) if not s.peer]
         k = zlib.crc32(str(self.dest).encode()) % len(whole)
         order = whole[k:] + whole[:k]
@@ -412,7 +424,7 @@ class FileDownload(PeerHaves):
         size = self.expected.size
         assert size is not None
         try:
-            self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._open_part(os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         except OSError as exc:
             raise disk_error(exc, self.dest) from exc
         # With the file's SHA256 known, that one hash checks every byte of this single
@@ -634,7 +646,7 @@ class FileDownload(PeerHaves):
         flags = os.O_RDWR | os.O_CREAT
         if not done:
             flags |= os.O_TRUNC
-        self.fd = os.open(self.part, flags, 0o644)
+        self._open_part(flags)
         if total:
             try:
                 os.posix_fallocate(self.fd, 0, total)
@@ -683,9 +695,30 @@ class FileDownload(PeerHaves):
             return None
         return self.plan.take_range(at, min(head.end, first.end))
 
-    def _check_space(self, needed: int) -> None:
-        free = shutil.disk_usage(self.dest.parent).free
-        existing = self.part.stat().st_size if self.part.exists() else 0
+    def _open_part(self, flags: int) -> None:
+        try:
+            self.fd = os.open(self.part, flags, 0o644)
+        except FileNotFoundError:  # its folder is gone since this engine saw it
+            self.shared.made_dirs.discard(str(self.dest.parent))
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.part, flags, 0o644)
+
+    def _check_space(self, needed: int, *, existing: int | None = None) -> None:
+        """Raise when ``needed`` more bytes (beyond the ``.part``'s) do not fit.
+
+        The free figure is read once a second per folder and the checked downloads'
+        needs are taken off it meanwhile, so many small files cost no statvfs each; a
+        large one (an eighth of the free space or more) always reads it afresh.
+        """
+        folder = str(self.dest.parent)
+        now = time.monotonic()
+        seen = self.shared.free_space.get(folder)
+        if seen is None or now - seen[0] > _FREE_SPACE_S or needed * 8 >= seen[1]:
+            seen = (now, shutil.disk_usage(folder).free)
+        free = seen[1]
+        if existing is None:
+            existing = self.part.stat().st_size if self.part.exists() else 0
+        self.shared.free_space[folder] = (seen[0], max(0, free - max(0, needed - existing)))
         if needed > 0 and needed + _DISK_MARGIN > free + existing:
             raise InsufficientDiskSpaceError(
                 f"{self.dest.parent} has {free} bytes free, the download needs {needed}",
@@ -856,7 +889,10 @@ class FileDownload(PeerHaves):
                     verified=stamp_as,
                 )
             else:  # a rename and an unlink: cheaper than a hop to a thread and back
-                publish(self.fd, self.part, self.dest, False, sweep=False)
+                publish(
+                    self.fd, self.part, self.dest, False, sweep=False,
+                    checkpoint=not self.no_checkpoint,
+                )  # fmt: skip
         except OSError as exc:
             raise disk_error(exc, self.dest) from exc
         self.fd_closed()

@@ -29,6 +29,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import ssl
 import threading
 import time
@@ -233,7 +234,7 @@ class _Worker:
         try:
             while not self.stopped.is_set():
                 try:
-                    msg = self.conn.recv()
+                    msg = pickle.loads(self.conn.recv_bytes())
                 except (EOFError, OSError):
                     break  # the supervisor is gone
                 self._handle(msg)
@@ -248,9 +249,10 @@ class _Worker:
             self.http.close()
 
     def _send(self, msg: FromWorker) -> None:
+        data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)  # outside the lock
         try:
             with self.send_lock:
-                self.conn.send(msg)
+                self.conn.send_bytes(data)
         except (BrokenPipeError, OSError):
             self.stopped.set()
 

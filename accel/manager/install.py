@@ -185,6 +185,7 @@ SMALL_FILE_BYTES = 4 * 1024 * 1024
 #: files on a per-connection-capped origin took 0.72x huggingface_hub's wall with 3)
 SMALL_FILES_PER_SLOT = 4
 
+
 @dataclass
 class FileRun:
     """Live state of one file during an install (what progress events show)."""
@@ -196,6 +197,9 @@ class FileRun:
     meter: RateMeter = field(default_factory=RateMeter)
     #: False for a file done but not yet synced (recorded as ``downloading`` until then)
     synced: bool = True
+    #: the last :meth:`recorded` answer, given again while nothing in it changed (a
+    #: save of a 10,000-file version copied every file's status each time)
+    _recorded: FileStatus | None = field(default=None, repr=False, compare=False)
 
     @property
     def bytes_done(self) -> int:
@@ -210,11 +214,23 @@ class FileRun:
 
     def recorded(self) -> FileStatus:
         """The status the registry may hold: ``done`` only once synced."""
-        st = self.status.model_copy()
-        if st.state == "done" and not self.synced:
-            st.state = "downloading"
-        elif st.state == "downloading":
-            st.bytes_done = self.bytes_done  # what `accel status` shows from another process
+        live = self.status
+        state = "downloading" if live.state == "done" and not self.synced else live.state
+        # downloading: what `accel status` shows from another process
+        done = self.bytes_done if live.state == "downloading" else live.bytes_done
+        last = self._recorded
+        if (
+            last is not None
+            and last.state == state
+            and last.bytes_done == done
+            and last.error is live.error
+            and (last.path, last.sha256, last.bytes_total)
+            == (live.path, live.sha256, live.bytes_total)
+        ):
+            return last
+        st = live.model_copy()
+        st.state, st.bytes_done = state, done  # type: ignore[assignment]
+        self._recorded = st
         return st
 
     def progress(self, now: float) -> FileProgress:
@@ -456,11 +472,31 @@ class VersionInstall:
             self._by_sha.setdefault(mf.sha256, []).append(run)
             self._manifest_files[mf.path] = mf
 
+    def _names_on_disk(self) -> set[str]:
+        """Every name under the target now, relative and ``/``-joined (symlinked folders
+        not entered): one directory walk, instead of a stat or an open per manifest file
+        in each pass over a version that is mostly (a fresh install: all) not there."""
+        names: set[str] = set()
+        folders = [("", str(self.target))]
+        while folders:
+            rel, path = folders.pop()
+            try:
+                entries = os.scandir(path)
+            except OSError:
+                continue  # not there (yet), or not a folder: nothing under it
+            with entries:
+                for e in entries:
+                    names.add(rel + e.name)
+                    if e.is_dir(follow_symlinks=False):
+                        folders.append((f"{rel}{e.name}/", e.path))
+        return names
+
     def adopt_finished(self) -> None:
         """Files with their final name but not recorded done (crash in the flush window)."""
+        names = self._names_on_disk()
         for run in self.files.values():
             st = run.status
-            if st.state == "done":
+            if st.state == "done" or str(safe_relpath(st.path)) not in names:
                 continue
             final = self.target / safe_relpath(st.path)
             with contextlib.suppress(OSError):
@@ -473,10 +509,13 @@ class VersionInstall:
         from accel.fetch.checkpoint import load_checkpoint
 
         kept = 0
+        names = self._names_on_disk()
         for run in self.files.values():
             st = run.status
             if st.state == "done":
                 kept += st.bytes_total
+                continue
+            if f"{safe_relpath(st.path)}.part.json" not in names:  # (checkpoint_path)
                 continue
             dest = self.target / safe_relpath(st.path)
             try:
@@ -509,10 +548,14 @@ class VersionInstall:
     def check_space(self) -> None:
         """Room for every missing byte (partial ``.part`` files count as held)."""
         sizes, held = [], []
+        names = self._names_on_disk()
         for run in self.files.values():
             if run.status.state == "done":
                 continue
             sizes.append(run.status.bytes_total)
+            if f"{safe_relpath(run.status.path)}.part" not in names:  # (part_path)
+                held.append(0)
+                continue
             part = (self.target / safe_relpath(run.status.path)).with_name(
                 Path(run.status.path).name + ".part"
             )

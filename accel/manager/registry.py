@@ -52,6 +52,10 @@ class RegistryStore:
         self.reserve_path = models_dir / ".accel" / "registry.reserve"
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         self._reserved = 0
+        #: the bytes this store last wrote and the registry they were made from: an
+        #: update that finds exactly those bytes on disk starts from that object instead
+        #: of parsing and validating them again (10,000 files: ~0.1 s a save)
+        self._written: tuple[bytes, Registry] | None = None
 
     def read(self) -> Registry:
         """The current registry (empty if none yet); a foreign schema is a ConfigError."""
@@ -59,6 +63,9 @@ class RegistryStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return Registry()
+        return self._parse(raw)
+
+    def _parse(self, raw: bytes) -> Registry:
         try:
             data = json.loads(raw)
             version = data.get("schema_version") if isinstance(data, dict) else None
@@ -92,7 +99,15 @@ class RegistryStore:
     def update(self, change: Callable[[Registry], T]) -> T:
         """Apply ``change`` to a fresh read of the registry and write it back atomically."""
         with self.locked():
-            reg = self.read()
+            written, self._written = self._written, None  # a failed change leaves no cache
+            try:
+                raw = self.path.read_bytes()
+            except FileNotFoundError:
+                reg = Registry()
+            else:
+                # Same bytes, same registry: nobody wrote since (compared, not stat'ed, so
+                # a reused inode or a coarse mtime cannot fool it).
+                reg = written[1] if written is not None and written[0] == raw else self._parse(raw)
             result = change(reg)
             self._write(reg)
             return result
@@ -106,6 +121,7 @@ class RegistryStore:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._give_up_reserve():
                 raise
             atomic_write_bytes(self.path, data)
+        self._written = (data, reg)
         self._keep_reserve(2 * len(data))
 
     def _keep_reserve(self, size: int) -> None:

@@ -9,6 +9,7 @@ those per-file evaluations, so it holds whatever the machine's load.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,97 @@ async def test_progress_views_during_the_fetch_add_up_only_files_in_flight(
     assert inst.bytes_done == inst.bytes_total == 16384 * n
     # 3 views per file, each of which visited all n files before (5.4 million visits)
     assert visits <= 60 * n, f"{visits} file visits for an install of {n} files"
+
+
+def test_a_save_copies_only_changed_files_and_parses_no_registry_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each save of a 10,000-file version copied every file's status and parsed and
+    validated the whole registry it had written itself a moment before."""
+    n = 400
+    inst = _install(tmp_path, n)
+    copies = 0
+    real_copy = FileStatus.model_copy
+
+    def counted_copy(self: FileStatus, *a: Any, **kw: Any) -> FileStatus:
+        nonlocal copies
+        copies += 1
+        return real_copy(self, *a, **kw)
+
+    parses = 0
+    real_validate = Registry.model_validate
+
+    def counted_validate(*a: Any, **kw: Any) -> Registry:
+        nonlocal parses
+        parses += 1
+        return real_validate(*a, **kw)
+
+    monkeypatch.setattr(FileStatus, "model_copy", counted_copy)
+    monkeypatch.setattr(Registry, "model_validate", counted_validate)
+    inst.save("downloading")
+    first_copies = copies
+    assert first_copies == n
+    run = inst.files["f00007.bin"]
+    run.status.state, run.status.bytes_done = "done", 16384
+    inst.save()
+    assert copies - first_copies == 1  # before: n again
+    assert parses == 0  # before: one per save after the first
+    # what is on disk is what a reader parses: the changed file, every other one
+    rec = json.loads((tmp_path / "registry.json").read_bytes())["installs"]["many@1"]
+    states = {f["path"]: f["state"] for f in rec["files"]}
+    assert states["f00007.bin"] == "done" and list(states.values()).count("done") == 1
+
+    # another writer's change is seen (the bytes differ), and kept
+    def other(reg: Registry) -> None:
+        reg.installs["other@1"] = reg.installs["many@1"].model_copy(update={"model_id": "other"})
+
+    RegistryStore(tmp_path).update(other)
+    parses = 0
+    inst.save()
+    assert parses == 1
+    installs = json.loads((tmp_path / "registry.json").read_bytes())["installs"]
+    assert sorted(installs) == ["many@1", "other@1"] and len(installs["many@1"]["files"]) == n
+
+
+def test_a_fresh_install_looks_up_no_file_of_it_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the fetch, three passes (finished files, kept checkpoints, held .part
+    space) stat'ed or opened a path per file: 30,000 lookups for 10,000 files of which
+    none existed. One directory walk says which names are there."""
+    n = 300
+    inst = _install(tmp_path, n)
+    stats = 0
+    real_stat = Path.stat
+
+    def counted_stat(self: Path, *a: Any, **kw: Any) -> Any:
+        nonlocal stats
+        if self.name.startswith("f0"):
+            stats += 1
+        return real_stat(self, *a, **kw)
+
+    import accel.fetch.checkpoint as checkpoint_mod
+
+    loads = 0
+    real_load = checkpoint_mod.load_checkpoint
+
+    def counted_load(dest: Path) -> Any:
+        nonlocal loads
+        loads += 1
+        return real_load(dest)
+
+    monkeypatch.setattr(Path, "stat", counted_stat)
+    monkeypatch.setattr(checkpoint_mod, "load_checkpoint", counted_load)
+    inst.adopt_finished()
+    assert inst.kept_bytes() == 0
+    inst.check_space()
+    assert (stats, loads) == (0, 0)  # before: 2n stats and n checkpoint reads
+    # and with something there: a finished file, a checkpointed part
+    target = inst.target
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "f00003.bin").write_bytes(b"\0" * 16384)
+    (target / "f00004.bin.part").write_bytes(b"\0" * 8192)
+    inst.adopt_finished()
+    inst.kept_bytes()
+    inst.check_space()
+    assert stats == 2 and loads == 0  # f00003's stat (then its hash), f00004.part's

@@ -323,3 +323,43 @@ def test_file_locks_leave_no_file_per_content(tmp_path: Path) -> None:
         h.release()
     left = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()]
     assert len(left) <= 1, left[:5]
+
+
+_OPENS: list[str] | None = None
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event == "open" and _OPENS is not None:
+        _OPENS.append(str(args[0]))
+
+
+sys.addaudithook(_audit)  # (no way to remove one: inert unless a test collects)
+
+
+def test_file_locks_reuse_their_descriptors_and_still_exclude(tmp_path: Path) -> None:
+    """10,000 file locks opened the ranges file 10,000 times (a text-file object
+    each). A released lock's descriptor is unlocked and taken by the next lock; a
+    reused one locks its own byte and nothing else."""
+    global _OPENS
+    space, other = LockSpace(tmp_path), LockSpace(tmp_path)
+    _OPENS = []
+    try:
+        for i in range(300):
+            space.try_acquire(
+                f"files/{i:064x}", kind="file", model_id="m", version="1", timeout_s=5,
+                record=False,
+            ).release()  # fmt: skip
+        opens = [p for p in _OPENS if p.endswith("files.ranges")]
+    finally:
+        _OPENS = None
+    assert len(opens) <= 1, len(opens)  # before: 300
+    a = space.try_acquire("files/aa", kind="file", model_id="m", version="1", timeout_s=5)
+    a.release()
+    b = space.try_acquire("files/bb", kind="file", model_id="m", version="1", timeout_s=5)
+    try:  # b holds the descriptor a had: aa is free, bb busy, for another holder
+        other.try_acquire("files/aa", kind="file", model_id="m", version="1", timeout_s=5).release()
+        with pytest.raises(LockBusy):
+            other.try_acquire("files/bb", kind="file", model_id="m", version="1", timeout_s=5)
+    finally:
+        b.release()
+    other.try_acquire("files/bb", kind="file", model_id="m", version="1", timeout_s=5).release()
