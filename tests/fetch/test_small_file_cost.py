@@ -17,7 +17,6 @@ import pytest
 
 from accel.errors import InsufficientDiskSpaceError
 from accel.fetch import Engine, Expected
-from accel.fetch import supervisor as supervisor_mod
 from tests.fetch.conftest import sha256_of
 from tests.support.nginx import Nginx
 
@@ -38,7 +37,7 @@ def _count_statvfs(monkeypatch: pytest.MonkeyPatch, free: int | None = None) -> 
         got = real(path)
         return got if free is None else got._replace(free=free)
 
-    monkeypatch.setattr(supervisor_mod.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)  # (as the supervisor calls it)
     return calls
 
 
