@@ -29,6 +29,19 @@ REPO = Path(__file__).resolve().parent.parent
 _TRASH: set[Path] = set()
 
 
+def _on_tmpfs(path: Path) -> bool:
+    """Is ``path`` on a tmpfs (the longest mount point of /proc/mounts above it)?"""
+    best, fstype = "", ""
+    real = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        for line in f:
+            _, mnt, kind, *_ = line.split()
+            inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) > len(best):
+                best, fstype = mnt, kind
+    return fstype == "tmpfs"
+
+
 def discard(path: Path) -> None:
     """Move ``path`` (a run's output) into a trash folder beside it; deleted at exit.
 
@@ -43,6 +56,11 @@ def discard(path: Path) -> None:
     its end, so no bench pays for the one before).
     """
     if not path.exists():
+        return
+    if _on_tmpfs(path):
+        # A tmpfs has no such allocator, and its trash is memory: kept, a series of
+        # 1 GiB installs filled /dev/shm (23 of 24 GiB) and stalled the machine.
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
         return
     trash = path.parent / ".bench-trash"
     trash.mkdir(exist_ok=True)

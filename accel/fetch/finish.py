@@ -40,7 +40,9 @@ class PrefixHasher:
         #: file is never read back)
         self.whole: str | None = None
         self.wake = asyncio.Event()
-        self._buf = bytearray(_HASH_READ)
+        #: the read-back buffer, made at the first read back (a worker hashed most
+        #: files whole: 256 KiB zeroed per small file for nothing)
+        self._buf: bytearray | None = None
 
     def adopt(self, sha256_hex: str) -> None:
         """A worker hashed every byte on the way: nothing left to read."""
@@ -83,6 +85,8 @@ class PrefixHasher:
         start = self.hashed
         if os.fstat(rfd).st_size < target:
             raise DownloadError(f"{self.part} is shorter than expected: was it truncated?")
+        if self._buf is None:
+            self._buf = bytearray(_HASH_READ)
         buf = self._buf
         view = memoryview(buf)
         update = self.sha.update

@@ -431,9 +431,7 @@ class FileDownload(PeerHaves):
         # request, so the worker skips the blake3 blocks (one hash per byte, not two).
         # A mismatch then goes to the ranged path, where the blocks find the bad bytes.
         verify_by_sha = bool(self.expected.sha256)
-        task = dataclasses.replace(
-            self._task(0, size, src, sha256=True, blocks=not verify_by_sha), report_head=True
-        )
+        task = self._task(0, size, src, sha256=True, blocks=not verify_by_sha, report_head=True)
         link = self.links[src]
         self.policy = self.policy.started(src)
         t0 = time.monotonic()
@@ -736,6 +734,7 @@ class FileDownload(PeerHaves):
         probe: bool = False,
         sha256: bool = False,
         blocks: bool = True,
+        report_head: bool = False,
     ) -> Task:
         head = self.heads.pop(start, start) if blocks and end is not None else start
         digests: tuple[str, ...] = ()
@@ -754,7 +753,7 @@ class FileDownload(PeerHaves):
                 *strip_credentials(headers, self.secret_headers),
                 *self.peer_headers,
             )
-        elif origin_of(url) != origin_of(self.url):
+        elif url != self.url and origin_of(url) != origin_of(self.url):
             # A mirror, or where a redirect led: the caller's credentials are for the URL.
             headers = tuple(strip_credentials(headers, self.secret_headers))
         etag, last_modified = self.etag, self.last_modified
@@ -778,7 +777,7 @@ class FileDownload(PeerHaves):
             stall_timeout=e.stall_timeout,
             min_rate=e.min_rate,
             sha256=sha256,
-            report_head=bool(source) and not link.known,
+            report_head=report_head or (bool(source) and not link.known),
             peer=peer,
         )
 
